@@ -1,0 +1,333 @@
+"""The lab model: every name and address of the article's topology, built and validated here.
+
+Rendering, providers and verification only read a Lab; they never invent a name or an
+address. `build_lab(Options)` is the one place that checks user input; `Lab.to_dict` /
+`Lab.from_dict` are what lab.json holds, so later commands see exactly what was rendered.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import asdict, dataclass, field, fields
+
+from . import __version__
+from . import boxes as box_catalog
+from .boxes import Box
+from .errors import InputError
+
+TUNNELS = ("gre", "vxlan")
+STP_MODES = ("stp", "rstp")
+STP_TIMERS = ("tuned", "standard")
+DATAPATHS = ("system", "netdev")
+DRIVERS = ("kvm", "qemu", "auto")
+MIN_NODES, MAX_NODES = 2, 8
+MIN_MEMORY_MB = 512
+DEFAULT_BOX = {"libvirt": "centos/stream9", "netns": "host"}
+# vagrant-libvirt's management network; an underlay on it would clash inside the VMs.
+VAGRANT_MGMT_NET = ipaddress.ip_network("192.168.121.0/24")
+
+# Tunnel encapsulation overhead on an IPv4 underlay, counted from the inner Ethernet header
+# (the inner MTU excludes it, the outer IP packet must fit the underlay MTU):
+#   GRE   = outer IPv4 20 + GRE base header 4 (+4 with a key) + inner Ethernet 14 = 38 (42)
+#   VXLAN = outer IPv4 20 + UDP 8 + VXLAN header 8 + inner Ethernet 14       = 50
+# OVS adds no GRE checksum or sequence number unless asked, so these are exact.
+OVERHEAD = {"gre": 38, "vxlan": 50}
+GRE_KEY_BYTES = 4
+
+# A lab name becomes a libvirt network, a domain prefix and part of host namespace names:
+# lowercase (Vagrant and libvirt trip over uppercase), no shell metacharacters, short.
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+
+# The article's three bridges: br1 carries the tunnels, br2/br3 hold the namespaces.
+TUNNEL_BRIDGE = "br1"
+BRIDGES = ("br1", "br2", "br3")
+# The article's bridge loop: (pair name, bridge of end .1, bridge of end .2).
+LOOP = (("b12", "br2", "br1"), ("b13", "br3", "br1"), ("b23", "br3", "br2"))
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the user asked for, before validation (CLI flags or a spec)."""
+
+    tunnel: str
+    nodes: int = 2
+    provider: str = "libvirt"
+    box: str | None = None
+    datapath: str | None = None
+    stp: str = "stp"
+    stp_timers: str = "tuned"
+    underlay: str = "10.10.10.0/24"
+    overlay: str = "192.168.10.0/24"
+    underlay_mtu: int = 1500
+    key: int | None = None          # VXLAN VNI or GRE key
+    memory: int = 1024
+    cpus: int = 1
+    libvirt_driver: str = "auto"
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Veth:
+    """A veth pair: end `a` sits on bridge_a; end `b` on bridge_b or inside namespace."""
+
+    a: str
+    bridge_a: str
+    b: str
+    bridge_b: str | None = None
+    namespace: str | None = None
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    address: str        # e.g. 192.168.10.1
+    interface: str      # the veth end inside it
+    bridge: str
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    port: str           # OVS port name on br1
+    type: str           # gre | vxlan
+    remote_node: str
+    remote_ip: str
+
+
+@dataclass(frozen=True)
+class Node:
+    index: int
+    name: str
+    underlay_ip: str
+    namespaces: tuple[Namespace, ...]
+    veths: tuple[Veth, ...]
+    tunnels: tuple[Tunnel, ...]
+
+
+@dataclass(frozen=True)
+class Lab:
+    name: str
+    tunnel: str
+    key: int | None
+    provider: str
+    datapath: str
+    stp: str
+    stp_timers: str
+    underlay: str           # network, e.g. 10.10.10.0/24
+    underlay_host_ip: str   # the hypervisor's address on it (libvirt), never a node's
+    underlay_mtu: int
+    overlay: str
+    inner_mtu: int
+    bridges: tuple[str, ...]
+    tunnel_bridge: str
+    nodes: tuple[Node, ...]
+    box: Box
+    memory: int
+    cpus: int
+    libvirt_driver: str
+    libvirt_network: str
+    domain_prefix: str
+    version: str = field(default=__version__)
+
+    @property
+    def underlay_prefixlen(self) -> int:
+        return ipaddress.ip_network(self.underlay).prefixlen
+
+    @property
+    def underlay_netmask(self) -> str:
+        return str(ipaddress.ip_network(self.underlay).netmask)
+
+    @property
+    def overlay_prefixlen(self) -> int:
+        return ipaddress.ip_network(self.overlay).prefixlen
+
+    @property
+    def stp_config(self) -> dict[str, str]:
+        """OVS Bridge columns that switch loop protection on (applied at bridge creation)."""
+        if self.stp == "rstp":
+            return {"rstp_enable": "true"}
+        cfg = {"stp_enable": "true"}
+        if self.stp_timers == "tuned":
+            # 802.1D needs 2*(forward_delay-1) >= max_age, else OVS silently raises the delay.
+            cfg |= {"other_config:stp-forward-delay": "4", "other_config:stp-max-age": "6"}
+        return cfg
+
+    @property
+    def settle_timeout(self) -> float:
+        """How long spanning tree may take to converge before verification gives up."""
+        if self.stp == "rstp":
+            return 30.0
+        return 40.0 if self.stp_timers == "tuned" else 75.0
+
+    @property
+    def encapsulation(self) -> dict[str, str]:
+        """How the encapsulated traffic looks on the underlay (for the capture check)."""
+        if self.tunnel == "gre":
+            return {"filter": "ip proto 47", "label": "GRE (IP protocol 47)"}
+        return {"filter": "udp dst port 4789", "label": "VXLAN (UDP 4789)"}
+
+    @property
+    def max_ping_payload(self) -> int:
+        """Largest ICMP payload that fits the inner MTU: minus IPv4 20 and ICMP 8 headers."""
+        return self.inner_mtu - 28
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def namespaces(self) -> list[tuple[Node, Namespace]]:
+        return [(n, ns) for n in self.nodes for ns in n.namespaces]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["box"] = self.box.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Lab":
+        nodes = tuple(
+            Node(
+                index=n["index"], name=n["name"], underlay_ip=n["underlay_ip"],
+                namespaces=tuple(Namespace(**x) for x in n["namespaces"]),
+                veths=tuple(Veth(**x) for x in n["veths"]),
+                tunnels=tuple(Tunnel(**x) for x in n["tunnels"]),
+            )
+            for n in d["nodes"]
+        )
+        simple = {f.name: d[f.name] for f in fields(cls) if f.name not in ("nodes", "box")}
+        simple["bridges"] = tuple(simple["bridges"])
+        return cls(**simple, nodes=nodes, box=Box.from_dict(d["box"]))
+
+
+def _choice(value: str, allowed: tuple[str, ...], what: str) -> str:
+    if value not in allowed:
+        raise InputError(f"unknown {what} {value!r}: use {' or '.join(allowed)}")
+    return value
+
+
+def _network(text: str, what: str, flag: str) -> ipaddress.IPv4Network:
+    try:
+        net = ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        hint = ""
+        try:
+            hint = f" (did you mean {ipaddress.ip_network(text, strict=False)}?)"
+        except ValueError:
+            pass
+        raise InputError(f"{what} {text!r} is not a network address in CIDR form{hint}: "
+                         f"pass e.g. {flag} 10.10.10.0/24") from exc
+    if net.version != 4:
+        raise InputError(f"{what} {text!r} is IPv6; labgen builds IPv4 underlays and overlays: "
+                         f"pass an IPv4 CIDR to {flag}")
+    return net
+
+
+def overlay_offset(index: int, ns_pos: int) -> int:
+    """Host part of a namespace address: A1 .1, B1 .2; node k>=2: A .10(k-1), B .10(k-1)+1."""
+    if index == 1:
+        return 1 + ns_pos
+    return 10 * (index - 1) + ns_pos
+
+
+def resolve_driver(requested: str, kvm_usable=None) -> str:
+    if requested != "auto":
+        return requested
+    if kvm_usable is None:
+        from .hostfacts import kvm_usable as probe
+        kvm_usable = probe()
+    return "kvm" if kvm_usable else "qemu"
+
+
+def build_lab(opts: Options, kvm_usable: bool | None = None) -> Lab:
+    """Validate the options and resolve every name and address of the lab."""
+    tunnel = _choice(opts.tunnel, TUNNELS, "tunnel type")
+    provider = _choice(opts.provider, box_catalog.PROVIDERS, "provider")
+    stp = _choice(opts.stp, STP_MODES, "spanning tree mode")
+    timers = _choice(opts.stp_timers, STP_TIMERS, "STP timer set")
+    driver = _choice(opts.libvirt_driver, DRIVERS, "libvirt driver")
+
+    if not MIN_NODES <= opts.nodes <= MAX_NODES:
+        raise InputError(f"--nodes {opts.nodes} is out of range: a lab has "
+                         f"{MIN_NODES} to {MAX_NODES} nodes")
+
+    datapath = opts.datapath or ("netdev" if provider == "netns" else "system")
+    _choice(datapath, DATAPATHS, "datapath")
+    if provider == "netns" and datapath != "netdev":
+        raise InputError("--datapath system needs a kernel Open vSwitch module; the netns "
+                         "provider uses the userspace datapath: drop --datapath or use netdev")
+
+    box = box_catalog.get(opts.box or DEFAULT_BOX[provider])
+    if provider not in box.providers:
+        raise InputError(f"box {box.name!r} is for provider {', '.join(box.providers)}, not "
+                         f"{provider}: drop --box or pick one listed by labgen boxes")
+
+    name = opts.name if opts.name is not None else tunnel
+    if not NAME_RE.match(name):
+        raise InputError(f"lab name {name!r} is not usable: use 1-20 characters, lowercase "
+                         f"letters, digits and '-', starting with a letter (e.g. --name gre-lab)")
+
+    if opts.key is not None:
+        limit = (1 << 24) - 1 if tunnel == "vxlan" else (1 << 32) - 1
+        what = "VXLAN VNI" if tunnel == "vxlan" else "GRE key"
+        if not 0 <= opts.key <= limit:
+            raise InputError(f"{what} {opts.key} is out of range: use 0 to {limit}")
+
+    if not 1280 <= opts.underlay_mtu <= 9000:
+        raise InputError(f"--underlay-mtu {opts.underlay_mtu} is out of range: use 1280 to 9000")
+    if opts.memory < MIN_MEMORY_MB:
+        raise InputError(f"--memory {opts.memory} MiB is too small for a node running Open "
+                         f"vSwitch: use at least {MIN_MEMORY_MB}")
+    if not 1 <= opts.cpus <= 64:
+        raise InputError(f"--cpus {opts.cpus} is out of range: use 1 to 64")
+
+    underlay = _network(opts.underlay, "underlay", "--underlay")
+    overlay = _network(opts.overlay, "overlay", "--overlay")
+    if underlay.overlaps(overlay):
+        raise InputError(f"overlay {overlay} overlaps underlay {underlay}: the namespaces' "
+                         f"network must be separate from the hosts' (e.g. --overlay 192.168.10.0/24)")
+    if provider == "libvirt" and underlay.overlaps(VAGRANT_MGMT_NET):
+        raise InputError(f"underlay {underlay} overlaps vagrant-libvirt's management network "
+                         f"{VAGRANT_MGMT_NET}: pick another, e.g. --underlay 10.10.10.0/24")
+    # Nodes take .1...N, the hypervisor the last usable address.
+    host_offset = underlay.num_addresses - 2
+    if host_offset <= opts.nodes:
+        raise InputError(f"underlay {underlay} is too small for {opts.nodes} nodes and the host: "
+                         f"use a shorter prefix, e.g. /24")
+    need = overlay_offset(opts.nodes, 1)
+    if need >= overlay.num_addresses - 1:
+        raise InputError(f"overlay {overlay} is too small for {opts.nodes} nodes (needs host "
+                         f"part .{need}): use a shorter prefix, e.g. /24")
+
+    overhead = OVERHEAD[tunnel] + (GRE_KEY_BYTES if tunnel == "gre" and opts.key is not None else 0)
+    inner_mtu = opts.underlay_mtu - overhead
+
+    under_ip = {k: str(underlay.network_address + k) for k in range(1, opts.nodes + 1)}
+    nodes = []
+    for k in range(1, opts.nodes + 1):
+        namespaces, veths = [], []
+        for pos, (letter, bridge) in enumerate((("a", "br2"), ("b", "br3"))):
+            ns = f"{letter.upper()}{k}"
+            namespaces.append(Namespace(
+                name=ns, address=str(overlay.network_address + overlay_offset(k, pos)),
+                interface=f"{letter}{k}.2", bridge=bridge))
+            veths.append(Veth(a=f"{letter}{k}.1", bridge_a=bridge, b=f"{letter}{k}.2", namespace=ns))
+        for pair, br_a, br_b in LOOP:
+            veths.append(Veth(a=f"{pair}.1", bridge_a=br_a, b=f"{pair}.2", bridge_b=br_b))
+        tunnels = tuple(
+            Tunnel(port=f"{tunnel}-node{j}", type=tunnel, remote_node=f"node{j}", remote_ip=under_ip[j])
+            for j in range(1, opts.nodes + 1) if j != k
+        )
+        nodes.append(Node(index=k, name=f"node{k}", underlay_ip=under_ip[k],
+                          namespaces=tuple(namespaces), veths=tuple(veths), tunnels=tunnels))
+
+    return Lab(
+        name=name, tunnel=tunnel, key=opts.key, provider=provider, datapath=datapath,
+        stp=stp, stp_timers=timers, underlay=str(underlay),
+        underlay_host_ip=str(underlay.network_address + host_offset),
+        underlay_mtu=opts.underlay_mtu, overlay=str(overlay), inner_mtu=inner_mtu,
+        bridges=BRIDGES, tunnel_bridge=TUNNEL_BRIDGE, nodes=tuple(nodes), box=box,
+        memory=opts.memory, cpus=opts.cpus,
+        libvirt_driver=resolve_driver(driver, kvm_usable) if provider == "libvirt" else "none",
+        libvirt_network=f"labgen-{name}", domain_prefix=f"labgen-{name}-",
+    )

@@ -1,0 +1,283 @@
+"""SSHRunner: the Runner for Vagrant VMs, one paramiko connection per node.
+
+Verification fires many short commands at a node, often from several threads at once, so
+the runner opens ONE SSH connection lazily and multiplexes every command over it as its own
+channel (paramiko's Transport is thread-safe for that). Connection details come from
+`vagrant ssh-config`, which parse_ssh_config() reads.
+"""
+from __future__ import annotations
+
+import re
+import select
+import shlex
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import paramiko
+
+from labgen.runner import TIMEOUT_EXIT, Result, RunnerError
+
+_CHUNK = 65536
+_OPTION = re.compile(r"(\S+?)\s*(?:=|\s)\s*(.*)")
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    host: str
+    port: int
+    user: str
+    key_file: str
+
+
+def parse_ssh_config(text: str) -> dict[str, SSHTarget]:
+    """Parse `vagrant ssh-config` output into {host name: SSHTarget}.
+
+    Only HostName, Port, User and the first IdentityFile matter; every other option
+    (StrictHostKeyChecking, LogLevel, ...) is ignored. Keys are case-insensitive and values
+    may be double-quoted (Vagrant quotes paths).
+    """
+    blocks: list[tuple[str, dict[str, str]]] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        # ssh_config allows "Key value", "Key=value" and "Key = value".
+        m = _OPTION.match(line)
+        if not m or line.startswith("#"):
+            continue
+        key, value = m.group(1).lower(), _unquote(m.group(2).strip())
+        if key == "host":
+            blocks.append((value, {}))
+        elif blocks:
+            # setdefault: the first IdentityFile wins, as it is the one ssh tries first.
+            blocks[-1][1].setdefault(key, value)
+        # Anything before the first Host line (e.g. a stray warning) is not ours to judge.
+    if not blocks:
+        raise ValueError("no 'Host' block found in ssh-config text")
+
+    targets: dict[str, SSHTarget] = {}
+    for name, opts in blocks:
+        missing = [label for label in ("HostName", "User", "IdentityFile")
+                   if not opts.get(label.lower())]
+        if missing:
+            raise ValueError(f"ssh-config block for host {name!r} lacks {', '.join(missing)}")
+        try:
+            port = int(opts.get("port", "22"))
+        except ValueError:
+            raise ValueError(f"ssh-config block for host {name!r} has a bad Port: "
+                             f"{opts['port']!r}") from None
+        targets[name] = SSHTarget(opts["hostname"], port, opts["user"], opts["identityfile"])
+    return targets
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def remote_command(command: str, user: str, sudo: bool = True) -> str:
+    """The command line sent to the node: always `sh -c` (like LocalRunner, and independent
+    of the login shell), behind a non-interactive sudo when we are not root already."""
+    inner = f"sh -c {shlex.quote(command)}"
+    if sudo and user != "root":
+        # -n: fail at once instead of hanging on a password prompt nobody can answer.
+        return f"sudo -n {inner}"
+    return inner
+
+
+def _load_key(path: str) -> paramiko.PKey:
+    # Vagrant's insecure key is often mode 0644; unlike OpenSSH, paramiko does not object.
+    from_path = getattr(paramiko.PKey, "from_path", None)
+    if from_path is not None:  # paramiko >= 3.2 detects the key type itself
+        return from_path(path)
+    last: Exception | None = None
+    for cls in (paramiko.Ed25519Key, paramiko.RSAKey, paramiko.ECDSAKey):
+        try:
+            return cls.from_private_key_file(path)
+        except paramiko.SSHException as exc:
+            last = exc
+    raise paramiko.SSHException(f"unsupported key type ({last})")
+
+
+def _cause(exc: BaseException, key_file: str, timeout: float) -> str:
+    """One short lower-case phrase for why connecting failed."""
+    if isinstance(exc, paramiko.AuthenticationException):
+        return f"authentication with key {key_file} failed"
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        errors = list(exc.errors.values())
+        if errors and all(isinstance(e, ConnectionRefusedError) for e in errors):
+            return "connection refused"
+        return "; ".join(_os_cause(e) for e in errors) or str(exc)
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host name ({exc.strerror})"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return f"no answer within {timeout:g} s"
+    if isinstance(exc, OSError):
+        return _os_cause(exc)
+    if isinstance(exc, EOFError):
+        return "the server closed the connection"
+    return str(exc) or type(exc).__name__
+
+
+def _os_cause(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[0].lower() + exc.strerror[1:]
+    return str(exc)
+
+
+class SSHRunner:
+    """Runs commands as root on one node over a single, lazily opened SSH connection."""
+
+    # OpenSSH refuses more than MaxSessions (default 10) channels per connection at once
+    # ("administratively prohibited"); stay below it and let extra threads queue instead.
+    max_sessions = 8
+
+    def __init__(self, node: str, target: SSHTarget, connect_timeout: float = 10.0,
+                 sudo: bool = True):
+        self.node = node
+        self.target = target
+        self.connect_timeout = connect_timeout
+        self.sudo = sudo
+        self._client: paramiko.SSHClient | None = None
+        self._lock = threading.Lock()
+        self._sessions = threading.BoundedSemaphore(self.max_sessions)
+
+    @classmethod
+    def from_ssh_config(cls, node: str, text: str, **kwargs) -> SSHRunner:
+        """SSHRunner for `Host NODE` of `vagrant ssh-config` output; kwargs go to __init__."""
+        targets = parse_ssh_config(text)
+        if node not in targets:
+            raise ValueError(f"{node}: no 'Host {node}' in ssh-config "
+                             f"(found: {', '.join(sorted(targets))})")
+        return cls(node, targets[node], **kwargs)
+
+    @property
+    def address(self) -> str:
+        return f"{self.target.host}:{self.target.port}"
+
+    @property
+    def transport(self) -> paramiko.Transport | None:
+        """The current connection, if any (for diagnostics and tests)."""
+        with self._lock:
+            return self._client.get_transport() if self._client else None
+
+    def _connected(self) -> paramiko.Transport:
+        """The open transport, connecting (or reconnecting after a drop) under the lock so
+        that concurrent first calls share one connection."""
+        with self._lock:
+            if self._client is not None:
+                transport = self._client.get_transport()
+                if transport is not None and transport.is_active():
+                    return transport
+                self._client.close()  # it dropped: reconnect below
+                self._client = None
+            self._client = self._connect()
+            return self._client.get_transport()
+
+    def _connect(self) -> paramiko.SSHClient:
+        t = self.target
+        fail = f"{self.node}: cannot connect over SSH to {self.address}"
+        try:
+            key = _load_key(t.key_file)
+        except Exception as exc:  # missing, unreadable, encrypted or unknown-type key alike
+            raise RunnerError(f"{fail}: cannot load key {t.key_file}: "
+                              f"{_cause(exc, t.key_file, 0)}") from exc
+        client = paramiko.SSHClient()
+        # Lab VMs are throw-away and get fresh host keys on every `vagrant up`; pinning them
+        # in a known_hosts file would only produce spurious mismatches. So no known_hosts, and
+        # accept whatever host key the VM presents.
+        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        try:
+            client.connect(t.host, t.port, username=t.user, pkey=key,
+                           timeout=self.connect_timeout, banner_timeout=self.connect_timeout,
+                           auth_timeout=self.connect_timeout,
+                           # Only the key from ssh-config: no agent, no ~/.ssh/id_* guessing.
+                           allow_agent=False, look_for_keys=False)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            client.close()
+            raise RunnerError(f"{fail}: {_cause(exc, t.key_file, self.connect_timeout)}") from exc
+        return client
+
+    def _drop(self, transport: paramiko.Transport) -> None:
+        """Forget a dead connection, unless another thread already replaced it."""
+        with self._lock:
+            if self._client is not None and self._client.get_transport() is transport:
+                self._client.close()
+                self._client = None
+
+    def _open_channel(self, command: str) -> tuple[paramiko.Transport, paramiko.Channel]:
+        # The transport may have died since we last looked (VM rebooted, NAT timeout) without
+        # paramiko noticing yet: then drop it and try once more on a fresh connection.
+        for attempt in (1, 2):
+            transport = self._connected()
+            try:
+                chan = transport.open_session(timeout=self.connect_timeout)
+                chan.exec_command(command)
+                return transport, chan
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                alive = transport.is_active()
+                if not alive:
+                    self._drop(transport)
+                if alive or attempt == 2:
+                    # A live connection refusing a channel is not cured by reconnecting, and
+                    # dropping it would kill the other threads' commands.
+                    raise RunnerError(f"{self.node}: SSH session on {self.address} failed: "
+                                      f"{_cause(exc, self.target.key_file, 0)}") from exc
+        raise AssertionError("unreachable")
+
+    def run(self, command: str, timeout: float = 30.0) -> Result:
+        deadline = time.monotonic() + timeout
+        if not self._sessions.acquire(timeout=timeout):
+            return Result(command, TIMEOUT_EXIT, "",
+                          f"timed out after {timeout:g} s (waiting for a free SSH session)")
+        try:
+            return self._run(command, timeout, deadline)
+        finally:
+            self._sessions.release()
+
+    def _run(self, command: str, timeout: float, deadline: float) -> Result:
+        transport, chan = self._open_channel(remote_command(command, self.target.user, self.sudo))
+        out: list[bytes] = []
+        err: list[bytes] = []
+        with chan:  # closes the channel (and its select pipe) however we leave
+            # Drain both streams as data arrives: waiting for the exit first would deadlock
+            # once a large output fills the SSH window.
+            while True:
+                while chan.recv_ready():
+                    out.append(chan.recv(_CHUNK))
+                while chan.recv_stderr_ready():
+                    err.append(chan.recv_stderr(_CHUNK))
+                if chan.exit_status_ready() and not chan.recv_ready() \
+                        and not chan.recv_stderr_ready():
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    # Closing the channel is all SSH offers; a command that ignores its
+                    # closed stdout/stderr (e.g. sleep) runs on until it ends by itself.
+                    return Result(command, TIMEOUT_EXIT, _text(out),
+                                  f"timed out after {timeout:g} s")
+                # The channel's fileno becomes readable on new data or close; an exit-status
+                # alone does not wake it, hence the short cap.
+                select.select([chan], [], [], min(remaining, 0.2))
+            code = chan.exit_status
+        if code == -1 and not transport.is_active():
+            # No exit status because the connection died under the command.
+            self._drop(transport)
+            raise RunnerError(f"{self.node}: SSH connection to {self.address} was lost "
+                              f"while running: {command}")
+        # -1 on a live connection: killed by a signal (paramiko does not parse exit-signal).
+        return Result(command, code, _text(out), _text(err))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+def _text(chunks: list[bytes]) -> str:
+    # Join before decoding so a multi-byte character split across chunks survives.
+    return b"".join(chunks).decode("utf-8", errors="replace")

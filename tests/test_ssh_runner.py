@@ -1,0 +1,399 @@
+"""SSHRunner against a real OpenSSH server started on loopback for this module.
+
+Needs root (sshd wants /run/sshd and to switch users) and /usr/sbin/sshd + ssh-keygen.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from labgen.runner import TIMEOUT_EXIT, RunnerError
+from labgen.ssh import SSHRunner, SSHTarget, parse_ssh_config, remote_command
+
+SSHD = "/usr/sbin/sshd"
+
+pytestmark = pytest.mark.skipif(
+    not (os.path.exists(SSHD) and shutil.which("ssh-keygen") and os.geteuid() == 0),
+    reason="needs root, /usr/sbin/sshd and ssh-keygen")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _keygen(path: Path, *args: str) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-N", "", "-C", path.name, "-f", str(path), *args],
+                   check=True)
+    return path
+
+
+class Server:
+    def __init__(self, port: int, key: Path, rsa_key: Path, stranger_key: Path, log: Path):
+        self.port, self.key, self.rsa_key, self.stranger_key, self.log = \
+            port, key, rsa_key, stranger_key, log
+
+    def target(self, key: Path | None = None) -> SSHTarget:
+        return SSHTarget("127.0.0.1", self.port, "root", str(key or self.key))
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sshd")
+    host_key = _keygen(d / "host_ed25519", "-t", "ed25519")
+    client_key = _keygen(d / "client_ed25519", "-t", "ed25519")
+    # Like Vagrant's legacy insecure key: RSA in PEM format, world-readable.
+    rsa_key = _keygen(d / "client_rsa", "-t", "rsa", "-b", "2048", "-m", "PEM")
+    rsa_key.chmod(0o644)
+    stranger_key = _keygen(d / "stranger_ed25519", "-t", "ed25519")  # not authorized
+    (d / "authorized_keys").write_text(
+        Path(f"{client_key}.pub").read_text() + Path(f"{rsa_key}.pub").read_text())
+    port = _free_port()
+    config = d / "sshd_config"
+    config.write_text(f"""\
+ListenAddress 127.0.0.1
+Port {port}
+HostKey {host_key}
+PidFile {d}/sshd.pid
+AuthorizedKeysFile {d}/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+""")
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege-separation dir
+    check = subprocess.run([SSHD, "-t", "-f", str(config)], capture_output=True, text=True)
+    assert check.returncode == 0, f"bad sshd_config: {check.stderr}"
+
+    log = d / "sshd.log"
+    with open(log, "wb") as log_fd:
+        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
+                                stdout=log_fd, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"sshd did not come up on port {port}:\n{log.read_text()}")
+                time.sleep(0.05)
+        yield Server(port, client_key, rsa_key, stranger_key, log)
+    finally:
+        # Only the sshd we started, by its own PID.
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def runner(sshd):
+    r = SSHRunner("node1", sshd.target(), connect_timeout=5)
+    yield r
+    r.close()
+
+
+# --- commands over a live connection -----------------------------------------------------
+
+def test_stdout_and_exit_code(runner):
+    res = runner.run("echo hello; id -u")
+    assert res.exit_code == 0 and res.ok
+    assert res.stdout == "hello\n0\n"
+    assert res.stderr == ""
+    assert res.command == "echo hello; id -u"
+
+
+def test_failing_command(runner):
+    res = runner.run("echo oops >&2; exit 3")
+    assert res.exit_code == 3 and not res.ok
+    assert res.stderr == "oops\n"
+    res = runner.run("no-such-command-xyz")
+    assert res.exit_code == 127
+    assert "no-such-command-xyz" in res.stderr
+
+
+def test_quoting_survives(runner):
+    # Single quotes, $ expansion and && must reach sh -c intact (shlex.quote round trip).
+    res = runner.run("""printf '%s\\n' "it's" && echo $((1+2)) && echo "$0" """)
+    assert res.stdout == "it's\n3\nsh\n"
+
+
+def test_large_output_arrives_whole(runner):
+    # Both streams big at once: reading only one until exit would deadlock on the SSH window.
+    res = runner.run("head -c 2000000 /dev/zero | tr '\\0' x; "
+                     "head -c 1000000 /dev/zero | tr '\\0' y >&2", timeout=60)
+    assert res.exit_code == 0
+    assert len(res.stdout) == 2_000_000 and set(res.stdout) == {"x"}
+    assert len(res.stderr) == 1_000_000 and set(res.stderr) == {"y"}
+
+
+def test_utf8_and_invalid_bytes(runner):
+    res = runner.run("printf 'caf\\303\\251 \\377\\n'")
+    assert res.stdout == "caf\u00e9 \ufffd\n"
+
+
+def test_timeout_then_still_usable(runner):
+    start = time.monotonic()
+    res = runner.run("echo started; sleep 5", timeout=1)
+    elapsed = time.monotonic() - start
+    assert res.exit_code == TIMEOUT_EXIT
+    assert res.stderr == "timed out after 1 s"
+    assert res.stdout == "started\n"  # what arrived before the deadline is kept
+    assert elapsed < 4
+    assert runner.run("echo after").stdout == "after\n"
+
+
+def test_concurrent_runs_share_one_connection(runner):
+    runner.run("true")
+    transport = runner.transport
+    results: dict[int, object] = {}
+
+    def work(i: int) -> None:
+        results[i] = runner.run(f"sleep 0.2; echo out{i}; echo err{i} >&2")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 8
+    for i, res in results.items():
+        assert (res.exit_code, res.stdout, res.stderr) == (0, f"out{i}\n", f"err{i}\n")
+    assert runner.transport is transport
+
+
+def test_more_threads_than_sshd_max_sessions(runner):
+    # OpenSSH allows 10 sessions per connection by default; the runner must queue the rest
+    # rather than fail with "administratively prohibited".
+    results: dict[int, object] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(
+        i, runner.run(f"sleep 0.3; echo {i}"))) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results) == list(range(24))
+    assert all(res.ok and res.stdout == f"{i}\n" for i, res in results.items())
+
+
+def test_concurrent_first_calls_open_one_connection(sshd):
+    r = SSHRunner("node1", sshd.target())
+    seen = []
+    try:
+        threads = [threading.Thread(target=lambda: (r.run("true"), seen.append(r.transport)))
+                   for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(seen) == 6 and all(t is seen[0] for t in seen)
+    finally:
+        r.close()
+
+
+def test_connection_is_reused(runner):
+    assert runner.transport is None  # lazy: nothing opened yet
+    runner.run("true")
+    first = runner.transport
+    assert first is not None and first.is_active()
+    for _ in range(5):
+        runner.run("true")
+    assert runner.transport is first
+
+
+def test_reconnects_after_drop(runner):
+    runner.run("true")
+    old = runner.transport
+    old.close()  # as if the VM rebooted or a NAT dropped the connection
+    res = runner.run("echo back")
+    assert res.stdout == "back\n"
+    assert runner.transport is not old and runner.transport.is_active()
+
+
+def test_drop_during_command_raises_then_recovers(runner):
+    runner.run("true")
+    transport = runner.transport
+    threading.Timer(0.5, transport.close).start()
+    with pytest.raises(RunnerError, match=r"node1: .*127\.0\.0\.1:\d+.*lost"):
+        runner.run("sleep 3", timeout=10)
+    assert runner.run("echo ok").stdout == "ok\n"
+
+
+def test_close_is_idempotent(runner):
+    runner.run("true")
+    runner.close()
+    assert runner.transport is None
+    runner.close()
+
+
+def test_root_user_with_sudo_true_is_not_wrapped(sshd):
+    r = SSHRunner("node1", sshd.target(), sudo=True)
+    try:
+        # Works whether or not sudo is installed: as root no sudo is used at all.
+        res = r.run("id -u; ps -o comm= -p $PPID")
+        assert res.ok, res.output
+        assert res.stdout.splitlines()[0] == "0"
+        assert "sudo" not in res.stdout
+    finally:
+        r.close()
+
+
+def test_rsa_pem_key_with_loose_mode(sshd):
+    # Vagrant's insecure_private_key is an RSA PEM key, often 0644: must still be usable.
+    r = SSHRunner("node1", sshd.target(sshd.rsa_key))
+    try:
+        assert r.run("echo rsa").stdout == "rsa\n"
+    finally:
+        r.close()
+
+
+def test_from_ssh_config_connects(sshd):
+    text = f"""Host node1
+  HostName 127.0.0.1
+  User root
+  Port {sshd.port}
+  UserKnownHostsFile /dev/null
+  StrictHostKeyChecking no
+  IdentityFile "{sshd.key}"
+  IdentitiesOnly yes
+"""
+    r = SSHRunner.from_ssh_config("node1", text, connect_timeout=5)
+    try:
+        assert r.connect_timeout == 5
+        assert r.run("echo via-config").stdout == "via-config\n"
+    finally:
+        r.close()
+
+
+# --- connection failures -----------------------------------------------------------------
+
+def test_refused_key_raises_authentication_error(sshd):
+    r = SSHRunner("node2", sshd.target(sshd.stranger_key))
+    with pytest.raises(RunnerError) as info:
+        r.run("true")
+    msg = str(info.value)
+    assert msg == (f"node2: cannot connect over SSH to 127.0.0.1:{sshd.port}: "
+                   f"authentication with key {sshd.stranger_key} failed")
+    assert "\n" not in msg
+
+
+def test_dead_host_raises_fast(sshd):
+    port = _free_port()  # nothing listens here
+    r = SSHRunner("node3", SSHTarget("127.0.0.1", port, "root", str(sshd.key)),
+                  connect_timeout=3)
+    start = time.monotonic()
+    with pytest.raises(RunnerError) as info:
+        r.run("true")
+    assert time.monotonic() - start < 2
+    assert str(info.value) == \
+        f"node3: cannot connect over SSH to 127.0.0.1:{port}: connection refused"
+
+
+def test_unresolvable_host(sshd):
+    r = SSHRunner("node4", SSHTarget("no-such-host.invalid", 22, "root", str(sshd.key)),
+                  connect_timeout=3)
+    with pytest.raises(RunnerError, match=r"^node4: cannot connect over SSH to "
+                                          r"no-such-host\.invalid:22: cannot resolve"):
+        r.run("true")
+
+
+def test_missing_key_file(sshd, tmp_path):
+    missing = tmp_path / "nope"
+    r = SSHRunner("node5", SSHTarget("127.0.0.1", sshd.port, "root", str(missing)))
+    with pytest.raises(RunnerError, match=rf"^node5: .*cannot load key {missing}: no such file"):
+        r.run("true")
+
+
+def test_not_an_ssh_server(sshd):
+    # Something listens but never speaks SSH: bounded by connect_timeout, one-line error.
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+        r = SSHRunner("node6", SSHTarget("127.0.0.1", port, "root", str(sshd.key)),
+                      connect_timeout=1)
+        start = time.monotonic()
+        with pytest.raises(RunnerError, match=rf"^node6: cannot connect over SSH to "
+                                              rf"127\.0\.0\.1:{port}: "):
+            r.run("true")
+        assert time.monotonic() - start < 5
+
+
+# --- pure functions ----------------------------------------------------------------------
+
+def test_remote_command_wrapping():
+    assert remote_command("echo hi", "vagrant", sudo=True) == "sudo -n sh -c 'echo hi'"
+    assert remote_command("echo 'a b'", "vagrant") == \
+        """sudo -n sh -c 'echo '"'"'a b'"'"''"""
+    assert remote_command("echo hi", "root", sudo=True) == "sh -c 'echo hi'"
+    assert remote_command("echo hi", "vagrant", sudo=False) == "sh -c 'echo hi'"
+
+
+VAGRANT_SSH_CONFIG = """\
+Host node1
+  HostName 127.0.0.1
+  User vagrant
+  Port 2222
+  UserKnownHostsFile /dev/null
+  StrictHostKeyChecking no
+  PasswordAuthentication no
+  IdentityFile "/home/me/My Labs/lab1/.vagrant/machines/node1/libvirt/private_key"
+  IdentitiesOnly yes
+  LogLevel FATAL
+  PubkeyAcceptedKeyTypes +ssh-rsa
+  HostKeyAlgorithms +ssh-rsa
+
+Host node2
+  HostName 192.168.121.57
+  User vagrant
+  Port 22
+  UserKnownHostsFile /dev/null
+  StrictHostKeyChecking no
+  PasswordAuthentication no
+  IdentityFile /home/me/.vagrant.d/insecure_private_keys/vagrant.key.ed25519
+  IdentityFile /home/me/.vagrant.d/insecure_private_keys/vagrant.key.rsa
+  IdentitiesOnly yes
+  LogLevel FATAL
+"""
+
+
+def test_parse_vagrant_ssh_config():
+    targets = parse_ssh_config(VAGRANT_SSH_CONFIG)
+    assert targets == {
+        "node1": SSHTarget("127.0.0.1", 2222, "vagrant",
+                           "/home/me/My Labs/lab1/.vagrant/machines/node1/libvirt/private_key"),
+        "node2": SSHTarget("192.168.121.57", 22, "vagrant",
+                           "/home/me/.vagrant.d/insecure_private_keys/vagrant.key.ed25519"),
+    }
+
+
+def test_parse_is_case_insensitive_and_accepts_equals():
+    targets = parse_ssh_config('host n\n hostname=10.0.0.1\n USER root\n'
+                               ' identityfile = "/k"\n')
+    assert targets == {"n": SSHTarget("10.0.0.1", 22, "root", "/k")}
+
+
+def test_parse_errors():
+    with pytest.raises(ValueError, match=r"host 'node1' lacks HostName"):
+        parse_ssh_config("Host node1\n  User vagrant\n  IdentityFile /k\n")
+    with pytest.raises(ValueError, match=r"host 'node2' lacks User, IdentityFile"):
+        parse_ssh_config("Host node2\n  HostName 127.0.0.1\n")
+    with pytest.raises(ValueError, match="bad Port"):
+        parse_ssh_config("Host n\n HostName h\n User u\n IdentityFile /k\n Port ssh\n")
+    with pytest.raises(ValueError, match="no 'Host' block"):
+        parse_ssh_config("")
+    with pytest.raises(ValueError, match=r"node9: no 'Host node9'.*found: node1, node2"):
+        SSHRunner.from_ssh_config("node9", VAGRANT_SSH_CONFIG)
