@@ -13,6 +13,7 @@ See notes/vm-lab.md for the measurements behind each choice.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import hashlib
 import json
@@ -24,9 +25,11 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+
+from labgen.errors import LabgenError
 
 DEFAULT_CACHE_DIR = Path("/var/cache/labgen/boxes")
 CACHE_ENV = "LABGEN_CACHE_DIR"
@@ -37,7 +40,7 @@ PROVIDER = "libvirt"
 BUILD_FORMAT = 1
 
 
-class BoxBuildError(Exception):
+class BoxBuildError(LabgenError):
     """A box cannot be built; the message is one line: what is wrong and how to fix it."""
 
 
@@ -183,17 +186,22 @@ def build_box(
 
     cache.mkdir(parents=True, exist_ok=True)
     builder = _Builder(recipe, cache, cache / f"build-{name}.log", progress)
-    builder.log_header(f"build {recipe.box_name} {version} action={action} force={force}")
-    if action == "build":
-        if force or not rootfs_tar.exists():
-            builder.step("debootstrap", builder.debootstrap, rootfs_tar, mirror)
+    with _exclusive(cache / f".{name}.lock"):
+        builder.log_header(f"build {recipe.box_name} {version} action={action} force={force}")
+        if action == "build":
+            if force or not rootfs_tar.exists():
+                builder.step("debootstrap", builder.debootstrap, rootfs_tar, mirror)
+            else:
+                progress(f"debootstrap: reusing cached {rootfs_tar}")
+            raw = cache / f"{name}-disk.raw.partial"
+            try:
+                builder.step("image", builder.make_image, raw, rootfs_tar, pubkey, mirror)
+                builder.step("package", builder.package, raw, box_path)
+            finally:
+                raw.unlink(missing_ok=True)  # 8 GiB sparse scratch image
         else:
-            progress(f"debootstrap: reusing cached {rootfs_tar}")
-        builder.step("image", builder.make_image, rootfs_tar, pubkey, mirror)
-        builder.step("package", builder.package, box_path)
-    else:
-        progress(f"reusing cached {box_path}; adding it to Vagrant")
-    builder.step("box add", builder.box_add, box_path, version, replace=registered or force)
+            progress(f"reusing cached {box_path}; adding it to Vagrant")
+        builder.step("box add", builder.box_add, box_path, version, replace=registered or force)
     return BuiltBox(recipe.box_name, version, box_path, reused=False)
 
 
@@ -318,7 +326,8 @@ def pick_debian_mirror(sources: list[AptSource]) -> str | None:
             continue
         for suite in src.suites:
             base = suite.split("-", 1)[0].split("/", 1)[0]
-            if base in DEBIAN_SUITES and not suite.endswith("-security") and "security" not in src.uri:
+            security = suite.endswith("-security") or "security" in src.uri
+            if base in DEBIAN_SUITES and not security:
                 return src.uri.rstrip("/")
     return None
 
@@ -362,7 +371,9 @@ def find_vagrant_public_key() -> str:
     for path in candidates:
         if Path(path).is_file():
             return Path(path).read_text().strip() + "\n"
-    raise BoxBuildError("Vagrant's insecure key keys/vagrant.pub not found: reinstall the vagrant package")
+    raise BoxBuildError(
+        "Vagrant's insecure key keys/vagrant.pub not found: reinstall the vagrant package"
+    )
 
 
 def parse_vagrant_box_list(machine_readable: str) -> set[tuple[str, str, str]]:
@@ -488,6 +499,8 @@ class _Builder:
                 self.recipe.suite, str(root), mirror,
             ], env={"DEBIAN_FRONTEND": "noninteractive"})
             _unmount_below(root)  # debootstrap leaves /proc etc. mounted if it stops midway
+            for deb in root.glob("var/cache/apt/archives/*.deb"):
+                deb.unlink()  # ~140 MiB the box never needs: keeps the cached tarball small
             partial = rootfs_tar.with_suffix(".tar.partial")
             # --xattrs keeps file capabilities (ping as a normal user needs cap_net_raw).
             self.run(["tar", "--xattrs", "--xattrs-include=*", "--numeric-owner",
@@ -496,31 +509,25 @@ class _Builder:
 
     # ---- step 2: disk image with the configured root fs and GRUB
 
-    def make_image(self, rootfs_tar: Path, pubkey: str, mirror: str | None) -> None:
-        raw = self.cache / "disk.raw.partial"
+    def make_image(self, raw: Path, rootfs_tar: Path, pubkey: str, mirror: str | None) -> None:
         fs_uuid = str(uuid.uuid4())
         size = self.recipe.disk_gib * 1024**3
         with raw.open("wb") as f:
             f.truncate(size)  # sparse: only written blocks take space
             f.write(mbr_partition_table(size // SECTOR))
-        try:
-            with self.workdir() as work, self.loop_device(raw, PART_START * SECTOR,
-                                                          size - PART_START * SECTOR) as dev:
-                mnt = work / "mnt"
-                mnt.mkdir()
-                # GRUB 2.06 cannot read ext4 with these newer features, mkfs enables them.
-                self.run(["mkfs.ext4", "-q", "-F", "-L", "root", "-U", fs_uuid,
-                          "-O", "^metadata_csum_seed,^orphan_file", dev])
-                with self.mounted(dev, mnt):
-                    self.run(["tar", "--xattrs", "--xattrs-include=*", "--numeric-owner",
-                              "-C", str(mnt), "-xpf", str(rootfs_tar)])
-                    self.configure_guest(mnt, pubkey, fs_uuid, mirror)
-                    core = work / "core.img"
-                    self.make_grub_core(core, fs_uuid, work)
-            self.install_grub_boot_sectors(raw, core_img=work_core_bytes(self))
-        except BaseException:
-            raw.unlink(missing_ok=True)
-            raise
+        part_offset = PART_START * SECTOR
+        with self.workdir() as work, self.loop_device(raw, part_offset, size - part_offset) as dev:
+            mnt = work / "mnt"
+            mnt.mkdir()
+            # GRUB 2.06 cannot read ext4 with these newer features, mkfs enables them.
+            self.run(["mkfs.ext4", "-q", "-F", "-L", "root", "-U", fs_uuid,
+                      "-O", "^metadata_csum_seed,^orphan_file", dev])
+            with self.mounted(dev, mnt):
+                self.run(["tar", "--xattrs", "--xattrs-include=*", "--numeric-owner",
+                          "-C", str(mnt), "-xpf", str(rootfs_tar)])
+                self.configure_guest(mnt, pubkey, fs_uuid, mirror)
+            core_img = self.make_grub_core(fs_uuid, work)
+        self.install_grub_boot_sectors(raw, core_img)
 
     def configure_guest(self, root: Path, pubkey: str, fs_uuid: str, mirror: str | None) -> None:
         """Turn the debootstrap tree into a Vagrant base box."""
@@ -591,16 +598,17 @@ class _Builder:
         # The modules core.img loads at run time must match the host's grub-mkimage.
         shutil.copytree(GRUB_I386_DIR, root / "boot/grub/i386-pc", dirs_exist_ok=True)
 
-    def make_grub_core(self, core: Path, fs_uuid: str, work: Path) -> None:
-        early = work / "early.cfg"
+    def make_grub_core(self, fs_uuid: str, work: Path) -> bytes:
+        early, core = work / "early.cfg", work / "core.img"
         early.write_text(GRUB_EARLY_CFG.format(uuid=fs_uuid))
         self.run(["grub-mkimage", "-O", "i386-pc", "-d", str(GRUB_I386_DIR), "-o", str(core),
                   "-c", str(early), "-p", "/boot/grub", *GRUB_CORE_MODULES])
+        data = core.read_bytes()
         limit = (PART_START - 1) * SECTOR
-        if core.stat().st_size > limit:
-            raise BoxBuildError(f"core.img is {core.stat().st_size} bytes, more than the "
-                                f"{limit} before the partition: drop GRUB modules")
-        self._core_bytes = core.read_bytes()
+        if len(data) > limit:
+            raise BoxBuildError(f"core.img is {len(data)} bytes, more than the {limit} "
+                                "before the partition: drop GRUB modules")
+        return data
 
     def install_grub_boot_sectors(self, raw: Path, core_img: bytes) -> None:
         """What grub-install would do: boot.img code in the MBR, core.img from sector 1.
@@ -637,22 +645,16 @@ class _Builder:
 
     # ---- step 3: qcow2 + metadata + Vagrantfile -> .box
 
-    def package(self, box_path: Path) -> None:
-        raw = self.cache / "disk.raw.partial"
-        try:
-            with self.workdir() as work:
-                self.run(["qemu-img", "convert", "-O", "qcow2", "-c", str(raw),
-                          str(work / "box.img")])
-                (work / "metadata.json").write_text(json.dumps(
-                    {"provider": PROVIDER, "format": "qcow2",
-                     "virtual_size": self.recipe.disk_gib}))
-                (work / "Vagrantfile").write_text(BOX_VAGRANTFILE)
-                partial = box_path.with_suffix(".box.partial")
-                self.run(["tar", "-C", str(work), "-cf", str(partial),
-                          "metadata.json", "Vagrantfile", "box.img"])
-                partial.rename(box_path)
-        finally:
-            raw.unlink(missing_ok=True)
+    def package(self, raw: Path, box_path: Path) -> None:
+        with self.workdir() as work:
+            self.run(["qemu-img", "convert", "-O", "qcow2", "-c", str(raw), str(work / "box.img")])
+            (work / "metadata.json").write_text(json.dumps(
+                {"provider": PROVIDER, "format": "qcow2", "virtual_size": self.recipe.disk_gib}))
+            (work / "Vagrantfile").write_text(BOX_VAGRANTFILE)
+            partial = box_path.with_suffix(".box.partial")
+            self.run(["tar", "-C", str(work), "-cf", str(partial),
+                      "metadata.json", "Vagrantfile", "box.img"])
+            partial.rename(box_path)  # only a complete .box is ever found and reused
 
     # ---- step 4: register with Vagrant through a local catalog (keeps the version)
 
@@ -662,10 +664,6 @@ class _Builder:
         catalog_path.write_text(json.dumps(catalog, indent=2) + "\n")
         self.run(["vagrant", "box", "add", "--provider", PROVIDER, "--box-version", version,
                   *(["--force"] if replace else []), str(catalog_path)])
-
-
-def work_core_bytes(builder: _Builder) -> bytes:
-    return builder._core_bytes
 
 
 # ------------------------------------------------------------------------- helpers
@@ -719,6 +717,19 @@ def _unmount_below(path: Path) -> None:
     for point in sorted(_mounts_below(path), key=len, reverse=True):
         if subprocess.run(["umount", point], capture_output=True).returncode != 0:
             subprocess.run(["umount", "--lazy", point], capture_output=True)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """One build per box at a time: builds share the cache's scratch files."""
+    with lock_path.open("w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BoxBuildError(
+                f"another box build holds {lock_path}: wait for it to finish"
+            ) from None
+        yield
 
 
 def _sha256(path: Path) -> str:

@@ -159,11 +159,17 @@ class Lab:
         return 40.0 if self.stp_timers == "tuned" else 75.0
 
     @property
-    def encapsulation(self) -> dict[str, str]:
-        """How the encapsulated traffic looks on the underlay (for the capture check)."""
+    def encapsulation(self) -> dict:
+        """How the encapsulated traffic looks on the underlay (for the capture check):
+        the capture filter, where the inner IPv4 header starts in the outer packet, and the
+        text tcpdump prints for this tunnel's key."""
         if self.tunnel == "gre":
-            return {"filter": "ip proto 47", "label": "GRE (IP protocol 47)"}
-        return {"filter": "udp dst port 4789", "label": "VXLAN (UDP 4789)"}
+            key = self.key is not None
+            return {"filter": "ip proto 47", "label": "GRE (IP protocol 47)",
+                    "inner_offset": 20 + 4 + (GRE_KEY_BYTES if key else 0) + 14,
+                    "marker": f"key=0x{self.key:x}" if key else "GREv0"}
+        return {"filter": "udp dst port 4789", "label": "VXLAN (UDP 4789)",
+                "inner_offset": 20 + 8 + 8 + 14, "marker": f"vni {self.key or 0}"}
 
     @property
     def max_ping_payload(self) -> int:

@@ -132,7 +132,7 @@ class SSHRunner:
     """Runs commands as root on one node over a single, lazily opened SSH connection."""
 
     # OpenSSH refuses more than MaxSessions (default 10) channels per connection at once
-    # ("administratively prohibited"); stay below it and let extra threads queue instead.
+    # (paramiko: "ChannelException: Connect failed"); stay below that, extra threads queue.
     max_sessions = 8
 
     def __init__(self, node: str, target: SSHTarget, connect_timeout: float = 10.0,

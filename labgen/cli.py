@@ -1,0 +1,315 @@
+"""The command line: a thin layer that turns flags into Options and calls lifecycle."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__, lifecycle
+from . import boxes as box_catalog
+from .errors import LabgenError
+from .model import DEFAULT_BOX, Options, build_lab
+from .render import load_lab
+from .report import print_report, summary, to_json, write_junit
+
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Stand up, prove and tear down Open vSwitch GRE/VXLAN overlay labs.")
+box_app = typer.Typer(no_args_is_help=True, help="Build boxes locally.")
+app.add_typer(box_app, name="box")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+# CI logs are not terminals; rich would squeeze tables into 80 columns there.
+for _c in (out, err):
+    if not _c.is_terminal:
+        _c.width = 130
+
+
+class Progress:
+    """Progress lines with elapsed time: '  12.3s node1: provisioning'."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def __call__(self, node: str, message: str) -> None:
+        err.print(f"[dim]{time.monotonic() - self.started:6.1f}s[/] [bold]{node}[/]: {message}")
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"labgen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="Show the version and exit.")] = False) -> None:
+    pass
+
+
+# ---- the options that describe a lab (shared by render and create) -----------------------
+Tunnel = Annotated[str, typer.Argument(help="Tunnel type: gre or vxlan.", show_default=False)]
+Dir = Annotated[Optional[Path], typer.Option("--dir", help="Lab directory [default: ./lab-NAME].")]
+Name = Annotated[Optional[str], typer.Option(help="Lab name: libvirt network, domain and namespace prefix [default: the tunnel type].")]
+Nodes = Annotated[int, typer.Option(help="Number of nodes, 2-8 (full tunnel mesh).")]
+ProviderOpt = Annotated[str, typer.Option("--provider", help="libvirt (Vagrant VMs) or netns (namespaces on this host).")]
+BoxOpt = Annotated[Optional[str], typer.Option(help=f"Box from the catalog (labgen boxes) [default: {DEFAULT_BOX['libvirt']}].")]
+Datapath = Annotated[Optional[str], typer.Option(help="OVS datapath: system or netdev [default: system for VMs, netdev for netns].")]
+Stp = Annotated[str, typer.Option(help="Loop protection on br1/br2/br3: stp or rstp.")]
+StpTimers = Annotated[str, typer.Option(help="STP timers: tuned (forward-delay 4, max-age 6) or standard.")]
+Underlay = Annotated[str, typer.Option(help="Underlay network (node k = .k).")]
+Overlay = Annotated[str, typer.Option(help="Overlay network of the namespaces.")]
+UnderlayMtu = Annotated[int, typer.Option(help="Underlay MTU; the inner MTU is this minus the tunnel overhead.")]
+Key = Annotated[Optional[int], typer.Option("--key", "--vni", help="GRE key or VXLAN VNI.")]
+Memory = Annotated[int, typer.Option(help="MiB of memory per VM.")]
+Cpus = Annotated[int, typer.Option(help="vCPUs per VM.")]
+Driver = Annotated[str, typer.Option(help="libvirt driver: kvm, qemu (software emulation) or auto.")]
+Force = Annotated[bool, typer.Option(help="Write into a directory that is not a labgen lab.")]
+
+
+def _options(tunnel, name, nodes, provider, box, datapath, stp, stp_timers, underlay, overlay,
+             underlay_mtu, key, memory, cpus, libvirt_driver) -> Options:
+    return Options(tunnel=tunnel, nodes=nodes, provider=provider, box=box, datapath=datapath,
+                   stp=stp, stp_timers=stp_timers, underlay=underlay, overlay=overlay,
+                   underlay_mtu=underlay_mtu, key=key, memory=memory, cpus=cpus,
+                   libvirt_driver=libvirt_driver, name=name)
+
+
+def _render(opts: Options, directory: Optional[Path], force: bool):
+    lab = build_lab(opts)
+    lab_dir = directory or Path(f"lab-{lab.name}")
+    # Host checks come before anything is written: a lab that cannot start is not rendered.
+    return lab, lab_dir
+
+
+@app.command()
+def render(
+    tunnel: Tunnel, dir: Dir = None, name: Name = None, nodes: Nodes = 2,
+    provider: ProviderOpt = "libvirt", box: BoxOpt = None, datapath: Datapath = None,
+    stp: Stp = "stp", stp_timers: StpTimers = "tuned", underlay: Underlay = "10.10.10.0/24",
+    overlay: Overlay = "192.168.10.0/24", underlay_mtu: UnderlayMtu = 1500, key: Key = None,
+    memory: Memory = 1024, cpus: Cpus = 1, libvirt_driver: Driver = "auto", force: Force = False,
+) -> None:
+    """Write a lab directory: Vagrantfile, provision/nodeK.sh, lab.json, topology, README."""
+    try:
+        lab, lab_dir = _render(_options(tunnel, name, nodes, provider, box, datapath, stp, stp_timers,
+                                        underlay, overlay, underlay_mtu, key, memory, cpus,
+                                        libvirt_driver), dir, force)
+        written = lifecycle.render(lab, lab_dir, force)
+    except LabgenError as exc:
+        fail(str(exc), exc.exit_code)
+    out.print(f"rendered lab [bold]{lab.name}[/] ({lab.tunnel}, {len(lab.nodes)} nodes, "
+              f"provider {lab.provider}) in {lab_dir}/")
+    for path in written:
+        out.print(f"  {path.relative_to(lab_dir)}")
+    out.print(f"next: labgen up {lab_dir}  (or labgen create to render, boot and verify in one go)")
+
+
+@app.command()
+def create(
+    tunnel: Tunnel, dir: Dir = None, name: Name = None, nodes: Nodes = 2,
+    provider: ProviderOpt = "libvirt", box: BoxOpt = None, datapath: Datapath = None,
+    stp: Stp = "stp", stp_timers: StpTimers = "tuned", underlay: Underlay = "10.10.10.0/24",
+    overlay: Overlay = "192.168.10.0/24", underlay_mtu: UnderlayMtu = 1500, key: Key = None,
+    memory: Memory = 1024, cpus: Cpus = 1, libvirt_driver: Driver = "auto", force: Force = False,
+    destroy: Annotated[bool, typer.Option("--destroy", help="Tear the lab down at the end, whatever the result (CI).")] = False,
+    keep_on_failure: Annotated[bool, typer.Option(help="Keep a lab whose bring-up failed, for inspection.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the verification as JSON.")] = False,
+    junit: Annotated[Optional[Path], typer.Option(help="Write the verification as JUnit XML.")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for spanning tree [default: by STP mode].")] = None,
+) -> None:
+    """Render, bring up and verify a lab; exit 0 only when it is verified."""
+    say = Progress()
+    try:
+        lab, lab_dir = _render(_options(tunnel, name, nodes, provider, box, datapath, stp, stp_timers,
+                                        underlay, overlay, underlay_mtu, key, memory, cpus,
+                                        libvirt_driver), dir, force)
+        prov = lifecycle.provider_of(lab)
+        prov.check(lab, lab_dir)
+        lifecycle.render(lab, lab_dir, force)
+    except LabgenError as exc:
+        fail(str(exc), exc.exit_code)
+    say("lab", f"rendered {lab.name} ({lab.tunnel}, {len(lab.nodes)} nodes, {lab.provider}) in {lab_dir}/")
+    code = 1
+    try:
+        with lifecycle.locked(lab_dir):
+            try:
+                seconds = lifecycle.up(lab, lab_dir, say)
+            except (LabgenError, KeyboardInterrupt) as exc:
+                if not keep_on_failure and not isinstance(exc, KeyboardInterrupt):
+                    lifecycle.destroy(lab, lab_dir, say)
+                raise
+            say("lab", f"up in {seconds:.1f} s; verifying")
+            report = lifecycle.run_verify(lab, lab_dir, timeout, progress=lambda s: say("verify", s))
+            _emit(report, json_out, junit, lab_dir)
+            code = 0 if report.passed else 1
+            if destroy:
+                lifecycle.destroy(lab, lab_dir, say)
+                say("lab", "destroyed")
+    except LabgenError as exc:
+        if destroy:
+            _quiet_destroy(lab, lab_dir, say)
+        fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _quiet_destroy(lab, lab_dir, say)
+        fail("interrupted: the lab was torn down", 130)
+    raise typer.Exit(code)
+
+
+def _quiet_destroy(lab, lab_dir, say) -> None:
+    try:
+        lifecycle.destroy(lab, lab_dir, say)
+    except LabgenError as exc:
+        err.print(f"[red]tear-down failed too:[/] {exc}")
+
+
+def _emit(report, json_out: bool, junit: Optional[Path], lab_dir: Path) -> None:
+    if json_out:
+        print(to_json(report))
+    else:
+        print_report(report, out)
+    if junit:
+        write_junit(report, junit)
+    if not report.passed:
+        err.print(f"diagnostics per node: {lab_dir / 'diagnostics'}/", highlight=False)
+    elif json_out:
+        err.print(summary(report), markup=False)
+
+
+LabDir = Annotated[Optional[Path], typer.Argument(help="Lab directory [default: . or the only ./lab-*].", show_default=False)]
+
+
+def _load(directory: Optional[Path]):
+    lab_dir = lifecycle.find_lab_dir(directory)
+    return load_lab(lab_dir), lab_dir
+
+
+@app.command()
+def up(lab_dir: LabDir = None) -> None:
+    """Bring a rendered lab up; on a running lab, provision again (changes nothing)."""
+    say = Progress()
+    try:
+        lab, lab_dir = _load(lab_dir)
+        lifecycle.provider_of(lab).check(lab, lab_dir)
+        with lifecycle.locked(lab_dir):
+            seconds = lifecycle.up(lab, lab_dir, say)
+    except LabgenError as exc:
+        fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    say("lab", f"up in {seconds:.1f} s; next: labgen verify {lab_dir}")
+
+
+@app.command()
+def verify(
+    lab_dir: LabDir = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    junit: Annotated[Optional[Path], typer.Option(help="Write the result as JUnit XML.")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for spanning tree [default: by STP mode].")] = None,
+) -> None:
+    """Prove the lab: nodes, underlay, spanning tree, overlay pings, tunnel capture, MTU.
+    Exit 0 all passed, 1 some failed, 2 could not run."""
+    try:
+        lab, lab_dir = _load(lab_dir)
+        with lifecycle.locked(lab_dir):
+            report = lifecycle.run_verify(lab, lab_dir, timeout)
+    except LabgenError as exc:
+        fail(str(exc), 2)
+    _emit(report, json_out, junit, lab_dir)
+    raise typer.Exit(0 if report.passed else 1)
+
+
+@app.command()
+def status(lab_dir: LabDir = None,
+           json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Per node: up or not, Open vSwitch answering, tunnel ports, spanning tree state."""
+    try:
+        lab, lab_dir = _load(lab_dir)
+        states = lifecycle.status(lab, lab_dir)
+    except LabgenError as exc:
+        fail(str(exc), exc.exit_code)
+    if json_out:
+        import json
+        print(json.dumps([{"node": s.node, "state": s.state, "detail": s.detail, **s.facts}
+                          for s in states], indent=2))
+    else:
+        t = Table(title=f"lab {lab.name} ({lab.tunnel}, {lab.provider}) in {lab_dir}", title_justify="left")
+        for col in ("node", "state", "ovs", "tunnels", "stp", "detail"):
+            t.add_column(col)
+        for s in states:
+            t.add_row(s.node, s.state, s.facts.get("ovs", "-"), s.facts.get("tunnels", "-"),
+                      s.facts.get("stp", "-"), s.detail)
+        out.print(t)
+    raise typer.Exit(0 if all(s.state == "running" for s in states) else 3)
+
+
+@app.command()
+def destroy(lab_dir: LabDir = None) -> None:
+    """Tear the lab down: leaves no namespaces, daemons, domains, networks or volumes."""
+    say = Progress()
+    try:
+        lab, lab_dir = _load(lab_dir)
+        with lifecycle.locked(lab_dir):
+            lifecycle.destroy(lab, lab_dir, say)
+    except LabgenError as exc:
+        fail(str(exc), exc.exit_code)
+    say("lab", f"destroyed {lab.name}; the files stay in {lab_dir}/")
+
+
+@app.command()
+def shell(node: Annotated[str, typer.Argument(help="Node name, e.g. node1.")] = "node1",
+          lab_dir: Annotated[Optional[Path], typer.Option("--dir", help="Lab directory.")] = None) -> None:
+    """Open a shell inside a node (netns labs; for VM labs use `vagrant ssh NODE`)."""
+    try:
+        lab, lab_dir = _load(lab_dir)
+        lab.node(node)
+    except KeyError:
+        fail(f"no node {node!r} in lab {lab.name}: use one of {', '.join(n.name for n in lab.nodes)}")
+    except LabgenError as exc:
+        fail(str(exc), exc.exit_code)
+    if lab.provider != "netns":
+        fail(f"lab {lab.name} runs on VMs: cd {lab_dir} && vagrant ssh {node}")
+    prov = lifecycle.provider_of(lab)
+    argv = prov.enter(lab, node) + [os.environ.get("SHELL", "/bin/bash")]
+    os.execvp(argv[0], argv)
+
+
+@app.command()
+def boxes() -> None:
+    """The box catalog (one file per box in boxes/)."""
+    t = Table(title="labgen boxes", title_justify="left")
+    for col in ("name", "family", "providers", "description", "source"):
+        t.add_column(col, overflow="fold")
+    try:
+        catalog = box_catalog.catalog()
+    except LabgenError as exc:
+        fail(str(exc), exc.exit_code)
+    for b in catalog.values():
+        source = f"labgen box build {b.build}" if b.build else (b.url and "URL in catalog") or \
+            ("this host" if b.family == "host" else "Vagrant catalog")
+        t.add_row(b.name, b.family, ", ".join(b.providers),
+                  b.description + (f" [yellow]({b.note})[/]" if b.note else ""), source)
+    out.print(t)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""The lab's life: render -> up -> verify -> destroy, as the CLI verbs use them.
+
+Every verb after render reads lab.json from the lab dir, takes the lab's lock (two verbs on
+one lab at once would race), and talks to the provider named there.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+from . import providers
+from .errors import InputError, LabgenError
+from .model import Lab
+from .providers import NodeStatus, Provider
+from .render import LAB_FILE, is_lab_dir, load_lab, write_lab
+from .runner import RunnerError
+from .verify import Report, collect_diagnostics, verify
+
+Say = Callable[[str, str], None]
+
+
+@contextlib.contextmanager
+def locked(lab_dir: Path) -> Iterator[None]:
+    lab_dir.mkdir(parents=True, exist_ok=True)
+    with open(lab_dir / ".labgen.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"another labgen command is working on {lab_dir}: wait for it "
+                             f"to finish") from None
+        yield
+
+
+def find_lab_dir(given: Path | None) -> Path:
+    """The lab dir the user means: the one given, else the current dir when it is a lab,
+    else the only ./lab-* lab below it."""
+    if given is not None:
+        if not is_lab_dir(given):
+            raise InputError(f"{given} is not a labgen lab (no {LAB_FILE}): pass the lab's directory")
+        return given
+    here = Path.cwd()
+    if is_lab_dir(here):
+        return Path(".")
+    found = sorted(p.relative_to(here) for p in here.glob("lab-*") if is_lab_dir(p))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise InputError("no lab here: pass its directory (e.g. labgen verify lab-gre), "
+                         "or create one with labgen create gre")
+    raise InputError(f"several labs here ({', '.join(map(str, found))}): pass the one you mean")
+
+
+def provider_of(lab: Lab) -> Provider:
+    return providers.get(lab.provider)
+
+
+def render(lab: Lab, lab_dir: Path, force: bool) -> list[Path]:
+    """Write the lab dir. An existing lab dir whose lab has no resources left may be
+    re-rendered without --force (a failed or destroyed lab is just files)."""
+    if is_lab_dir(lab_dir) and not force:
+        old = load_lab(lab_dir)
+        if provider_of(old).exists(old, lab_dir):
+            raise InputError(f"{lab_dir} holds lab {old.name!r}, which is still up: "
+                             f"`labgen destroy {lab_dir}` first")
+        force = True
+    return write_lab(lab, lab_dir, force=force)
+
+
+def up(lab: Lab, lab_dir: Path, say: Say) -> float:
+    started = time.monotonic()
+    provider = provider_of(lab)
+    provider.up(lab, lab_dir, say)
+    return time.monotonic() - started
+
+
+def run_verify(lab: Lab, lab_dir: Path, timeout: float | None,
+               progress: Callable[[str], None] = lambda _: None) -> Report:
+    provider = provider_of(lab)
+    absent = [s.node for s in provider.status(lab, lab_dir) if s.state != "running"]
+    if len(absent) == len(lab.nodes):
+        raise LabgenError(f"lab {lab.name!r} in {lab_dir} is not up: run labgen up {lab_dir}")
+    runners = {n.name: provider.runner(lab, lab_dir, n.name) for n in lab.nodes}
+    try:
+        report = verify(lab, runners, timeout=timeout, progress=progress)
+        if not report.passed:
+            collect_diagnostics(lab, runners, lab_dir / "diagnostics")
+        return report
+    finally:
+        for r in runners.values():
+            r.close()
+
+
+def destroy(lab: Lab, lab_dir: Path, say: Say) -> None:
+    provider_of(lab).destroy(lab, lab_dir, say)
+
+
+def status(lab: Lab, lab_dir: Path) -> list[NodeStatus]:
+    """Per node: provider state, then what OVS says (tunnel ports, spanning tree)."""
+    provider = provider_of(lab)
+    result = provider.status(lab, lab_dir)
+    show = "rstp/show" if lab.stp == "rstp" else "stp/show"
+    for st in result:
+        if st.state != "running":
+            continue
+        runner = provider.runner(lab, lab_dir, st.node)
+        try:
+            ovs = runner.run("ovs-vsctl --timeout=5 get Open_vSwitch . ovs_version", timeout=10)
+            st.facts["ovs"] = ovs.stdout.strip().strip('"') if ovs.ok else "not answering"
+            if ovs.ok:
+                ports = runner.run(f"ovs-vsctl --timeout=5 list-ports {lab.tunnel_bridge}", timeout=10)
+                tunnels = {t.port for t in lab.node(st.node).tunnels}
+                st.facts["tunnels"] = ", ".join(p for p in ports.stdout.split() if p in tunnels) or "none"
+                states = runner.run(" ; ".join(f"ovs-appctl {show} {b}" for b in lab.bridges), timeout=10)
+                from .verify import stp_converged
+                ok, ports_ = stp_converged(states.stdout)
+                st.facts["stp"] = "converged" if ok else f"settling ({sum(1 for p in ports_ if 'forwarding' not in p)} ports)"
+        except RunnerError as exc:
+            st.facts["ovs"] = f"unreachable: {exc}"
+        finally:
+            runner.close()
+    return result

@@ -1,0 +1,235 @@
+"""The netns provider: every node is emulated on this host as a persistent net + mount + uts
+namespace with its own Open vSwitch (userspace datapath), and runs the SAME rendered node
+script as a VM would. The underlay is a Linux bridge in a small "switch" namespace, so the
+host's own network namespace is never touched.
+
+Host-side names carry the lab name (netns `labgen-NAME-node1`, handles in /run/labgen/NAME),
+so several labs with the same addresses run side by side.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from ..errors import HostError, ProviderError
+from ..hostfacts import is_root, missing_tools
+from ..model import Lab
+from ..runner import LocalRunner
+from . import NodeStatus, Progress
+
+NETNS_DIR = Path("/run/netns")
+HANDLE_ROOT = Path("/run/labgen")
+OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
+# Directories that hold a node's private state: its inner namespaces and its OVS instance.
+PRIVATE_DIRS = ("/run/netns", "/run/openvswitch", "/etc/openvswitch",
+                "/var/lib/openvswitch", "/var/log/openvswitch")
+TOOLS = {"ovs-vsctl": "openvswitch-switch", "ovs-vswitchd": "openvswitch-switch",
+         "ip": "iproute2", "tcpdump": "tcpdump", "ethtool": "ethtool", "ping": "iputils-ping",
+         "unshare": "util-linux", "nsenter": "util-linux"}
+SWITCH_BRIDGE = "ul"
+
+
+def _sh(*argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise ProviderError(f"`{' '.join(argv)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+def _is_mountpoint(path: Path) -> bool:
+    return _sh("mountpoint", "-q", str(path), check=False).returncode == 0
+
+
+def _unmount_all(path: Path) -> None:
+    # A handle can be mounted more than once (a retried create): peel every layer.
+    for _ in range(8):
+        if not _is_mountpoint(path):
+            return
+        _sh("umount", str(path), check=False)
+
+
+def _alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie waiting for its reaper."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+class NetnsProvider:
+    name = "netns"
+
+    # ---- names (all derived from the model's lab name) ---------------------------------
+    def netns(self, lab: Lab, node: str) -> str:
+        return f"labgen-{lab.name}-{node}"
+
+    def switch(self, lab: Lab) -> str:
+        return f"labgen-{lab.name}-underlay"
+
+    def handles(self, lab: Lab) -> Path:
+        return HANDLE_ROOT / lab.name
+
+    def enter(self, lab: Lab, node: str) -> list[str]:
+        h = self.handles(lab)
+        return ["nsenter", f"--net={NETNS_DIR / self.netns(lab, node)}",
+                f"--mount={h / (node + '.mnt')}", f"--uts={h / (node + '.uts')}", "--"]
+
+    def runner(self, lab: Lab, lab_dir: Path, node: str) -> LocalRunner:
+        return LocalRunner(node, self.enter(lab, node))
+
+    # ---- contract ------------------------------------------------------------------------
+    def check(self, lab: Lab, lab_dir: Path) -> None:
+        if not is_root():
+            raise HostError("the netns provider creates namespaces and needs root: run it with sudo")
+        missing = missing_tools(TOOLS)
+        if not Path(OVS_CTL).exists():
+            missing.append(f"{OVS_CTL} (package openvswitch-switch)")
+        if missing:
+            raise HostError(f"missing on this host: {', '.join(missing)}: install them with "
+                            f"apt-get install openvswitch-switch iproute2 tcpdump ethtool iputils-ping")
+        owner = self.handles(lab) / "owner"
+        if owner.exists() and owner.read_text().strip() != str(lab_dir.resolve()):
+            raise HostError(f"lab name {lab.name!r} is already used by the running lab in "
+                            f"{owner.read_text().strip()}: pass another --name, or destroy that lab")
+
+    def exists(self, lab: Lab, lab_dir: Path) -> bool:
+        names = [self.switch(lab)] + [self.netns(lab, n.name) for n in lab.nodes]
+        return self.handles(lab).exists() or any((NETNS_DIR / n).exists() for n in names)
+
+    def node_running(self, lab: Lab, node: str) -> bool:
+        h = self.handles(lab)
+        return ((NETNS_DIR / self.netns(lab, node)).exists()
+                and _is_mountpoint(h / f"{node}.mnt"))
+
+    def up(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
+        self.check(lab, lab_dir)
+        try:
+            self._create(lab, lab_dir, progress)
+            with ThreadPoolExecutor(max_workers=len(lab.nodes)) as pool:
+                list(pool.map(lambda n: self._provision(lab, lab_dir, n.name, progress), lab.nodes))
+        except BaseException:
+            # Ctrl-C or a failure half way: leave nothing behind (the logs stay in the lab dir).
+            progress("lab", "failed: tearing down what was created")
+            self.destroy(lab, lab_dir, lambda *_: None)
+            raise
+
+    def _create(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
+        h = self.handles(lab)
+        if not _is_mountpoint(h):
+            h.mkdir(parents=True, exist_ok=True)
+            # Mount-namespace handles may only be bind-mounted on a private mount.
+            _sh("mount", "--bind", str(h), str(h))
+            _sh("mount", "--make-private", str(h))
+        (h / "owner").write_text(str(lab_dir.resolve()) + "\n")
+
+        sw = self.switch(lab)
+        if not (NETNS_DIR / sw).exists():
+            progress("lab", f"underlay switch {sw} ({lab.underlay})")
+            _sh("ip", "netns", "add", sw)
+            _sh("ip", "-n", sw, "link", "add", SWITCH_BRIDGE, "mtu", str(lab.underlay_mtu), "type", "bridge")
+            _sh("ip", "-n", sw, "link", "set", SWITCH_BRIDGE, "up")
+
+        for node in lab.nodes:
+            if self.node_running(lab, node.name):
+                continue
+            progress(node.name, "creating namespaces")
+            ns = self.netns(lab, node.name)
+            for f in (NETNS_DIR / ns, h / f"{node.name}.mnt", h / f"{node.name}.uts"):
+                f.touch()
+            private = "; ".join(f"mkdir -p {d}; mount -t tmpfs -o mode=0755 tmpfs {d}"
+                                for d in PRIVATE_DIRS)
+            _sh("unshare", f"--net={NETNS_DIR / ns}", f"--mount={h / (node.name + '.mnt')}",
+                f"--uts={h / (node.name + '.uts')}", "--propagation", "private", "--",
+                "sh", "-ec", f"{private}; mount -t sysfs sysfs /sys; hostname {node.name}")
+            # The underlay cable: eth1 in the node, its peer on the switch's bridge.
+            _sh("ip", "link", "add", "eth1", "netns", ns, "mtu", str(lab.underlay_mtu), "type", "veth",
+                "peer", "name", node.name, "netns", sw, "mtu", str(lab.underlay_mtu))
+            _sh("ip", "-n", sw, "link", "set", node.name, "master", SWITCH_BRIDGE, "up")
+            _sh("ip", "-n", ns, "link", "set", "lo", "up")
+            _sh("ip", "-n", ns, "addr", "add", f"{node.underlay_ip}/{lab.underlay_prefixlen}", "dev", "eth1")
+            _sh("ip", "-n", ns, "link", "set", "eth1", "up")
+
+    def _provision(self, lab: Lab, lab_dir: Path, node: str, progress: Progress) -> None:
+        progress(node, "provisioning")
+        script = (lab_dir / "provision" / f"{node}.sh").resolve()
+        log = lab_dir / "logs" / f"{node}-provision.log"
+        log.parent.mkdir(exist_ok=True)
+        started = time.monotonic()
+        with open(log, "w") as fh:
+            proc = subprocess.run([*self.enter(lab, node), "bash", str(script)],
+                                  stdout=fh, stderr=subprocess.STDOUT, timeout=300)
+        if proc.returncode != 0:
+            tail = "".join(log.read_text().splitlines(keepends=True)[-5:]).strip()
+            raise ProviderError(f"{node}: provisioning failed (exit {proc.returncode}), see {log}: {tail}")
+        progress(node, f"provisioned in {time.monotonic() - started:.1f} s")
+
+    def destroy(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
+        h = self.handles(lab)
+        for node in lab.nodes:
+            ns_path = NETNS_DIR / self.netns(lab, node.name)
+            if ns_path.exists() and _is_mountpoint(h / f"{node.name}.mnt"):
+                progress(node.name, "stopping Open vSwitch, removing namespaces")
+                self._stop_ovs(lab, node.name)
+                enter = self.enter(lab, node.name)
+                _sh(*enter, "ip", "-all", "netns", "delete", check=False)
+            for suffix in (".mnt", ".uts"):
+                _unmount_all(h / f"{node.name}{suffix}")
+                (h / f"{node.name}{suffix}").unlink(missing_ok=True)
+            self._del_netns(ns_path)
+        self._del_netns(NETNS_DIR / self.switch(lab))
+        (h / "owner").unlink(missing_ok=True)
+        _unmount_all(h)
+        if h.exists():
+            try:
+                h.rmdir()
+            except OSError:
+                pass
+        try:
+            HANDLE_ROOT.rmdir()     # only when no other lab uses it
+        except OSError:
+            pass
+
+    @staticmethod
+    def _del_netns(path: Path) -> None:
+        _unmount_all(path)
+        path.unlink(missing_ok=True)
+
+    def _stop_ovs(self, lab: Lab, node: str) -> None:
+        """Kill this node's ovsdb-server and ovs-vswitchd by their pidfiles, and only if the
+        PID really lives in this node's network namespace (never a stranger's process)."""
+        enter = self.enter(lab, node)
+        out = _sh(*enter, "sh", "-c", "cat /run/openvswitch/*.pid 2>/dev/null", check=False).stdout
+        node_net = os.stat(NETNS_DIR / self.netns(lab, node)).st_ino
+        pids = []
+        for token in out.split():
+            if not token.isdigit():
+                continue
+            pid = int(token)
+            try:
+                if os.stat(f"/proc/{pid}/ns/net").st_ino == node_net:
+                    os.kill(pid, signal.SIGTERM)
+                    pids.append(pid)
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+        deadline = time.monotonic() + 5
+        for pid in pids:
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def status(self, lab: Lab, lab_dir: Path) -> list[NodeStatus]:
+        result = []
+        for node in lab.nodes:
+            if not self.node_running(lab, node.name):
+                result.append(NodeStatus(node.name, "absent", "no namespaces"))
+                continue
+            result.append(NodeStatus(node.name, "running", f"netns {self.netns(lab, node.name)}"))
+        return result

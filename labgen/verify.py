@@ -1,0 +1,382 @@
+"""Verification: data in (the Lab, a Runner per node), results out (a list of Checks).
+
+The stages follow Open vSwitch's own system tests: nodes and OVS first, then the underlay,
+then spanning tree (polled, never a fixed sleep), then the overlay, then proof that the
+traffic really crossed the tunnel, then path MTU. A failed stage stops the run: later
+stages are reported as skipped instead of timing out one by one. Formatting lives in report.py.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+from .model import Lab, Node
+from .runner import Result, Runner, RunnerError
+
+STAGES = ("nodes", "config", "underlay", "stp", "overlay", "tunnel", "mtu")
+EVIDENCE_LINES = 8
+
+
+@dataclass
+class Check:
+    stage: str
+    name: str
+    node: str
+    command: str
+    passed: bool | None          # None: skipped because an earlier stage failed
+    evidence: str
+    seconds: float = 0.0
+
+    @property
+    def status(self) -> str:
+        return "skipped" if self.passed is None else ("passed" if self.passed else "failed")
+
+
+@dataclass
+class Report:
+    lab: str
+    provider: str
+    tunnel: str
+    checks: list[Check] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.passed is False]
+
+    def to_dict(self) -> dict:
+        return {"lab": self.lab, "provider": self.provider, "tunnel": self.tunnel,
+                "passed": self.passed, "seconds": round(self.seconds, 3),
+                "checks": [{**asdict(c), "status": c.status, "seconds": round(c.seconds, 3)}
+                           for c in self.checks]}
+
+
+def excerpt(text: str, lines: int = EVIDENCE_LINES) -> str:
+    kept = [ln for ln in text.strip().splitlines() if ln.strip()]
+    if len(kept) > lines:
+        kept = kept[:2] + ["..."] + kept[-(lines - 3):]
+    return "\n".join(kept)
+
+
+# ---- one check = one command on one node and a judgement of its Result -------------------
+Judge = Callable[[Result], tuple[bool, str]]
+
+
+def _exit_ok(res: Result) -> tuple[bool, str]:
+    return res.ok, excerpt(res.output) or f"exit {res.exit_code}"
+
+
+@dataclass
+class Planned:
+    stage: str
+    name: str
+    node: str
+    command: str
+    timeout: float = 30.0
+    judge: Judge = _exit_ok
+
+
+def _run(planned: Planned, runners: Mapping[str, Runner]) -> Check:
+    started = time.monotonic()
+    try:
+        res = runners[planned.node].run(planned.command, timeout=planned.timeout)
+        passed, evidence = planned.judge(res)
+    except RunnerError as exc:
+        passed, evidence = False, str(exc)
+    return Check(planned.stage, planned.name, planned.node, planned.command, passed, evidence,
+                 time.monotonic() - started)
+
+
+# ---- the checks of each stage -------------------------------------------------------------
+def _ns_exec(ns: str, cmd: str) -> str:
+    return f"ip netns exec {ns} {cmd}"
+
+
+def _ping(count_wait: float, addr: str, extra: str = "") -> str:
+    # -c 1 -w T: return at the first reply, retrying every 0.2 s until T (ARP, MAC learning).
+    return f"ping -n -q -c 1 -i 0.2 -w {count_wait:g} {extra}{addr}".replace("  ", " ")
+
+
+_RTT = re.compile(r"= [\d.]+/([\d.]+)/")
+
+
+def _ping_judge(res: Result) -> tuple[bool, str]:
+    """Passed pings read 'reply in 1.2 ms'; failed ones keep ping's own words."""
+    if res.ok:
+        m = _RTT.search(res.stdout)
+        return True, f"reply in {m.group(1)} ms" if m else excerpt(res.output)
+    return False, excerpt(res.output) or f"exit {res.exit_code}"
+
+
+def plan_nodes(lab: Lab) -> list[Planned]:
+    return [Planned("nodes", "Open vSwitch answers", n.name,
+                    "ovs-vsctl --timeout=5 get Open_vSwitch . ovs_version", timeout=15)
+            for n in lab.nodes]
+
+
+UNDERLAY_NIC = "ovs-vsctl --timeout=5 get Open_vSwitch . external_ids:labgen-underlay-nic | tr -d '\"'"
+
+
+def plan_config(lab: Lab) -> list[Planned]:
+    out = []
+    for n in lab.nodes:
+        cidr = f"{n.underlay_ip}/{lab.underlay_prefixlen}"
+        cmd = (f"nic=$({UNDERLAY_NIC}) && ip -o link show dev \"$nic\" && "
+               f"ip -o -4 addr show | grep -F ' {cidr} '")
+
+        def judge_nic(res: Result, cidr=cidr) -> tuple[bool, str]:
+            link = res.stdout.splitlines()[0] if res.stdout else ""
+            up = bool(re.search(r"<[^>]*\bUP\b[^>]*>", link)) and "LOWER_UP" in link
+            return res.ok and up, excerpt(res.output) or f"no interface holds {cidr}"
+        out.append(Planned("config", "underlay interface up with its address", n.name, cmd,
+                           judge=judge_nic))
+
+        want = {t.port: (t.type, t.remote_ip) for t in n.tunnels}
+        cmd = "; ".join(
+            f"echo {t.port} $(ovs-vsctl --timeout=5 get interface {t.port} type options:remote_ip ofport"
+            f" 2>&1 | tr '\\n' ' ')" for t in n.tunnels)
+
+        def judge_tunnels(res: Result, want=want) -> tuple[bool, str]:
+            bad = []
+            for line in res.stdout.splitlines():
+                port, _, rest = line.partition(" ")
+                if port not in want:
+                    continue
+                kind, remote = want[port]
+                fields_ = rest.replace('"', "").split()
+                if len(fields_) < 3 or fields_[0] != kind or fields_[1] != remote or fields_[2] == "-1":
+                    bad.append(f"{port}: expected {kind} to {remote}, found {rest.strip() or 'nothing'}")
+            return (not bad and res.ok), "\n".join(bad) or excerpt(res.output)
+        out.append(Planned("config", f"{lab.tunnel} tunnel ports on {lab.tunnel_bridge}", n.name, cmd,
+                           judge=judge_tunnels))
+
+        for ns in n.namespaces:
+            cidr_ns = f"{ns.address}/{lab.overlay_prefixlen}"
+            cmd = _ns_exec(ns.name, f"ip -o -4 addr show dev {ns.interface}")
+
+            def judge_addr(res: Result, cidr_ns=cidr_ns) -> tuple[bool, str]:
+                have = f" {cidr_ns} " in res.stdout
+                return res.ok and have, excerpt(res.output) if have else \
+                    f"{cidr_ns} missing: {excerpt(res.output) or 'no address'}"
+            out.append(Planned("config", f"{ns.name} has {cidr_ns}", n.name, cmd, judge=judge_addr))
+    return out
+
+
+def plan_underlay(lab: Lab) -> list[Planned]:
+    return [Planned("underlay", f"ping {m.name} underlay {m.underlay_ip}", n.name,
+                    _ping(5, m.underlay_ip), timeout=10, judge=_ping_judge)
+            for n in lab.nodes for m in lab.nodes if m is not n]
+
+
+_PORT_LINE = re.compile(r"^\s+(\S+)\s+(root|designated|alternate|backup|disabled|master)\s+(\S+)", re.I)
+
+
+def stp_converged(show_output: str) -> tuple[bool, list[str]]:
+    """Converged: no port listening/learning, and every root/designated port forwarding."""
+    ports, ok = [], True
+    for line in show_output.splitlines():
+        m = _PORT_LINE.match(line)
+        if not m:
+            continue
+        port, role, state = m.group(1), m.group(2).lower(), m.group(3).lower()
+        ports.append(f"{port} {role} {state}")
+        if state in ("listening", "learning") or (role in ("root", "designated") and state != "forwarding"):
+            ok = False
+    return ok and bool(ports), ports
+
+
+def plan_stp(lab: Lab, timeout: float) -> list[Planned]:
+    show = "rstp/show" if lab.stp == "rstp" else "stp/show"
+    bridges = " ".join(lab.bridges)
+    # Poll on the node itself (one round trip over SSH), print the last state seen.
+    table = r"^ +[^ ]+ +(root|designated|alternate|backup|disabled) +"
+    unsettled = r"^ +[^ ]+ +((root|designated) +(listening|learning|discarding|blocking)|[a-z]+ +(listening|learning))"
+    cmd = (f"end=$(( $(date +%s) + {int(timeout)} )); while :; do "
+           f"out=$(for b in {bridges}; do ovs-appctl {show} $b; done 2>&1); "
+           f"if printf '%s\\n' \"$out\" | grep -Eiq '{table}' && "
+           f"! printf '%s\\n' \"$out\" | grep -Eiq '{unsettled}'; then printf '%s\\n' \"$out\"; exit 0; fi; "
+           f"if [ $(date +%s) -ge $end ]; then printf '%s\\n' \"$out\"; exit 1; fi; sleep 0.2; done")
+
+    def judge(res: Result) -> tuple[bool, str]:
+        ok, ports = stp_converged(res.stdout)
+        if ok:
+            return True, f"{len(ports)} ports settled: " + ", ".join(p for p in ports if "forwarding" not in p
+                                                                    ) or "all forwarding"
+        waiting = [p for p in ports if p.split()[2] in ("listening", "learning", "discarding")]
+        return False, (f"not converged after {timeout:g} s: " + ", ".join(waiting or ports)) if ports \
+            else excerpt(res.output) or "no spanning tree output"
+    return [Planned("stp", f"{lab.stp.upper()} converged on {', '.join(lab.bridges)}", n.name, cmd,
+                    timeout=timeout + 15, judge=judge) for n in lab.nodes]
+
+
+def plan_overlay(lab: Lab, wait: float) -> list[Planned]:
+    out = []
+    for n, src in lab.namespaces():
+        for m, dst in lab.namespaces():
+            if dst is src:
+                continue
+            where = "same node" if m is n else f"across to {m.name}"
+            out.append(Planned("overlay", f"{src.name} -> {dst.name} {dst.address} ({where})", n.name,
+                               _ns_exec(src.name, _ping(wait, dst.address)), timeout=wait + 10,
+                               judge=_ping_judge))
+    return out
+
+
+def _pairs(lab: Lab) -> list[tuple[Node, Node]]:
+    """(sender, receiver): every node receives once, from the node before it."""
+    nodes = list(lab.nodes)
+    return [(nodes[i - 1], nodes[i]) for i in range(len(nodes))]
+
+
+def encap_filter(lab: Lab, sender: Node) -> str:
+    """A capture filter matching encapsulated ICMP echo requests from `sender` only."""
+    enc = lab.encapsulation
+    off = enc["inner_offset"]           # where the inner IPv4 header starts, past outer IP
+    return (f"{enc['filter']} and src host {sender.underlay_ip} and ip[{off + 9}] = 1 "
+            f"and ip[{off + 20}] = 8")
+
+
+def run_tunnel_checks(lab: Lab, runners: Mapping[str, Runner]) -> list[Check]:
+    """Capture on the receiving node's underlay NIC while the sender's namespace pings."""
+    checks = []
+
+    def one(pair: tuple[Node, Node]) -> Check:
+        sender, receiver = pair
+        src, dst = sender.namespaces[0], receiver.namespaces[0]
+        capture = (f"nic=$({UNDERLAY_NIC}) && timeout 8 tcpdump -l -nn -Q in -c 2 -i \"$nic\" "
+                   f"{shlex.quote(encap_filter(lab, sender))}")
+        ping = _ns_exec(src.name, f"ping -n -q -c 6 -i 0.2 -w 3 {dst.address}")
+        started = time.monotonic()
+        box: dict[str, Result | Exception] = {}
+
+        def cap() -> None:
+            try:
+                box["cap"] = runners[receiver.name].run(capture, timeout=15)
+            except RunnerError as exc:
+                box["cap"] = exc
+        t = threading.Thread(target=cap)
+        t.start()
+        time.sleep(0.4)     # let tcpdump open its socket; the pings keep coming for 1.2 s anyway
+        try:
+            runners[sender.name].run(ping, timeout=10)
+        except RunnerError:
+            pass
+        t.join()
+        res = box["cap"]
+        name = f"{lab.encapsulation['label']} from {sender.name} seen on {receiver.name}"
+        if isinstance(res, Exception):
+            return Check("tunnel", name, receiver.name, capture, False, str(res), time.monotonic() - started)
+        # tcpdump lines without their timestamps
+        lines = [ln.split(" ", 1)[-1] for ln in res.stdout.splitlines() if "ICMP echo request" in ln]
+        want = lab.encapsulation["marker"]
+        passed = bool(lines) and all(want in ln for ln in lines)
+        evidence = excerpt("\n".join(lines)) if lines else \
+            f"no encapsulated echo request captured: {excerpt(res.output) or 'nothing'}"
+        if lines and not passed:
+            evidence = f"expected '{want}' in the capture: {evidence}"
+        return Check("tunnel", name, receiver.name, capture, passed, evidence, time.monotonic() - started)
+
+    with ThreadPoolExecutor(max_workers=len(lab.nodes)) as pool:
+        checks = list(pool.map(one, _pairs(lab)))
+    return checks
+
+
+def plan_mtu(lab: Lab) -> list[Planned]:
+    """The largest don't-fragment ping crosses the tunnel, and one byte more is refused:
+    so the inner MTU is exactly the computed one (not rescued by fragmentation)."""
+    size = lab.max_ping_payload
+    out = []
+    for sender, receiver in _pairs(lab):
+        src, dst = sender.namespaces[0], receiver.namespaces[0]
+        out.append(Planned("mtu", f"{src.name} -> {dst.name}: DF ping, {size} B payload crosses",
+                           sender.name, _ns_exec(src.name, _ping(4, dst.address, f"-M do -s {size} ")),
+                           timeout=15, judge=_ping_judge))
+        over = _ns_exec(src.name, f"ping -n -q -c 1 -W 0.5 -M do -s {size + 1} {dst.address}")
+
+        def judge_refused(res: Result) -> tuple[bool, str]:
+            if res.ok:
+                return False, f"a {size + 1} B DF ping got through: the inner MTU is larger than {lab.inner_mtu}"
+            return True, f"refused (inner MTU {lab.inner_mtu})"
+        out.append(Planned("mtu", f"{src.name} -> {dst.name}: DF ping, {size + 1} B payload refused",
+                           sender.name, over, timeout=10, judge=judge_refused))
+    return out
+
+
+def verify(lab: Lab, runners: Mapping[str, Runner], timeout: float | None = None,
+           progress: Callable[[str], None] = lambda _: None) -> Report:
+    """Run every stage in order; stop at the first failing stage."""
+    started = time.monotonic()
+    settle = timeout if timeout is not None else lab.settle_timeout
+    report = Report(lab.name, lab.provider, lab.tunnel)
+    stages: list[tuple[str, Callable[[], list[Check]]]] = [
+        ("nodes", lambda: _parallel(plan_nodes(lab), runners)),
+        ("config", lambda: _parallel(plan_config(lab), runners)),
+        ("underlay", lambda: _parallel(plan_underlay(lab), runners)),
+        ("stp", lambda: _parallel(plan_stp(lab, settle), runners)),
+        ("overlay", lambda: _parallel(plan_overlay(lab, min(settle, 15.0)), runners)),
+        ("tunnel", lambda: run_tunnel_checks(lab, runners)),
+        ("mtu", lambda: _parallel(plan_mtu(lab), runners)),
+    ]
+    failed_stage = None
+    for stage, run in stages:
+        if failed_stage:
+            report.checks.append(Check(stage, f"{stage} checks", "-", "", None,
+                                       f"not run: stage '{failed_stage}' failed"))
+            continue
+        progress(stage)
+        checks = run()
+        report.checks.extend(checks)
+        if not all(c.passed for c in checks):
+            failed_stage = stage
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _parallel(planned: list[Planned], runners: Mapping[str, Runner]) -> list[Check]:
+    if not planned:
+        return []
+    with ThreadPoolExecutor(max_workers=min(16, len(planned))) as pool:
+        return list(pool.map(lambda p: _run(p, runners), planned))
+
+
+# ---- diagnostics kept in the lab dir when something failed --------------------------------
+def diagnostics_commands(lab: Lab, node: Node) -> list[str]:
+    show = "rstp/show" if lab.stp == "rstp" else "stp/show"
+    cmds = ["ovs-vsctl --timeout=5 show", *(f"ovs-appctl {show} {b}" for b in lab.bridges),
+            "ip -br link", "ip -br addr", "ip route"]
+    for ns in node.namespaces:
+        cmds += [_ns_exec(ns.name, "ip -br addr"), _ns_exec(ns.name, "ip neigh")]
+    cmds.append("tail -n 40 /var/log/openvswitch/ovs-vswitchd.log")
+    return cmds
+
+
+def collect_diagnostics(lab: Lab, runners: Mapping[str, Runner], directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def one(node: Node) -> Path:
+        path = directory / f"{node.name}.txt"
+        parts = []
+        for cmd in diagnostics_commands(lab, node):
+            try:
+                res = runners[node.name].run(cmd, timeout=10)
+                body = res.output or "(no output)"
+                if not res.ok:
+                    body += f"\n(exit {res.exit_code})"
+            except RunnerError as exc:
+                body = f"(node unreachable: {exc})"
+            parts.append(f"$ {cmd}\n{body}\n")
+        path.write_text("\n".join(parts))
+        return path
+
+    with ThreadPoolExecutor(max_workers=len(lab.nodes)) as pool:
+        return list(pool.map(one, lab.nodes))
