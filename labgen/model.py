@@ -212,21 +212,20 @@ def _choice(value: str, allowed: tuple[str, ...], what: str) -> str:
     return value
 
 
-def _network(text: str, what: str, flag: str) -> ipaddress.IPv4Network:
+def _network(text: str, what: str, flag: str, example: str) -> ipaddress.IPv4Network:
     try:
-        net = ipaddress.ip_network(text, strict=True)
+        loose = ipaddress.ip_network(text, strict=False)
     except ValueError as exc:
-        hint = ""
-        try:
-            hint = f" (did you mean {ipaddress.ip_network(text, strict=False)}?)"
-        except ValueError:
-            pass
-        raise InputError(f"{what} {text!r} is not a network address in CIDR form{hint}: "
-                         f"pass e.g. {flag} 10.10.10.0/24") from exc
-    if net.version != 4:
+        raise InputError(f"{what} {text!r} is not a network address in CIDR form: "
+                         f"pass e.g. {flag} {example}") from exc
+    if loose.version != 4:
         raise InputError(f"{what} {text!r} is IPv6; labgen builds IPv4 underlays and overlays: "
-                         f"pass an IPv4 CIDR to {flag}")
-    return net
+                         f"pass an IPv4 CIDR to {flag}, e.g. {example}")
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        # Parses, but only without strict: an address inside the network, not the network.
+        raise InputError(f"{what} {text!r} has host bits set: did you mean {flag} {loose}?") from None
 
 
 def overlay_offset(index: int, ns_pos: int) -> int:
@@ -287,8 +286,8 @@ def build_lab(opts: Options, kvm_usable: bool | None = None) -> Lab:
     if not 1 <= opts.cpus <= 64:
         raise InputError(f"--cpus {opts.cpus} is out of range: use 1 to 64")
 
-    underlay = _network(opts.underlay, "underlay", "--underlay")
-    overlay = _network(opts.overlay, "overlay", "--overlay")
+    underlay = _network(opts.underlay, "underlay", "--underlay", "10.10.10.0/24")
+    overlay = _network(opts.overlay, "overlay", "--overlay", "192.168.10.0/24")
     if underlay.overlaps(overlay):
         raise InputError(f"overlay {overlay} overlaps underlay {underlay}: the namespaces' "
                          f"network must be separate from the hosts' (e.g. --overlay 192.168.10.0/24)")

@@ -40,13 +40,14 @@ def lab_json(lab: Lab) -> str:
     return json.dumps({"kind": MARKER, **lab.to_dict()}, indent=2) + "\n"
 
 
-def render_files(lab: Lab, dir_hint: str = "") -> dict[str, str]:
-    """Every text file of the lab directory, by relative path."""
+def render_files(lab: Lab) -> dict[str, str]:
+    """Every text file of the lab directory, by relative path. They never depend on where
+    the lab directory is (the README's commands run from inside it)."""
     env = environment()
     files = {
         LAB_FILE: lab_json(lab),
         "topology.dot": env.get_template("topology.dot.j2").render(lab=lab),
-        "README.md": env.get_template("README.md.j2").render(lab=lab, dir_hint=dir_hint),
+        "README.md": env.get_template("README.md.j2").render(lab=lab),
     }
     if lab.provider == "libvirt":
         files["Vagrantfile"] = env.get_template("Vagrantfile.j2").render(lab=lab)
@@ -81,7 +82,7 @@ def check_target(target: Path, force: bool) -> None:
 def write_lab(lab: Lab, target: Path, force: bool = False) -> list[Path]:
     """Render, then write every file; returns the paths written."""
     check_target(target, force)
-    files = render_files(lab, dir_hint=str(target))
+    files = render_files(lab)
     target.mkdir(parents=True, exist_ok=True)
     written = []
     for rel, text in files.items():

@@ -13,7 +13,7 @@ import shlex
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import paramiko
 
@@ -242,26 +242,31 @@ class SSHRunner:
         transport, chan = self._open_channel(remote_command(command, self.target.user, self.sudo))
         out: list[bytes] = []
         err: list[bytes] = []
+        timed_out = Result(command, TIMEOUT_EXIT, "", f"timed out after {timeout:g} s")
         with chan:  # closes the channel (and its select pipe) however we leave
-            # Drain both streams as data arrives: waiting for the exit first would deadlock
-            # once a large output fills the SSH window.
+            # Drain both streams as data arrives (waiting for the exit first would deadlock
+            # once a large output fills the SSH window) until the server's EOF. Not until the
+            # exit-status: sshd may send that while output is still in flight, and stopping
+            # there loses the tail (seen with 1 MB on stderr under load).
             while True:
                 while chan.recv_ready():
                     out.append(chan.recv(_CHUNK))
                 while chan.recv_stderr_ready():
                     err.append(chan.recv_stderr(_CHUNK))
-                if chan.exit_status_ready() and not chan.recv_ready() \
+                if (chan.eof_received or chan.closed) and not chan.recv_ready() \
                         and not chan.recv_stderr_ready():
                     break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     # Closing the channel is all SSH offers; a command that ignores its
                     # closed stdout/stderr (e.g. sleep) runs on until it ends by itself.
-                    return Result(command, TIMEOUT_EXIT, _text(out),
-                                  f"timed out after {timeout:g} s")
-                # The channel's fileno becomes readable on new data or close; an exit-status
-                # alone does not wake it, hence the short cap.
-                select.select([chan], [], [], min(remaining, 0.2))
+                    return replace(timed_out, stdout=_text(out))
+                # The channel's fileno becomes readable on new data, EOF or close; the cap
+                # is only a safety net.
+                select.select([chan], [], [], min(remaining, 0.5))
+            # The exit-status (or the close, if there is none) follows the EOF closely.
+            if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
+                return replace(timed_out, stdout=_text(out))
             code = chan.exit_status
         if code == -1 and not transport.is_active():
             # No exit status because the connection died under the command.

@@ -238,12 +238,33 @@ def _pairs(lab: Lab) -> list[tuple[Node, Node]]:
     return [(nodes[i - 1], nodes[i]) for i in range(len(nodes))]
 
 
-def encap_filter(lab: Lab, sender: Node) -> str:
-    """A capture filter matching encapsulated ICMP echo requests from `sender` only."""
+def encap_filter(lab: Lab, src: str, dst: str) -> str:
+    """A capture filter for encapsulated ICMP echo requests from overlay address `src` to
+    `dst`. It matches the inner header, not the outer source: with three or more nodes the
+    spanning tree may carry the ping through another node's tunnel."""
     enc = lab.encapsulation
     off = enc["inner_offset"]           # where the inner IPv4 header starts, past outer IP
-    return (f"{enc['filter']} and src host {sender.underlay_ip} and ip[{off + 9}] = 1 "
-            f"and ip[{off + 20}] = 8")
+    return (f"{enc['filter']} and ip[{off + 9}] = 1 and ip[{off + 20}] = 8 "
+            f"and ip[{off + 12}:4] = {_hex(src)} and ip[{off + 16}:4] = {_hex(dst)}")
+
+
+def _hex(addr: str) -> str:
+    return "0x" + "".join(f"{int(o):02x}" for o in addr.split("."))
+
+
+_TIMESTAMP = re.compile(r"^\d\d:\d\d:\d\d\.\d+ ")
+
+
+def tcpdump_packets(text: str) -> list[str]:
+    """One string per captured packet, without its timestamp: tcpdump prints VXLAN's inner
+    packet on a line of its own."""
+    packets: list[str] = []
+    for line in text.splitlines():
+        if _TIMESTAMP.match(line):
+            packets.append(_TIMESTAMP.sub("", line))
+        elif packets and line.strip():
+            packets[-1] += " | " + line.strip()
+    return packets
 
 
 def run_tunnel_checks(lab: Lab, runners: Mapping[str, Runner]) -> list[Check]:
@@ -254,7 +275,7 @@ def run_tunnel_checks(lab: Lab, runners: Mapping[str, Runner]) -> list[Check]:
         sender, receiver = pair
         src, dst = sender.namespaces[0], receiver.namespaces[0]
         capture = (f"nic=$({UNDERLAY_NIC}) && timeout 8 tcpdump -l -nn -Q in -c 2 -i \"$nic\" "
-                   f"{shlex.quote(encap_filter(lab, sender))}")
+                   f"{shlex.quote(encap_filter(lab, src.address, dst.address))}")
         ping = _ns_exec(src.name, f"ping -n -q -c 6 -i 0.2 -w 3 {dst.address}")
         started = time.monotonic()
         box: dict[str, Result | Exception] = {}
@@ -273,11 +294,10 @@ def run_tunnel_checks(lab: Lab, runners: Mapping[str, Runner]) -> list[Check]:
             pass
         t.join()
         res = box["cap"]
-        name = f"{lab.encapsulation['label']} from {sender.name} seen on {receiver.name}"
+        name = f"{lab.encapsulation['label']} carrying {src.name} -> {dst.name} seen on {receiver.name}"
         if isinstance(res, Exception):
             return Check("tunnel", name, receiver.name, capture, False, str(res), time.monotonic() - started)
-        # tcpdump lines without their timestamps
-        lines = [ln.split(" ", 1)[-1] for ln in res.stdout.splitlines() if "ICMP echo request" in ln]
+        lines = [p for p in tcpdump_packets(res.stdout) if "ICMP echo request" in p]
         want = lab.encapsulation["marker"]
         passed = bool(lines) and all(want in ln for ln in lines)
         evidence = excerpt("\n".join(lines)) if lines else \

@@ -148,13 +148,19 @@ def test_utf8_and_invalid_bytes(runner):
 
 def test_timeout_then_still_usable(runner):
     start = time.monotonic()
-    res = runner.run("echo started; sleep 5", timeout=1)
+    res = runner.run("sleep 5", timeout=1)
     elapsed = time.monotonic() - start
     assert res.exit_code == TIMEOUT_EXIT
     assert res.stderr == "timed out after 1 s"
-    assert res.stdout == "started\n"  # what arrived before the deadline is kept
     assert elapsed < 4
     assert runner.run("echo after").stdout == "after\n"
+
+
+def test_timeout_keeps_partial_stdout(runner):
+    # Generous timeout: root's login shell in this container sources a slow ~/.bashrc.
+    res = runner.run("echo started; sleep 30", timeout=8)
+    assert res.exit_code == TIMEOUT_EXIT
+    assert res.stdout == "started\n"  # what arrived before the deadline is kept
 
 
 def test_concurrent_runs_share_one_connection(runner):
@@ -181,13 +187,14 @@ def test_more_threads_than_sshd_max_sessions(runner):
     # rather than fail with "administratively prohibited".
     results: dict[int, object] = {}
     threads = [threading.Thread(target=lambda i=i: results.__setitem__(
-        i, runner.run(f"sleep 0.3; echo {i}"))) for i in range(24)]
+        i, runner.run(f"sleep 0.3; echo {i}", timeout=90))) for i in range(24)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(30)
+        t.join(120)
     assert sorted(results) == list(range(24))
-    assert all(res.ok and res.stdout == f"{i}\n" for i, res in results.items())
+    bad = {i: res for i, res in results.items() if not (res.ok and res.stdout == f"{i}\n")}
+    assert not bad
 
 
 def test_concurrent_first_calls_open_one_connection(sshd):

@@ -1,0 +1,58 @@
+"""Helpers for the end-to-end tests on real OVS in namespaces: run the CLI, enter a node,
+and read what the host has (to prove that tear-down leaves nothing)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ENV = {**os.environ, "COLUMNS": "200", "TERM": "dumb"}
+
+
+def labgen(*args: str, cwd: Path | None = None, timeout: float = 240, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "labgen", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=env or ENV)
+
+
+def node_cmd(lab: str, node: str, cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a shell command inside an emulated node (as a user poking at the lab would)."""
+    argv = ["nsenter", f"--net=/run/netns/labgen-{lab}-{node}", f"--mount=/run/labgen/{lab}/{node}.mnt",
+            f"--uts=/run/labgen/{lab}/{node}.uts", "--", "sh", "-c", cmd]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd!r} on {node} failed: {proc.stderr}")
+    return proc
+
+
+def host_state() -> dict[str, list[str]]:
+    """What a lab could leave behind on the host: namespaces, mounts, links, OVS daemons."""
+    netns = sorted(Path("/run/netns").iterdir()) if Path("/run/netns").exists() else []
+    mounts = [ln.split()[4] for ln in Path("/proc/self/mountinfo").read_text().splitlines()
+              if "/run/labgen" in ln or "/run/netns/" in ln]
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    ovs = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                comm = (proc / "comm").read_text().strip()
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state == "Z":    # exited, waiting for init to reap it: holds nothing
+                continue
+            if comm in ("ovs-vswitchd", "ovsdb-server"):
+                ovs.append(f"{comm}:{proc.name}")
+    return {"netns": [p.name for p in netns], "mounts": sorted(mounts),
+            "links": sorted(ln.split(":")[1].strip().split("@")[0] for ln in links.splitlines()),
+            "ovs": sorted(ovs), "handles": sorted(str(p) for p in Path("/run/labgen").glob("*"))
+            if Path("/run/labgen").exists() else []}
+
+
+def checks(proc: subprocess.CompletedProcess) -> list[dict]:
+    return json.loads(proc.stdout)["checks"]
+
+
+def failed(proc: subprocess.CompletedProcess) -> list[tuple[str, str, str]]:
+    return [(c["stage"], c["node"], c["name"]) for c in checks(proc) if c["status"] == "failed"]

@@ -1,0 +1,138 @@
+"""Bad input through the real CLI: exit code 2, exactly one line on stderr that says what is
+wrong, and nothing written anywhere."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# rich wraps at the terminal width and colours a terminal: neither may split the message.
+ENV = {**os.environ, "COLUMNS": "400", "TERM": "dumb", "NO_COLOR": "1"}
+
+
+def labgen(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "labgen", *args], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=60)
+
+
+def tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def error_line(proc: subprocess.CompletedProcess) -> str:
+    """The single non-empty stderr line, which must start with 'error:'."""
+    lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one error line, got {len(lines)}:\n{proc.stderr}"
+    assert lines[0].startswith("error:"), lines[0]
+    return lines[0]
+
+
+# (id, render arguments after the tunnel type, fragment the message must contain)
+BAD = [
+    ("tunnel-type", ["ipip"], "unknown tunnel type 'ipip'"),
+    ("underlay-malformed", ["gre", "--underlay", "10.10.10/24x"],
+     "underlay '10.10.10/24x' is not a network address in CIDR form"),
+    ("underlay-host-bits", ["gre", "--underlay", "10.10.10.5/24"],
+     "has host bits set: did you mean --underlay 10.10.10.0/24?"),
+    ("underlay-too-small", ["gre", "--underlay", "10.10.10.0/30"],
+     "underlay 10.10.10.0/30 is too small for 2 nodes"),
+    ("underlay-too-small-8-nodes", ["gre", "--nodes", "8", "--underlay", "10.10.10.0/29"],
+     "underlay 10.10.10.0/29 is too small for 8 nodes"),
+    ("underlay-ipv6", ["gre", "--underlay", "fd00:10::/64"], "underlay 'fd00:10::/64' is IPv6"),
+    ("overlay-malformed", ["gre", "--overlay", "192.168.10.0/33"],
+     "overlay '192.168.10.0/33' is not a network address in CIDR form: pass e.g. --overlay 192.168.10.0/24"),
+    ("overlay-ipv6", ["gre", "--overlay", "fd00:20::/64"], "overlay 'fd00:20::/64' is IPv6"),
+    ("overlay-overlaps-underlay", ["gre", "--overlay", "10.10.0.0/16"],
+     "overlay 10.10.0.0/16 overlaps underlay 10.10.10.0/24"),
+    ("overlay-too-small", ["gre", "--nodes", "8", "--overlay", "192.168.10.0/26"],
+     "overlay 192.168.10.0/26 is too small for 8 nodes"),
+    ("nodes-1", ["gre", "--nodes", "1"], "--nodes 1 is out of range"),
+    ("nodes-9", ["gre", "--nodes", "9"], "--nodes 9 is out of range"),
+    ("unknown-box", ["gre", "--box", "nosuch/box"], "unknown box 'nosuch/box'"),
+    ("box-wrong-provider", ["gre", "--provider", "netns", "--box", "centos/stream9"],
+     "box 'centos/stream9' is for provider libvirt, not netns"),
+    ("host-box-on-libvirt", ["gre", "--box", "host"], "box 'host' is for provider netns, not libvirt"),
+    ("name-shell-meta", ["gre", "--name", "a;rm -rf"], "lab name 'a;rm -rf' is not usable"),
+    ("name-uppercase", ["gre", "--name", "Lab1"], "lab name 'Lab1' is not usable"),
+    ("name-too-long", ["gre", "--name", "a" * 21], f"lab name '{'a' * 21}' is not usable"),
+    ("name-leading-digit", ["gre", "--name", "1lab"], "lab name '1lab' is not usable"),
+    ("vni-too-big", ["vxlan", "--vni", "16777216"], "VXLAN VNI 16777216 is out of range"),
+    ("gre-key-too-big", ["gre", "--key", "4294967296"], "GRE key 4294967296 is out of range"),
+    ("gre-key-negative", ["gre", "--key", "-1"], "GRE key -1 is out of range"),
+    ("memory-256", ["gre", "--memory", "256"], "--memory 256 MiB is too small"),
+    ("cpus-0", ["gre", "--cpus", "0"], "--cpus 0 is out of range"),
+    ("datapath-system-netns", ["gre", "--provider", "netns", "--datapath", "system"],
+     "--datapath system needs a kernel Open vSwitch module"),
+    ("datapath-unknown", ["gre", "--datapath", "dpdk"], "unknown datapath 'dpdk'"),
+    ("provider-unknown", ["gre", "--provider", "docker"], "unknown provider 'docker'"),
+    ("stp-unknown", ["gre", "--stp", "mstp"], "unknown spanning tree mode 'mstp'"),
+    ("stp-timers-unknown", ["gre", "--stp-timers", "fast"], "unknown STP timer set 'fast'"),
+    ("libvirt-driver-unknown", ["gre", "--libvirt-driver", "xen"], "unknown libvirt driver 'xen'"),
+    ("underlay-mtu-100", ["gre", "--underlay-mtu", "100"], "--underlay-mtu 100 is out of range"),
+    ("underlay-mtu-too-big", ["gre", "--underlay-mtu", "9001"], "--underlay-mtu 9001 is out of range"),
+    ("underlay-on-vagrant-mgmt", ["gre", "--underlay", "192.168.121.0/24"],
+     "overlaps vagrant-libvirt's management network 192.168.121.0/24"),
+]
+
+
+@pytest.mark.parametrize("args,fragment", [pytest.param(a, f, id=i) for i, a, f in BAD])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, fragment):
+    before = tree(tmp_path)
+    proc = labgen(tmp_path, "render", *args, "--dir", str(tmp_path / "lab"))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert fragment in error_line(proc)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "lab").exists()
+    assert tree(tmp_path) == before
+
+
+def test_distinct_bad_inputs():
+    assert len({i for i, _, _ in BAD}) == len(BAD) >= 18
+    assert len({tuple(a) for _, a, _ in BAD}) == len(BAD)
+
+
+def test_foreign_dir_is_refused_and_kept_then_force_renders(tmp_path):
+    target = tmp_path / "mine"
+    target.mkdir()
+    keep = target / "notes.txt"
+    keep.write_text("my notes\n")
+    proc = labgen(tmp_path, "render", "gre", "--provider", "netns", "--dir", str(target))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = error_line(proc)
+    assert "is not a labgen lab" in line and "--force" in line
+    assert sorted(p.name for p in target.iterdir()) == ["notes.txt"]
+    assert keep.read_text() == "my notes\n"
+
+    proc = labgen(tmp_path, "render", "gre", "--provider", "netns", "--dir", str(target), "--force")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads((target / "lab.json").read_text())["kind"] == "labgen-lab"
+    assert (target / "provision" / "node2.sh").is_file()
+    assert keep.read_text() == "my notes\n"
+
+
+def test_target_that_is_a_file_is_refused(tmp_path):
+    target = tmp_path / "lab"
+    target.write_text("x")
+    proc = labgen(tmp_path, "render", "gre", "--provider", "netns", "--dir", str(target))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "exists and is not a directory" in error_line(proc)
+    assert target.read_text() == "x"
+
+
+def test_existing_lab_that_is_not_running_is_rerendered(tmp_path):
+    # A name no other test uses: the netns provider's exists() looks for this lab's namespaces.
+    target = tmp_path / "lab"
+    common = ["render", "gre", "--provider", "netns", "--name", "t-rerender", "--dir", str(target)]
+    first = labgen(tmp_path, *common)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert json.loads((target / "lab.json").read_text())["nodes"][0]["tunnels"][0]["type"] == "gre"
+
+    again = labgen(tmp_path, *common[:2], "--nodes", "3", *common[2:])
+    assert again.returncode == 0, again.stdout + again.stderr
+    lab = json.loads((target / "lab.json").read_text())
+    assert len(lab["nodes"]) == 3
+    assert (target / "provision" / "node3.sh").is_file()

@@ -1,0 +1,125 @@
+"""Golden files: what `labgen render` writes for three labs, byte for byte.
+
+Regenerate after an intended change, then read the diff before committing:
+    pytest tests/test_golden.py --update-golden      (or LABGEN_UPDATE_GOLDEN=1)
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+ENV = {**os.environ, "COLUMNS": "400", "TERM": "dumb"}
+
+# case -> render arguments. Every case pins the libvirt driver (auto would probe this host).
+CASES = {
+    "gre": ["gre", "--libvirt-driver", "qemu"],
+    "vxlan": ["vxlan", "--box", "generic/debian12", "--stp", "rstp", "--vni", "5000",
+              "--libvirt-driver", "qemu"],
+    "gre-3nodes": ["gre", "--nodes", "3", "--provider", "netns"],
+}
+# Not compared: the picture depends on the Graphviz version; logs/ is empty at render time.
+SKIP = {"topology.svg"}
+
+
+def render_case(case: str, where: Path) -> Path:
+    """Render one case with the real CLI into where/lab and return the lab dir."""
+    lab_dir = where / "lab"
+    proc = subprocess.run([sys.executable, "-m", "labgen", "render", *CASES[case], "--dir", str(lab_dir)],
+                          cwd=where, env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return lab_dir
+
+
+def text_files(lab_dir: Path) -> dict[str, bytes]:
+    """Every rendered text file, by path relative to the lab dir."""
+    return {str(p.relative_to(lab_dir)): p.read_bytes() for p in sorted(lab_dir.rglob("*"))
+            if p.is_file() and p.name not in SKIP and not p.name.startswith(".")}
+
+
+def updating(config) -> bool:
+    return bool(config.getoption("--update-golden")) or os.environ.get("LABGEN_UPDATE_GOLDEN") == "1"
+
+
+def udiff(name: str, want: bytes, got: bytes) -> str:
+    return "".join(difflib.unified_diff(
+        want.decode().splitlines(keepends=True), got.decode().splitlines(keepends=True),
+        fromfile=f"golden/{name}", tofile=f"rendered/{name}"))
+
+
+def update(case: str, rendered: dict[str, bytes]) -> list[str]:
+    """Write the golden files of a case; returns what changed."""
+    folder = GOLDEN / case
+    old = text_files(folder) if folder.exists() else {}
+    changes = []
+    for rel, data in rendered.items():
+        if old.get(rel) != data:
+            changes.append(f"{'updated' if rel in old else 'added'} golden/{case}/{rel}")
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).write_bytes(data)
+    for rel in sorted(set(old) - set(rendered)):
+        (folder / rel).unlink()
+        changes.append(f"removed golden/{case}/{rel}")
+    return changes
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rendered_files_match_golden(case, tmp_path, request, capsys):
+    lab_dir = render_case(case, tmp_path)
+    rendered = text_files(lab_dir)
+    assert {"lab.json", "README.md", "topology.dot", "provision/node1.sh"} <= set(rendered)
+
+    # The files must not depend on where the lab dir is.
+    for rel, data in rendered.items():
+        text = data.decode()
+        for path in {str(tmp_path), str(tmp_path.resolve()), str(lab_dir)}:
+            assert path not in text, f"{rel} contains the lab's location {path}"
+
+    if updating(request.config):
+        changes = update(case, rendered)
+        with capsys.disabled():
+            print(f"\n[golden {case}] " + ("; ".join(changes) if changes else "unchanged"))
+        return
+
+    golden_dir = GOLDEN / case
+    assert golden_dir.is_dir(), f"no golden files for {case}: run pytest {__file__} --update-golden"
+    golden = text_files(golden_dir)
+    assert sorted(rendered) == sorted(golden), "rendered files differ from the golden set"
+    diffs = [udiff(f"{case}/{rel}", golden[rel], data) for rel, data in rendered.items()
+             if data != golden[rel]]
+    assert not diffs, ("rendered output differs from tests/golden (intended? regenerate with "
+                       "--update-golden and review):\n" + "\n".join(diffs))
+
+
+def test_golden_files_hold_the_articles_topology():
+    """The golden files themselves are right (a careless --update-golden would be caught)."""
+    gre = (GOLDEN / "gre" / "provision" / "node1.sh").read_text()
+    assert "INNER_MTU=1462" in gre
+    assert "options:remote_ip=10.10.10.2" in gre and "type=gre" in gre
+    assert "ip addr replace 192.168.10.1/24 dev a1.2" in gre
+    assert "ip addr replace 192.168.10.2/24 dev b1.2" in gre
+    # Loop protection is switched on before the first loop port is added.
+    assert gre.index("stp_enable=true") < gre.index("add-port br2 b12.1")
+    for port, bridge in (("b12.1", "br2"), ("b12.2", "br1"), ("b13.1", "br3"), ("b13.2", "br1"),
+                         ("b23.1", "br3"), ("b23.2", "br2")):
+        assert f"--may-exist add-port {bridge} {port}\n" in gre
+
+    vx = (GOLDEN / "vxlan" / "provision" / "node2.sh").read_text()
+    assert "INNER_MTU=1450" in vx and "rstp_enable=true" in vx
+    assert re.search(r"(?<!r)stp_enable", vx) is None, "rstp lab must not switch classic STP on"
+    assert "type=vxlan options:remote_ip=10.10.10.1 options:key=5000" in vx
+    assert "ip addr replace 192.168.10.10/24 dev a2.2" in vx
+    assert "ip addr replace 192.168.10.11/24 dev b2.2" in vx
+
+    tri = {k: (GOLDEN / "gre-3nodes" / "provision" / f"node{k}.sh").read_text() for k in (1, 2, 3)}
+    for k, script in tri.items():
+        ports = sorted(ln.split()[4] for ln in script.splitlines() if " add-port br1 gre-" in ln)
+        assert ports == [f"gre-node{j}" for j in (1, 2, 3) if j != k]
+    assert "ip addr replace 192.168.10.20/24 dev a3.2" in tri[3]
+    assert "DATAPATH=netdev" in tri[1] and "Vagrantfile" not in os.listdir(GOLDEN / "gre-3nodes")
