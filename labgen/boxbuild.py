@@ -111,6 +111,8 @@ iface eth0 inet dhcp
 SUDOERS = "vagrant ALL=(ALL) NOPASSWD: ALL\nDefaults:vagrant !requiretty\n"
 
 # Each VM must get its own SSH host keys, so the box ships none and makes them on boot.
+# Ed25519 and ECDSA only: an RSA key takes minutes to generate under emulation (measured
+# ~2 min on a busy host) and Vagrant, OpenSSH and paramiko all accept these two.
 SSH_KEYGEN_UNIT = """\
 [Unit]
 Description=Generate SSH host keys missing after cloning the box
@@ -119,10 +121,16 @@ ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
 
 [Service]
 Type=oneshot
-ExecStart=/usr/bin/ssh-keygen -A
+ExecStart=/usr/bin/ssh-keygen -q -N "" -t ed25519 -f /etc/ssh/ssh_host_ed25519_key
+ExecStart=/usr/bin/ssh-keygen -q -N "" -t ecdsa -f /etc/ssh/ssh_host_ecdsa_key
 
 [Install]
 WantedBy=ssh.service
+"""
+SSHD_HOST_KEYS = """\
+# labgen box: no RSA host key (see labgen-ssh-hostkeys.service)
+HostKey /etc/ssh/ssh_host_ed25519_key
+HostKey /etc/ssh/ssh_host_ecdsa_key
 """
 
 KERNEL_ARGS = "console=tty0 console=ttyS0,115200n8 net.ifnames=0 biosdevname=0"
@@ -202,6 +210,7 @@ def build_box(
         else:
             progress(f"reusing cached {box_path}; adding it to Vagrant")
         builder.step("box add", builder.box_add, box_path, version, replace=registered or force)
+        _remove_older_box_files(box_path, progress)
     return BuiltBox(recipe.box_name, version, box_path, reused=False)
 
 
@@ -250,7 +259,7 @@ def box_version(recipe: BoxRecipe, pubkey: str = "") -> str:
     always gives the same version, so an existing box is found and reused."""
     digest = _digest(
         BUILD_FORMAT, asdict(recipe), pubkey, NETWORK_INTERFACES, SUDOERS, SSH_KEYGEN_UNIT,
-        KERNEL_ARGS, GRUB_CFG, GRUB_EARLY_CFG, GRUB_CORE_MODULES, BOX_VAGRANTFILE,
+        SSHD_HOST_KEYS, KERNEL_ARGS, GRUB_CFG, GRUB_EARLY_CFG, GRUB_CORE_MODULES, BOX_VAGRANTFILE,
     )
     return f"{recipe.base_version}.{int(digest[:6], 16)}"
 
@@ -578,6 +587,7 @@ class _Builder:
         write("etc/systemd/system/labgen-ssh-hostkeys.service", SSH_KEYGEN_UNIT)
         _symlink(root / "etc/systemd/system/ssh.service.wants/labgen-ssh-hostkeys.service",
                  "/etc/systemd/system/labgen-ssh-hostkeys.service")
+        write("etc/ssh/sshd_config.d/labgen-hostkeys.conf", SSHD_HOST_KEYS)
         for name in ("conf.db", ".conf.db.~lock~", "system-id.conf"):
             (root / "etc/openvswitch" / name).unlink(missing_ok=True)
 
@@ -682,6 +692,17 @@ def mbr_partition_table(total_sectors: int) -> bytes:
     mbr[446:462] = entry
     mbr[510:512] = b"\x55\xaa"
     return bytes(mbr)
+
+
+def _remove_older_box_files(current: Path, progress: Callable[[str], None]) -> None:
+    """Older builds of this box in the cache are ~280 MiB each and never reused.
+
+    Vagrant keeps its own copy of each version (`vagrant box prune` removes those)."""
+    prefix = current.name.rsplit("-", 1)[0] + "-"
+    for old in current.parent.glob(prefix + "*.box"):
+        if old != current:
+            old.unlink()
+            progress(f"removed older cached box {old.name}")
 
 
 def _kernel_files(root: Path) -> tuple[str, str]:

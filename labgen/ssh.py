@@ -7,6 +7,7 @@ channel (paramiko's Transport is thread-safe for that). Connection details come 
 """
 from __future__ import annotations
 
+import logging
 import re
 import select
 import shlex
@@ -18,6 +19,11 @@ from dataclasses import dataclass, replace
 import paramiko
 
 from labgen.runner import TIMEOUT_EXIT, Result, RunnerError
+
+# paramiko logs connection failures with full tracebacks from its transport thread; with no
+# logging configured, Python would print those to stderr next to our one-line RunnerError.
+# A NullHandler silences that fallback but still lets an application's own handlers see them.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 _CHUNK = 65536
 _OPTION = re.compile(r"(\S+?)\s*(?:=|\s)\s*(.*)")
@@ -104,6 +110,15 @@ def _cause(exc: BaseException, key_file: str, timeout: float) -> str:
     """One short lower-case phrase for why connecting failed."""
     if isinstance(exc, paramiko.AuthenticationException):
         return f"authentication with key {key_file} failed"
+    if isinstance(exc, paramiko.SSHException) and (
+            "protocol banner" in str(exc) or "No existing session" in str(exc)):
+        # Typical while a VM boots: the forwarded port accepts TCP but no sshd answers yet.
+        # paramiko raises the banner error from its own thread (the real reason is the
+        # implicit context), or, when its handshake wait expires at the same moment as the
+        # banner wait, goes on to authenticate and says "No existing session".
+        if isinstance(exc.__context__, EOFError):
+            return "closed before sending an SSH banner (is sshd up yet?)"
+        return f"no SSH handshake within {timeout:g} s (is sshd up yet? is it an SSH port?)"
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
         errors = list(exc.errors.values())
         if errors and all(isinstance(e, ConnectionRefusedError) for e in errors):
@@ -118,6 +133,16 @@ def _cause(exc: BaseException, key_file: str, timeout: float) -> str:
     if isinstance(exc, EOFError):
         return "the server closed the connection"
     return str(exc) or type(exc).__name__
+
+
+def _key_cause(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return _os_cause(exc)
+    # cryptography raises TypeError for a key that needs a password we do not have.
+    if isinstance(exc, (TypeError, paramiko.PasswordRequiredException)):
+        return "it is protected by a passphrase"
+    # cryptography's messages run on with URLs; the first sentence is the useful part.
+    return "not a usable private key (" + str(exc).split(". ")[0].rstrip(".") + ")"
 
 
 def _os_cause(exc: BaseException) -> str:
@@ -183,8 +208,8 @@ class SSHRunner:
         try:
             key = _load_key(t.key_file)
         except Exception as exc:  # missing, unreadable, encrypted or unknown-type key alike
-            raise RunnerError(f"{fail}: cannot load key {t.key_file}: "
-                              f"{_cause(exc, t.key_file, 0)}") from exc
+            raise RunnerError(f"{fail}: cannot load key {t.key_file}: {_key_cause(exc)}") \
+                from exc
         client = paramiko.SSHClient()
         # Lab VMs are throw-away and get fresh host keys on every `vagrant up`; pinning them
         # in a known_hosts file would only produce spurious mismatches. So no known_hosts, and

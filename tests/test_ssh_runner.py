@@ -325,8 +325,21 @@ def test_missing_key_file(sshd, tmp_path):
         r.run("true")
 
 
-def test_not_an_ssh_server(sshd):
-    # Something listens but never speaks SSH: bounded by connect_timeout, one-line error.
+def test_key_file_that_is_not_a_key_or_is_encrypted(sshd, tmp_path):
+    garbage = tmp_path / "garbage"
+    garbage.write_text("not a key\n")
+    r = SSHRunner("node5", SSHTarget("127.0.0.1", sshd.port, "root", str(garbage)))
+    with pytest.raises(RunnerError, match=r"cannot load key .*: not a usable private key \("):
+        r.run("true")
+    encrypted = _keygen(tmp_path / "encrypted", "-t", "ed25519")
+    subprocess.run(["ssh-keygen", "-q", "-p", "-N", "secret", "-f", str(encrypted)], check=True)
+    r = SSHRunner("node5", SSHTarget("127.0.0.1", sshd.port, "root", str(encrypted)))
+    with pytest.raises(RunnerError, match=r"cannot load key .*: it is protected by a passphrase$"):
+        r.run("true")
+
+
+def test_silent_port_times_out_with_one_line(sshd):
+    # Something accepts TCP but never speaks SSH (a VM's forwarded port while it boots).
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", 0))
         srv.listen()
@@ -334,10 +347,30 @@ def test_not_an_ssh_server(sshd):
         r = SSHRunner("node6", SSHTarget("127.0.0.1", port, "root", str(sshd.key)),
                       connect_timeout=1)
         start = time.monotonic()
-        with pytest.raises(RunnerError, match=rf"^node6: cannot connect over SSH to "
-                                              rf"127\.0\.0\.1:{port}: "):
+        with pytest.raises(RunnerError) as info:
             r.run("true")
         assert time.monotonic() - start < 5
+    assert str(info.value) == (f"node6: cannot connect over SSH to 127.0.0.1:{port}: "
+                               "no SSH handshake within 1 s (is sshd up yet? is it an SSH port?)")
+
+
+def test_port_that_closes_at_once(sshd):
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+
+        def slam() -> None:
+            conn, _ = srv.accept()
+            conn.close()
+
+        threading.Thread(target=slam, daemon=True).start()
+        r = SSHRunner("node7", SSHTarget("127.0.0.1", port, "root", str(sshd.key)),
+                      connect_timeout=5)
+        with pytest.raises(RunnerError) as info:
+            r.run("true")
+    assert str(info.value) == (f"node7: cannot connect over SSH to 127.0.0.1:{port}: "
+                               "closed before sending an SSH banner (is sshd up yet?)")
 
 
 # --- pure functions ----------------------------------------------------------------------

@@ -1,0 +1,255 @@
+"""The lab model: the article's names and addresses (shared/DESIGN.md, "The lab"), tunnel mesh,
+MTU arithmetic, spanning tree settings, lab.json round trip and the libvirt driver choice."""
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from labgen.errors import InputError
+from labgen.hostfacts import kvm_usable
+from labgen.model import Lab, Options, build_lab
+from labgen.render import lab_json
+
+
+def lab(tunnel: str = "gre", **kw) -> Lab:
+    kw.setdefault("provider", "netns")      # no host probe, no VM defaults
+    return build_lab(Options(tunnel=tunnel, **kw))
+
+
+# DESIGN.md: A1 .1, B1 .2; node k >= 2: A{k} .10(k-1), B{k} .10(k-1)+1.
+OVERLAY_HOST_PART = {1: (1, 2), 2: (10, 11), 3: (20, 21), 4: (30, 31), 5: (40, 41),
+                     6: (50, 51), 7: (60, 61), 8: (70, 71)}
+
+
+@pytest.mark.parametrize("n", range(2, 9))
+def test_addresses_and_names_follow_the_design(n):
+    lb = lab(nodes=n)
+    assert [node.name for node in lb.nodes] == [f"node{k}" for k in range(1, n + 1)]
+    for node in lb.nodes:
+        k = node.index
+        assert node.underlay_ip == f"10.10.10.{k}"
+        a, b = node.namespaces
+        assert (a.name, a.address, a.interface, a.bridge) == (
+            f"A{k}", f"192.168.10.{OVERLAY_HOST_PART[k][0]}", f"a{k}.2", "br2")
+        assert (b.name, b.address, b.interface, b.bridge) == (
+            f"B{k}", f"192.168.10.{OVERLAY_HOST_PART[k][1]}", f"b{k}.2", "br3")
+        # Namespace veths: bridge end .1 on the bridge, end .2 inside the namespace.
+        ns_veths = [(v.a, v.bridge_a, v.b, v.namespace) for v in node.veths if v.namespace]
+        assert ns_veths == [(f"a{k}.1", "br2", f"a{k}.2", f"A{k}"), (f"b{k}.1", "br3", f"b{k}.2", f"B{k}")]
+        # The article's bridge loop, the same on every node.
+        loop = [(v.a, v.bridge_a, v.b, v.bridge_b) for v in node.veths if not v.namespace]
+        assert loop == [("b12.1", "br2", "b12.2", "br1"), ("b13.1", "br3", "b13.2", "br1"),
+                        ("b23.1", "br3", "b23.2", "br2")]
+    assert lb.underlay_host_ip == "10.10.10.254"
+    assert lb.bridges == ("br1", "br2", "br3") and lb.tunnel_bridge == "br1"
+    addresses = [ns.address for _, ns in lb.namespaces()]
+    assert len(set(addresses)) == 2 * n
+
+
+def test_underlay_host_takes_the_last_usable_address_and_never_a_node():
+    lb = lab(nodes=2, underlay="172.16.5.0/29")
+    assert lb.underlay_host_ip == "172.16.5.6"
+    assert [n.underlay_ip for n in lb.nodes] == ["172.16.5.1", "172.16.5.2"]
+    lb8 = lab(nodes=8, underlay="172.16.5.0/28")
+    assert lb8.underlay_host_ip == "172.16.5.14"
+    assert lb8.underlay_host_ip not in {n.underlay_ip for n in lb8.nodes}
+    with pytest.raises(InputError, match="too small for 8 nodes"):
+        lab(nodes=8, underlay="172.16.5.0/29")
+
+
+def test_other_networks_keep_the_same_host_parts():
+    lb = lab(nodes=3, underlay="172.20.0.0/16", overlay="10.99.0.0/24")
+    assert [n.underlay_ip for n in lb.nodes] == ["172.20.0.1", "172.20.0.2", "172.20.0.3"]
+    assert [ns.address for _, ns in lb.namespaces()] == [
+        "10.99.0.1", "10.99.0.2", "10.99.0.10", "10.99.0.11", "10.99.0.20", "10.99.0.21"]
+    assert lb.underlay_host_ip == "172.20.255.254"
+    assert lb.overlay_prefixlen == 24 and lb.underlay_prefixlen == 16
+    assert lb.underlay_netmask == "255.255.0.0"
+
+
+@pytest.mark.parametrize("tunnel", ["gre", "vxlan"])
+@pytest.mark.parametrize("n", range(2, 9))
+def test_tunnels_are_a_full_mesh(tunnel, n):
+    lb = lab(tunnel, nodes=n)
+    ports = [(node.name, t) for node in lb.nodes for t in node.tunnels]
+    assert len(ports) == n * (n - 1)
+    by_ip = {node.underlay_ip: node.name for node in lb.nodes}
+    for node in lb.nodes:
+        assert len(node.tunnels) == n - 1
+        assert {t.remote_node for t in node.tunnels} == {m.name for m in lb.nodes} - {node.name}
+        for t in node.tunnels:
+            assert t.type == tunnel
+            assert t.port == f"{tunnel}-{t.remote_node}"
+            assert by_ip[t.remote_ip] == t.remote_node
+            # The remote end has the mirror port.
+            assert f"{tunnel}-{node.name}" in {p.port for p in lb.node(t.remote_node).tunnels}
+            assert len(t.port) <= 15   # an interface name
+
+
+@pytest.mark.parametrize("tunnel,key,underlay_mtu,inner", [
+    ("gre", None, 1500, 1462),      # 20 IPv4 + 4 GRE + 14 inner Ethernet
+    ("gre", 77, 1500, 1458),        # + 4 GRE key
+    ("gre", 0, 1500, 1458),         # key 0 is still a key on the wire
+    ("vxlan", None, 1500, 1450),    # 20 IPv4 + 8 UDP + 8 VXLAN + 14 inner Ethernet
+    ("vxlan", 5000, 1500, 1450),    # the VNI is always in the header
+    ("gre", None, 9000, 8962),
+    ("gre", 77, 9000, 8958),
+    ("vxlan", None, 9000, 8950),
+    ("vxlan", None, 1280, 1230),
+])
+def test_inner_mtu(tunnel, key, underlay_mtu, inner):
+    lb = lab(tunnel, key=key, underlay_mtu=underlay_mtu)
+    assert lb.inner_mtu == inner
+    assert lb.max_ping_payload == inner - 28
+    # The encapsulated packet of a full inner frame fits the underlay exactly.
+    assert lb.encapsulation["inner_offset"] + inner == underlay_mtu
+
+
+def test_stp_tuned_timers_are_consistent():
+    cfg = lab(stp="stp", stp_timers="tuned").stp_config
+    fd = int(cfg["other_config:stp-forward-delay"])
+    max_age = int(cfg["other_config:stp-max-age"])
+    assert (fd, max_age) == (4, 6)
+    # 802.1D: 2*(forward_delay-1) >= max_age, else OVS quietly raises the forward delay.
+    assert 2 * (fd - 1) >= max_age
+    assert cfg["stp_enable"] == "true" and "rstp_enable" not in cfg
+
+
+def test_stp_standard_timers_leave_ovs_defaults():
+    assert lab(stp="stp", stp_timers="standard").stp_config == {"stp_enable": "true"}
+
+
+def test_rstp():
+    lb = lab(stp="rstp")
+    assert lb.stp_config == {"rstp_enable": "true"}
+    # the timer set only concerns classic STP
+    assert lab(stp="rstp", stp_timers="standard").stp_config == {"rstp_enable": "true"}
+
+
+def test_settle_timeouts_follow_the_stp_mode():
+    tuned = lab(stp="stp", stp_timers="tuned").settle_timeout
+    standard = lab(stp="stp", stp_timers="standard").settle_timeout
+    rstp = lab(stp="rstp").settle_timeout
+    assert rstp < tuned < standard
+    # Standard 802.1D needs 2 x 15 s forward delay plus up to 20 s max age to converge.
+    assert standard > 2 * 15 + 20
+
+
+@pytest.mark.parametrize("opts", [
+    Options(tunnel="gre", provider="netns"),
+    Options(tunnel="vxlan", nodes=3, key=5000, stp="rstp", provider="netns"),
+    Options(tunnel="gre", nodes=8, key=4294967295, stp_timers="standard", underlay="172.16.0.0/16",
+            overlay="10.1.0.0/24", underlay_mtu=9000, provider="netns", name="big-one"),
+    Options(tunnel="gre", box="generic/debian12", memory=2048, cpus=2, libvirt_driver="qemu"),
+], ids=["gre-netns", "vxlan-rstp", "gre-8-nodes", "gre-libvirt"])
+def test_lab_json_round_trip(opts):
+    lb = build_lab(opts)
+    assert Lab.from_dict(lb.to_dict()) == lb
+    # Through the real file format too (tuples become lists, "kind" is added).
+    data = json.loads(lab_json(lb))
+    assert data["kind"] == "labgen-lab"
+    back = Lab.from_dict(data)
+    assert back == lb
+    assert back.nodes[-1].tunnels[0].remote_ip == lb.nodes[-1].tunnels[0].remote_ip
+    assert isinstance(back.box.providers, tuple) and isinstance(back.nodes[0].namespaces, tuple)
+
+
+def test_round_trip_notices_a_change():
+    lb = lab()
+    changed = lb.to_dict() | {"inner_mtu": 1000}
+    assert Lab.from_dict(changed) != lb
+
+
+@pytest.mark.parametrize("requested,kvm,expected", [
+    ("auto", True, "kvm"),
+    ("auto", False, "qemu"),
+    ("qemu", True, "qemu"),
+    ("kvm", False, "kvm"),     # asked for explicitly: the user's call
+])
+def test_libvirt_driver_resolution(requested, kvm, expected):
+    lb = build_lab(Options(tunnel="gre", libvirt_driver=requested), kvm_usable=kvm)
+    assert lb.libvirt_driver == expected
+
+
+def test_netns_labs_have_no_libvirt_driver():
+    assert build_lab(Options(tunnel="gre", provider="netns"), kvm_usable=True).libvirt_driver == "none"
+
+
+def test_names_derive_from_the_lab_name():
+    lb = lab("vxlan")
+    assert lb.name == "vxlan"
+    named = build_lab(Options(tunnel="gre", name="my-lab-2"), kvm_usable=False)
+    assert (named.libvirt_network, named.domain_prefix) == ("labgen-my-lab-2", "labgen-my-lab-2-")
+
+
+@pytest.mark.parametrize("field,value", [
+    ("nodes", 2), ("nodes", 8), ("key", 0), ("underlay_mtu", 1280), ("underlay_mtu", 9000),
+    ("memory", 512), ("cpus", 64), ("name", "a"), ("name", "a" * 20), ("underlay", "10.10.10.0/29"),
+    ("overlay", "192.168.10.0/25"),
+])
+def test_boundaries_are_accepted(field, value):
+    """The bad-input tests reject one step past each of these limits."""
+    opts = replace(Options(tunnel="gre", provider="netns"), **{field: value})
+    lb = build_lab(opts)
+    assert lb.nodes
+
+
+def test_key_limits_depend_on_the_tunnel():
+    assert lab("vxlan", key=(1 << 24) - 1).key == 16777215
+    assert lab("gre", key=(1 << 32) - 1).key == 4294967295
+    with pytest.raises(InputError, match="VXLAN VNI 16777216"):
+        lab("vxlan", key=1 << 24)
+    # A GRE key may be larger than any VNI.
+    assert lab("gre", key=1 << 24).key == 1 << 24
+
+
+def test_overlay_big_enough_for_eight_nodes():
+    lb = lab(nodes=8, overlay="192.168.10.0/25")
+    last = ipaddress.ip_address(lb.nodes[-1].namespaces[1].address)
+    assert last == ipaddress.ip_address("192.168.10.71")
+    assert last in ipaddress.ip_network(lb.overlay)
+
+
+# ---- hostfacts.kvm_usable: /dev/kvm AND vmx/svm in the CPU flags ---------------------------
+CPUINFO = """processor\t: 0
+vendor_id\t: {vendor}
+model name\t: Some CPU
+flags\t\t: fpu vme de pse tsc msr pae {virt} sse sse2 ht syscall nx lm
+bugs\t\t: spectre_v1 {bugs}
+
+"""
+
+
+def fake_host(tmp_path: Path, virt: str = "", bugs: str = "", dev: bool = True) -> tuple[Path, Path]:
+    kvm = tmp_path / "kvm"
+    if dev:
+        kvm.write_text("")
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(CPUINFO.format(vendor="GenuineIntel", virt=virt, bugs=bugs))
+    return kvm, cpuinfo
+
+
+@pytest.mark.parametrize("virt,dev,expected", [
+    ("vmx", True, True),
+    ("svm", True, True),
+    ("", True, False),            # /dev/kvm without hardware virtualisation (e.g. a PVM host)
+    ("vmx", False, False),        # flags but no /dev/kvm
+    ("vmxfoo", True, False),      # only whole flag names count
+])
+def test_kvm_usable(tmp_path, virt, dev, expected):
+    kvm, cpuinfo = fake_host(tmp_path, virt=virt, dev=dev)
+    assert kvm_usable(dev=kvm, cpuinfo=cpuinfo) is expected
+
+
+def test_kvm_usable_reads_only_the_flags_line(tmp_path):
+    kvm, cpuinfo = fake_host(tmp_path, virt="", bugs="vmx svm")
+    assert kvm_usable(dev=kvm, cpuinfo=cpuinfo) is False
+
+
+def test_kvm_usable_without_cpuinfo(tmp_path):
+    kvm, _ = fake_host(tmp_path, virt="vmx")
+    assert kvm_usable(dev=kvm, cpuinfo=tmp_path / "missing") is False
