@@ -20,9 +20,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -643,7 +646,7 @@ class _Builder:
         try:
             yield dev
         finally:
-            subprocess.run(["losetup", "--detach", dev], capture_output=True)
+            _cleanup_cmd(["losetup", "--detach", dev])
 
     @contextlib.contextmanager
     def mounted(self, dev: str, mnt: Path) -> Iterator[Path]:
@@ -736,8 +739,8 @@ def _mounts_below(path: Path) -> list[str]:
 def _unmount_below(path: Path) -> None:
     """Unmount everything at or below path, deepest first; lazily if busy."""
     for point in sorted(_mounts_below(path), key=len, reverse=True):
-        if subprocess.run(["umount", point], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "--lazy", point], capture_output=True)
+        if _cleanup_cmd(["umount", point]) != 0:
+            _cleanup_cmd(["umount", "--lazy", point])
 
 
 @contextlib.contextmanager
@@ -751,6 +754,25 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
                 f"another box build holds {lock_path}: wait for it to finish"
             ) from None
         yield
+
+
+def _cleanup_cmd(cmd: list[str]) -> int:
+    """Run a clean-up command to the end even if Ctrl-C comes meanwhile.
+
+    An unmount of a freshly written image flushes ~1 GiB and takes seconds: a Ctrl-C
+    then must not kill it half-way (leaving a mount and a loop device behind). The child
+    runs in its own session, out of reach of the terminal's SIGINT; a SIGINT to us is
+    held back and raised once the command has finished (unless already unwinding)."""
+    if threading.current_thread() is not threading.main_thread():
+        return subprocess.run(cmd, capture_output=True, start_new_session=True).returncode
+    interrupted = []
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    try:
+        return subprocess.run(cmd, capture_output=True, start_new_session=True).returncode
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if interrupted and sys.exc_info()[0] is None:
+            raise KeyboardInterrupt
 
 
 def _sha256(path: Path) -> str:
@@ -767,8 +789,6 @@ def _last_line(text: str) -> str:
 
 
 if __name__ == "__main__":  # python -m labgen.boxbuild [NAME] [--force]
-    import sys
-
     args = [a for a in sys.argv[1:] if a != "--force"]
     try:
         box = build_box(args[0] if args else "debian12", force="--force" in sys.argv)

@@ -303,12 +303,68 @@ def boxes() -> None:
     out.print(t)
 
 
+@app.command()
+def doctor(
+    provider: Annotated[Optional[str], typer.Option(help="Check only this provider: libvirt or netns.")] = None,
+    box: BoxOpt = None,
+) -> None:
+    """Check this host for each provider; one line per problem with its fix. Exit 1 if any."""
+    from . import providers
+    bad = 0
+    for name in [provider] if provider else ["netns", "libvirt"]:
+        try:
+            lab = build_lab(Options(tunnel="gre", provider=name, box=box if name == "libvirt" else None))
+            problems = providers.get(name).host_problems(lab)
+        except (LabgenError, KeyError) as exc:
+            fail(str(exc) if isinstance(exc, LabgenError) else f"unknown provider {name!r}: use libvirt or netns")
+        if name == "libvirt" and lab.libvirt_driver == "qemu":
+            out.print("[yellow]note[/] libvirt: KVM is not usable here; VMs use software emulation "
+                      "(qemu driver), about a minute per boot")
+        for p in problems:
+            out.print(f"[red]problem[/] {name}: {p}", soft_wrap=True)
+        if not problems:
+            out.print(f"[green]ok[/] {name}: ready" + (f" (box {lab.box.name})" if name == "libvirt" else ""))
+        bad += len(problems)
+    raise typer.Exit(1 if bad else 0)
+
+
+@box_app.command("build")
+def box_build(
+    name: Annotated[str, typer.Argument(help="Box recipe, e.g. debian12.")] = "debian12",
+    force: Annotated[bool, typer.Option(help="Rebuild even when a built box is cached.")] = False,
+) -> None:
+    """Build a box locally from Debian's packages (OVS preinstalled) and add it to Vagrant."""
+    from .boxbuild import build_box
+    say = Progress()
+    try:
+        built = build_box(name, force=force, progress=lambda msg: say("box", msg))
+    except LabgenError as exc:
+        fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted: nothing was added to Vagrant", 130)
+    say("box", f"{built.name} {built.version} ready ({'reused' if built.reused else 'built'}: {built.path})")
+
+
+# typer vendors click; its UsageError is BadParameter's base class (no public name for it).
+_UsageError = typer.BadParameter.__mro__[1]
+
+
 def main() -> None:
     try:
-        app()
-    except KeyboardInterrupt:
+        code = app(standalone_mode=False)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except _UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            sys.exit(0)     # typer has printed the help already
+        # One line, like every other error: what is wrong, and where help is.
+        cmd = exc.ctx.command_path if exc.ctx else "labgen"
+        err.print(f"[bold red]error:[/] {exc.format_message()} (see {cmd} --help)", soft_wrap=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
         err.print("interrupted")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

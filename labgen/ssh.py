@@ -116,7 +116,7 @@ def _cause(exc: BaseException, key_file: str, timeout: float) -> str:
         # paramiko raises the banner error from its own thread (the real reason is the
         # implicit context), or, when its handshake wait expires at the same moment as the
         # banner wait, goes on to authenticate and says "No existing session".
-        if isinstance(exc.__context__, EOFError):
+        if isinstance(exc.__context__, (EOFError, ConnectionError)):  # closed or reset
             return "closed before sending an SSH banner (is sshd up yet?)"
         return f"no SSH handshake within {timeout:g} s (is sshd up yet? is it an SSH port?)"
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):

@@ -23,6 +23,9 @@ class NodeStatus:
 class Provider(Protocol):
     name: str
 
+    def host_problems(self, lab: Lab) -> list[str]:
+        """What this host lacks to run the lab (tools, root, daemons, box), each with its fix."""
+
     def check(self, lab: Lab, lab_dir: Path) -> None:
         """Everything the host needs, before anything is created; raises HostError."""
 

@@ -82,15 +82,22 @@ class NetnsProvider:
         return LocalRunner(node, self.enter(lab, node))
 
     # ---- contract ------------------------------------------------------------------------
-    def check(self, lab: Lab, lab_dir: Path) -> None:
+    def host_problems(self, lab: Lab) -> list[str]:
+        problems = []
         if not is_root():
-            raise HostError("the netns provider creates namespaces and needs root: run it with sudo")
+            problems.append("the netns provider creates namespaces and needs root: run it with sudo")
         missing = missing_tools(TOOLS)
         if not Path(OVS_CTL).exists():
             missing.append(f"{OVS_CTL} (package openvswitch-switch)")
         if missing:
-            raise HostError(f"missing on this host: {', '.join(missing)}: install them with "
+            problems.append(f"missing on this host: {', '.join(missing)}: install them with "
                             f"apt-get install openvswitch-switch iproute2 tcpdump ethtool iputils-ping")
+        return problems
+
+    def check(self, lab: Lab, lab_dir: Path) -> None:
+        problems = self.host_problems(lab)
+        if problems:
+            raise HostError(problems[0])
         owner = self.handles(lab) / "owner"
         if owner.exists() and owner.read_text().strip() != str(lab_dir.resolve()):
             raise HostError(f"lab name {lab.name!r} is already used by the running lab in "

@@ -1,0 +1,270 @@
+"""The libvirt provider: two (or more) VMs with Vagrant + vagrant-libvirt, driven through
+python-vagrant; verification over SSH (paramiko) from `vagrant ssh-config`.
+
+Vagrant's output goes to logs/vagrant.log in the lab dir and is read line by line for
+per-node progress; on failure the error shows the last lines and where the logs are.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from ipaddress import ip_address, ip_network
+from pathlib import Path
+
+from ..errors import HostError, ProviderError
+from ..hostfacts import kvm_usable
+from ..model import Lab
+from ..ssh import SSHRunner, parse_ssh_config
+from . import NodeStatus, Progress
+
+VIRSH = ["virsh", "-c", "qemu:///system"]
+# Vagrant phones home for updates unless told not to; these labs may be air-gapped.
+VAGRANT_ENV = {"VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_BOX_UPDATE_CHECK_DISABLE": "1",
+               "VAGRANT_DEFAULT_PROVIDER": "libvirt"}
+# What Vagrant prints -> the stage a node has reached.
+STAGES = [
+    (re.compile(r"Creating domain|Creating image \(snapshot"), "creating"),
+    (re.compile(r"Starting domain"), "booting"),
+    (re.compile(r"Waiting for domain to get an IP address"), "waiting for an IP address"),
+    (re.compile(r"Waiting for machine to boot"), "waiting for SSH"),
+    (re.compile(r"Machine booted and ready"), "SSH ready"),
+    (re.compile(r"Machine already provisioned|Running provisioner"), "provisioning"),
+    (re.compile(r"labgen\[node\d+\]: provisioned"), "provisioned"),
+]
+_NODE_LINE = re.compile(r"^(?:==> )?(node\d+): (.*)$")
+TAIL = 12
+
+
+def _virsh(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*VIRSH, *args], capture_output=True, text=True, timeout=60)
+
+
+def _vagrant(lab_dir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["vagrant", *args], cwd=lab_dir, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **VAGRANT_ENV})
+
+
+class LibvirtProvider:
+    name = "libvirt"
+
+    def __init__(self) -> None:
+        self._ssh: dict[str, object] | None = None
+
+    # ---- what belongs to this lab -------------------------------------------------------
+    def domains(self, lab: Lab) -> list[str]:
+        return [f"{lab.domain_prefix}{n.name}" for n in lab.nodes]
+
+    def machine_ids(self, lab_dir: Path) -> dict[str, str]:
+        """Domain UUIDs Vagrant recorded for this lab dir (what makes a domain ours)."""
+        ids = {}
+        for f in (lab_dir / ".vagrant" / "machines").glob("*/libvirt/id"):
+            ids[f.parts[-3]] = f.read_text().strip()
+        return ids
+
+    def _existing_domains(self) -> set[str]:
+        res = _virsh("list", "--all", "--name")
+        return {ln.strip() for ln in res.stdout.splitlines() if ln.strip()}
+
+    def _existing_networks(self) -> set[str]:
+        res = _virsh("net-list", "--all", "--name")
+        return {ln.strip() for ln in res.stdout.splitlines() if ln.strip()}
+
+    # ---- contract ------------------------------------------------------------------------
+    def check(self, lab: Lab, lab_dir: Path) -> None:
+        """Every host problem, each with its fix, before anything is created."""
+        problems = self.host_problems(lab)
+        if not problems:
+            problems += self._name_problems(lab, lab_dir)
+        if problems:
+            raise HostError("; ".join(problems))
+
+    def host_problems(self, lab: Lab) -> list[str]:
+        problems = []
+        if shutil.which("vagrant") is None:
+            problems.append("vagrant is missing: apt-get install vagrant")
+        elif not self._has_plugin():
+            problems.append("the vagrant-libvirt plugin is missing: apt-get install vagrant-libvirt "
+                            "(or vagrant plugin install vagrant-libvirt)")
+        if shutil.which("virsh") is None:
+            problems.append("virsh is missing: apt-get install libvirt-clients libvirt-daemon-system")
+        elif _virsh("version").returncode != 0:
+            problems.append("libvirtd does not answer at qemu:///system: start it (systemctl start "
+                            "libvirtd, or without systemd: virtlogd -d; virtlockd -d; libvirtd -d) "
+                            "and make sure your user may use it (group libvirt, or sudo)")
+        if lab.libvirt_driver == "kvm" and not kvm_usable():
+            problems.append("KVM is not usable on this host: render with --libvirt-driver qemu "
+                            "(software emulation, slower) or auto")
+        if not problems:
+            box = self._box_problem(lab)
+            if box:
+                problems.append(box)
+        return problems
+
+    def _has_plugin(self) -> bool:
+        res = subprocess.run(["vagrant", "plugin", "list"], capture_output=True, text=True,
+                             env={**os.environ, **VAGRANT_ENV}, timeout=60)
+        return "vagrant-libvirt" in res.stdout
+
+    def _box_problem(self, lab: Lab) -> str | None:
+        res = subprocess.run(["vagrant", "box", "list", "--machine-readable"], capture_output=True,
+                             text=True, env={**os.environ, **VAGRANT_ENV}, timeout=60)
+        boxes = set()
+        name = None
+        for line in res.stdout.splitlines():
+            parts = line.split(",")
+            if len(parts) >= 4 and parts[2] == "box-name":
+                name = parts[3]
+            elif len(parts) >= 4 and parts[2] == "box-provider" and name:
+                boxes.add((name, parts[3]))
+        if (lab.box.name, "libvirt") in boxes:
+            return None
+        if lab.box.build:
+            how = f"build it here with: sudo labgen box build {lab.box.build}"
+        elif lab.box.url:
+            how = f"add it with: vagrant box add --name {lab.box.name} {lab.box.url}"
+        else:
+            how = f"add it with: vagrant box add {lab.box.name} --provider libvirt"
+        return f"box {lab.box.name} (libvirt) is not in Vagrant: {how}; or pick another with --box"
+
+    def _name_problems(self, lab: Lab, lab_dir: Path) -> list[str]:
+        problems = []
+        ours = set(self.machine_ids(lab_dir))
+        taken = [d for d in self.domains(lab) if d in self._existing_domains()
+                 and d.removeprefix(lab.domain_prefix) not in ours]
+        if taken:
+            problems.append(f"libvirt domain {', '.join(taken)} already exists and is not this lab's: "
+                            f"remove it (virsh destroy/undefine) or pass another --name")
+        underlay = ip_network(lab.underlay)
+        for net in self._existing_networks():
+            xml = _virsh("net-dumpxml", net).stdout
+            try:
+                ips = [e.get("address") for e in ET.fromstring(xml).iter("ip") if e.get("address")]
+            except ET.ParseError:
+                continue
+            clash = any(ip_address(a) in underlay for a in ips if ":" not in a)
+            if net == lab.libvirt_network and not ours:
+                problems.append(f"libvirt network {net} already exists and is not this lab's: "
+                                f"remove it (virsh net-destroy {net}; virsh net-undefine {net}) "
+                                f"or pass another --name")
+            elif clash and net != lab.libvirt_network:
+                problems.append(f"libvirt network {net} already uses the underlay {lab.underlay}: "
+                                f"pick another --underlay or remove that network")
+        return problems
+
+    def exists(self, lab: Lab, lab_dir: Path) -> bool:
+        if not self.machine_ids(lab_dir) or shutil.which("virsh") is None:
+            return False
+        return bool(set(self.domains(lab)) & self._existing_domains())
+
+    def up(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
+        import vagrant
+        log_path = lab_dir / "logs" / "vagrant.log"
+        log_path.parent.mkdir(exist_ok=True)
+        if lab.libvirt_driver == "qemu":
+            progress("lab", "software emulation (qemu driver): about a minute per boot")
+        self._ssh = None
+        (lab_dir / ".vagrant" / "labgen-ssh-config").unlink(missing_ok=True)
+        v = vagrant.Vagrant(root=str(lab_dir), quiet_stdout=False, quiet_stderr=False,
+                            env={**os.environ, **VAGRANT_ENV},
+                            err_cm=lambda: open(lab_dir / "logs" / "vagrant.stderr.log", "a"))
+        stage: dict[str, str] = {}
+        lines: list[str] = []
+        try:
+            with open(log_path, "a") as log:
+                log.write(f"\n=== labgen up {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+                # --provision: a running lab is provisioned again (the scripts change nothing).
+                for line in v.up(provider="libvirt", provision=True, stream_output=True):
+                    log.write(line)
+                    log.flush()
+                    lines.append(line.rstrip())
+                    self._track(line, stage, progress)
+        except subprocess.CalledProcessError as exc:
+            raise ProviderError(self._failure(lab, lab_dir, lines, exc.returncode)) from None
+        progress("lab", "all nodes provisioned")
+
+    @staticmethod
+    def _track(line: str, stage: dict[str, str], progress: Progress) -> None:
+        m = _NODE_LINE.match(line.strip())
+        if not m:
+            return
+        node, text = m.groups()
+        for pattern, name in STAGES:
+            if pattern.search(text) and stage.get(node) != name:
+                stage[node] = name
+                progress(node, name)
+                return
+
+    def _failure(self, lab: Lab, lab_dir: Path, lines: list[str], code: int) -> str:
+        err_log = lab_dir / "logs" / "vagrant.stderr.log"
+        err_tail = err_log.read_text().strip().splitlines()[-TAIL:] if err_log.exists() else []
+        tail = " | ".join((err_tail or lines[-TAIL:])[-6:])
+        msg = f"vagrant up failed (exit {code}): {tail} (full log: {lab_dir / 'logs'}/vagrant.log)"
+        if any("Waiting for domain to get an IP" in ln for ln in lines[-5:]) or "IP address" in tail:
+            msg += f"; the guest never got an address: see the serial consoles {lab_dir / 'logs'}/node*-console.log"
+        return msg
+
+    def destroy(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
+        if (lab_dir / ".vagrant").exists() and shutil.which("vagrant"):
+            progress("lab", "vagrant destroy")
+            res = _vagrant(lab_dir, "destroy", "-f", timeout=300)
+            with open(lab_dir / "logs" / "vagrant.log", "a") as log:
+                log.write(res.stdout + res.stderr)
+        # Whatever Vagrant left (a crash half way, a network it no longer tracks): by name.
+        if shutil.which("virsh"):
+            ours = set(self.domains(lab))
+            for dom in sorted(ours & self._existing_domains()):
+                progress("lab", f"removing leftover domain {dom}")
+                _virsh("destroy", dom)
+                _virsh("undefine", dom, "--remove-all-storage", "--nvram")
+            if lab.libvirt_network in self._existing_networks():
+                progress("lab", f"removing network {lab.libvirt_network}")
+                _virsh("net-destroy", lab.libvirt_network)
+                _virsh("net-undefine", lab.libvirt_network)
+            vols = _virsh("vol-list", "default").stdout
+            for line in vols.splitlines()[2:]:
+                vol = line.split()[0] if line.split() else ""
+                if vol.startswith(lab.domain_prefix):
+                    progress("lab", f"removing leftover volume {vol}")
+                    _virsh("vol-delete", vol, "--pool", "default")
+        shutil.rmtree(lab_dir / ".vagrant", ignore_errors=True)
+        self._ssh = None
+
+    def status(self, lab: Lab, lab_dir: Path) -> list[NodeStatus]:
+        if not (lab_dir / ".vagrant").exists():
+            return [NodeStatus(n.name, "absent", "not created") for n in lab.nodes]
+        res = _vagrant(lab_dir, "status", "--machine-readable")
+        states = {}
+        for line in res.stdout.splitlines():
+            parts = line.split(",")
+            if len(parts) >= 4 and parts[2] == "state":
+                states[parts[1]] = parts[3]
+        out = []
+        for n in lab.nodes:
+            st = states.get(n.name, "unknown")
+            out.append(NodeStatus(n.name, "running" if st == "running" else
+                                  ("absent" if st == "not_created" else st),
+                                  f"domain {lab.domain_prefix}{n.name} ({st})"))
+        return out
+
+    def runner(self, lab: Lab, lab_dir: Path, node: str) -> SSHRunner:
+        if self._ssh is None:
+            self._ssh = parse_ssh_config(self._ssh_config(lab_dir))
+        if node not in self._ssh:
+            raise ProviderError(f"vagrant ssh-config knows no {node}: is the lab up? (labgen up)")
+        return SSHRunner(node, self._ssh[node])
+
+    def _ssh_config(self, lab_dir: Path) -> str:
+        """`vagrant ssh-config` costs seconds: take it once per up, keep it beside Vagrant's state."""
+        cache = lab_dir / ".vagrant" / "labgen-ssh-config"
+        ids = list((lab_dir / ".vagrant" / "machines").glob("*/libvirt/id"))
+        if cache.exists() and all(cache.stat().st_mtime >= f.stat().st_mtime for f in ids):
+            return cache.read_text()
+        res = _vagrant(lab_dir, "ssh-config")
+        if res.returncode != 0:
+            raise ProviderError(f"vagrant ssh-config failed: {res.stderr.strip()[-300:]}")
+        cache.write_text(res.stdout)
+        return res.stdout
