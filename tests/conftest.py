@@ -22,14 +22,25 @@ def netns_capable() -> str | None:
     return None
 
 
+def vm_capable() -> str | None:
+    """Why the VM end-to-end tests cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "needs root"
+    for tool in ("vagrant", "virsh", "qemu-system-x86_64", "debootstrap", "qemu-img"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (sudo scripts/setup --vm)"
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
-    reason = netns_capable()
-    # In CI the host is set up by .ci/run: a missing tool there must fail, not skip.
-    if reason and os.environ.get("CI") != "true":
-        skip = pytest.mark.skip(reason=f"netns end-to-end: {reason}")
-        for item in items:
-            if "netns" in item.keywords:
-                item.add_marker(skip)
+    for marker, probe in (("netns", netns_capable), ("vm", vm_capable)):
+        reason = probe()
+        # In CI the host is set up by .ci/run: a missing tool there must fail, not skip.
+        if reason and os.environ.get("CI") != "true":
+            skip = pytest.mark.skip(reason=f"{marker} end-to-end: {reason}")
+            for item in items:
+                if marker in item.keywords:
+                    item.add_marker(skip)
 
 
 def pytest_addoption(parser):

@@ -184,7 +184,7 @@ def test_concurrent_runs_share_one_connection(runner):
 
 def test_more_threads_than_sshd_max_sessions(runner):
     # OpenSSH allows 10 sessions per connection by default; the runner must queue the rest
-    # rather than fail with "administratively prohibited".
+    # rather than fail (paramiko: "ChannelException: Connect failed").
     results: dict[int, object] = {}
     threads = [threading.Thread(target=lambda i=i: results.__setitem__(
         i, runner.run(f"sleep 0.3; echo {i}", timeout=90))) for i in range(24)]
