@@ -62,7 +62,7 @@ class BuiltBox:
     name: str  # the Vagrant box name, e.g. labgen/debian12
     version: str
     path: Path  # the cached .box file
-    reused: bool
+    reused: bool  # True when nothing was built (the cached .box was used)
     provider: str = PROVIDER
 
 
@@ -77,6 +77,8 @@ RECIPES: dict[str, BoxRecipe] = {
             "ifupdown", "isc-dhcp-client", "netbase", "procps", "ca-certificates",
             # what Vagrant needs to log in and configure the private network
             "openssh-server", "sudo", "iproute2",
+            # hostnamectl (Vagrant's hostname step, provisioners) needs the system bus
+            "dbus",
             # what the lab needs
             "openvswitch-switch", "tcpdump", "iputils-ping", "ethtool",
         ),
@@ -191,16 +193,22 @@ def build_box(
         return BuiltBox(recipe.box_name, version, box_path, reused=True)
 
     rootfs_tar = cache / f"{name}-rootfs-{rootfs_key(recipe)}.tar"
-    if action == "build" and (force or not rootfs_tar.exists()):
+    need_debootstrap = action == "build" and (force or not rootfs_tar.exists())
+    if action == "build":
         # Resolved before anything is created, so a host without a mirror fails cleanly.
-        mirror = resolve_mirror(mirror)
+        try:
+            mirror = resolve_mirror(mirror)
+        except BoxBuildError:
+            if need_debootstrap:
+                raise
+            mirror = None  # the cached root fs keeps the sources.list debootstrap wrote
 
     cache.mkdir(parents=True, exist_ok=True)
     builder = _Builder(recipe, cache, cache / f"build-{name}.log", progress)
     with _exclusive(cache / f".{name}.lock"):
         builder.log_header(f"build {recipe.box_name} {version} action={action} force={force}")
         if action == "build":
-            if force or not rootfs_tar.exists():
+            if need_debootstrap:
                 builder.step("debootstrap", builder.debootstrap, rootfs_tar, mirror)
             else:
                 progress(f"debootstrap: reusing cached {rootfs_tar}")
@@ -213,8 +221,8 @@ def build_box(
         else:
             progress(f"reusing cached {box_path}; adding it to Vagrant")
         builder.step("box add", builder.box_add, box_path, version, replace=registered or force)
-        _remove_older_box_files(box_path, progress)
-    return BuiltBox(recipe.box_name, version, box_path, reused=False)
+        _remove_older_files(box_path, recipe.box_name.replace("/", "-") + "-*.box", progress)
+    return BuiltBox(recipe.box_name, version, box_path, reused=action == "add")
 
 
 def get_recipe(name: str) -> BoxRecipe:
@@ -241,6 +249,7 @@ def check_preconditions(which: Callable[[str], str | None] = shutil.which) -> No
 
 
 def resolve_cache_dir(cache_dir: Path | None = None) -> Path:
+    """The directory holding the boxes, root fs tarballs and build logs (not a parent)."""
     if cache_dir is not None:
         return Path(cache_dir)
     return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR)
@@ -518,6 +527,7 @@ class _Builder:
             self.run(["tar", "--xattrs", "--xattrs-include=*", "--numeric-owner",
                       "-C", str(root), "-cf", str(partial), "."])
             partial.rename(rootfs_tar)
+        _remove_older_files(rootfs_tar, rootfs_tar.name.rsplit("-", 1)[0] + "-*.tar", self.progress)
 
     # ---- step 2: disk image with the configured root fs and GRUB
 
@@ -594,9 +604,11 @@ class _Builder:
         for name in ("conf.db", ".conf.db.~lock~", "system-id.conf"):
             (root / "etc/openvswitch" / name).unlink(missing_ok=True)
 
-        # Emulated CPUs are slow: no apt runs behind the lab's back.
-        for timer in ("apt-daily.timer", "apt-daily-upgrade.timer"):
-            _symlink(root / "etc/systemd/system" / timer, "/dev/null")
+        # Emulated CPUs are slow: no apt runs behind the lab's back, and no e2scrub (it is
+        # for LVM snapshots, which the box has none of, yet took 15 s of each boot).
+        for unit in ("apt-daily.timer", "apt-daily-upgrade.timer",
+                     "e2scrub_all.timer", "e2scrub_reap.service"):
+            _symlink(root / "etc/systemd/system" / unit, "/dev/null")
 
         # Size and hygiene: no package caches, no host resolver config.
         for pattern in ("var/cache/apt/archives/*.deb", "var/cache/apt/*.bin",
@@ -697,15 +709,13 @@ def mbr_partition_table(total_sectors: int) -> bytes:
     return bytes(mbr)
 
 
-def _remove_older_box_files(current: Path, progress: Callable[[str], None]) -> None:
-    """Older builds of this box in the cache are ~280 MiB each and never reused.
-
-    Vagrant keeps its own copy of each version (`vagrant box prune` removes those)."""
-    prefix = current.name.rsplit("-", 1)[0] + "-"
-    for old in current.parent.glob(prefix + "*.box"):
+def _remove_older_files(current: Path, pattern: str, progress: Callable[[str], None]) -> None:
+    """Older builds in the cache (a .box ~280 MiB, a root fs tarball ~800 MiB) are never
+    used again. Vagrant keeps its own copy of each box version (`vagrant box prune`)."""
+    for old in current.parent.glob(pattern):
         if old != current:
             old.unlink()
-            progress(f"removed older cached box {old.name}")
+            progress(f"removed older cached {old.name}")
 
 
 def _kernel_files(root: Path) -> tuple[str, str]:

@@ -192,6 +192,41 @@ def test_build_box_reuses_without_building(monkeypatch, tmp_path):
     assert any("reused" in line for line in lines)
 
 
+@pytest.fixture
+def fake_host(monkeypatch, tmp_path):
+    """build_box with the host checks and Vagrant faked; returns the steps it would run."""
+    monkeypatch.setattr(boxbuild, "check_preconditions", lambda: None)
+    monkeypatch.setattr(boxbuild, "find_vagrant_public_key", lambda: "ssh-rsa KEY\n")
+    monkeypatch.setattr(boxbuild, "vagrant_has_box", lambda n, v, p: False)
+    monkeypatch.setattr(boxbuild, "host_apt_sources", lambda *a: [])
+    monkeypatch.delenv(boxbuild.MIRROR_ENV, raising=False)
+    steps: list[str] = []
+    monkeypatch.setattr(boxbuild._Builder, "step",
+                        lambda self, name, *a, **k: steps.append(name))
+    return steps
+
+
+def test_cached_box_missing_from_vagrant_is_only_added(fake_host, tmp_path):
+    version = box_version(get_recipe("debian12"), "ssh-rsa KEY\n")
+    (tmp_path / f"labgen-debian12-{version}.box").write_bytes(b"box")
+    built = build_box(cache_dir=tmp_path, progress=lambda _: None)
+    assert fake_host == ["box add"] and built.reused
+
+
+def test_cached_rootfs_skips_debootstrap_even_without_a_mirror(fake_host, tmp_path):
+    recipe = get_recipe("debian12")
+    (tmp_path / f"debian12-rootfs-{boxbuild.rootfs_key(recipe)}.tar").write_bytes(b"")
+    built = build_box(cache_dir=tmp_path, progress=lambda _: None)
+    assert fake_host == ["image", "package", "box add"] and not built.reused
+
+
+def test_no_mirror_and_no_cached_rootfs_fails_before_creating_the_cache(fake_host, tmp_path):
+    cache = tmp_path / "cache"
+    with pytest.raises(BoxBuildError, match=boxbuild.MIRROR_ENV):
+        build_box(cache_dir=cache, progress=lambda _: None)
+    assert fake_host == [] and not cache.exists()
+
+
 def test_version_is_stable_vagrant_compatible_and_tracks_the_recipe():
     recipe = get_recipe("debian12")
     v = box_version(recipe, "key")
