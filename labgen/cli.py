@@ -86,11 +86,10 @@ def _options(tunnel, name, nodes, provider, box, datapath, stp, stp_timers, unde
                    libvirt_driver=libvirt_driver, name=name)
 
 
-def _render(opts: Options, directory: Optional[Path], force: bool):
+def _model(opts: Options, directory: Optional[Path]):
+    """The validated lab and where it goes (./lab-NAME unless --dir)."""
     lab = build_lab(opts)
-    lab_dir = directory or Path(f"lab-{lab.name}")
-    # Host checks come before anything is written: a lab that cannot start is not rendered.
-    return lab, lab_dir
+    return lab, directory or Path(f"lab-{lab.name}")
 
 
 @app.command()
@@ -103,9 +102,9 @@ def render(
 ) -> None:
     """Write a lab directory: Vagrantfile, provision/nodeK.sh, lab.json, topology, README."""
     try:
-        lab, lab_dir = _render(_options(tunnel, name, nodes, provider, box, datapath, stp, stp_timers,
-                                        underlay, overlay, underlay_mtu, key, memory, cpus,
-                                        libvirt_driver), dir, force)
+        lab, lab_dir = _model(_options(tunnel, name, nodes, provider, box, datapath, stp, stp_timers,
+                                       underlay, overlay, underlay_mtu, key, memory, cpus,
+                                       libvirt_driver), dir)
         written = lifecycle.render(lab, lab_dir, force)
     except LabgenError as exc:
         fail(str(exc), exc.exit_code)
@@ -132,11 +131,11 @@ def create(
     """Render, bring up and verify a lab; exit 0 only when it is verified."""
     say = Progress()
     try:
-        lab, lab_dir = _render(_options(tunnel, name, nodes, provider, box, datapath, stp, stp_timers,
-                                        underlay, overlay, underlay_mtu, key, memory, cpus,
-                                        libvirt_driver), dir, force)
-        prov = lifecycle.provider_of(lab)
-        prov.check(lab, lab_dir)
+        lab, lab_dir = _model(_options(tunnel, name, nodes, provider, box, datapath, stp, stp_timers,
+                                       underlay, overlay, underlay_mtu, key, memory, cpus,
+                                       libvirt_driver), dir)
+        # Host checks come before anything is written: a lab that cannot start is not rendered.
+        lifecycle.provider_of(lab).check(lab, lab_dir)
         lifecycle.render(lab, lab_dir, force)
     except LabgenError as exc:
         fail(str(exc), exc.exit_code)

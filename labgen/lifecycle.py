@@ -17,7 +17,7 @@ from .model import Lab
 from .providers import NodeStatus, Provider
 from .render import LAB_FILE, is_lab_dir, load_lab, write_lab
 from .runner import RunnerError
-from .verify import Report, collect_diagnostics, verify
+from .verify import Report, collect_diagnostics, stp_converged, verify
 
 Say = Callable[[str, str], None]
 
@@ -114,9 +114,7 @@ def status(lab: Lab, lab_dir: Path) -> list[NodeStatus]:
                 tunnels = {t.port for t in lab.node(st.node).tunnels}
                 st.facts["tunnels"] = ", ".join(p for p in ports.stdout.split() if p in tunnels) or "none"
                 states = runner.run(" ; ".join(f"ovs-appctl {show} {b}" for b in lab.bridges), timeout=10)
-                from .verify import stp_converged
-                ok, ports_ = stp_converged(states.stdout)
-                st.facts["stp"] = "converged" if ok else f"settling ({sum(1 for p in ports_ if 'forwarding' not in p)} ports)"
+                st.facts["stp"] = "converged" if stp_converged(states.stdout)[0] else "settling"
         except RunnerError as exc:
             st.facts["ovs"] = f"unreachable: {exc}"
         finally:

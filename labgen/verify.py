@@ -86,15 +86,62 @@ class Planned:
     judge: Judge = _exit_ok
 
 
-def _run(planned: Planned, runners: Mapping[str, Runner]) -> Check:
+MARK = "@@labgen-check"
+
+
+def batch_script(commands: list[str]) -> str:
+    """One shell script that runs `commands` concurrently on the node and prints, for each,
+    a marker line (index, exit code, milliseconds) and its output. One round trip (and one
+    sudo) per node and stage instead of one per check: on an emulated VM each costs ~0.5 s."""
+    lines = ['d=$(mktemp -d)']
+    for i, cmd in enumerate(commands):
+        lines.append(f"( s=$(date +%s%N); ( {cmd} ) >\"$d/{i}\" 2>&1; rc=$?; "
+                     f"echo \"$rc $(( ($(date +%s%N) - s) / 1000000 ))\" >\"$d/{i}.rc\" ) &")
+    lines.append("wait")
+    lines.append(f'for i in $(seq 0 {len(commands) - 1}); do echo "{MARK} $i $(cat "$d/$i.rc")"; '
+                 f'cat "$d/$i"; done')
+    lines.append('rm -rf "$d"')
+    return "\n".join(lines)
+
+
+def split_batch(output: str, count: int) -> dict[int, tuple[int, float, str]]:
+    """{index: (exit code, seconds, output)} from batch_script's output."""
+    found: dict[int, tuple[int, float, str]] = {}
+    current, body = None, []
+    for line in output.splitlines() + [f"{MARK} -1 0 0"]:
+        if line.startswith(MARK + " "):
+            if current is not None:
+                idx, rc, ms = current
+                found[idx] = (rc, ms / 1000, "\n".join(body))
+            parts = line.split()
+            try:
+                current, body = (int(parts[1]), int(parts[2]), int(parts[3])), []
+            except (IndexError, ValueError):
+                current, body = None, []
+        else:
+            body.append(line)
+    return {i: v for i, v in found.items() if 0 <= i < count}
+
+
+def _run_node(node: str, planned: list[Planned], runners: Mapping[str, Runner]) -> list[Check]:
     started = time.monotonic()
+    timeout = max(p.timeout for p in planned) + 5
     try:
-        res = runners[planned.node].run(planned.command, timeout=planned.timeout)
-        passed, evidence = planned.judge(res)
+        res = runners[node].run(batch_script([p.command for p in planned]), timeout=timeout)
+        parts = split_batch(res.stdout, len(planned))
+        error = None if parts or res.ok else (excerpt(res.output) or f"exit {res.exit_code}")
     except RunnerError as exc:
-        passed, evidence = False, str(exc)
-    return Check(planned.stage, planned.name, planned.node, planned.command, passed, evidence,
-                 time.monotonic() - started)
+        parts, error = {}, str(exc)
+    checks = []
+    for i, p in enumerate(planned):
+        if i in parts:
+            rc, seconds, output = parts[i]
+            passed, evidence = p.judge(Result(p.command, rc, output, ""))
+        else:
+            passed, evidence = False, error or "no result (the node's batch was cut short)"
+            seconds = time.monotonic() - started
+        checks.append(Check(p.stage, p.name, p.node, p.command, passed, evidence, seconds))
+    return checks
 
 
 # ---- the checks of each stage -------------------------------------------------------------
@@ -363,10 +410,18 @@ def verify(lab: Lab, runners: Mapping[str, Runner], timeout: float | None = None
 
 
 def _parallel(planned: list[Planned], runners: Mapping[str, Runner]) -> list[Check]:
+    """Every node runs its share of the checks at once; results come back in plan order."""
     if not planned:
         return []
-    with ThreadPoolExecutor(max_workers=min(16, len(planned))) as pool:
-        return list(pool.map(lambda p: _run(p, runners), planned))
+    by_node: dict[str, list[Planned]] = {}
+    for p in planned:
+        by_node.setdefault(p.node, []).append(p)
+    with ThreadPoolExecutor(max_workers=len(by_node)) as pool:
+        done = dict(zip(by_node, pool.map(lambda n: _run_node(n, by_node[n], runners), by_node)))
+    order = {id(p): i for i, p in enumerate(planned)}
+    flat = [c for checks in done.values() for c in checks]
+    plans = [p for ps in by_node.values() for p in ps]
+    return [c for _, c in sorted(zip((order[id(p)] for p in plans), flat))]
 
 
 # ---- diagnostics kept in the lab dir when something failed --------------------------------

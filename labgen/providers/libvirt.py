@@ -32,6 +32,7 @@ STAGES = [
     (re.compile(r"Waiting for domain to get an IP address"), "waiting for an IP address"),
     (re.compile(r"Waiting for machine to boot"), "waiting for SSH"),
     (re.compile(r"Machine booted and ready"), "SSH ready"),
+    (re.compile(r"Configuring and enabling network interfaces"), "configuring the underlay NIC"),
     (re.compile(r"Machine already provisioned|Running provisioner"), "provisioning"),
     (re.compile(r"labgen\[node\d+\]: provisioned"), "provisioned"),
 ]
@@ -234,20 +235,21 @@ class LibvirtProvider:
         self._ssh = None
 
     def status(self, lab: Lab, lab_dir: Path) -> list[NodeStatus]:
-        if not (lab_dir / ".vagrant").exists():
-            return [NodeStatus(n.name, "absent", "not created") for n in lab.nodes]
-        res = _vagrant(lab_dir, "status", "--machine-readable")
-        states = {}
-        for line in res.stdout.splitlines():
-            parts = line.split(",")
-            if len(parts) >= 4 and parts[2] == "state":
-                states[parts[1]] = parts[3]
+        # libvirt answers in milliseconds; `vagrant status` takes seconds of Ruby start-up.
+        if shutil.which("virsh") is None:
+            return [NodeStatus(n.name, "unknown", "virsh is missing") for n in lab.nodes]
+        existing = self._existing_domains()
+        running = {ln.strip() for ln in _virsh("list", "--name").stdout.splitlines() if ln.strip()}
+        ours = self.machine_ids(lab_dir)
         out = []
         for n in lab.nodes:
-            st = states.get(n.name, "unknown")
-            out.append(NodeStatus(n.name, "running" if st == "running" else
-                                  ("absent" if st == "not_created" else st),
-                                  f"domain {lab.domain_prefix}{n.name} ({st})"))
+            dom = f"{lab.domain_prefix}{n.name}"
+            if dom not in existing:
+                out.append(NodeStatus(n.name, "absent", f"no domain {dom}"))
+            elif n.name not in ours:
+                out.append(NodeStatus(n.name, "foreign", f"domain {dom} exists but is not this lab's"))
+            else:
+                out.append(NodeStatus(n.name, "running" if dom in running else "stopped", f"domain {dom}"))
         return out
 
     def runner(self, lab: Lab, lab_dir: Path, node: str) -> SSHRunner:
