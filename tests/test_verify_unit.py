@@ -1,0 +1,115 @@
+"""Unit tests of the verification engine's own logic: output parsing, batching (run through
+a real local shell), stage ordering and the report formats."""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+from labgen.model import Options, build_lab
+from labgen.report import summary, to_json, write_junit
+from labgen.runner import LocalRunner, Result, RunnerError
+from labgen.verify import (Check, Report, batch_script, encap_filter, split_batch, stp_converged,
+                           tcpdump_packets, verify)
+
+STP_SETTLED = """---- br2 ----
+  Interface  Role       State      Cost  Pri.Nbr
+  ---------- ---------- ---------- ----- -------
+  b23.2      alternate  blocking   2     128.1
+  b12.1      root       forwarding 2     128.2
+  a1.1       designated forwarding 2     128.3
+"""
+
+
+def test_stp_converged_accepts_blocking_alternates_only():
+    ok, ports = stp_converged(STP_SETTLED)
+    assert ok and len(ports) == 3
+    assert not stp_converged(STP_SETTLED.replace("root       forwarding", "root       learning"))[0]
+    assert not stp_converged(STP_SETTLED.replace("designated forwarding", "designated listening"))[0]
+    # RSTP words, any case: a designated port still discarding is not converged.
+    rstp = STP_SETTLED.replace("blocking", "Discarding").replace("forwarding", "Forwarding")
+    assert stp_converged(rstp)[0]
+    assert not stp_converged(rstp.replace("designated Forwarding", "designated Discarding"))[0]
+    assert stp_converged("ovs-appctl: no such bridge") == (False, [])
+
+
+def test_tcpdump_packets_joins_vxlan_inner_lines():
+    text = ("listening on eth1, link-type EN10MB\n"
+            "12:00:00.000001 IP 10.10.10.1.5 > 10.10.10.2.4789: VXLAN, flags [I] (0x08), vni 7\n"
+            "IP 192.168.10.1 > 192.168.10.10: ICMP echo request, id 1, seq 1, length 64\n"
+            "12:00:00.200001 IP 10.10.10.1 > 10.10.10.2: GREv0, length 102: IP 192.168.10.1 > "
+            "192.168.10.10: ICMP echo request, id 1, seq 2, length 64\n"
+            "2 packets captured\n")
+    packets = tcpdump_packets(text)
+    assert len(packets) == 2
+    assert "vni 7" in packets[0] and "ICMP echo request" in packets[0]
+    assert packets[1].startswith("IP 10.10.10.1 > 10.10.10.2: GREv0")
+
+
+def test_encap_filter_points_at_the_inner_header():
+    gre = build_lab(Options(tunnel="gre", provider="netns"))
+    f = encap_filter(gre, "192.168.10.1", "192.168.10.10")
+    # outer IPv4 20 + GRE 4 + inner Ethernet 14 = 38: protocol at 47, ICMP type at 58
+    assert f.startswith("ip proto 47 and ip[47] = 1 and ip[58] = 8")
+    assert "ip[50:4] = 0xc0a80a01 and ip[54:4] = 0xc0a80a0a" in f
+    keyed = encap_filter(build_lab(Options(tunnel="gre", provider="netns", key=5)), "1.2.3.4", "1.2.3.5")
+    assert "ip[51] = 1" in keyed
+    vx = encap_filter(build_lab(Options(tunnel="vxlan", provider="netns")), "1.2.3.4", "1.2.3.5")
+    assert vx.startswith("udp dst port 4789 and ip[59] = 1 and ip[70] = 8")
+
+
+def test_batch_runs_commands_concurrently_and_keeps_each_result():
+    script = batch_script(["echo one; echo err >&2", "exit 3", "sleep 0.5; echo late", "printf 'a\\nb\\n'"])
+    res = LocalRunner("local").run(script, timeout=10)
+    parts = split_batch(res.stdout, 4)
+    assert parts[0][0] == 0 and "one" in parts[0][2] and "err" in parts[0][2]
+    assert parts[1][0] == 3
+    assert parts[2] == (0, parts[2][1], "late") and parts[2][1] >= 0.4
+    assert parts[3][2] == "a\nb"
+
+
+class DeadRunner:
+    node = "node2"
+
+    def run(self, command, timeout=30.0):
+        raise RunnerError("node2: cannot connect over SSH to 10.0.0.9:22: connection refused")
+
+    def close(self):
+        pass
+
+
+class AnsweringRunner:
+    """Answers the first stage only; at the process boundary, for the engine's ordering."""
+    node = "node1"
+
+    def run(self, command, timeout=30.0):
+        return Result(command, 0, "@@labgen-check 0 0 12\n\"3.1.0\"\n", "")
+
+    def close(self):
+        pass
+
+
+def test_unreachable_node_fails_its_checks_and_skips_later_stages():
+    lab = build_lab(Options(tunnel="gre", provider="netns"))
+    report = verify(lab, {"node1": AnsweringRunner(), "node2": DeadRunner()}, timeout=1)
+    nodes = [c for c in report.checks if c.stage == "nodes"]
+    assert [c.passed for c in nodes] == [True, False]
+    assert "connection refused" in nodes[1].evidence
+    assert {c.stage for c in report.checks if c.passed is None} == {
+        "config", "underlay", "stp", "overlay", "tunnel", "mtu"}
+    assert not report.passed and "first failure: [nodes] Open vSwitch answers on node2" in summary(report)
+
+
+def test_json_and_junit_reports(tmp_path):
+    report = Report("gre", "netns", "gre", [
+        Check("nodes", "Open vSwitch answers", "node1", "ovs-vsctl ...", True, "3.1.0", 0.1),
+        Check("overlay", "A1 -> A2", "node1", "ping", False, "100% packet loss", 1.0),
+        Check("tunnel", "tunnel checks", "-", "", None, "not run: stage 'overlay' failed"),
+    ], seconds=1.2)
+    data = json.loads(to_json(report))
+    assert data["passed"] is False and [c["status"] for c in data["checks"]] == ["passed", "failed", "skipped"]
+    junit = tmp_path / "r.xml"
+    write_junit(report, junit)
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("3", "1", "1")
+    failure = suite.findall("testcase")[1].find("failure")
+    assert failure.get("message") == "100% packet loss"
