@@ -54,3 +54,31 @@ def test_create_on_vms_verifies_and_destroy_leaves_nothing(tmp_path, box, tunnel
     # destroy: no domain, network or volume of this lab is left.
     assert _libvirt_names(f"labgen-{name}") == {"domains": [], "networks": [], "volumes": []}
     assert not (tmp_path / "lab" / ".vagrant").exists()
+
+
+def test_up_again_on_running_vms_changes_nothing_then_destroy(tmp_path, box):
+    """A second `labgen up` on a running lab (the netlab lesson) provisions again, changes
+    nothing and the lab still verifies; `destroy` then removes everything."""
+    name, lab = "ci-again", tmp_path / "lab"
+    proc = labgen("create", "gre", "--box", box, "--name", name, "--dir", str(lab), "--stp", "rstp",
+                  timeout=1200)
+    try:
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+
+        def state() -> str:
+            # (lifetimes cut: the DHCP lease on the management NIC counts down)
+            cmd = "{ sudo ovs-vsctl show; sudo ip -all netns exec ip -o addr; ip -o addr; } | sed 's/valid_lft.*//'"
+            return "".join(subprocess.run(["vagrant", "ssh", n, "-c", cmd], cwd=lab, capture_output=True,
+                                          text=True).stdout for n in ("node1", "node2"))
+        before = state()
+        again = labgen("up", str(lab), timeout=600)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "node1: provisioned" in again.stderr and "creating" not in again.stderr
+        assert state() == before
+        status = labgen("status", str(lab), "--json")
+        assert status.returncode == 0 and {s["stp"] for s in json.loads(status.stdout)} == {"converged"}
+        assert labgen("verify", str(lab)).returncode == 0
+    finally:
+        destroyed = labgen("destroy", str(lab), timeout=600)
+    assert destroyed.returncode == 0, destroyed.stderr
+    assert _libvirt_names(f"labgen-{name}") == {"domains": [], "networks": [], "volumes": []}
