@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from . import providers
+from .checks import stp_converged
+from .diagnostics import collect_diagnostics
 from .errors import InputError, LabgenError
 from .model import Lab
 from .providers import NodeStatus, Provider
 from .render import LAB_FILE, is_lab_dir, load_lab, write_lab
+from .results import Report
 from .runner import RunnerError
-from .verify import Report, collect_diagnostics, stp_converged, verify
+from .verify import verify
 
 Say = Callable[[str, str], None]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .verify import Report
+from .results import Report
 
 STYLE = {"passed": "green", "failed": "bold red", "skipped": "yellow"}
 

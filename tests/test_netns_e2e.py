@@ -13,7 +13,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-
 from netns_helpers import ENV, checks, failed, host_state, labgen, node_cmd
 
 pytestmark = pytest.mark.netns
@@ -166,6 +165,7 @@ def test_not_root_is_refused_before_anything_is_written(tmp_path, monkeypatch):
     # The interpreter lives under /root here, so a real unprivileged process cannot start
     # it; fake only the uid, at the process boundary, and run the real CLI in-process.
     from typer.testing import CliRunner
+
     from labgen.cli import app
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     d = tmp_path / "lab"

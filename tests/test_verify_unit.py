@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
+from labgen.batch import batch_script, split_batch
+from labgen.checks import encap_filter, stp_converged, tcpdump_packets
 from labgen.model import Options, build_lab
 from labgen.report import summary, to_json, write_junit
+from labgen.results import Check, Report
 from labgen.runner import LocalRunner, Result, RunnerError
-from labgen.verify import (Check, Report, batch_script, encap_filter, split_batch, stp_converged,
-                           tcpdump_packets, verify)
+from labgen.verify import verify
 
 STP_SETTLED = """---- br2 ----
   Interface  Role       State      Cost  Pri.Nbr

@@ -8,7 +8,6 @@ import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
-
 from netns_helpers import labgen
 
 pytestmark = pytest.mark.vm

@@ -1,0 +1,101 @@
+"""Running planned checks: each node gets its share of a stage as ONE shell script that runs
+the commands concurrently and prints each result behind a marker line. One round trip (and
+one sudo) per node and stage instead of one per check: on an emulated VM each costs ~0.5 s."""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from .results import Check, excerpt
+from .runner import Result, Runner, RunnerError
+
+# One planned check = one command on one node and a judgement of its Result.
+Judge = Callable[[Result], tuple[bool, str]]
+
+
+def _exit_ok(res: Result) -> tuple[bool, str]:
+    return res.ok, excerpt(res.output) or f"exit {res.exit_code}"
+
+
+@dataclass
+class Planned:
+    stage: str
+    name: str
+    node: str
+    command: str
+    timeout: float = 30.0
+    judge: Judge = _exit_ok
+
+
+MARK = "@@labgen-check"
+
+
+def batch_script(commands: list[str]) -> str:
+    """One shell script that runs `commands` concurrently on the node and prints, for each,
+    a marker line (index, exit code, milliseconds) and its output."""
+    lines = ['d=$(mktemp -d)']
+    for i, cmd in enumerate(commands):
+        lines.append(f"( s=$(date +%s%N); ( {cmd} ) >\"$d/{i}\" 2>&1; rc=$?; "
+                     f"echo \"$rc $(( ($(date +%s%N) - s) / 1000000 ))\" >\"$d/{i}.rc\" ) &")
+    lines.append("wait")
+    lines.append(f'for i in $(seq 0 {len(commands) - 1}); do echo "{MARK} $i $(cat "$d/$i.rc")"; '
+                 f'cat "$d/$i"; done')
+    lines.append('rm -rf "$d"')
+    return "\n".join(lines)
+
+
+def split_batch(output: str, count: int) -> dict[int, tuple[int, float, str]]:
+    """{index: (exit code, seconds, output)} from batch_script's output."""
+    found: dict[int, tuple[int, float, str]] = {}
+    current, body = None, []
+    for line in output.splitlines() + [f"{MARK} -1 0 0"]:
+        if line.startswith(MARK + " "):
+            if current is not None:
+                idx, rc, ms = current
+                found[idx] = (rc, ms / 1000, "\n".join(body))
+            parts = line.split()
+            try:
+                current, body = (int(parts[1]), int(parts[2]), int(parts[3])), []
+            except (IndexError, ValueError):
+                current, body = None, []
+        else:
+            body.append(line)
+    return {i: v for i, v in found.items() if 0 <= i < count}
+
+
+def _run_node(node: str, planned: list[Planned], runners: Mapping[str, Runner]) -> list[Check]:
+    started = time.monotonic()
+    timeout = max(p.timeout for p in planned) + 5
+    try:
+        res = runners[node].run(batch_script([p.command for p in planned]), timeout=timeout)
+        parts = split_batch(res.stdout, len(planned))
+        error = None if parts or res.ok else (excerpt(res.output) or f"exit {res.exit_code}")
+    except RunnerError as exc:
+        parts, error = {}, str(exc)
+    checks = []
+    for i, p in enumerate(planned):
+        if i in parts:
+            rc, seconds, output = parts[i]
+            passed, evidence = p.judge(Result(p.command, rc, output, ""))
+        else:
+            passed, evidence = False, error or "no result (the node's batch was cut short)"
+            seconds = time.monotonic() - started
+        checks.append(Check(p.stage, p.name, p.node, p.command, passed, evidence, seconds))
+    return checks
+
+
+def run_planned(planned: list[Planned], runners: Mapping[str, Runner]) -> list[Check]:
+    """Every node runs its share of the checks at once; results come back in plan order."""
+    if not planned:
+        return []
+    by_node: dict[str, list[Planned]] = {}
+    for p in planned:
+        by_node.setdefault(p.node, []).append(p)
+    with ThreadPoolExecutor(max_workers=len(by_node)) as pool:
+        done = dict(zip(by_node, pool.map(lambda n: _run_node(n, by_node[n], runners), by_node)))
+    order = {id(p): i for i, p in enumerate(planned)}
+    flat = [c for checks in done.values() for c in checks]
+    plans = [p for ps in by_node.values() for p in ps]
+    return [c for _, c in sorted(zip((order[id(p)] for p in plans), flat))]
