@@ -143,12 +143,7 @@ def create(
     code = 1
     try:
         with lifecycle.locked(lab_dir):
-            try:
-                seconds = lifecycle.up(lab, lab_dir, say)
-            except (LabgenError, KeyboardInterrupt) as exc:
-                if not keep_on_failure and not isinstance(exc, KeyboardInterrupt):
-                    lifecycle.destroy(lab, lab_dir, say)
-                raise
+            seconds = lifecycle.up(lab, lab_dir, say, keep_on_failure)
             say("lab", f"up in {seconds:.1f} s; verifying")
             report = lifecycle.run_verify(lab, lab_dir, timeout, progress=lambda s: say("verify", s))
             _emit(report, json_out, junit, lab_dir)
@@ -161,8 +156,9 @@ def create(
             _quiet_destroy(lab, lab_dir, say)
         fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        _quiet_destroy(lab, lab_dir, say)
-        fail("interrupted: the lab was torn down", 130)
+        if not keep_on_failure:
+            _quiet_destroy(lab, lab_dir, say)
+        fail("interrupted" + ("" if keep_on_failure else ": the lab was torn down"), 130)
     raise typer.Exit(code)
 
 
@@ -195,14 +191,16 @@ def _load(directory: Optional[Path]):
 
 
 @app.command()
-def up(lab_dir: LabDir = None) -> None:
+def up(lab_dir: LabDir = None,
+       keep_on_failure: Annotated[bool, typer.Option(help="Keep what a failed bring-up created, for inspection.")] = False,
+       ) -> None:
     """Bring a rendered lab up; on a running lab, provision again (changes nothing)."""
     say = Progress()
     try:
         lab, lab_dir = _load(lab_dir)
         lifecycle.provider_of(lab).check(lab, lab_dir)
         with lifecycle.locked(lab_dir):
-            seconds = lifecycle.up(lab, lab_dir, say)
+            seconds = lifecycle.up(lab, lab_dir, say, keep_on_failure)
     except LabgenError as exc:
         fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:

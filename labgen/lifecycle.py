@@ -72,10 +72,19 @@ def render(lab: Lab, lab_dir: Path, force: bool) -> list[Path]:
     return write_lab(lab, lab_dir, force=force)
 
 
-def up(lab: Lab, lab_dir: Path, say: Say) -> float:
+def up(lab: Lab, lab_dir: Path, say: Say, keep_on_failure: bool = False) -> float:
+    """Bring the lab up. If that fails or is interrupted, tear down what THIS call created
+    (a lab that was already running stays, whatever its state), unless keep_on_failure."""
     started = time.monotonic()
     provider = provider_of(lab)
-    provider.up(lab, lab_dir, say)
+    existed = provider.exists(lab, lab_dir)
+    try:
+        provider.up(lab, lab_dir, say)
+    except BaseException:
+        if not existed and not keep_on_failure:
+            say("lab", "bring-up failed: tearing down what was created (--keep-on-failure keeps it)")
+            provider.destroy(lab, lab_dir, say)
+        raise
     return time.monotonic() - started
 
 

@@ -146,6 +146,12 @@ def test_failed_provisioning_leaves_nothing(tmp_path, clean_host):
     proc = labgen("up", str(d))
     assert proc.returncode == 1
     assert "node2: provisioning failed" in proc.stderr
+    assert not Path("/run/netns/labgen-broken-node1").exists()
+    # --keep-on-failure keeps the half-built lab for inspection; destroy then removes it.
+    kept = labgen("up", str(d), "--keep-on-failure")
+    assert kept.returncode == 1 and Path("/run/netns/labgen-broken-node1").exists()
+    assert node_cmd("broken", "node1", "ovs-vsctl br-exists br1").returncode == 0
+    assert labgen("destroy", str(d)).returncode == 0
 
 
 def test_ctrl_c_during_create_leaves_nothing(tmp_path, clean_host):

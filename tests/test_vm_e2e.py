@@ -81,3 +81,24 @@ def test_up_again_on_running_vms_changes_nothing_then_destroy(tmp_path, box):
         destroyed = labgen("destroy", str(lab), timeout=600)
     assert destroyed.returncode == 0, destroyed.stderr
     assert _libvirt_names(f"labgen-{name}") == {"domains": [], "networks": [], "volumes": []}
+
+
+@pytest.mark.parametrize("net_name,ip,name,fragment", [
+    ("labgen-clash", "10.99.0.1", "clash", "libvirt network labgen-clash already exists and is not this lab's"),
+    ("someone-else", "10.10.10.254", "free", "libvirt network someone-else already uses the underlay"),
+])
+def test_libvirt_names_and_subnets_taken_by_others_are_refused(tmp_path, box, net_name, ip, name, fragment):
+    xml = tmp_path / "net.xml"
+    xml.write_text(f"<network><name>{net_name}</name><ip address='{ip}' netmask='255.255.255.0'/></network>")
+    virsh = ["virsh", "-c", "qemu:///system"]
+    subprocess.run([*virsh, "net-define", str(xml)], check=True, capture_output=True)
+    try:
+        d = tmp_path / "lab"
+        proc = labgen("create", "gre", "--box", box, "--name", name, "--dir", str(d))
+        assert proc.returncode == 2, proc.stderr
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and fragment in lines[0], proc.stderr
+        assert not d.exists()
+        assert _libvirt_names(f"labgen-{name}-")["domains"] == []
+    finally:
+        subprocess.run([*virsh, "net-undefine", net_name], capture_output=True)

@@ -114,15 +114,9 @@ class NetnsProvider:
 
     def up(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
         self.check(lab, lab_dir)
-        try:
-            self._create(lab, lab_dir, progress)
-            with ThreadPoolExecutor(max_workers=len(lab.nodes)) as pool:
-                list(pool.map(lambda n: self._provision(lab, lab_dir, n.name, progress), lab.nodes))
-        except BaseException:
-            # Ctrl-C or a failure half way: leave nothing behind (the logs stay in the lab dir).
-            progress("lab", "failed: tearing down what was created")
-            self.destroy(lab, lab_dir, lambda *_: None)
-            raise
+        self._create(lab, lab_dir, progress)
+        with ThreadPoolExecutor(max_workers=len(lab.nodes)) as pool:
+            list(pool.map(lambda n: self._provision(lab, lab_dir, n.name, progress), lab.nodes))
 
     def _create(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
         h = self.handles(lab)
