@@ -113,28 +113,69 @@ def stp_converged(show_output: str) -> tuple[bool, list[str]]:
     return ok and bool(ports), ports
 
 
-def plan_stp(lab: Lab, timeout: float) -> list[Planned]:
-    show = "rstp/show" if lab.stp == "rstp" else "stp/show"
-    bridges = " ".join(lab.bridges)
-    # Poll on the node itself (one round trip over SSH), print the last state seen.
-    table = r"^ +[^ ]+ +(root|designated|alternate|backup|disabled) +"
-    unsettled = r"^ +[^ ]+ +((root|designated) +(listening|learning|discarding|blocking)|[a-z]+ +(listening|learning))"
-    cmd = (f"end=$(( $(date +%s) + {int(timeout)} )); while :; do "
-           f"out=$(for b in {bridges}; do ovs-appctl {show} $b; done 2>&1); "
-           f"if printf '%s\\n' \"$out\" | grep -Eiq '{table}' && "
-           f"! printf '%s\\n' \"$out\" | grep -Eiq '{unsettled}'; then printf '%s\\n' \"$out\"; exit 0; fi; "
-           f"if [ $(date +%s) -ge $end ]; then printf '%s\\n' \"$out\"; exit 1; fi; sleep 0.2; done")
+_ROOT = re.compile(r"Root ID:\s*\n\s*stp-priority\s+(\d+)\s*\n\s*stp-system-id\s+(\S+)")
 
-    def judge(res: Result) -> tuple[bool, str]:
-        ok, ports = stp_converged(res.stdout)
-        if ok:
-            return True, f"{len(ports)} ports settled: " + ", ".join(p for p in ports if "forwarding" not in p
-                                                                    ) or "all forwarding"
-        waiting = [p for p in ports if p.split()[2] in ("listening", "learning", "discarding")]
-        return False, (f"not converged after {timeout:g} s: " + ", ".join(waiting or ports)) if ports \
-            else excerpt(res.output) or "no spanning tree output"
-    return [Planned("stp", f"{lab.stp.upper()} converged on {', '.join(lab.bridges)}", n.name, cmd,
-                    timeout=timeout + 15, judge=judge) for n in lab.nodes]
+
+def root_ids(show_output: str) -> set[str]:
+    """The root bridge IDs ('priority.system-id') that the bridges in `show_output` follow."""
+    return {f"{prio}.{sysid}" for prio, sysid in _ROOT.findall(show_output)}
+
+
+def run_stp_checks(lab: Lab, runners: Mapping[str, Runner], timeout: float,
+                   interval: float = 0.3) -> list[Check]:
+    """Poll every node until spanning tree has settled everywhere: no port listening or
+    learning, and every bridge of every node follows the SAME root. Local calm alone is not
+    enough: two nodes can each settle on their own root before their BPDUs meet over the
+    tunnel, and the merge that follows blocks and re-learns ports (30 s with standard timers).
+    The settled state must hold on two polls in a row."""
+    show = "rstp/show" if lab.stp == "rstp" else "stp/show"
+    cmd = " ; ".join(f"ovs-appctl {show} {b}" for b in lab.bridges) + " 2>&1"
+    name = f"{lab.stp.upper()} converged on {', '.join(lab.bridges)}, one root for all nodes"
+    started = time.monotonic()
+    deadline = started + timeout
+    calm_before = False
+    while True:
+        with ThreadPoolExecutor(max_workers=len(lab.nodes)) as pool:
+            polled = dict(zip(runners, pool.map(lambda n: _poll(runners[n], cmd), runners)))
+        local = {n: stp_converged(out) if err is None else (False, []) for n, (out, err) in polled.items()}
+        roots = {n: root_ids(out) for n, (out, _) in polled.items()}
+        common = set.union(*roots.values()) if roots else set()
+        calm = all(ok for ok, _ in local.values()) and len(common) == 1
+        if (calm and calm_before) or time.monotonic() >= deadline:
+            break
+        calm_before = calm
+        time.sleep(interval)
+
+    checks = []
+    for node in (n.name for n in lab.nodes):
+        out, err = polled[node]
+        ok, ports = local[node]
+        if err is not None:
+            passed, evidence = False, err
+        elif calm:
+            settled = [p for p in ports if "forwarding" not in p]
+            passed, evidence = True, (f"root {next(iter(common))}; {len(ports)} ports, "
+                                      f"{', '.join(settled) or 'all forwarding'}")
+        elif not ports:
+            passed, evidence = False, excerpt(out) or "no spanning tree output"
+        elif not ok:
+            waiting = [p for p in ports if p.split()[2] in ("listening", "learning", "discarding")]
+            passed, evidence = False, f"not converged after {timeout:g} s: {', '.join(waiting or ports)}"
+        else:
+            others = {n: sorted(r) for n, r in roots.items() if r != roots[node]}
+            passed = False
+            evidence = (f"settled here on root {', '.join(sorted(roots[node]))}, but other nodes follow "
+                        f"{others}: the trees have not merged over the tunnel after {timeout:g} s")
+        checks.append(Check("stp", name, node, cmd, passed, evidence, time.monotonic() - started))
+    return checks
+
+
+def _poll(runner: Runner, cmd: str) -> tuple[str, str | None]:
+    try:
+        res = runner.run(cmd, timeout=15)
+        return res.stdout, None
+    except RunnerError as exc:
+        return "", str(exc)
 
 
 def plan_overlay(lab: Lab, wait: float) -> list[Planned]:

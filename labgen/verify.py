@@ -16,8 +16,8 @@ from .checks import (
     plan_mtu,
     plan_nodes,
     plan_overlay,
-    plan_stp,
     plan_underlay,
+    run_stp_checks,
     run_tunnel_checks,
 )
 from .model import Lab
@@ -37,7 +37,7 @@ def verify(lab: Lab, runners: Mapping[str, Runner], timeout: float | None = None
         ("nodes", lambda: run_planned(plan_nodes(lab), runners)),
         ("config", lambda: run_planned(plan_config(lab), runners)),
         ("underlay", lambda: run_planned(plan_underlay(lab), runners)),
-        ("stp", lambda: run_planned(plan_stp(lab, settle), runners)),
+        ("stp", lambda: run_stp_checks(lab, runners, settle)),
         ("overlay", lambda: run_planned(plan_overlay(lab, min(settle, 15.0)), runners)),
         ("tunnel", lambda: run_tunnel_checks(lab, runners)),
         ("mtu", lambda: run_planned(plan_mtu(lab), runners)),

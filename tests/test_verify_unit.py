@@ -6,7 +6,7 @@ import json
 import xml.etree.ElementTree as ET
 
 from labgen.batch import batch_script, split_batch
-from labgen.checks import encap_filter, stp_converged, tcpdump_packets
+from labgen.checks import encap_filter, root_ids, stp_converged, tcpdump_packets
 from labgen.model import Options, build_lab
 from labgen.report import summary, to_json, write_junit
 from labgen.results import Check, Report
@@ -32,6 +32,14 @@ def test_stp_converged_accepts_blocking_alternates_only():
     assert stp_converged(rstp)[0]
     assert not stp_converged(rstp.replace("designated Forwarding", "designated Discarding"))[0]
     assert stp_converged("ovs-appctl: no such bridge") == (False, [])
+
+
+def test_root_ids_reads_every_bridge_root():
+    show = ("---- br1 ----\nRoot ID:\n  stp-priority  32768\n  stp-system-id   2e:71:58:94:5c:49\n"
+            "  This bridge is the root\n\nBridge ID:\n  stp-priority  32768\n  stp-system-id   aa:bb\n"
+            "---- br2 ----\nRoot ID:\n  stp-priority    32768\n  stp-system-id   0a:b0:cb:c9:d1:4a\n")
+    assert root_ids(show) == {"32768.2e:71:58:94:5c:49", "32768.0a:b0:cb:c9:d1:4a"}
+    assert root_ids("ovs-appctl: no such bridge") == set()
 
 
 def test_tcpdump_packets_joins_vxlan_inner_lines():
