@@ -246,7 +246,7 @@ def run_tunnel_checks(lab: Lab, runners: Mapping[str, Runner]) -> list[Check]:
                 box["cap"] = exc
         t = threading.Thread(target=cap)
         t.start()
-        time.sleep(0.4)     # let tcpdump open its socket; the pings keep coming for 1.2 s anyway
+        time.sleep(0.2)     # let tcpdump open its socket; the pings keep coming for 1.2 s anyway
         try:
             runners[sender.name].run(ping, timeout=10)
         except RunnerError:
