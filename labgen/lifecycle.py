@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from . import providers
-from .checks import stp_converged
+from .checks import run_stp_checks
 from .diagnostics import collect_diagnostics
 from .errors import InputError, LabgenError
 from .model import Lab
@@ -110,25 +110,30 @@ def destroy(lab: Lab, lab_dir: Path, say: Say) -> None:
 
 
 def status(lab: Lab, lab_dir: Path) -> list[NodeStatus]:
-    """Per node: provider state, then what OVS says (tunnel ports, spanning tree)."""
+    """Per node: provider state, then what OVS says (tunnel ports, spanning tree: one poll of
+    the same judgement verify uses, so 'converged' means one root for all nodes)."""
     provider = provider_of(lab)
     result = provider.status(lab, lab_dir)
-    show = "rstp/show" if lab.stp == "rstp" else "stp/show"
-    for st in result:
-        if st.state != "running":
-            continue
-        runner = provider.runner(lab, lab_dir, st.node)
-        try:
-            ovs = runner.run("ovs-vsctl --timeout=5 get Open_vSwitch . ovs_version", timeout=10)
-            st.facts["ovs"] = ovs.stdout.strip().strip('"') if ovs.ok else "not answering"
-            if ovs.ok:
-                ports = runner.run(f"ovs-vsctl --timeout=5 list-ports {lab.tunnel_bridge}", timeout=10)
-                tunnels = {t.port for t in lab.node(st.node).tunnels}
-                st.facts["tunnels"] = ", ".join(p for p in ports.stdout.split() if p in tunnels) or "none"
-                states = runner.run(" ; ".join(f"ovs-appctl {show} {b}" for b in lab.bridges), timeout=10)
-                st.facts["stp"] = "converged" if stp_converged(states.stdout)[0] else "settling"
-        except RunnerError as exc:
-            st.facts["ovs"] = f"unreachable: {exc}"
-        finally:
-            runner.close()
+    runners = {st.node: provider.runner(lab, lab_dir, st.node) for st in result if st.state == "running"}
+    try:
+        for st in result:
+            if st.node not in runners:
+                continue
+            runner = runners[st.node]
+            try:
+                ovs = runner.run("ovs-vsctl --timeout=5 get Open_vSwitch . ovs_version", timeout=10)
+                st.facts["ovs"] = ovs.stdout.strip().strip('"') if ovs.ok else "not answering"
+                if ovs.ok:
+                    ports = runner.run(f"ovs-vsctl --timeout=5 list-ports {lab.tunnel_bridge}", timeout=10)
+                    tunnels = {t.port for t in lab.node(st.node).tunnels}
+                    st.facts["tunnels"] = ", ".join(p for p in ports.stdout.split() if p in tunnels) or "none"
+            except RunnerError as exc:
+                st.facts["ovs"] = f"unreachable: {exc}"
+        if len(runners) == len(lab.nodes):
+            for check in run_stp_checks(lab, runners, timeout=0):
+                st = next(s for s in result if s.node == check.node)
+                st.facts["stp"] = "converged" if check.passed else "settling"
+    finally:
+        for r in runners.values():
+            r.close()
     return result
