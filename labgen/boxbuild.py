@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from labgen.errors import LabgenError
+from labgen.hostfacts import is_root, missing_tools
 
 DEFAULT_CACHE_DIR = Path("/var/cache/labgen/boxes")
 CACHE_ENV = "LABGEN_CACHE_DIR"
@@ -233,13 +234,15 @@ def get_recipe(name: str) -> BoxRecipe:
         raise BoxBuildError(f"unknown box {name!r}: known boxes are {known}") from None
 
 
-def check_preconditions(which: Callable[[str], str | None] = shutil.which) -> None:
+def check_preconditions() -> None:
     """Fail before creating anything: root, the host tools, loop devices."""
-    if os.geteuid() != 0:
+    if not is_root():
         raise BoxBuildError("box build needs root: run it with sudo")
-    for tool, package in REQUIRED_TOOLS.items():
-        if which(tool) is None:
-            raise BoxBuildError(f"{tool} not found: install it with 'apt-get install {package}'")
+    missing = missing_tools(REQUIRED_TOOLS)
+    if missing:
+        packages = sorted({REQUIRED_TOOLS[m.split()[0]] for m in missing})
+        raise BoxBuildError(f"missing on this host: {', '.join(missing)}: install them with "
+                            f"'apt-get install {' '.join(packages)}'")
     if not (GRUB_I386_DIR / "boot.img").exists():
         raise BoxBuildError(
             f"{GRUB_I386_DIR}/boot.img not found: install it with 'apt-get install grub-pc-bin'"

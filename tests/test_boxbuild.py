@@ -146,7 +146,7 @@ def test_missing_tool_names_the_package(monkeypatch, tool, package):
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setattr(shutil, "which", lambda cmd: None if cmd == tool else f"/usr/bin/{cmd}")
     with pytest.raises(BoxBuildError) as e:
-        check_preconditions(which=shutil.which)
+        check_preconditions()
     assert f"apt-get install {package}" in str(e.value) and tool in str(e.value)
 
 
@@ -155,7 +155,7 @@ def test_missing_tool_stops_build_box_before_creating_the_cache(monkeypatch, tmp
     monkeypatch.setattr(shutil, "which", lambda cmd: None if cmd == "debootstrap" else "/x")
     # check_preconditions' default was bound at import: route it through the patched which
     monkeypatch.setattr(boxbuild, "check_preconditions",
-                        lambda: check_preconditions(which=shutil.which))
+                        lambda: check_preconditions())
     cache = tmp_path / "cache"
     with pytest.raises(BoxBuildError, match="debootstrap"):
         build_box(cache_dir=cache, progress=lambda _: None)

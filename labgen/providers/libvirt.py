@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 
+from ..boxbuild import parse_vagrant_box_list
 from ..errors import HostError, ProviderError
 from ..hostfacts import kvm_usable
 from ..model import Lab
@@ -44,7 +45,7 @@ def _virsh(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*VIRSH, *args], capture_output=True, text=True, timeout=60)
 
 
-def _vagrant(lab_dir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def _vagrant(lab_dir: Path | None, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(["vagrant", *args], cwd=lab_dir, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **VAGRANT_ENV})
 
@@ -106,22 +107,11 @@ class LibvirtProvider:
         return problems
 
     def _has_plugin(self) -> bool:
-        res = subprocess.run(["vagrant", "plugin", "list"], capture_output=True, text=True,
-                             env={**os.environ, **VAGRANT_ENV}, timeout=60)
-        return "vagrant-libvirt" in res.stdout
+        return "vagrant-libvirt" in _vagrant(None, "plugin", "list", timeout=60).stdout
 
     def _box_problem(self, lab: Lab) -> str | None:
-        res = subprocess.run(["vagrant", "box", "list", "--machine-readable"], capture_output=True,
-                             text=True, env={**os.environ, **VAGRANT_ENV}, timeout=60)
-        boxes = set()
-        name = None
-        for line in res.stdout.splitlines():
-            parts = line.split(",")
-            if len(parts) >= 4 and parts[2] == "box-name":
-                name = parts[3]
-            elif len(parts) >= 4 and parts[2] == "box-provider" and name:
-                boxes.add((name, parts[3]))
-        if (lab.box.name, "libvirt") in boxes:
+        listed = parse_vagrant_box_list(_vagrant(None, "box", "list", "--machine-readable", timeout=60).stdout)
+        if any(name == lab.box.name and provider == "libvirt" for name, provider, _ in listed):
             return None
         if lab.box.build:
             how = f"build it here with: sudo labgen box build {lab.box.build}"
