@@ -17,7 +17,7 @@ from .diagnostics import collect_diagnostics
 from .errors import InputError, LabgenError
 from .model import Lab
 from .providers import NodeStatus, Provider
-from .render import LAB_FILE, is_lab_dir, load_lab, write_lab
+from .render import LAB_FILE, fs_error, is_lab_dir, load_lab, write_lab
 from .results import Report
 from .runner import RunnerError
 from .verify import verify
@@ -27,8 +27,13 @@ Say = Callable[[str, str], None]
 
 @contextlib.contextmanager
 def locked(lab_dir: Path) -> Iterator[None]:
-    lab_dir.mkdir(parents=True, exist_ok=True)
-    with open(lab_dir / ".labgen.lock", "w") as fh:
+    """Hold the lab's lock (a file in the lab dir) while the body runs. A lab dir that cannot
+    hold it (gone, read-only, full) is one error line, and nothing is created on the way."""
+    try:
+        fh = open(lab_dir / ".labgen.lock", "a")
+    except OSError as exc:
+        raise fs_error(lab_dir, exc, "lock the lab directory") from None
+    with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -2,6 +2,7 @@
 files rendered, so bad input or a template error never leaves a half-written lab."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shlex
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import jinja2
 
-from .errors import InputError
+from .errors import HostError, InputError
 from .model import Lab
 from .resources import resource_dir
 
@@ -68,10 +69,13 @@ def is_lab_dir(path: Path) -> bool:
 
 def check_target(target: Path, force: bool) -> None:
     """Refuse to write over something that is not ours (or is, without --force)."""
-    if target.exists() and not target.is_dir():
-        raise InputError(f"{target} exists and is not a directory: choose another --dir")
-    if not target.exists() or force or not any(target.iterdir()):
-        return
+    try:
+        if target.exists() and not target.is_dir():
+            raise InputError(f"{target} exists and is not a directory: choose another --dir")
+        if not target.exists() or force or not any(target.iterdir()):
+            return
+    except OSError as exc:
+        raise fs_error(target, exc) from None
     if is_lab_dir(target):
         raise InputError(f"{target} already holds a lab: `labgen destroy {target}` it first, "
                          f"or pass --force to overwrite its files")
@@ -79,27 +83,107 @@ def check_target(target: Path, force: bool) -> None:
                      f"or pass --force to write into it")
 
 
-def write_lab(lab: Lab, target: Path, force: bool = False) -> list[Path]:
-    """Render, then write every file; returns the paths written."""
-    check_target(target, force)
-    files = render_files(lab)
-    target.mkdir(parents=True, exist_ok=True)
+# errno -> what to do about it, in words a user can act on.
+_FS_HINTS = {
+    errno.ENOSPC: "free some space or choose another --dir",
+    errno.EDQUOT: "free some space or choose another --dir",
+    errno.EROFS: "choose another --dir on a writable file system",
+    errno.EACCES: "choose a directory you may write to",
+    errno.EPERM: "choose a directory you may write to",
+    errno.ENOENT: "that place cannot hold new directories (like /proc or /sys): choose another --dir",
+}
+
+
+def fs_error(target: Path, exc: OSError, doing: str = "write the lab directory",
+             stage: Path | None = None) -> HostError:
+    """One line for a file-system failure around the lab directory: what failed, where, why
+    and what to do. Paths inside a staging directory are shown as their place in the lab."""
+    where = Path(exc.filename) if exc.filename else target
+    if stage is not None and where.is_relative_to(stage):
+        where = target / where.relative_to(stage)
+    elif where.name.startswith(".") and ".labgen-" in where.name:
+        where = target      # the staging directory that could not be made
+    if exc.errno == errno.ENOTDIR:
+        # Name the file that is in the way, not the path that could not be made.
+        where = next((p for p in reversed([where, *where.parents])
+                      if p.exists() and not p.is_dir()), where)
+        return HostError(f"cannot {doing} {target}: {where} is a file, not a directory: "
+                         f"choose another --dir or move the file")
+    why = (exc.strerror or str(exc)).lower()
+    # Where inside the lab it happened means nothing to the user; a place outside it does.
+    at = "" if where.absolute().is_relative_to(target.absolute()) else f" (at {where})"
+    return HostError(f"cannot {doing} {target}: {why}{at}: "
+                     f"{_FS_HINTS.get(exc.errno, 'choose another --dir')}")
+
+
+def _missing_parents(target: Path) -> list[Path]:
+    """The ancestors of target that do not exist yet, outermost first."""
+    missing = []
+    for parent in target.absolute().parents:
+        if parent.exists():
+            break
+        missing.append(parent)
+    return missing[::-1]
+
+
+def _write_tree(root: Path, files: dict[str, str]) -> list[str]:
+    """Write every file below root (which exists); returns the relative paths."""
     written = []
     for rel, text in files.items():
-        path = target / rel
+        path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Write-then-rename: a reader (or a crash) never sees a partial file.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "w") as fh:
+        with open(path, "w") as fh:
             fh.write(text)
-        os.chmod(tmp, 0o755 if rel.endswith(".sh") else 0o644)
-        os.replace(tmp, path)
-        written.append(path)
-    (target / "logs").mkdir(exist_ok=True)
-    svg = draw_svg(target / "topology.dot")
-    if svg:
-        written.append(svg)
+        os.chmod(path, 0o755 if rel.endswith(".sh") else 0o644)
+        written.append(rel)
+    (root / "logs").mkdir(exist_ok=True)
+    if draw_svg(root / "topology.dot"):
+        written.append("topology.svg")
     return written
+
+
+def write_lab(lab: Lab, target: Path, force: bool = False) -> list[Path]:
+    """Render, then write every file; returns the paths written.
+
+    All or nothing: the files are rendered first, then written into a staging directory on
+    the same file system (beside a new lab dir, inside an existing one) and moved into
+    place by rename, so a full disk, a read-only mount or a file in the way leaves the target
+    as it was (and removes any parent directory this call created). Any file-system failure
+    becomes one HostError line."""
+    check_target(target, force)
+    files = render_files(lab)
+    created: list[Path] = []
+    stage: Path | None = None
+    try:
+        if not target.exists():
+            for parent in _missing_parents(target):
+                parent.mkdir()
+                created.append(parent)
+            stage = Path(tempfile.mkdtemp(dir=target.absolute().parent, prefix=f".{target.name}.labgen-"))
+            rels = _write_tree(stage, files)
+            os.chmod(stage, 0o755)
+            os.rename(stage, target)
+            stage = None
+        else:
+            stage = Path(tempfile.mkdtemp(dir=target, prefix=".labgen-staging-"))
+            rels = _write_tree(stage, files)
+            # lab.json last: until it is in place, the directory is not taken for a lab.
+            for rel in sorted(rels, key=lambda r: r == LAB_FILE):
+                (target / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(stage / rel, target / rel)
+            (target / "logs").mkdir(exist_ok=True)
+            shutil.rmtree(stage)
+            stage = None
+    except OSError as exc:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+        for parent in reversed(created):
+            try:
+                parent.rmdir()
+            except OSError:
+                pass
+        raise fs_error(target, exc, stage=stage) from None
+    return [target / rel for rel in rels]
 
 
 def draw_svg(dot_file: Path) -> Path | None:
@@ -109,7 +193,10 @@ def draw_svg(dot_file: Path) -> Path | None:
     svg = dot_file.with_suffix(".svg")
     proc = subprocess.run(["dot", "-Tsvg", "-o", str(svg), str(dot_file)],
                           capture_output=True, text=True)
-    return svg if proc.returncode == 0 else None
+    if proc.returncode != 0:
+        svg.unlink(missing_ok=True)     # e.g. a disk that filled up half way
+        return None
+    return svg
 
 
 def load_lab(directory: Path) -> Lab:
