@@ -305,9 +305,16 @@ def doctor(
     provider: Annotated[Optional[str], typer.Option(help="Check only this provider: libvirt or netns.")] = None,
     box: BoxOpt = None,
 ) -> None:
-    """Check this host for each provider; one line per problem with its fix. Exit 1 if any."""
+    """Check this host for each provider; one line per problem with its fix. Exit 1 if any.
+    Missing system packages are named with the one apt-get command that installs them all."""
+    import re
+
+    from rich.markup import escape
+
     from . import providers
+    from .hostfacts import apt_install_command
     bad = 0
+    wanted: dict[str, list[str]] = {}   # provider -> the Debian packages it lacks
     for name in [provider] if provider else ["netns", "libvirt"]:
         try:
             lab = build_lab(Options(tunnel="gre", provider=name, box=box if name == "libvirt" else None))
@@ -318,10 +325,15 @@ def doctor(
             out.print("[yellow]note[/] libvirt: KVM is not usable here; VMs use software emulation "
                       "(qemu driver), about a minute per boot")
         for p in problems:
-            out.print(f"[red]problem[/] {name}: {p}", soft_wrap=True)
+            out.print(f"[red]problem[/] {name}: {escape(p)}", soft_wrap=True, highlight=False)
+            wanted.setdefault(name, []).extend(re.findall(r"\(package ([^)\s]+)\)", p))
         if not problems:
             out.print(f"[green]ok[/] {name}: ready" + (f" (box {lab.box.name})" if name == "libvirt" else ""))
         bad += len(problems)
+    if len([pkgs for pkgs in wanted.values() if pkgs]) > 1:
+        everything = [pkg for pkgs in wanted.values() for pkg in pkgs]
+        out.print(f"[yellow]fix[/] all providers: {apt_install_command(everything)}",
+                  soft_wrap=True, highlight=False)
     raise typer.Exit(1 if bad else 0)
 
 

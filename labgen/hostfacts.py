@@ -1,10 +1,45 @@
-"""Facts about the machine labgen runs on (read, never changed here)."""
+"""Facts about the machine labgen runs on (read, never changed here).
+
+The map from each system command to the Debian package that ships it lives here, in
+Python, so a labgen installed from a wheel into any venv names the packages a host lacks
+with the one `apt-get install` line that adds them all (scripts/setup installs the same)."""
 from __future__ import annotations
 
 import os
 import re
 import shutil
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+# Commands labgen, Vagrant or libvirt run -> the Debian package (12 and 13) that ships them.
+# A key that is an absolute path is a file that must exist (found by its owner, not by PATH).
+DEBIAN_PACKAGES: dict[str, str] = {
+    # the netns provider and the node script on emulated nodes
+    "ovs-vsctl": "openvswitch-switch",
+    "ovs-vswitchd": "openvswitch-switch",
+    "/usr/share/openvswitch/scripts/ovs-ctl": "openvswitch-switch",
+    "ip": "iproute2",
+    "tcpdump": "tcpdump",
+    "ethtool": "ethtool",
+    "ping": "iputils-ping",
+    "sysctl": "procps",
+    "unshare": "util-linux",
+    "nsenter": "util-linux",
+    "mountpoint": "util-linux",
+    "mount": "mount",
+    "umount": "mount",
+    # the libvirt provider: Vagrant + vagrant-libvirt drive libvirtd, which runs qemu and,
+    # for Vagrant's management network, dnsmasq (a Recommends that --no-install-recommends
+    # drops: libvirt then fails with "Unable to find 'dnsmasq' binary in $PATH")
+    "vagrant": "vagrant",
+    "virsh": "libvirt-clients",
+    "libvirtd": "libvirt-daemon-system",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-img": "qemu-utils",
+    "dnsmasq": "dnsmasq-base",
+}
+# Daemons and their helpers are found by libvirt in sbin, which a normal user's PATH lacks.
+SYSTEM_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 
 
 def kvm_usable(dev: Path = Path("/dev/kvm"), cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
@@ -23,6 +58,41 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
-def missing_tools(tools: dict[str, str]) -> list[str]:
-    """`tools` maps command -> Debian package; returns 'cmd (package pkg)' for each missing."""
-    return [f"{cmd} (package {pkg})" for cmd, pkg in tools.items() if shutil.which(cmd) is None]
+def have(tool: str, system_dirs: bool = False) -> bool:
+    """`tool` is an existing absolute path, or a command on PATH (with `system_dirs`, also in
+    the standard bin/sbin directories: for programs another daemon runs, not labgen)."""
+    if tool.startswith("/"):
+        return Path(tool).exists()
+    if shutil.which(tool) is not None:
+        return True
+    return system_dirs and shutil.which(tool, path=os.pathsep.join(SYSTEM_DIRS)) is not None
+
+
+def missing_tools(tools: Mapping[str, str], system_dirs: Iterable[str] = ()) -> list[str]:
+    """`tools` maps command -> Debian package; returns 'cmd (package pkg)' for each missing.
+    Commands named in `system_dirs` also count when found outside PATH (see `have`)."""
+    sysdirs = set(system_dirs)
+    return [f"{cmd} (package {pkg})" for cmd, pkg in tools.items()
+            if not have(cmd, system_dirs=cmd in sysdirs)]
+
+
+def packages_of(missing: Iterable[str]) -> list[str]:
+    """The packages named in `missing_tools` lines, each once, in order."""
+    pkgs: list[str] = []
+    for item in missing:
+        m = re.search(r"\(package ([^)\s]+)\)\s*$", item)
+        if m and m[1] not in pkgs:
+            pkgs.append(m[1])
+    return pkgs
+
+
+def apt_install_command(packages: Iterable[str]) -> str:
+    """The one command that installs every package (sudo unless we are root)."""
+    pkgs = list(dict.fromkeys(packages))
+    return ("" if is_root() else "sudo ") + "apt-get install -y " + " ".join(pkgs)
+
+
+def missing_line(missing: list[str]) -> str:
+    """One problem line: every missing command with its package, then the one apt command."""
+    return (f"missing on this host: {', '.join(missing)}: install them with: "
+            f"{apt_install_command(packages_of(missing))}")

@@ -85,15 +85,22 @@ class LibvirtProvider:
             raise HostError("; ".join(problems))
 
     def host_problems(self, lab: Lab) -> list[str]:
+        """One line per problem, each with its fix; every missing package in one apt command."""
+        # Imported here: this method owns the host checks (hostfacts keeps the package map).
+        from ..hostfacts import DEBIAN_PACKAGES, missing_line, missing_tools
         problems = []
-        if shutil.which("vagrant") is None:
-            problems.append("vagrant is missing: apt-get install vagrant")
-        elif not self._has_plugin():
-            problems.append("the vagrant-libvirt plugin is missing: apt-get install vagrant-libvirt "
-                            "(or vagrant plugin install vagrant-libvirt)")
-        if shutil.which("virsh") is None:
-            problems.append("virsh is missing: apt-get install libvirt-clients libvirt-daemon-system")
-        elif _virsh("version").returncode != 0:
+        # What Vagrant, vagrant-libvirt and libvirtd run on this host. libvirtd finds qemu and
+        # dnsmasq itself (sbin is on its PATH); labgen never runs those three.
+        tools = {cmd: DEBIAN_PACKAGES[cmd] for cmd in
+                 ("vagrant", "virsh", "libvirtd", "qemu-system-x86_64", "qemu-img", "dnsmasq")}
+        missing = missing_tools(tools, system_dirs=("libvirtd", "qemu-system-x86_64", "dnsmasq"))
+        vagrant = shutil.which("vagrant") is not None
+        if not vagrant or not self._has_plugin():
+            missing.append("vagrant plugin vagrant-libvirt (package vagrant-libvirt)")
+        if missing:
+            problems.append(missing_line(missing))
+        if shutil.which("virsh") and not any(m.startswith("libvirtd ") for m in missing) \
+                and _virsh("version").returncode != 0:
             problems.append("libvirtd does not answer at qemu:///system: start it (systemctl start "
                             "libvirtd, or without systemd: virtlogd -d; virtlockd -d; libvirtd -d) "
                             "and make sure your user may use it (group libvirt, or sudo)")

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import HostError, ProviderError
-from ..hostfacts import is_root, missing_tools
+from ..hostfacts import DEBIAN_PACKAGES, is_root, missing_line, missing_tools
 from ..model import Lab
 from ..runner import LocalRunner
 from . import NodeStatus, Progress
@@ -27,9 +27,11 @@ OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
 # Directories that hold a node's private state: its inner namespaces and its OVS instance.
 PRIVATE_DIRS = ("/run/netns", "/run/openvswitch", "/etc/openvswitch",
                 "/var/lib/openvswitch", "/var/log/openvswitch")
-TOOLS = {"ovs-vsctl": "openvswitch-switch", "ovs-vswitchd": "openvswitch-switch",
-         "ip": "iproute2", "tcpdump": "tcpdump", "ethtool": "ethtool", "ping": "iputils-ping",
-         "unshare": "util-linux", "nsenter": "util-linux"}
+# Every command the provider and the node script run on this host, and the one file it
+# starts OVS with: labgen tells the Debian package of each (hostfacts.DEBIAN_PACKAGES).
+TOOLS = {cmd: DEBIAN_PACKAGES[cmd] for cmd in (
+    "ovs-vsctl", "ovs-vswitchd", OVS_CTL, "ip", "tcpdump", "ethtool", "ping", "sysctl",
+    "unshare", "nsenter", "mountpoint", "mount", "umount")}
 SWITCH_BRIDGE = "ul"
 
 
@@ -83,15 +85,13 @@ class NetnsProvider:
 
     # ---- contract ------------------------------------------------------------------------
     def host_problems(self, lab: Lab) -> list[str]:
+        """One line per problem: root, then every missing package with one apt command."""
         problems = []
         if not is_root():
             problems.append("the netns provider creates namespaces and needs root: run it with sudo")
         missing = missing_tools(TOOLS)
-        if not Path(OVS_CTL).exists():
-            missing.append(f"{OVS_CTL} (package openvswitch-switch)")
         if missing:
-            problems.append(f"missing on this host: {', '.join(missing)}: install them with "
-                            f"apt-get install openvswitch-switch iproute2 tcpdump ethtool iputils-ping")
+            problems.append(missing_line(missing))
         return problems
 
     def check(self, lab: Lab, lab_dir: Path) -> None:
