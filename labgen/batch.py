@@ -8,15 +8,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from .results import Check, excerpt
-from .runner import Result, Runner, RunnerError
+from .judges import one_line
+from .results import Check
+from .runner import TIMEOUT_EXIT, Result, Runner, RunnerError
 
 # One planned check = one command on one node and a judgement of its Result.
 Judge = Callable[[Result], tuple[bool, str]]
 
 
 def _exit_ok(res: Result) -> tuple[bool, str]:
-    return res.ok, excerpt(res.output) or f"exit {res.exit_code}"
+    return res.ok, one_line(res.output) or f"exit {res.exit_code}"
+
+
+# Exit codes that mean the command could not run at all (not: it ran and found a fault).
+COULD_NOT_RUN = (TIMEOUT_EXIT, 126, 127)
 
 
 @dataclass
@@ -71,7 +76,7 @@ def _run_node(node: str, planned: list[Planned], runners: Mapping[str, Runner]) 
     try:
         res = runners[node].run(batch_script([p.command for p in planned]), timeout=timeout)
         parts = split_batch(res.stdout, len(planned))
-        error = None if parts or res.ok else (excerpt(res.output) or f"exit {res.exit_code}")
+        error = None if parts or res.ok else (one_line(res.output) or f"exit {res.exit_code}")
     except RunnerError as exc:
         parts, error = {}, str(exc)
     checks = []
@@ -79,10 +84,12 @@ def _run_node(node: str, planned: list[Planned], runners: Mapping[str, Runner]) 
         if i in parts:
             rc, seconds, output = parts[i]
             passed, evidence = p.judge(Result(p.command, rc, output, ""))
+            could_not_run = not passed and rc in COULD_NOT_RUN
         else:
             passed, evidence = False, error or "no result (the node's batch was cut short)"
-            seconds = time.monotonic() - started
-        checks.append(Check(p.stage, p.name, p.node, p.command, passed, evidence, seconds))
+            seconds, could_not_run = time.monotonic() - started, True
+        checks.append(Check(p.stage, p.name, p.node, p.command, passed, evidence, seconds,
+                            error=could_not_run))
     return checks
 
 

@@ -1,183 +1,159 @@
 """The checks of each verification stage, planned from the Lab: what to run on which node
-and how to judge its output. Nothing here runs a command except the tunnel capture, which
-must coordinate two nodes at once."""
+and which judge reads its output (judges.py). Two stages run their own loop because they
+watch several nodes at once: spanning tree (polled until it holds, spantree.py judges all
+nodes together) and the tunnel proof (a capture on one node while another pings)."""
 from __future__ import annotations
 
-import re
 import shlex
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Mapping
 
+from . import judges
 from .batch import Planned
 from .model import Lab, Node
-from .results import Check, excerpt
+from .results import Check
 from .runner import Result, Runner, RunnerError
+from .spantree import STATE_COMMAND, bridge_problems, judge_tree, parse_state
 
 
-def _ns_exec(ns: str, cmd: str) -> str:
+def ns_exec(ns: str, cmd: str) -> str:
     return f"ip netns exec {ns} {cmd}"
 
 
-def _ping(count_wait: float, addr: str, extra: str = "") -> str:
+def ping(wait: float, addr: str, extra: str = "") -> str:
     # -c 1 -w T: return at the first reply, retrying every 0.2 s until T (ARP, MAC learning).
-    return f"ping -n -q -c 1 -i 0.2 -w {count_wait:g} {extra}{addr}".replace("  ", " ")
-
-
-_RTT = re.compile(r"= [\d.]+/([\d.]+)/")
-
-
-def _ping_judge(res: Result) -> tuple[bool, str]:
-    """Passed pings read 'reply in 1.2 ms'; failed ones keep ping's own words."""
-    if res.ok:
-        m = _RTT.search(res.stdout)
-        return True, f"reply in {m.group(1)} ms" if m else excerpt(res.output)
-    return False, excerpt(res.output) or f"exit {res.exit_code}"
-
-
-def plan_nodes(lab: Lab) -> list[Planned]:
-    return [Planned("nodes", "Open vSwitch answers", n.name,
-                    "ovs-vsctl --timeout=5 get Open_vSwitch . ovs_version", timeout=15)
-            for n in lab.nodes]
+    return " ".join(f"ping -n -q -c 1 -i 0.2 -w {wait:g} {extra} {addr}".split())
 
 
 UNDERLAY_NIC = "ovs-vsctl --timeout=5 get Open_vSwitch . external_ids:labgen-underlay-nic | tr -d '\"'"
 
 
+# ---- nodes ------------------------------------------------------------------------------
+def plan_nodes(lab: Lab) -> list[Planned]:
+    return [Planned("nodes", "Open vSwitch answers", n.name,
+                    "ovs-vsctl --timeout=5 get Open_vSwitch . ovs_version", timeout=15,
+                    judge=judges.ovs_version)
+            for n in lab.nodes]
+
+
+# ---- config -----------------------------------------------------------------------------
 def plan_config(lab: Lab) -> list[Planned]:
     out = []
+    want_key = None if lab.key is None else str(lab.key)
+    key_word = "VNI" if lab.tunnel == "vxlan" else "key"
     for n in lab.nodes:
         cidr = f"{n.underlay_ip}/{lab.underlay_prefixlen}"
-        cmd = (f"nic=$({UNDERLAY_NIC}) && ip -o link show dev \"$nic\" && "
-               f"ip -o -4 addr show | grep -F ' {cidr} '")
-
-        def judge_nic(res: Result, cidr=cidr) -> tuple[bool, str]:
-            link = res.stdout.splitlines()[0] if res.stdout else ""
-            up = bool(re.search(r"<[^>]*\bUP\b[^>]*>", link)) and "LOWER_UP" in link
-            return res.ok and up, excerpt(res.output) or f"no interface holds {cidr}"
-        out.append(Planned("config", "underlay interface up with its address", n.name, cmd,
-                           judge=judge_nic))
-
-        want = {t.port: (t.type, t.remote_ip) for t in n.tunnels}
-        cmd = "; ".join(
-            f"echo {t.port} $(ovs-vsctl --timeout=5 get interface {t.port} type options:remote_ip ofport"
-            f" 2>&1 | tr '\\n' ' ')" for t in n.tunnels)
-
-        def judge_tunnels(res: Result, want=want) -> tuple[bool, str]:
-            bad = []
-            for line in res.stdout.splitlines():
-                port, _, rest = line.partition(" ")
-                if port not in want:
-                    continue
-                kind, remote = want[port]
-                fields_ = rest.replace('"', "").split()
-                if len(fields_) < 3 or fields_[0] != kind or fields_[1] != remote or fields_[2] == "-1":
-                    bad.append(f"{port}: expected {kind} to {remote}, found {rest.strip() or 'nothing'}")
-            return (not bad and res.ok), "\n".join(bad) or excerpt(res.output)
-        out.append(Planned("config", f"{lab.tunnel} tunnel ports on {lab.tunnel_bridge}", n.name, cmd,
-                           judge=judge_tunnels))
-
+        out.append(Planned(
+            "config", f"underlay NIC up, {cidr} assigned", n.name,
+            f'nic=$({UNDERLAY_NIC}) && ip -o link show dev "$nic" && ip -o -4 addr show',
+            judge=partial(_judge_underlay, cidr=cidr)))
+        want = {t.port: (t.type, t.remote_ip, want_key) for t in n.tunnels}
+        out.append(Planned(
+            "config", f"{lab.tunnel} ports on {lab.tunnel_bridge}: type, remote, {key_word}", n.name,
+            "ovs-vsctl --timeout=5 -f json --columns=name,type,options,ofport list interface",
+            judge=partial(_judge_tunnels, want=want)))
         for ns in n.namespaces:
-            cidr_ns = f"{ns.address}/{lab.overlay_prefixlen}"
-            cmd = _ns_exec(ns.name, f"ip -o -4 addr show dev {ns.interface}")
-
-            def judge_addr(res: Result, cidr_ns=cidr_ns) -> tuple[bool, str]:
-                have = f" {cidr_ns} " in res.stdout
-                return res.ok and have, excerpt(res.output) if have else \
-                    f"{cidr_ns} missing: {excerpt(res.output) or 'no address'}"
-            out.append(Planned("config", f"{ns.name} has {cidr_ns}", n.name, cmd, judge=judge_addr))
+            ns_cidr = f"{ns.address}/{lab.overlay_prefixlen}"
+            out.append(Planned(
+                "config", f"{ns.name}: {ns.interface} up with {ns_cidr}", n.name,
+                ns_exec(ns.name, f"ip -o link show dev {ns.interface}") + " && "
+                + ns_exec(ns.name, f"ip -o -4 addr show dev {ns.interface}"),
+                judge=partial(_judge_ns_iface, iface=ns.interface, cidr=ns_cidr)))
     return out
 
 
+def _judge_underlay(res: Result, cidr: str) -> judges.Verdict:
+    return judges.underlay_nic(res, cidr)
+
+
+def _judge_tunnels(res: Result, want) -> judges.Verdict:
+    if not res.ok:
+        return False, f"ovs-vsctl failed: {judges.one_line(res.output) or res.exit_code}"
+    return judges.tunnel_ports(res.stdout, want)
+
+
+def _judge_ns_iface(res: Result, iface: str, cidr: str) -> judges.Verdict:
+    return judges.interface_with_address(res, iface, cidr)
+
+
+# ---- underlay ---------------------------------------------------------------------------
 def plan_underlay(lab: Lab) -> list[Planned]:
     return [Planned("underlay", f"ping {m.name} underlay {m.underlay_ip}", n.name,
-                    _ping(5, m.underlay_ip), timeout=10, judge=_ping_judge)
+                    ping(5, m.underlay_ip), timeout=10, judge=judges.ping_reply)
             for n in lab.nodes for m in lab.nodes if m is not n]
 
 
-_PORT_LINE = re.compile(r"^\s+(\S+)\s+(root|designated|alternate|backup|disabled|master)\s+(\S+)", re.I)
-
-
-def stp_converged(show_output: str) -> tuple[bool, list[str]]:
-    """Converged: no port listening/learning, and every root/designated port forwarding."""
-    ports, ok = [], True
-    for line in show_output.splitlines():
-        m = _PORT_LINE.match(line)
-        if not m:
-            continue
-        port, role, state = m.group(1), m.group(2).lower(), m.group(3).lower()
-        ports.append(f"{port} {role} {state}")
-        if state in ("listening", "learning") or (role in ("root", "designated") and state != "forwarding"):
-            ok = False
-    return ok and bool(ports), ports
-
-
-_ROOT = re.compile(r"Root ID:\s*\n\s*stp-priority\s+(\d+)\s*\n\s*stp-system-id\s+(\S+)")
-
-
-def root_ids(show_output: str) -> set[str]:
-    """The root bridge IDs ('priority.system-id') that the bridges in `show_output` follow."""
-    return {f"{prio}.{sysid}" for prio, sysid in _ROOT.findall(show_output)}
-
-
+# ---- spanning tree ----------------------------------------------------------------------
 def run_stp_checks(lab: Lab, runners: Mapping[str, Runner], timeout: float,
                    interval: float = 0.3) -> list[Check]:
-    """Poll every node until spanning tree has settled everywhere: no port listening or
-    learning, and every bridge of every node follows the SAME root. Local calm alone is not
-    enough: two nodes can each settle on their own root before their BPDUs meet over the
-    tunnel, and the merge that follows blocks and re-learns ports (30 s with standard timers).
-    The settled state must hold on two polls in a row."""
-    show = "rstp/show" if lab.stp == "rstp" else "stp/show"
-    cmd = " ; ".join(f"ovs-appctl {show} {b}" for b in lab.bridges) + " 2>&1"
-    name = f"{lab.stp.upper()} converged on {', '.join(lab.bridges)}, one root for all nodes"
+    """Poll every node until the lab's mode is on for every bridge, every port reports its
+    state, nothing is still moving and the forwarding links of all nodes form one spanning
+    tree; that must hold on two polls in a row. A bridge without loop protection or a node
+    that does not answer will not heal by waiting: those fail at once."""
+    mode = lab.stp.upper()
     started = time.monotonic()
     deadline = started + timeout
-    calm_before = False
+    held = False
     while True:
         with ThreadPoolExecutor(max_workers=len(lab.nodes)) as pool:
-            polled = dict(zip(runners, pool.map(lambda n: _poll(runners[n], cmd), runners)))
-        local = {n: stp_converged(out) if err is None else (False, []) for n, (out, err) in polled.items()}
-        roots = {n: root_ids(out) for n, (out, _) in polled.items()}
-        common = set.union(*roots.values()) if roots else set()
-        calm = all(ok for ok, _ in local.values()) and len(common) == 1
-        if (calm and calm_before) or time.monotonic() >= deadline:
+            polled = dict(zip([n.name for n in lab.nodes],
+                              pool.map(lambda n: _poll(runners[n.name], STATE_COMMAND), lab.nodes)))
+        states, node_problems, static = {}, {}, False
+        for node, (text, err) in polled.items():
+            if err is not None:
+                node_problems[node], static = [err], True
+                continue
+            try:
+                states[node] = parse_state(node, text, lab.stp, lab.bridges)
+            except (ValueError, KeyError, TypeError, IndexError):
+                node_problems[node] = [f"no bridge state from OVS: {judges.one_line(text) or 'no output'}"]
+                continue
+            node_problems[node] = bridge_problems(lab, states[node])
+            static |= any("=false" in p or p.endswith(" missing") for p in node_problems[node])
+        verdict = judge_tree(lab, states) if len(states) == len(lab.nodes) else None
+        calm = verdict is not None and verdict.ok and not any(node_problems.values())
+        if (calm and held) or static or time.monotonic() >= deadline:
             break
-        calm_before = calm
-        time.sleep(interval)
+        held = calm
+        time.sleep(interval)     # a poll interval, not a wait for an assumed duration
 
+    seconds = time.monotonic() - started
     checks = []
-    for node in (n.name for n in lab.nodes):
-        out, err = polled[node]
-        ok, ports = local[node]
-        if err is not None:
-            passed, evidence = False, err
-        elif calm:
-            settled = [p for p in ports if "forwarding" not in p]
-            passed, evidence = True, (f"root {next(iter(common))}; {len(ports)} ports, "
-                                      f"{', '.join(settled) or 'all forwarding'}")
-        elif not ports:
-            passed, evidence = False, excerpt(out) or "no spanning tree output"
-        elif not ok:
-            waiting = [p for p in ports if p.split()[2] in ("listening", "learning", "discarding")]
-            passed, evidence = False, f"not converged after {timeout:g} s: {', '.join(waiting or ports)}"
+    for n in lab.nodes:
+        problems = node_problems.get(n.name, [])
+        evidence = "; ".join(problems) if problems else \
+            f"{mode} on {', '.join(lab.bridges)}; {sum(len(b.ports) for b in states[n.name].values())} ports reporting"
+        checks.append(Check("stp", f"{mode} on {', '.join(lab.bridges)}, every port reporting", n.name,
+                            STATE_COMMAND, not problems, evidence, seconds,
+                            error=bool(problems) and n.name not in states))
+    name = f"forwarding links form one spanning tree of all {len(lab.nodes) * len(lab.bridges)} bridges"
+    if verdict is None:
+        checks.append(Check("stp", name, "all", STATE_COMMAND, False,
+                            "not judged: the state of every node is needed", seconds))
+    else:
+        n_links = len(lab.nodes) * len(lab.bridges) - 1
+        if verdict.ok:
+            evidence = f"root {verdict.root}; {verdict.forwarding_links} links forward, the rest block"
         else:
-            others = {n: sorted(r) for n, r in roots.items() if r != roots[node]}
-            passed = False
-            evidence = (f"settled here on root {', '.join(sorted(roots[node]))}, but other nodes follow "
-                        f"{others}: the trees have not merged over the tunnel after {timeout:g} s")
-        checks.append(Check("stp", name, node, cmd, passed, evidence, time.monotonic() - started))
+            evidence = "; ".join(verdict.problems) or f"{verdict.forwarding_links} links forward, a tree needs {n_links}"
+            if time.monotonic() >= deadline and not static:
+                evidence = f"after {timeout:g} s: {evidence}"
+        checks.append(Check("stp", name, "all", STATE_COMMAND, verdict.ok, evidence, seconds))
     return checks
 
 
 def _poll(runner: Runner, cmd: str) -> tuple[str, str | None]:
     try:
         res = runner.run(cmd, timeout=15)
-        return res.stdout, None
     except RunnerError as exc:
         return "", str(exc)
+    return (res.stdout, None) if res.ok else ("", judges.one_line(res.output) or f"exit {res.exit_code}")
 
 
+# ---- overlay ----------------------------------------------------------------------------
 def plan_overlay(lab: Lab, wait: float) -> list[Planned]:
     out = []
     for n, src in lab.namespaces():
@@ -186,12 +162,13 @@ def plan_overlay(lab: Lab, wait: float) -> list[Planned]:
                 continue
             where = "same node" if m is n else f"across to {m.name}"
             out.append(Planned("overlay", f"{src.name} -> {dst.name} {dst.address} ({where})", n.name,
-                               _ns_exec(src.name, _ping(wait, dst.address)), timeout=wait + 10,
-                               judge=_ping_judge))
+                               ns_exec(src.name, ping(wait, dst.address)), timeout=wait + 10,
+                               judge=judges.ping_reply))
     return out
 
 
-def _pairs(lab: Lab) -> list[tuple[Node, Node]]:
+# ---- tunnel -----------------------------------------------------------------------------
+def pairs(lab: Lab) -> list[tuple[Node, Node]]:
     """(sender, receiver): every node receives once, from the node before it."""
     nodes = list(lab.nodes)
     return [(nodes[i - 1], nodes[i]) for i in range(len(nodes))]
@@ -211,81 +188,108 @@ def _hex(addr: str) -> str:
     return "0x" + "".join(f"{int(o):02x}" for o in addr.split("."))
 
 
-_TIMESTAMP = re.compile(r"^\d\d:\d\d:\d\d\.\d+ ")
-
-
-def tcpdump_packets(text: str) -> list[str]:
-    """One string per captured packet, without its timestamp: tcpdump prints VXLAN's inner
-    packet on a line of its own."""
-    packets: list[str] = []
-    for line in text.splitlines():
-        if _TIMESTAMP.match(line):
-            packets.append(_TIMESTAMP.sub("", line))
-        elif packets and line.strip():
-            packets[-1] += " | " + line.strip()
-    return packets
+def capture_timeout(lab: Lab) -> float:
+    """How long a capture may wait for its first packet before the check fails. Only a
+    failing check ever waits this long: the sender pings until the capture has its packets."""
+    return 20.0 if lab.provider == "netns" else 90.0
 
 
 def run_tunnel_checks(lab: Lab, runners: Mapping[str, Runner]) -> list[Check]:
-    """Capture on the receiving node's underlay NIC while the sender's namespace pings."""
-    checks = []
+    """Capture on the receiving node's underlay NIC while the sender's namespace pings.
+    Nothing assumes how fast tcpdump starts (an emulated VM can take seconds): the sender
+    keeps pinging, round after round, until the capture has its packets or times out."""
+    limit = capture_timeout(lab)
 
     def one(pair: tuple[Node, Node]) -> Check:
         sender, receiver = pair
         src, dst = sender.namespaces[0], receiver.namespaces[0]
-        capture = (f"nic=$({UNDERLAY_NIC}) && timeout 8 tcpdump -l -nn -Q in -c 2 -i \"$nic\" "
+        capture = (f'nic=$({UNDERLAY_NIC}) && timeout {limit:g} tcpdump -l -nn -Q in -c 2 -i "$nic" '
                    f"{shlex.quote(encap_filter(lab, src.address, dst.address))}")
-        ping = _ns_exec(src.name, f"ping -n -q -c 6 -i 0.2 -w 3 {dst.address}")
+        probe = ns_exec(src.name, f"ping -n -q -c 3 -i 0.2 -w 2 {dst.address}")
         started = time.monotonic()
         box: dict[str, Result | Exception] = {}
+        done = threading.Event()
 
         def cap() -> None:
             try:
-                box["cap"] = runners[receiver.name].run(capture, timeout=15)
+                box["cap"] = runners[receiver.name].run(capture, timeout=limit + 15)
             except RunnerError as exc:
                 box["cap"] = exc
-        t = threading.Thread(target=cap)
-        t.start()
-        time.sleep(0.2)     # let tcpdump open its socket; the pings keep coming for 1.2 s anyway
-        try:
-            runners[sender.name].run(ping, timeout=10)
-        except RunnerError:
-            pass
-        t.join()
+            finally:
+                done.set()
+        threading.Thread(target=cap, daemon=True).start()
+        rounds = 0
+        while not done.is_set():
+            try:
+                runners[sender.name].run(probe, timeout=15)
+            except RunnerError:
+                break           # the sender is gone: the capture's own timeout ends the check
+            rounds += 1
+        done.wait()
         res = box["cap"]
         name = f"{lab.encapsulation['label']} carrying {src.name} -> {dst.name} seen on {receiver.name}"
+        seconds = time.monotonic() - started
         if isinstance(res, Exception):
-            return Check("tunnel", name, receiver.name, capture, False, str(res), time.monotonic() - started)
-        lines = [p for p in tcpdump_packets(res.stdout) if "ICMP echo request" in p]
-        want = lab.encapsulation["marker"]
-        passed = bool(lines) and all(want in ln for ln in lines)
-        evidence = excerpt("\n".join(lines)) if lines else \
-            f"no encapsulated echo request captured: {excerpt(res.output) or 'nothing'}"
-        if lines and not passed:
-            evidence = f"expected '{want}' in the capture: {evidence}"
-        return Check("tunnel", name, receiver.name, capture, passed, evidence, time.monotonic() - started)
+            return Check("tunnel", name, receiver.name, capture, False, str(res), seconds, error=True)
+        passed, evidence = judges.encapsulated_echo(res, lab.encapsulation["marker"])
+        if not passed:
+            evidence = f"{evidence} ({rounds} ping rounds from {src.name})"
+        return Check("tunnel", name, receiver.name, capture, passed, evidence, seconds)
 
     with ThreadPoolExecutor(max_workers=len(lab.nodes)) as pool:
-        checks = list(pool.map(one, _pairs(lab)))
-    return checks
+        return list(pool.map(one, pairs(lab)))
+
+
+# ---- path MTU ---------------------------------------------------------------------------
+def overlay_interfaces(lab: Lab, node: Node) -> dict[str, list[str]]:
+    """Every interface an overlay frame can cross on `node`, by namespace ("" = the node):
+    bridge ends of the veths, both ends of the loop veths, the bridges' internal ports, and
+    the namespace ends."""
+    on_node = list(lab.bridges)
+    for v in node.veths:
+        on_node.append(v.a)
+        if v.bridge_b:
+            on_node.append(v.b)
+    out = {"": on_node}
+    for ns in node.namespaces:
+        out[ns.name] = [ns.interface]
+    return out
 
 
 def plan_mtu(lab: Lab) -> list[Planned]:
-    """The largest don't-fragment ping crosses the tunnel, and one byte more is refused:
-    so the inner MTU is exactly the computed one (not rescued by fragmentation)."""
-    size = lab.max_ping_payload
+    """No frame can be black-holed: every overlay interface carries at most the inner MTU,
+    the underlay carries the inner MTU plus the tunnel's overhead, a don't-fragment frame of
+    exactly the inner MTU crosses the tunnel both ways, and one byte more is refused by the
+    sender's own kernel (which names the MTU), not lost on the way."""
     out = []
-    for sender, receiver in _pairs(lab):
+    needed = lab.underlay_mtu
+    for n in lab.nodes:
+        wanted = overlay_interfaces(lab, n)
+        cmd = "ip -o link; " + "; ".join(f"echo '@@ns {ns}'; " + ns_exec(ns, "ip -o link")
+                                         for ns in wanted if ns)
+        out.append(Planned("mtu", f"no overlay interface above the inner MTU {lab.inner_mtu}", n.name, cmd,
+                           judge=partial(_judge_inventory, wanted=wanted, mtu=lab.inner_mtu)))
+        phy = " && ip -o link show dev br-phy" if lab.datapath == "netdev" else ""
+        out.append(Planned("mtu", f"underlay carries {needed} B (inner MTU + tunnel overhead)", n.name,
+                           f'nic=$({UNDERLAY_NIC}) && ip -o link show dev "$nic"{phy}',
+                           judge=partial(_judge_underlay_mtu, needed=needed)))
+    size = lab.max_ping_payload
+    for sender, receiver in pairs(lab):
         src, dst = sender.namespaces[0], receiver.namespaces[0]
         out.append(Planned("mtu", f"{src.name} -> {dst.name}: DF ping, {size} B payload crosses",
-                           sender.name, _ns_exec(src.name, _ping(4, dst.address, f"-M do -s {size} ")),
-                           timeout=15, judge=_ping_judge))
-        over = _ns_exec(src.name, f"ping -n -q -c 1 -W 0.5 -M do -s {size + 1} {dst.address}")
-
-        def judge_refused(res: Result) -> tuple[bool, str]:
-            if res.ok:
-                return False, f"a {size + 1} B DF ping got through: the inner MTU is larger than {lab.inner_mtu}"
-            return True, f"refused (inner MTU {lab.inner_mtu})"
+                           sender.name, ns_exec(src.name, ping(4, dst.address, f"-M do -s {size}")),
+                           timeout=15, judge=judges.ping_reply))
+        # Not -q: quiet ping hides the kernel's "local error: message too long" line.
+        over = ns_exec(src.name, f"ping -n -c 1 -W 1 -M do -s {size + 1} {dst.address}")
         out.append(Planned("mtu", f"{src.name} -> {dst.name}: DF ping, {size + 1} B payload refused",
-                           sender.name, over, timeout=10, judge=judge_refused))
+                           sender.name, over, timeout=10,
+                           judge=partial(judges.refused_locally, inner_mtu=lab.inner_mtu)))
     return out
+
+
+def _judge_inventory(res: Result, wanted, mtu: int) -> judges.Verdict:
+    return judges.mtu_inventory(res.stdout, wanted, mtu)
+
+
+def _judge_underlay_mtu(res: Result, needed: int) -> judges.Verdict:
+    return judges.underlay_mtu(res, list(judges.links(res.stdout)), needed)

@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Mapping
 
-from .checks import _ns_exec
+from .checks import ns_exec
 from .model import Lab, Node
 from .runner import Runner, RunnerError
 
@@ -15,7 +15,7 @@ def diagnostics_commands(lab: Lab, node: Node) -> list[str]:
     cmds = ["ovs-vsctl --timeout=5 show", *(f"ovs-appctl {show} {b}" for b in lab.bridges),
             "ip -br link", "ip -br addr", "ip route"]
     for ns in node.namespaces:
-        cmds += [_ns_exec(ns.name, "ip -br addr"), _ns_exec(ns.name, "ip neigh")]
+        cmds += [ns_exec(ns.name, "ip -br addr"), ns_exec(ns.name, "ip neigh")]
     cmds.append("tail -n 40 /var/log/openvswitch/ovs-vswitchd.log")
     return cmds
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-EVIDENCE_LINES = 8
-
-
 @dataclass
 class Check:
     stage: str
@@ -16,10 +13,15 @@ class Check:
     passed: bool | None          # None: skipped because an earlier stage failed
     evidence: str
     seconds: float = 0.0
+    error: bool = False          # could not run at all (node unreachable, timeout, no binary)
 
     @property
     def status(self) -> str:
-        return "skipped" if self.passed is None else ("passed" if self.passed else "failed")
+        if self.passed is None:
+            return "skipped"
+        if self.passed:
+            return "passed"
+        return "error" if self.error else "failed"
 
 
 @dataclass
@@ -36,17 +38,29 @@ class Report:
 
     @property
     def failed(self) -> list[Check]:
+        """Checks that did not pass, whether they failed or could not run."""
         return [c for c in self.checks if c.passed is False]
 
+    def stage_status(self, stage: str) -> str:
+        return stage_status_of([c for c in self.checks if c.stage == stage])
+
+    @property
+    def errors(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "error"]
+
     def to_dict(self) -> dict:
+        from .stages import STAGES
         return {"lab": self.lab, "provider": self.provider, "tunnel": self.tunnel,
                 "passed": self.passed, "seconds": round(self.seconds, 3),
+                "stages": [{"name": s.name, "proves": s.proves,
+                            "status": self.stage_status(s.name)} for s in STAGES],
                 "checks": [{**asdict(c), "status": c.status, "seconds": round(c.seconds, 3)}
                            for c in self.checks]}
 
 
-def excerpt(text: str, lines: int = EVIDENCE_LINES) -> str:
-    kept = [ln for ln in text.strip().splitlines() if ln.strip()]
-    if len(kept) > lines:
-        kept = kept[:2] + ["..."] + kept[-(lines - 3):]
-    return "\n".join(kept)
+def stage_status_of(checks: list[Check]) -> str:
+    if not checks:
+        return "absent"
+    if all(c.passed is None for c in checks):
+        return "skipped"
+    return "passed" if all(c.passed for c in checks) else "failed"

@@ -6,41 +6,14 @@ import json
 import xml.etree.ElementTree as ET
 
 from labgen.batch import batch_script, split_batch
-from labgen.checks import encap_filter, root_ids, stp_converged, tcpdump_packets
+from labgen.checks import encap_filter
+from labgen.judges import tcpdump_packets
 from labgen.model import Options, build_lab
 from labgen.report import summary, to_json, write_junit
 from labgen.results import Check, Report
 from labgen.runner import LocalRunner, Result, RunnerError
+from labgen.stages import NAMES
 from labgen.verify import verify
-
-STP_SETTLED = """---- br2 ----
-  Interface  Role       State      Cost  Pri.Nbr
-  ---------- ---------- ---------- ----- -------
-  b23.2      alternate  blocking   2     128.1
-  b12.1      root       forwarding 2     128.2
-  a1.1       designated forwarding 2     128.3
-"""
-
-
-def test_stp_converged_accepts_blocking_alternates_only():
-    ok, ports = stp_converged(STP_SETTLED)
-    assert ok and len(ports) == 3
-    assert not stp_converged(STP_SETTLED.replace("root       forwarding", "root       learning"))[0]
-    assert not stp_converged(STP_SETTLED.replace("designated forwarding", "designated listening"))[0]
-    # RSTP words, any case: a designated port still discarding is not converged.
-    rstp = STP_SETTLED.replace("blocking", "Discarding").replace("forwarding", "Forwarding")
-    assert stp_converged(rstp)[0]
-    assert not stp_converged(rstp.replace("designated Forwarding", "designated Discarding"))[0]
-    assert stp_converged("ovs-appctl: no such bridge") == (False, [])
-
-
-def test_root_ids_reads_every_bridge_root():
-    show = ("---- br1 ----\nRoot ID:\n  stp-priority  32768\n  stp-system-id   2e:71:58:94:5c:49\n"
-            "  This bridge is the root\n\nBridge ID:\n  stp-priority  32768\n  stp-system-id   aa:bb\n"
-            "---- br2 ----\nRoot ID:\n  stp-priority    32768\n  stp-system-id   0a:b0:cb:c9:d1:4a\n")
-    assert root_ids(show) == {"32768.2e:71:58:94:5c:49", "32768.0a:b0:cb:c9:d1:4a"}
-    assert root_ids("ovs-appctl: no such bridge") == set()
-
 
 def test_tcpdump_packets_joins_vxlan_inner_lines():
     text = ("listening on eth1, link-type EN10MB\n"
@@ -104,8 +77,8 @@ def test_unreachable_node_fails_its_checks_and_skips_later_stages():
     nodes = [c for c in report.checks if c.stage == "nodes"]
     assert [c.passed for c in nodes] == [True, False]
     assert "connection refused" in nodes[1].evidence
-    assert {c.stage for c in report.checks if c.passed is None} == {
-        "config", "underlay", "stp", "overlay", "tunnel", "mtu"}
+    assert {c.stage for c in report.checks if c.passed is None} == set(NAMES) - {"nodes"}
+    assert nodes[1].status == "error"
     assert not report.passed and "first failure: [nodes] Open vSwitch answers on node2" in summary(report)
 
 

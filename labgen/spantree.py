@@ -1,0 +1,232 @@
+"""Loop protection, proven from all nodes' Open vSwitch state together.
+
+Polling port states is not a proof: a bridge with STP switched off reports no ports at all,
+and every port it has forwards. So each bridge must have the lab's mode enabled and report
+every port; then the bridges and the links between them (the loop veths on each node and the
+tunnel ports across nodes, all from the model) form a graph, and the links whose both ends
+forward must form a spanning tree: acyclic, and every bridge reaches the root.
+
+State comes from OVS's database (`ovs-vsctl -f json list bridge/port`): ovs-vswitchd writes
+each port's role and state there, with full port names (`ovs-appctl stp/show` cuts names
+at 10 characters, which makes `vxlan-node2` and `vxlan-node3` the same).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from .model import Lab
+
+# Shell that prints one node's bridges and ports as two JSON documents.
+STATE_COMMAND = ("ovs-vsctl --timeout=5 -f json --columns=name,stp_enable,rstp_enable,status,"
+                 "rstp_status,ports list bridge && echo && "
+                 "ovs-vsctl --timeout=5 -f json --columns=_uuid,name,status,rstp_status list port")
+
+# States a port passes through; a port in one of them is still settling.
+TRANSITIONAL = {"listening", "learning"}
+STABLE_BLOCKED = {"blocking", "discarding", "disabled"}
+
+
+@dataclass(frozen=True)
+class PortState:
+    role: str | None        # root, designated, alternate, backup, disabled; None: not reported
+    state: str | None       # forwarding, blocking, discarding, listening, learning, ...
+
+    @property
+    def forwarding(self) -> bool:
+        return self.state == "forwarding"
+
+
+@dataclass
+class BridgeState:
+    node: str
+    name: str
+    stp_enable: bool
+    rstp_enable: bool
+    bridge_id: str | None
+    root_id: str | None
+    ports: dict[str, PortState] = field(default_factory=dict)
+
+    def enabled(self, mode: str) -> bool:
+        return self.rstp_enable if mode == "rstp" else self.stp_enable
+
+    def unreported(self) -> list[str]:
+        return sorted(p for p, s in self.ports.items() if s.state is None)
+
+
+def _ovs(value):
+    """OVSDB JSON -> Python: ["map", [[k, v]...]] -> dict, ["set", [...]] -> list, ["uuid", u] -> u."""
+    if isinstance(value, list) and len(value) == 2 and value[0] in ("map", "set", "uuid"):
+        kind, body = value
+        if kind == "map":
+            return {k: _ovs(v) for k, v in body}
+        if kind == "set":
+            return [_ovs(v) for v in body]
+        return body
+    return value
+
+
+def _rows(doc: dict) -> list[dict]:
+    return [dict(zip(doc["headings"], (_ovs(v) for v in row))) for row in doc["data"]]
+
+
+def parse_state(node: str, text: str, mode: str, bridges: tuple[str, ...]) -> dict[str, BridgeState]:
+    """One node's STATE_COMMAND output -> its loop bridges. Raises ValueError on anything
+    that is not the two JSON documents (the caller turns that into failed evidence)."""
+    decoder = json.JSONDecoder()
+    text = text.strip()
+    bridges_doc, end = decoder.raw_decode(text)
+    ports_doc, _ = decoder.raw_decode(text[end:].strip())
+    port_rows = {r["_uuid"]: r for r in _rows(ports_doc)}
+    out: dict[str, BridgeState] = {}
+    for row in _rows(bridges_doc):
+        if row["name"] not in bridges:
+            continue
+        status = row["rstp_status"] if mode == "rstp" else row["status"]
+        bridge_id = status.get("rstp_bridge_id" if mode == "rstp" else "stp_bridge_id")
+        root_id = status.get("rstp_root_id" if mode == "rstp" else "stp_designated_root")
+        br = BridgeState(node, row["name"], row["stp_enable"] is True, row["rstp_enable"] is True,
+                         bridge_id, root_id)
+        for uuid in row["ports"] if isinstance(row["ports"], list) else [row["ports"]]:
+            port = port_rows.get(uuid)
+            if port is None or port["name"] == row["name"]:
+                continue        # the bridge's own internal port takes no part in the tree
+            st = port["rstp_status"] if mode == "rstp" else port["status"]
+            role = st.get("rstp_port_role" if mode == "rstp" else "stp_role")
+            state = st.get("rstp_port_state" if mode == "rstp" else "stp_state")
+            br.ports[port["name"]] = PortState(role and role.lower(), state and state.lower())
+        out[br.name] = br
+    return out
+
+
+@dataclass(frozen=True)
+class Link:
+    """A cable between two bridge ports: a loop veth on one node, or a tunnel across two."""
+    a: tuple[str, str, str]     # (node, bridge, port)
+    b: tuple[str, str, str]
+
+    def label(self) -> str:
+        (na, ba, pa), (nb, bb, pb) = self.a, self.b
+        if na == nb:
+            return f"{na} {pa} ({ba}) <-> {pb} ({bb})"
+        return f"{na} {pa} ({ba}) <-> {nb} {pb} ({bb})"
+
+
+def links(lab: Lab) -> list[Link]:
+    """Every bridge-to-bridge link of the lab, from the model."""
+    out = []
+    for node in lab.nodes:
+        for v in node.veths:
+            if v.bridge_b:
+                out.append(Link((node.name, v.bridge_a, v.a), (node.name, v.bridge_b, v.b)))
+    port_to = {(n.name, t.remote_node): t.port for n in lab.nodes for t in n.tunnels}
+    for node in lab.nodes:
+        for t in node.tunnels:
+            if node.name < t.remote_node:       # each tunnel once
+                out.append(Link((node.name, lab.tunnel_bridge, t.port),
+                                (t.remote_node, lab.tunnel_bridge, port_to[(t.remote_node, node.name)])))
+    return out
+
+
+@dataclass
+class TreeVerdict:
+    settled: bool               # no port is still moving
+    is_tree: bool               # forwarding links: acyclic and connected
+    problems: list[str]
+    root: str | None
+    forwarding_links: int
+
+    @property
+    def ok(self) -> bool:
+        return self.settled and self.is_tree and not self.problems
+
+
+def judge_tree(lab: Lab, state: dict[str, dict[str, BridgeState]]) -> TreeVerdict:
+    """Are the forwarding links of all nodes together one spanning tree of all bridges?
+    A bridge without the lab's mode enabled forwards on every port, so it counts that way
+    (that is what its traffic does): the loop it closes is then named."""
+    mode = lab.stp
+    problems: list[str] = []
+    vertices = [(n.name, b) for n in lab.nodes for b in lab.bridges]
+    missing = [f"{n} {b}" for n, b in vertices if b not in state.get(n, {})]
+    if missing:
+        return TreeVerdict(False, False, [f"bridge missing: {', '.join(missing)}"], None, 0)
+
+    def port(node: str, bridge: str, name: str) -> PortState | None:
+        br = state[node][bridge]
+        if name not in br.ports:
+            return None
+        if not br.enabled(mode):
+            return PortState(None, "forwarding")
+        return br.ports[name]
+
+    moving = [f"{n} {b} {p} {s.state}" for n, b in vertices
+              for p, s in state[n][b].ports.items()
+              if state[n][b].enabled(mode) and (s.state in TRANSITIONAL or (
+                  s.role in ("root", "designated") and s.state in STABLE_BLOCKED))]
+    roots = {state[n][b].root_id for n, b in vertices if state[n][b].enabled(mode)}
+    root = next(iter(roots)) if len(roots) == 1 else None
+    if len(roots) > 1:
+        problems.append(f"the bridges follow {len(roots)} different roots ({', '.join(sorted(map(str, roots)))}): "
+                        f"the trees have not merged")
+
+    for n, b in vertices:
+        if not state[n][b].enabled(mode):
+            problems.append(f"{n} {b} runs no {mode.upper()}: it forwards on every port, "
+                            f"nothing stops a loop through it")
+    parent = {v: v for v in vertices}
+
+    def find(v):
+        while parent[v] != v:
+            parent[v] = parent[parent[v]]
+            v = parent[v]
+        return v
+
+    used = loops = 0
+    for link in links(lab):
+        pa, pb = port(*link.a), port(*link.b)
+        if pa is None or pb is None:
+            absent = link.a if pa is None else link.b
+            problems.append(f"port {absent[2]} is not on {absent[0]} {absent[1]}: link {link.label()} is cut")
+            continue
+        if not (pa.forwarding and pb.forwarding):
+            continue
+        va, vb = link.a[:2], link.b[:2]
+        ra, rb = find(va), find(vb)
+        if ra == rb:
+            problems.append(f"loop: {link.label()} forwards, but both ends are already connected")
+            loops += 1
+            continue
+        parent[ra] = rb
+        used += 1
+    components: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for v in vertices:
+        components.setdefault(find(v), []).append(v)
+    if len(components) > 1:
+        root_v = next((v for v in vertices if state[v[0]][v[1]].bridge_id == root), None)
+        main = find(root_v) if root_v else max(components, key=lambda c: len(components[c]))
+        cut = sorted(f"{n} {b}" for c, vs in components.items() if c != main for n, b in vs)
+        problems.append(f"cut off from the root bridge: {', '.join(cut)}")
+    is_tree = not loops and used == len(vertices) - 1 and len(components) == 1
+    return TreeVerdict(not moving, is_tree, problems + ([f"still settling: {', '.join(moving)}"]
+                                                       if moving else []), root, used)
+
+
+def bridge_problems(lab: Lab, bridges: dict[str, BridgeState]) -> list[str]:
+    """One node: the lab's mode on every bridge, and every port reporting a role and state."""
+    problems = []
+    for name in lab.bridges:
+        br = bridges.get(name)
+        if br is None:
+            problems.append(f"{name} missing")
+            continue
+        if not br.enabled(lab.stp):
+            col = "rstp_enable" if lab.stp == "rstp" else "stp_enable"
+            problems.append(f"{name}: {col}=false")
+            continue
+        silent = br.unreported()
+        if silent:
+            problems.append(f"{name}: no {lab.stp.upper()} state for {', '.join(silent)}")
+        if not br.ports:
+            problems.append(f"{name}: no ports")
+    return problems

@@ -1,0 +1,77 @@
+"""The verification stages, declared once: verify runs this table, the JSON report lists it,
+the README's list is generated from it (`python -m labgen.stages`) and the tests read it.
+
+The order follows Open vSwitch's own system tests: nodes and OVS first, then the underlay,
+spanning tree, the overlay, proof that traffic crossed the tunnel, and path MTU. Stages with
+the same `group` run at the same time (they need the groups before them, not each other).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from .batch import run_planned
+from .checks import (plan_config, plan_mtu, plan_nodes, plan_overlay, plan_underlay,
+                     run_stp_checks, run_tunnel_checks)
+from .model import Lab
+from .results import Check
+from .runner import Runner
+
+Run = Callable[[Lab, Mapping[str, Runner], float], list[Check]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    group: int
+    proves: str         # what passing this stage proves, in one sentence (README, JSON)
+    run: Run            # (lab, runners, settle timeout) -> checks
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("nodes", 1, "every node answers and its Open vSwitch daemon reports its version",
+          lambda lab, r, _: run_planned(plan_nodes(lab), r)),
+    Stage("config", 2, "the underlay NIC is up with its address; every tunnel port exists with "
+          "the right type, remote address and GRE key / VXLAN VNI; every namespace interface is "
+          "up with its address (each failure says what was expected and what was found)",
+          lambda lab, r, _: run_planned(plan_config(lab), r)),
+    Stage("underlay", 3, "each node pings every other node's underlay address",
+          lambda lab, r, _: run_planned(plan_underlay(lab), r)),
+    Stage("stp", 4, "STP/RSTP is on for every bridge of every node and every port reports its "
+          "role and state; from all nodes together, the links whose both ends forward (loop veths "
+          "and tunnels) form one spanning tree: no loop, no bridge cut off, one root; polled until "
+          "it holds twice in a row, with a timeout",
+          lambda lab, r, settle: run_stp_checks(lab, r, settle)),
+    Stage("overlay", 5, "every namespace pings every other namespace, on its own node and across",
+          lambda lab, r, settle: run_planned(plan_overlay(lab, min(settle, 15.0)), r)),
+    Stage("tunnel", 6, "a capture on the receiving node's underlay NIC sees the encapsulated "
+          "echo requests of a cross-node ping (GRE: IP protocol 47 with the key; VXLAN: UDP 4789 "
+          "with the VNI); the sender pings until the capture has them, never after a fixed delay",
+          lambda lab, r, _: run_tunnel_checks(lab, r)),
+    Stage("mtu", 6, "no frame can be black-holed: no interface on an overlay path (namespace and "
+          "bridge ends, loop veths, bridge ports) is above the inner MTU, the underlay carries the "
+          "inner MTU plus the tunnel overhead, a don't-fragment frame of exactly the inner MTU "
+          "crosses the tunnel both ways, and one byte more is refused by the sender's kernel "
+          "naming that MTU",
+          lambda lab, r, _: run_planned(plan_mtu(lab), r)),
+)
+
+NAMES = tuple(s.name for s in STAGES)
+
+
+def groups() -> list[list[Stage]]:
+    out: dict[int, list[Stage]] = {}
+    for s in STAGES:
+        out.setdefault(s.group, []).append(s)
+    return [out[g] for g in sorted(out)]
+
+
+def markdown() -> str:
+    """The README's numbered list of what "verified" means."""
+    return "\n".join(f"{i}. **{s.name}**: {s.proves};" if i < len(STAGES) else
+                     f"{i}. **{s.name}**: {s.proves}."
+                     for i, s in enumerate(STAGES, 1))
+
+
+if __name__ == "__main__":
+    print(markdown())

@@ -1,0 +1,150 @@
+"""The spanning-tree proof on recorded OVS database state (tests/data/outputs/*.json, from
+running netns labs: RSTP/GRE and STP/VXLAN, two nodes) and on edits of it that break the
+tree in the ways a lab breaks: a bridge without loop protection, a loop, a bridge cut off,
+two roots, ports still moving, and 3 to 8 node labs built from the model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from labgen.model import Options, build_lab
+from labgen.spantree import (BridgeState, PortState, bridge_problems, judge_tree, links,
+                             parse_state)
+
+DATA = Path(__file__).parent / "data" / "outputs"
+
+
+def lab(mode: str, nodes: int = 2, tunnel: str = "gre"):
+    return build_lab(Options(tunnel=tunnel, provider="netns", stp=mode, nodes=nodes))
+
+
+def recorded(mode: str, suffix: str = "") -> dict[str, dict[str, BridgeState]]:
+    the_lab = lab(mode, tunnel="gre" if mode == "rstp" else "vxlan")
+    return {n: parse_state(n, (DATA / f"{mode}{suffix}-{n}.json").read_text(), mode, the_lab.bridges)
+            for n in ("node1", "node2")}
+
+
+@pytest.mark.parametrize("mode,tunnel", [("rstp", "gre"), ("stp", "vxlan")])
+def test_recorded_converged_labs_are_one_spanning_tree(mode, tunnel):
+    state = recorded(mode)
+    the_lab = lab(mode, tunnel=tunnel)
+    for node in state.values():
+        assert bridge_problems(the_lab, node) == []
+        assert all(len(b.ports) == 3 for b in node.values())
+    verdict = judge_tree(the_lab, state)
+    assert verdict.ok, verdict.problems
+    assert verdict.forwarding_links == 5            # 6 bridges, 7 links: 2 block
+    assert verdict.root is not None
+
+
+def test_parse_reads_full_port_names_roles_and_states():
+    br1 = recorded("rstp")["node1"]["br1"]
+    assert set(br1.ports) == {"b12.2", "b13.2", "gre-node2"}
+    assert br1.ports["gre-node2"] == PortState("root", "forwarding")
+    assert br1.rstp_enable and not br1.stp_enable and br1.root_id and br1.bridge_id
+
+
+def test_a_bridge_without_rstp_fails_both_checks_and_names_the_bridge():
+    state = recorded("rstp", "-off-br2")
+    the_lab = lab("rstp")
+    assert bridge_problems(the_lab, state["node1"]) == ["br2: rstp_enable=false"]
+    verdict = judge_tree(the_lab, state)
+    assert not verdict.ok
+    assert any("node1 br2 runs no RSTP" in p for p in verdict.problems)
+
+
+def _set(state, node, bridge, port, role, st):
+    state[node][bridge].ports[port] = PortState(role, st)
+
+
+def test_a_loop_names_the_link_that_closes_it():
+    state = recorded("rstp")
+    # Every loop port forwarding on node1: br1-br2-br3 is a cycle.
+    for br in state["node1"].values():
+        for p in br.ports:
+            _set(state, "node1", br.name, p, "designated", "forwarding")
+    verdict = judge_tree(lab("rstp"), state)
+    assert not verdict.ok and not verdict.is_tree
+    loops = [p for p in verdict.problems if p.startswith("loop:")]
+    assert len(loops) == 1 and "node1 b" in loops[0] and "both ends are already connected" in loops[0]
+
+
+def test_a_bridge_cut_off_is_named():
+    state = recorded("rstp")
+    # br3 of node2 loses both its loop ports (deleted): nothing connects it.
+    del state["node2"]["br3"].ports["b13.1"]
+    del state["node2"]["br3"].ports["b23.1"]
+    verdict = judge_tree(lab("rstp"), state)
+    assert not verdict.ok
+    assert "cut off from the root bridge: node2 br3" in verdict.problems
+    assert any("port b13.1 is not on node2 br3" in p for p in verdict.problems)
+
+
+def test_two_roots_and_moving_ports_are_not_converged():
+    state = recorded("stp")
+    state["node2"]["br1"].root_id = "8000.000000000001"
+    verdict = judge_tree(lab("stp", tunnel="vxlan"), state)
+    assert not verdict.ok and any("2 different roots" in p for p in verdict.problems)
+    state = recorded("stp")
+    _set(state, "node1", "br2", "a1.1", "designated", "learning")
+    verdict = judge_tree(lab("stp", tunnel="vxlan"), state)
+    assert not verdict.settled and not verdict.ok
+
+
+def test_unreported_port_state_is_a_problem():
+    state = recorded("rstp")
+    _set(state, "node1", "br3", "b1.1", None, None)
+    assert bridge_problems(lab("rstp"), state["node1"]) == ["br3: no RSTP state for b1.1"]
+
+
+def _synthetic(the_lab, blocked: set[tuple[str, str, str]]):
+    """A state where every port forwards except the `blocked` (node, bridge, port) ends."""
+    state = {}
+    for n in the_lab.nodes:
+        state[n.name] = {}
+        for b in the_lab.bridges:
+            state[n.name][b] = BridgeState(n.name, b, the_lab.stp == "stp", the_lab.stp == "rstp",
+                                           f"id-{n.name}-{b}", "id-node1-br1")
+    for link in links(the_lab):
+        for end in (link.a, link.b):
+            st = "blocking" if end in blocked else "forwarding"
+            state[end[0]][end[1]].ports[end[2]] = PortState("alternate" if end in blocked else "designated", st)
+    return state
+
+
+@pytest.mark.parametrize("nodes", range(2, 9))
+@pytest.mark.parametrize("mode", ["stp", "rstp"])
+def test_n_node_labs_tree_and_loop(nodes, mode):
+    the_lab = lab(mode, nodes)
+    all_links = links(the_lab)
+    # 3 loop links per node + one tunnel per node pair.
+    assert len(all_links) == 3 * nodes + nodes * (nodes - 1) // 2
+    vertices = {(n.name, b) for n in the_lab.nodes for b in the_lab.bridges}
+    blocked: set[tuple[str, str, str]] = set()
+    tree_links = []
+    # Kruskal over the model's links: the first links that join new parts stay forwarding.
+    parent = {v: v for v in vertices}
+
+    def find(v):
+        while parent[v] != v:
+            v = parent[v]
+        return v
+    for link in all_links:
+        ra, rb = find(link.a[:2]), find(link.b[:2])
+        if ra == rb:
+            blocked.add(link.b)
+        else:
+            parent[ra] = rb
+            tree_links.append(link)
+    verdict = judge_tree(the_lab, _synthetic(the_lab, blocked))
+    assert verdict.ok, verdict.problems
+    assert verdict.forwarding_links == 3 * nodes - 1
+    # Unblock one: a loop, named.
+    one = sorted(blocked)[0]
+    verdict = judge_tree(the_lab, _synthetic(the_lab, blocked - {one}))
+    assert not verdict.ok and any(p.startswith("loop:") and one[2] in p for p in verdict.problems)
+    # Block a tree link too: a bridge is cut off.
+    cut = tree_links[-1]
+    verdict = judge_tree(the_lab, _synthetic(the_lab, blocked | {cut.a}))
+    assert not verdict.ok and any(p.startswith("cut off from the root bridge") for p in verdict.problems)
