@@ -234,7 +234,10 @@ def encapsulated_echo(res: Result, marker: str) -> Verdict:
     own marker (GREv0, key=0x.., vni N)."""
     echoes = [p for p in tcpdump_packets(res.stdout) if "ICMP echo request" in p]
     if not echoes:
-        return False, f"no encapsulated echo request captured: {_why_not(res) if not res.ok else one_line(res.output)}"
+        if res.exit_code == 124:
+            return False, "no encapsulated echo request captured before the capture's timeout"
+        said = [ln for ln in res.output.splitlines() if not ln.startswith(("listening on", "tcpdump: verbose"))]
+        return False, f"no encapsulated echo request captured: {one_line(chr(10).join(said)) or f'exit {res.exit_code}'}"
     wrong = [p for p in echoes if marker not in p]
     if wrong:
         return False, f"expected '{marker}' in every packet, found: {one_line(wrong[0])}"

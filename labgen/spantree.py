@@ -203,10 +203,11 @@ def judge_tree(lab: Lab, state: dict[str, dict[str, BridgeState]]) -> TreeVerdic
     for v in vertices:
         components.setdefault(find(v), []).append(v)
     if len(components) > 1:
+        # The largest part is "the tree"; what is not in it is cut off (ties: the root's part).
         root_v = next((v for v in vertices if state[v[0]][v[1]].bridge_id == root), None)
-        main = find(root_v) if root_v else max(components, key=lambda c: len(components[c]))
+        main = max(components, key=lambda c: (len(components[c]), root_v in components[c]))
         cut = sorted(f"{n} {b}" for c, vs in components.items() if c != main for n, b in vs)
-        problems.append(f"cut off from the root bridge: {', '.join(cut)}")
+        problems.append(f"cut off from the other bridges: {', '.join(cut)}")
     is_tree = not loops and used == len(vertices) - 1 and len(components) == 1
     return TreeVerdict(not moving, is_tree, problems + ([f"still settling: {', '.join(moving)}"]
                                                        if moving else []), root, used)

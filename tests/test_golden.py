@@ -101,7 +101,7 @@ def test_golden_files_hold_the_articles_topology():
     """The golden files themselves are right (a careless --update-golden would be caught)."""
     gre = (GOLDEN / "gre" / "provision" / "node1.sh").read_text()
     assert "INNER_MTU=1462" in gre
-    assert "options:remote_ip=10.10.10.2" in gre and "type=gre" in gre
+    assert "options='{remote_ip=10.10.10.2}'" in gre and "type=gre" in gre
     assert "ip addr replace 192.168.10.1/24 dev a1.2" in gre
     assert "ip addr replace 192.168.10.2/24 dev b1.2" in gre
     # Loop protection is switched on before the first loop port is added.
@@ -113,7 +113,7 @@ def test_golden_files_hold_the_articles_topology():
     vx = (GOLDEN / "vxlan" / "provision" / "node2.sh").read_text()
     assert "INNER_MTU=1450" in vx and "rstp_enable=true" in vx
     assert re.search(r"(?<!r)stp_enable", vx) is None, "rstp lab must not switch classic STP on"
-    assert "type=vxlan options:remote_ip=10.10.10.1 options:key=5000" in vx
+    assert "type=vxlan options='{remote_ip=10.10.10.1,key=5000}'" in vx
     assert "ip addr replace 192.168.10.10/24 dev a2.2" in vx
     assert "ip addr replace 192.168.10.11/24 dev b2.2" in vx
 

@@ -77,7 +77,7 @@ def test_a_bridge_cut_off_is_named():
     del state["node2"]["br3"].ports["b23.1"]
     verdict = judge_tree(lab("rstp"), state)
     assert not verdict.ok
-    assert "cut off from the root bridge: node2 br3" in verdict.problems
+    assert "cut off from the other bridges: node2 br3" in verdict.problems
     assert any("port b13.1 is not on node2 br3" in p for p in verdict.problems)
 
 
@@ -147,4 +147,4 @@ def test_n_node_labs_tree_and_loop(nodes, mode):
     # Block a tree link too: a bridge is cut off.
     cut = tree_links[-1]
     verdict = judge_tree(the_lab, _synthetic(the_lab, blocked | {cut.a}))
-    assert not verdict.ok and any(p.startswith("cut off from the root bridge") for p in verdict.problems)
+    assert not verdict.ok and any(p.startswith("cut off from the other bridges") for p in verdict.problems)

@@ -62,9 +62,10 @@ ip link set dev "$nic" mtu "$UNDERLAY_MTU" up
 log "underlay $UNDERLAY_CIDR on $nic"
 
 # --- bridges, with loop protection on before any loop port exists ------------------------
-ovs-vsctl --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6
-ovs-vsctl --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6
-ovs-vsctl --may-exist add-br br3 -- set bridge br3 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6
+# (the bridges' own ports carry overlay frames too: pinned to the inner MTU)
+ovs-vsctl --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br1 mtu_request="$INNER_MTU"
+ovs-vsctl --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br2 mtu_request="$INNER_MTU"
+ovs-vsctl --may-exist add-br br3 -- set bridge br3 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br3 mtu_request="$INNER_MTU"
 
 # --- veth pairs: namespaces onto br2/br3, and the article's bridge loop -----------------
 veth() {  # veth END_A END_B: create the pair unless END_A already exists
@@ -106,6 +107,7 @@ ovs-vsctl --may-exist add-port br3 b23.1
 ovs-vsctl --may-exist add-port br2 b23.2
 
 # --- tunnels: one gre port on br1 per remote node ---
-ovs-vsctl --may-exist add-port br1 gre-node1 -- set interface gre-node1 type=gre options:remote_ip=10.10.10.1
+# (options as a whole map: a run repairs a changed key or remote instead of adding to it)
+ovs-vsctl --may-exist add-port br1 gre-node1 -- set interface gre-node1 type=gre options='{remote_ip=10.10.10.1}'
 
 log "provisioned: A2, B2 on br1/br2/br3, 1 gre tunnel(s)"
