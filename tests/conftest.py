@@ -7,6 +7,9 @@ import os
 import shutil
 from pathlib import Path
 
+import subprocess
+import sys
+
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,3 +50,14 @@ def pytest_addoption(parser):
     parser.addoption("--update-golden", action="store_true", default=False,
                      help="rewrite tests/golden/ from what labgen renders now (test_golden.py); "
                           "env LABGEN_UPDATE_GOLDEN=1 does the same")
+
+
+@pytest.fixture(scope="session")
+def box():
+    """The locally built labgen/debian12 box (built once, then reused from the cache)."""
+    proc = subprocess.run([sys.executable, "-m", "labgen", "box", "build", "debian12"],
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    listed = subprocess.run(["vagrant", "box", "list"], capture_output=True, text=True).stdout
+    assert "labgen/debian12" in listed and "libvirt" in listed
+    return "labgen/debian12"

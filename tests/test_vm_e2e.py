@@ -1,6 +1,7 @@
 """End-to-end on real VMs: Vagrant + vagrant-libvirt + libvirt + qemu (software emulation
 here), the locally built labgen/debian12 box, OVS's kernel datapath inside the guests,
-verification over SSH. Minutes, not seconds: one lab per tunnel type."""
+verification over SSH. Minutes, not seconds: the tests here share ONE running GRE lab
+(verify, up again, two breakages); test_vm_vxlan.py boots the VXLAN lab after it."""
 from __future__ import annotations
 
 import json
@@ -9,35 +10,42 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from netns_helpers import labgen
+from vm_helpers import EMPTY, libvirt_names
+
+from labgen.stages import NAMES
 
 pytestmark = pytest.mark.vm
 
 
-def _libvirt_names(prefix: str) -> dict[str, list[str]]:
-    def names(*args: str) -> list[str]:
-        out = subprocess.run(["virsh", "-c", "qemu:///system", *args], capture_output=True,
-                             text=True).stdout
-        return [ln.split()[0] for ln in out.splitlines() if ln.strip().startswith(prefix)]
-    return {"domains": names("list", "--all", "--name"), "networks": names("net-list", "--all", "--name"),
-            "volumes": names("vol-list", "default")}
+def _vm(lab, node: str, cmd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["vagrant", "ssh", node, "-c", cmd], cwd=lab, capture_output=True, text=True,
+                          timeout=300)
+
+
+def _failing(proc) -> list[dict]:
+    return [c for c in json.loads(proc.stdout)["checks"] if c["status"] in ("failed", "error")]
 
 
 @pytest.fixture(scope="module")
-def box():
-    proc = labgen("box", "build", "debian12", timeout=1800)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    listed = subprocess.run(["vagrant", "box", "list"], capture_output=True, text=True).stdout
-    assert "labgen/debian12" in listed and "libvirt" in listed
-    return "labgen/debian12"
+def gre_lab(tmp_path_factory, box):
+    """ONE running two-VM GRE lab that the tests below share (a lab costs minutes on an
+    emulated machine); destroyed at the end, and nothing of it may be left."""
+    name, lab = "ci-gre", tmp_path_factory.mktemp("vm") / "lab"
+    assert libvirt_names(f"labgen-{name}") == EMPTY
+    junit = lab.parent / "junit.xml"
+    proc = labgen("create", "gre", "--box", box, "--name", name, "--dir", str(lab), "--json",
+                  "--junit", str(junit), timeout=1800)
+    try:
+        yield lab, proc, junit
+    finally:
+        destroyed = labgen("destroy", str(lab), timeout=600)
+        assert destroyed.returncode == 0, destroyed.stderr
+        assert libvirt_names(f"labgen-{name}") == EMPTY
+        assert not (lab / ".vagrant").exists()
 
 
-@pytest.mark.parametrize("tunnel,marker", [("gre", "GREv0"), ("vxlan", "vni 0")])
-def test_create_on_vms_verifies_and_destroy_leaves_nothing(tmp_path, box, tunnel, marker):
-    name = f"ci-{tunnel}"
-    assert _libvirt_names(f"labgen-{name}") == {"domains": [], "networks": [], "volumes": []}
-    junit = tmp_path / "junit.xml"
-    proc = labgen("create", tunnel, "--box", box, "--name", name, "--dir", str(tmp_path / "lab"),
-                  "--destroy", "--json", "--junit", str(junit), timeout=1200)
+def test_create_on_vms_verifies(gre_lab):
+    lab, proc, junit = gre_lab
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     result = json.loads(proc.stdout)
     assert result["passed"] and result["provider"] == "libvirt"
@@ -45,42 +53,64 @@ def test_create_on_vms_verifies_and_destroy_leaves_nothing(tmp_path, box, tunnel
     assert len(tunnel_checks) == 2
     for c in tunnel_checks:
         # The capture ran inside the receiving VM, on its underlay NIC (kernel datapath).
-        assert "ICMP echo request" in c["evidence"] and marker in c["evidence"], c["evidence"]
+        assert "ICMP echo request" in c["evidence"] and "GREv0" in c["evidence"], c["evidence"]
     assert len([c for c in result["checks"] if c["stage"] == "overlay"]) == 12
+    assert {s["name"]: s["status"] for s in result["stages"]} == {n: "passed" for n in NAMES}
     assert ET.parse(junit).getroot().find("testsuite").get("failures") == "0"
-    # Progress per node was shown.
     assert "node1: SSH ready" in proc.stderr and "node2: provisioning" in proc.stderr
-    # destroy: no domain, network or volume of this lab is left.
-    assert _libvirt_names(f"labgen-{name}") == {"domains": [], "networks": [], "volumes": []}
-    assert not (tmp_path / "lab" / ".vagrant").exists()
 
 
-def test_up_again_on_running_vms_changes_nothing_then_destroy(tmp_path, box):
-    """A second `labgen up` on a running lab (the netlab lesson) provisions again, changes
-    nothing and the lab still verifies; `destroy` then removes everything."""
-    name, lab = "ci-again", tmp_path / "lab"
-    proc = labgen("create", "gre", "--box", box, "--name", name, "--dir", str(lab), "--stp", "rstp",
-                  timeout=1200)
+def test_up_again_on_running_vms_changes_nothing(gre_lab):
+    """A second `labgen up` on a running lab (the netlab lesson) provisions again and changes nothing."""
+    lab, created, _ = gre_lab
+    assert created.returncode == 0
+
+    def state() -> str:
+        # (lifetimes cut: the DHCP lease on the management NIC counts down)
+        cmd = "{ sudo ovs-vsctl show; sudo ip -all netns exec ip -o addr; ip -o addr; } | sed 's/valid_lft.*//'"
+        return "".join(_vm(lab, n, cmd).stdout for n in ("node1", "node2"))
+    before = state()
+    again = labgen("up", str(lab), timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "node1: provisioned" in again.stderr and "creating" not in again.stderr
+    assert state() == before
+    status = labgen("status", str(lab), "--json")
+    assert status.returncode == 0 and {s["stp"] for s in json.loads(status.stdout)} == {"converged"}
+
+
+def test_firewall_dropping_tunnelled_pings_fails_the_overlay(gre_lab):
+    """A filter in node2 drops GRE packets that carry ICMP (inner IP protocol at byte 47 of
+    the outer packet): spanning tree still crosses, the cross-node pings do not."""
+    lab, created, _ = gre_lab
+    assert created.returncode == 0
+    drop = ("sudo tc qdisc add dev eth1 ingress && sudo tc filter add dev eth1 parent ffff: protocol ip "
+            "prio 1 u32 match ip protocol 47 0xff match u8 1 0xff at 47 action drop")
+    assert _vm(lab, "node2", drop).returncode == 0
     try:
-        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-
-        def state() -> str:
-            # (lifetimes cut: the DHCP lease on the management NIC counts down)
-            cmd = "{ sudo ovs-vsctl show; sudo ip -all netns exec ip -o addr; ip -o addr; } | sed 's/valid_lft.*//'"
-            return "".join(subprocess.run(["vagrant", "ssh", n, "-c", cmd], cwd=lab, capture_output=True,
-                                          text=True).stdout for n in ("node1", "node2"))
-        before = state()
-        again = labgen("up", str(lab), timeout=600)
-        assert again.returncode == 0, again.stderr[-3000:]
-        assert "node1: provisioned" in again.stderr and "creating" not in again.stderr
-        assert state() == before
-        status = labgen("status", str(lab), "--json")
-        assert status.returncode == 0 and {s["stp"] for s in json.loads(status.stdout)} == {"converged"}
-        assert labgen("verify", str(lab)).returncode == 0
+        proc = labgen("verify", str(lab), "--json", timeout=600)
+        assert proc.returncode == 1, proc.stdout[-3000:]
+        bad = _failing(proc)
+        assert {c["stage"] for c in bad} == {"overlay"}, bad
+        assert all("across" in c["name"] for c in bad)
+        assert all(c["evidence"].startswith("no reply") for c in bad), bad
     finally:
-        destroyed = labgen("destroy", str(lab), timeout=600)
-    assert destroyed.returncode == 0, destroyed.stderr
-    assert _libvirt_names(f"labgen-{name}") == {"domains": [], "networks": [], "volumes": []}
+        _vm(lab, "node2", "sudo tc qdisc del dev eth1 ingress")
+    assert labgen("verify", str(lab), timeout=600).returncode == 0
+
+
+def test_namespace_mtu_black_hole_fails_the_mtu_stage_then_up_repairs(gre_lab):
+    lab, created, _ = gre_lab
+    assert created.returncode == 0
+    assert _vm(lab, "node2", "sudo ip link set a2.1 mtu 1500 && sudo ip netns exec A2 ip link set a2.2 mtu 1500").returncode == 0
+    proc = labgen("verify", str(lab), "--json", timeout=600)
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    bad = _failing(proc)
+    assert {c["stage"] for c in bad} == {"mtu"}, bad
+    names = {c["name"]: c["evidence"] for c in bad if c["node"] == "node2"}
+    assert "a2.2 in A2 mtu 1500" in names["no overlay interface above the inner MTU 1462"]
+    assert "black hole" in names["A2 -> A1: DF ping, 1435 B payload refused"]
+    assert labgen("up", str(lab), timeout=900).returncode == 0
+    assert labgen("verify", str(lab), timeout=600).returncode == 0
 
 
 @pytest.mark.parametrize("net_name,ip,name,fragment", [
@@ -99,6 +129,6 @@ def test_libvirt_names_and_subnets_taken_by_others_are_refused(tmp_path, box, ne
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and fragment in lines[0], proc.stderr
         assert not d.exists()
-        assert _libvirt_names(f"labgen-{name}-")["domains"] == []
+        assert libvirt_names(f"labgen-{name}-")["domains"] == []
     finally:
         subprocess.run([*virsh, "net-undefine", net_name], capture_output=True)
