@@ -53,16 +53,20 @@ def to_json(report: Report) -> str:
 
 
 def write_junit(report: Report, path: Path) -> None:
-    failures = len(report.failed)
+    # JUnit's own split: <failure> = the check ran and found a fault; <error> = it could not
+    # run (node unreachable, timeout, missing binary).
+    errors = len(report.errors)
+    failures = len(report.failed) - errors
     skipped = sum(1 for c in report.checks if c.passed is None)
     suite = ET.Element("testsuite", name=f"labgen.{report.lab}", tests=str(len(report.checks)),
-                       failures=str(failures), errors="0", skipped=str(skipped),
+                       failures=str(failures), errors=str(errors), skipped=str(skipped),
                        time=f"{report.seconds:.3f}")
     for c in report.checks:
         case = ET.SubElement(suite, "testcase", classname=f"labgen.{report.lab}.{c.stage}",
                              name=f"{c.node}: {c.name}", time=f"{c.seconds:.3f}")
         if c.passed is False:
-            fail = ET.SubElement(case, "failure", message=(c.evidence.splitlines() or ["failed"])[0])
+            fail = ET.SubElement(case, "error" if c.error else "failure",
+                                 message=(c.evidence.splitlines() or ["failed"])[0])
             fail.text = f"$ {c.command}\n{c.evidence}"
         elif c.passed is None:
             ET.SubElement(case, "skipped", message=c.evidence)

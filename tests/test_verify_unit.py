@@ -87,12 +87,17 @@ def test_json_and_junit_reports(tmp_path):
         Check("nodes", "Open vSwitch answers", "node1", "ovs-vsctl ...", True, "3.1.0", 0.1),
         Check("overlay", "A1 -> A2", "node1", "ping", False, "100% packet loss", 1.0),
         Check("tunnel", "tunnel checks", "-", "", None, "not run: stage 'overlay' failed"),
+        Check("nodes", "Open vSwitch answers", "node2", "ovs-vsctl ...", False, "node2: cannot connect", 5.0,
+              error=True),
     ], seconds=1.2)
     data = json.loads(to_json(report))
-    assert data["passed"] is False and [c["status"] for c in data["checks"]] == ["passed", "failed", "skipped"]
+    assert data["passed"] is False
+    assert [c["status"] for c in data["checks"]] == ["passed", "failed", "skipped", "error"]
     junit = tmp_path / "r.xml"
     write_junit(report, junit)
     suite = ET.parse(junit).getroot().find("testsuite")
-    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("3", "1", "1")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == \
+        ("4", "1", "1", "1")
+    assert suite.findall("testcase")[3].find("error").get("message") == "node2: cannot connect"
     failure = suite.findall("testcase")[1].find("failure")
     assert failure.get("message") == "100% packet loss"

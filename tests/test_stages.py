@@ -1,0 +1,35 @@
+"""The stage table is the one source: the README's list, the JSON report and verify's order
+all come from labgen/stages.py."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from labgen.results import Check, Report
+from labgen.stages import NAMES, STAGES, groups, markdown
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_lists_the_stage_table():
+    text = README.read_text()
+    block = re.search(r"<!-- stages:.*?-->\n(.*?)\n<!-- /stages -->", text, re.S)
+    assert block, "README.md lost its generated stage list"
+    assert block.group(1) == markdown(), "README's stage list is stale: run python -m labgen.stages"
+
+
+def test_stage_order_and_groups():
+    assert NAMES == ("nodes", "config", "underlay", "stp", "overlay", "tunnel", "mtu")
+    assert [[s.name for s in g] for g in groups()][-1] == ["tunnel", "mtu"]
+    assert all(s.proves for s in STAGES)
+
+
+def test_json_report_lists_every_stage_with_its_status():
+    report = Report("gre", "netns", "gre", [
+        Check("nodes", "Open vSwitch answers", "node1", "x", True, "ovs-vswitchd 3.1.0"),
+        Check("config", "A1: a1.2 up", "node1", "x", False, "expected a1.2 up"),
+        *[Check(n, f"{n} checks", "-", "", None, "not run") for n in NAMES[2:]],
+    ])
+    stages = report.to_dict()["stages"]
+    assert [s["name"] for s in stages] == list(NAMES)
+    assert [s["status"] for s in stages][:3] == ["passed", "failed", "skipped"]
