@@ -135,9 +135,12 @@ def status(lab: Lab, lab_dir: Path) -> list[NodeStatus]:
             except RunnerError as exc:
                 st.facts["ovs"] = f"unreachable: {exc}"
         if len(runners) == len(lab.nodes):
-            for check in run_stp_checks(lab, runners, timeout=0):
-                st = next(s for s in result if s.node == check.node)
-                st.facts["stp"] = "converged" if check.passed else "settling"
+            checks = run_stp_checks(lab, runners, timeout=0)
+            tree = next(c for c in checks if c.node == "all")
+            for check in checks:
+                for st in (s for s in result if s.node == check.node):
+                    st.facts["stp"] = "converged" if check.passed and tree.passed else \
+                        ("not one spanning tree yet" if check.passed else check.evidence)
     finally:
         for r in runners.values():
             r.close()
