@@ -282,6 +282,52 @@ def shell(node: Annotated[str, typer.Argument(help="Node name, e.g. node1.")] = 
     os.execvp(argv[0], argv)
 
 
+NodeArg = Annotated[str, typer.Argument(help="Node name, e.g. node1.", show_default=False)]
+NodeDir = Annotated[Optional[Path], typer.Option("--dir", help="Lab directory (default: . or the only ./lab-*).")]
+
+
+def _node_target(node: str, lab_dir: Optional[Path], namespace: Optional[str] = None):
+    from . import nodeio
+    lab, lab_dir = _load(lab_dir)
+    return nodeio.target(lab, lab_dir, lifecycle.provider_of(lab), node, namespace)
+
+
+@app.command("exec")
+def exec_(
+    node: NodeArg,
+    command: Annotated[list[str], typer.Argument(help="The command and its arguments (after --).", show_default=False)],
+    ns: Annotated[Optional[str], typer.Option("--ns", help="Run inside this namespace of the node, e.g. A1.")] = None,
+    lab_dir: NodeDir = None,
+) -> None:
+    """Run a command on a node (or in one of its namespaces) and exit with its exit code,
+    e.g. labgen exec node1 --ns A1 -- ping -c 3 192.168.10.2"""
+    from . import nodeio
+    try:
+        t = _node_target(node, lab_dir, ns)
+        code = nodeio.run_exec(t, command, ns)
+    except LabgenError as exc:
+        fail(str(exc), exc.exit_code)
+    raise typer.Exit(code)
+
+
+@app.command()
+def capture(
+    node: NodeArg,
+    count: Annotated[int, typer.Option("--count", "-c", help="Stop after this many packets (0: only on Ctrl-C).")] = 20,
+    write: Annotated[Optional[Path], typer.Option("--write", "-w", help="Also save the packets to this pcap file.")] = None,
+    lab_dir: NodeDir = None,
+) -> None:
+    """Show the tunnel traffic on a node's underlay NIC, decoded (tcpdump -nn -v): GRE with
+    the STP BPDUs inside, or VXLAN on UDP 4789. Stops after --count packets or on Ctrl-C."""
+    from . import nodeio
+    try:
+        t = _node_target(node, lab_dir)
+        nodeio.run_capture(t, count, write, note=lambda s: err.print(f"capture {node}: {s}", markup=False,
+                                                                      highlight=False, soft_wrap=True))
+    except LabgenError as exc:
+        fail(str(exc), exc.exit_code)
+
+
 @app.command()
 def boxes() -> None:
     """The box catalog (one file per box in boxes/)."""
