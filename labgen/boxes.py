@@ -2,9 +2,11 @@
 
 A box says how Open vSwitch gets installed and started on it; the node script takes those
 steps from here, so supporting a new OS is adding a file, not editing the template.
+Box files of your own can live outside the package: LABGEN_BOXES_DIR=/dir1:/dir2.
 """
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,11 +57,25 @@ def _load(path: Path) -> Box:
     return box
 
 
+# More box files, outside the installed package: a colon-separated list of directories.
+# A box here with the name of a shipped one replaces it.
+EXTRA_DIRS_ENV = "LABGEN_BOXES_DIR"
+
+
 def catalog(directory: Path | None = None) -> dict[str, Box]:
-    """All boxes by name, sorted; `directory` defaults to the shipped boxes/ folder."""
-    folder = directory or resource_dir("boxes")
-    boxes = [_load(p) for p in sorted(folder.glob("*.toml"))]
-    return {b.name: b for b in sorted(boxes, key=lambda b: b.name)}
+    """All boxes by name, sorted; `directory` defaults to the shipped boxes/ folder plus
+    the directories in $LABGEN_BOXES_DIR."""
+    folders = [directory] if directory else [resource_dir("boxes")] + [
+        Path(d) for d in os.environ.get(EXTRA_DIRS_ENV, "").split(":") if d]
+    boxes: dict[str, Box] = {}
+    for folder in folders:
+        if directory is None and folder != folders[0] and not folder.is_dir():
+            raise InputError(f"{EXTRA_DIRS_ENV} names {folder}, which is not a directory: "
+                             f"fix or unset it")
+        for path in sorted(folder.glob("*.toml")):
+            box = _load(path)
+            boxes[box.name] = box
+    return dict(sorted(boxes.items()))
 
 
 def get(name: str, directory: Path | None = None) -> Box:

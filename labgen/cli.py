@@ -370,6 +370,9 @@ def doctor(
         if name == "libvirt" and lab.libvirt_driver == "qemu":
             out.print("[yellow]note[/] libvirt: KVM is not usable here; VMs use software emulation "
                       "(qemu driver), about a minute per boot")
+        # Fine but worth knowing, e.g. a box that create will download first.
+        for note in getattr(providers.get(name), "host_notes", lambda _lab: [])(lab):
+            out.print(f"[yellow]note[/] {name}: {escape(note)}", soft_wrap=True, highlight=False)
         for p in problems:
             out.print(f"[red]problem[/] {name}: {escape(p)}", soft_wrap=True, highlight=False)
             wanted.setdefault(name, []).extend(re.findall(r"\(package ([^)\s]+)\)", p))

@@ -15,7 +15,6 @@ import xml.etree.ElementTree as ET
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 
-from ..boxbuild import parse_vagrant_box_list
 from ..errors import HostError, ProviderError
 from ..hostfacts import kvm_usable
 from ..model import Lab
@@ -117,16 +116,24 @@ class LibvirtProvider:
         return "vagrant-libvirt" in _vagrant(None, "plugin", "list", timeout=60).stdout
 
     def _box_problem(self, lab: Lab) -> str | None:
-        listed = parse_vagrant_box_list(_vagrant(None, "box", "list", "--machine-readable", timeout=60).stdout)
-        if any(name == lab.box.name and provider == "libvirt" for name, provider, _ in listed):
+        """Only a box that is not in Vagrant AND has no download source stops the run: one
+        with a URL or a Vagrant catalog name is fetched by up() (see host_notes)."""
+        from ..boxfetch import is_added, source
+        if source(lab.box) is not None or is_added(lab.box.name):
             return None
         if lab.box.build:
             how = f"build it here with: sudo labgen box build {lab.box.build}"
-        elif lab.box.url:
-            how = f"add it with: vagrant box add --name {lab.box.name} {lab.box.url}"
         else:
-            how = f"add it with: vagrant box add {lab.box.name} --provider libvirt"
+            how = f"add it with: vagrant box add --name {lab.box.name} --provider libvirt <URL>"
         return f"box {lab.box.name} (libvirt) is not in Vagrant: {how}; or pick another with --box"
+
+    def host_notes(self, lab: Lab) -> list[str]:
+        """What is fine but worth knowing before create (for labgen doctor)."""
+        from ..boxfetch import missing_note
+        if shutil.which("vagrant") is None:
+            return []
+        note = missing_note(lab.box)
+        return [note] if note else []
 
     def _name_problems(self, lab: Lab, lab_dir: Path) -> list[str]:
         problems = []
@@ -160,8 +167,12 @@ class LibvirtProvider:
 
     def up(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
         import vagrant
+
+        from ..boxfetch import ensure_box
         log_path = lab_dir / "logs" / "vagrant.log"
         log_path.parent.mkdir(exist_ok=True)
+        # A box with a URL or catalog name that is not added yet: fetched once, with progress.
+        ensure_box(lab.box, lambda message: progress("box", message), log=log_path)
         if lab.libvirt_driver == "qemu":
             progress("lab", "software emulation (qemu driver): about a minute per boot")
         self._ssh = None
