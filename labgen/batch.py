@@ -72,9 +72,10 @@ def split_batch(output: str, count: int) -> dict[int, tuple[int, float, str]]:
 
 def _run_node(node: str, planned: list[Planned], runners: Mapping[str, Runner]) -> list[Check]:
     started = time.monotonic()
-    timeout = max(p.timeout for p in planned) + 5
+    runner = runners[node]
+    timeout = (max(p.timeout for p in planned) + 5) * getattr(runner, "timeout_scale", 1.0)
     try:
-        res = runners[node].run(batch_script([p.command for p in planned]), timeout=timeout)
+        res = runner.run(batch_script([p.command for p in planned]), timeout=timeout)
         parts = split_batch(res.stdout, len(planned))
         error = None if parts or res.ok else (one_line(res.output) or f"exit {res.exit_code}")
     except RunnerError as exc:

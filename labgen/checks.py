@@ -189,52 +189,87 @@ def _hex(addr: str) -> str:
 
 
 def capture_timeout(lab: Lab) -> float:
-    """How long a capture may wait for its first packet before the check fails. Only a
-    failing check ever waits this long: the sender pings until the capture has its packets."""
+    """How long a capture may wait for its packets before the check fails. Only a failing
+    check ever waits this long: the capture ends by itself once it has them."""
     return 20.0 if lab.provider == "netns" else 90.0
 
 
+def capture_start(lab: Lab, src: str, dst: str, limit: float) -> str:
+    """Start tcpdump in the background on the node's underlay NIC and return only once it is
+    really listening: its own "listening on" line (printed once the socket and filter are
+    in place), however long a slow or emulated node takes to get there. Prints the work dir."""
+    return "\n".join([
+        "d=$(mktemp -d /tmp/labgen-capture.XXXXXX)",
+        f"nic=$({UNDERLAY_NIC})",
+        f'setsid timeout {limit:g} tcpdump -l -nn -Q in -c 2 -i "$nic" '
+        f'{shlex.quote(encap_filter(lab, src, dst))} >"$d/out" 2>"$d/err" </dev/null &',
+        'echo $! >"$d/pid"',
+        'until grep -q "listening on" "$d/err"; do',
+        '  if ! kill -0 "$(cat "$d/pid")" 2>/dev/null; then cat "$d/err" >&2; rm -rf "$d"; exit 1; fi',
+        "  sleep 0.05   # polling for tcpdump's line, not waiting an assumed time",
+        "done",
+        'echo "$d"',
+    ])
+
+
+def capture_collect(workdir: str) -> str:
+    """Wait for the capture to end by itself (its packets, or its own timeout) and print it."""
+    d = shlex.quote(workdir)
+    return (f'while kill -0 "$(cat {d}/pid)" 2>/dev/null; do sleep 0.1; done; '
+            f"cat {d}/out; cat {d}/err >&2; rm -rf {d}")
+
+
 def run_tunnel_checks(lab: Lab, runners: Mapping[str, Runner]) -> list[Check]:
-    """Capture on the receiving node's underlay NIC while the sender's namespace pings.
-    Nothing assumes how fast tcpdump starts (an emulated VM can take seconds): the sender
-    keeps pinging, round after round, until the capture has its packets or times out."""
+    """Capture on the receiving node's underlay NIC while the sender's namespace pings. The
+    pings start only once the capture listens; the sender keeps pinging, round after round,
+    until the capture has its packets (or its own timeout ends it)."""
     limit = capture_timeout(lab)
 
     def one(pair: tuple[Node, Node]) -> Check:
         sender, receiver = pair
         src, dst = sender.namespaces[0], receiver.namespaces[0]
-        capture = (f'nic=$({UNDERLAY_NIC}) && timeout {limit:g} tcpdump -l -nn -Q in -c 2 -i "$nic" '
-                   f"{shlex.quote(encap_filter(lab, src.address, dst.address))}")
-        probe = ns_exec(src.name, f"ping -n -q -c 3 -i 0.2 -w 2 {dst.address}")
+        rx, tx = runners[receiver.name], runners[sender.name]
+        scale = getattr(rx, "timeout_scale", 1.0)
+        name = f"{lab.encapsulation['label']} carrying {src.name} -> {dst.name} seen on {receiver.name}"
+        start = capture_start(lab, src.address, dst.address, limit)
+        probe = ns_exec(src.name, f"ping -n -q -c 3 -i 0.2 -w 3 {dst.address}")
         started = time.monotonic()
+        try:
+            ready = rx.run(start, timeout=30 * scale)
+        except RunnerError as exc:
+            return Check("tunnel", name, receiver.name, start, False, str(exc), 0.0, error=True)
+        workdir = ready.stdout.strip().splitlines()[-1] if ready.ok and ready.stdout.strip() else ""
+        if not workdir.startswith("/tmp/labgen-capture."):
+            return Check("tunnel", name, receiver.name, start, False,
+                         f"the capture did not start: {judges.one_line(ready.output) or f'exit {ready.exit_code}'}",
+                         time.monotonic() - started, error=True)
         box: dict[str, Result | Exception] = {}
         done = threading.Event()
 
-        def cap() -> None:
+        def collect() -> None:
             try:
-                box["cap"] = runners[receiver.name].run(capture, timeout=limit + 15)
+                box["cap"] = rx.run(capture_collect(workdir), timeout=(limit + 15) * scale)
             except RunnerError as exc:
                 box["cap"] = exc
             finally:
                 done.set()
-        threading.Thread(target=cap, daemon=True).start()
+        threading.Thread(target=collect, daemon=True).start()
         rounds = 0
         while not done.is_set():
             try:
-                runners[sender.name].run(probe, timeout=15)
+                tx.run(probe, timeout=15 * scale)
             except RunnerError:
                 break           # the sender is gone: the capture's own timeout ends the check
             rounds += 1
         done.wait()
         res = box["cap"]
-        name = f"{lab.encapsulation['label']} carrying {src.name} -> {dst.name} seen on {receiver.name}"
         seconds = time.monotonic() - started
         if isinstance(res, Exception):
-            return Check("tunnel", name, receiver.name, capture, False, str(res), seconds, error=True)
+            return Check("tunnel", name, receiver.name, start, False, str(res), seconds, error=True)
         passed, evidence = judges.encapsulated_echo(res, lab.encapsulation["marker"])
         if not passed:
             evidence = f"{evidence} ({rounds} ping rounds from {src.name})"
-        return Check("tunnel", name, receiver.name, capture, passed, evidence, seconds)
+        return Check("tunnel", name, receiver.name, start, passed, evidence, seconds)
 
     with ThreadPoolExecutor(max_workers=len(lab.nodes)) as pool:
         return list(pool.map(one, pairs(lab)))

@@ -36,6 +36,9 @@ class Result:
 
 class Runner(Protocol):
     node: str
+    # Timeouts are upper bounds for a hung node, never expected durations; a runner to an
+    # emulated VM stretches them (a starved guest may take many times longer, and is not hung).
+    timeout_scale: float
 
     def run(self, command: str, timeout: float = 30.0) -> Result:
         """Run a shell command as root on the node. A failing command is a Result with a
@@ -48,6 +51,8 @@ class Runner(Protocol):
 
 class LocalRunner:
     """Runs `sh -c COMMAND` on this host, behind an optional argv prefix (e.g. nsenter ...)."""
+
+    timeout_scale = 1.0
 
     def __init__(self, node: str, prefix: Sequence[str] = ()):
         self.node = node

@@ -159,6 +159,9 @@ class SSHRunner:
     # OpenSSH refuses more than MaxSessions (default 10) channels per connection at once
     # (paramiko: "ChannelException: Connect failed"); stay below that, extra threads queue.
     max_sessions = 8
+    # A software-emulated guest under load runs commands many times slower than a host
+    # (seen: a 15 s batch took over 35 s); the checks' timeouts are stretched this much.
+    timeout_scale = 4.0
 
     def __init__(self, node: str, target: SSHTarget, connect_timeout: float = 10.0,
                  sudo: bool = True):

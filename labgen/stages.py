@@ -3,7 +3,8 @@ the README's list is generated from it (`python -m labgen.stages`) and the tests
 
 The order follows Open vSwitch's own system tests: nodes and OVS first, then the underlay,
 spanning tree, the overlay, proof that traffic crossed the tunnel, and path MTU. Stages with
-the same `group` run at the same time (they need the groups before them, not each other).
+the same `group` may run at the same time (they need the groups before them, not each
+other); tunnel and mtu do not share one: on an emulated VM both at once starve the guest.
 """
 from __future__ import annotations
 
@@ -46,9 +47,9 @@ STAGES: tuple[Stage, ...] = (
           lambda lab, r, settle: run_planned(plan_overlay(lab, min(settle, 15.0)), r)),
     Stage("tunnel", 6, "a capture on the receiving node's underlay NIC sees the encapsulated "
           "echo requests of a cross-node ping (GRE: IP protocol 47 with the key; VXLAN: UDP 4789 "
-          "with the VNI); the sender pings until the capture has them, never after a fixed delay",
+          "with the VNI); the pings start once tcpdump says it is listening, never after a fixed delay",
           lambda lab, r, _: run_tunnel_checks(lab, r)),
-    Stage("mtu", 6, "no frame can be black-holed: no interface on an overlay path (namespace and "
+    Stage("mtu", 7, "no frame can be black-holed: no interface on an overlay path (namespace and "
           "bridge ends, loop veths, bridge ports) is above the inner MTU, the underlay carries the "
           "inner MTU plus the tunnel overhead, a don't-fragment frame of exactly the inner MTU "
           "crosses the tunnel both ways, and one byte more is refused by the sender's kernel "
