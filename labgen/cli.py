@@ -9,14 +9,14 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from . import __version__, lifecycle
 from . import boxes as box_catalog
 from .errors import LabgenError
 from .model import DEFAULT_BOX, Options, build_lab
 from .render import load_lab
-from .report import print_report, summary, to_json, write_junit
+from .report import PLAIN_WIDTH, is_plain, new_table, print_report, summary, to_json, write_junit
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Stand up, prove and tear down Open vSwitch GRE/VXLAN overlay labs.")
@@ -25,10 +25,11 @@ app.add_typer(box_app, name="box")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
-# CI logs are not terminals; rich would squeeze tables into 80 columns there.
+# CI logs and pipes are not terminals: rich would squeeze tables into 80 columns there.
+# They get 100 columns (tables are laid out to fit), or what COLUMNS says.
 for _c in (out, err):
-    if not _c.is_terminal:
-        _c.width = 130
+    if not _c.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
+        _c.width = PLAIN_WIDTH
 
 
 class Progress:
@@ -38,7 +39,9 @@ class Progress:
         self.started = time.monotonic()
 
     def __call__(self, node: str, message: str) -> None:
-        err.print(f"[dim]{time.monotonic() - self.started:6.1f}s[/] [bold]{node}[/]: {message}")
+        # One line each, however long (a URL, a path): logs are read line by line.
+        err.print(f"[dim]{time.monotonic() - self.started:6.1f}s[/] [bold]{node}[/]: {escape(message)}",
+                  soft_wrap=True, highlight=False)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -241,7 +244,7 @@ def status(lab_dir: LabDir = None,
         print(json.dumps([{"node": s.node, "state": s.state, "detail": s.detail, **s.facts}
                           for s in states], indent=2))
     else:
-        t = Table(title=f"lab {lab.name} ({lab.tunnel}, {lab.provider}) in {lab_dir}", title_justify="left")
+        t = new_table(f"lab {lab.name} ({lab.tunnel}, {lab.provider}) in {lab_dir}", is_plain(out))
         for col in ("node", "state", "ovs", "tunnels", "stp", "detail"):
             t.add_column(col)
         for s in states:
@@ -330,8 +333,9 @@ def capture(
 
 @app.command()
 def boxes() -> None:
-    """The box catalog (one file per box in boxes/)."""
-    t = Table(title="labgen boxes", title_justify="left")
+    """The box catalog: one file per box in boxes/, plus the *.toml files in the directories
+    of LABGEN_BOXES_DIR (colon-separated; a box there replaces a shipped one of that name)."""
+    t = new_table("labgen boxes", is_plain(out))
     for col in ("name", "family", "providers", "description", "source"):
         t.add_column(col, overflow="fold")
     try:

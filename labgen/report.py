@@ -5,32 +5,77 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from rich import box as rich_box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .results import Report
 
 STYLE = {"passed": "green", "failed": "bold red", "skipped": "yellow"}
+# The widest a table gets when stdout is not a terminal (CI logs, pipes) and COLUMNS is unset.
+PLAIN_WIDTH = 100
 
 
-def table(report: Report) -> Table:
-    t = Table(title=f"labgen verify: lab {report.lab} ({report.tunnel}, {report.provider})",
-              title_justify="left", show_lines=False)
-    t.add_column("stage")
-    t.add_column("node")
-    t.add_column("check", overflow="fold", ratio=1)
-    t.add_column("result")
-    t.add_column("s", justify="right")
-    t.add_column("evidence", overflow="fold", ratio=1)
+def is_plain(console: Console) -> bool:
+    """Not a terminal: no colours, no box-drawing characters, ASCII only."""
+    return not console.is_terminal
+
+
+def new_table(title: str, plain: bool) -> Table:
+    """A table that reads well where it goes: coloured, with a ruled header, in a terminal;
+    in a log or a pipe, plain space-separated columns (box=None: no box-drawing at all)."""
+    if plain:
+        return Table(title=title, title_justify="left", box=None, pad_edge=False,
+                     title_style="", header_style="", safe_box=True)
+    return Table(title=title, title_justify="left", box=rich_box.SIMPLE_HEAD, pad_edge=False,
+                 show_edge=False)
+
+
+def one_line(text: str, width: int, ascii_only: bool = True) -> str:
+    """The first non-empty line of text, whitespace squeezed, cut to width (the full text
+    stays in the JSON report and the lab's diagnostics)."""
+    line = next((" ".join(ln.split()) for ln in text.splitlines() if ln.strip()), "")
+    if len(line) <= width:
+        return line
+    mark = "..." if ascii_only else "\u2026"
+    return line[:max(0, width - len(mark))].rstrip() + mark
+
+
+# Fixed columns of the verification table; check and evidence share what is left.
+_FIXED = {"stage": 8, "node": 5, "result": 7, "s": 5}
+
+
+def table(report: Report, width: int = PLAIN_WIDTH, plain: bool = True) -> Table:
+    """One row per check, every evidence cell one line, the whole table within `width`."""
+    title = f"labgen verify: lab {report.lab} ({report.tunnel}, {report.provider})"
+    t = new_table(title, plain)
+    # One space of padding either side of each column, none at the outer edges; a boxed
+    # table also draws a (blank) divider between columns.
+    ncols = len(_FIXED) + 2
+    gaps = 2 * ncols - 2 + (0 if plain else ncols - 1)
+    free = max(30, width - sum(_FIXED.values()) - gaps)
+    # The check names get what the evidence does not need, and at least half.
+    check_need = max((len(c.name) for c in report.checks), default=10)
+    evid_need = max((len(one_line(c.evidence, 10**4)) for c in report.checks), default=10)
+    check_w = min(check_need, max(free // 2, free - evid_need))
+    evid_w = free - check_w
+    t.add_column("stage", width=_FIXED["stage"], no_wrap=True)
+    t.add_column("node", width=_FIXED["node"], no_wrap=True)
+    t.add_column("check", width=check_w, overflow="fold")
+    t.add_column("result", width=_FIXED["result"], no_wrap=True)
+    t.add_column("s", width=_FIXED["s"], justify="right", no_wrap=True)
+    t.add_column("evidence", width=evid_w, no_wrap=True, overflow="crop")
     for c in report.checks:
-        # Passed checks show one line of evidence; failures show all of it.
-        evidence = c.evidence if c.passed is not True else (c.evidence.splitlines() or [""])[-1]
-        t.add_row(c.stage, c.node, c.name, f"[{STYLE[c.status]}]{c.status}[/]", f"{c.seconds:.2f}",
-                  evidence, style=None)
+        # Text, not markup: evidence like "Flags [DF]" must print as it is.
+        t.add_row(Text(c.stage), Text(c.node), Text(c.name),
+                  Text(c.status, style="" if plain else STYLE[c.status]), Text(f"{c.seconds:.2f}"),
+                  Text(one_line(c.evidence, evid_w, ascii_only=plain)))
     return t
 
 
 def summary(report: Report) -> str:
+    """One line: the verdict, the counts, and the first failure if any."""
     n_pass = sum(1 for c in report.checks if c.passed)
     n_fail = len(report.failed)
     n_skip = sum(1 for c in report.checks if c.passed is None)
@@ -43,9 +88,23 @@ def summary(report: Report) -> str:
 
 
 def print_report(report: Report, console: Console) -> None:
-    console.print(table(report))
-    console.print(summary(report), style="bold green" if report.passed else "bold red",
-                  markup=False, highlight=False)
+    """The table, what each failed check saw (a few lines each), then the verdict."""
+    plain = is_plain(console)
+    width = console.width
+    console.print(table(report, width, plain), highlight=False)
+    for c in report.failed:
+        console.print(f"{c.stage} {c.node}: {c.name}: failed", markup=False, highlight=False,
+                      style=None if plain else STYLE["failed"], soft_wrap=True)
+        lines = [ln.rstrip() for ln in c.evidence.splitlines() if ln.strip()]
+        for ln in lines[:6]:
+            console.print("    " + one_line(ln, width - 4, ascii_only=plain), markup=False,
+                          highlight=False)
+        if len(lines) > 6:
+            console.print(f"    ... {len(lines) - 6} more lines in --json", markup=False,
+                          highlight=False)
+    console.print(one_line(summary(report), width, ascii_only=plain),
+                  style=None if plain else ("bold green" if report.passed else "bold red"),
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 def to_json(report: Report) -> str:
