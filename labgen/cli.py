@@ -185,7 +185,7 @@ def _emit(report, json_out: bool, junit: Optional[Path], lab_dir: Path) -> None:
         err.print(summary(report), markup=False)
 
 
-LabDir = Annotated[Optional[Path], typer.Argument(help="Lab directory [default: . or the only ./lab-*].", show_default=False)]
+LabDir = Annotated[Optional[Path], typer.Argument(help="Lab directory (default: . or the only ./lab-*).", show_default=False)]
 
 
 def _load(directory: Optional[Path]):
