@@ -373,7 +373,7 @@ def doctor(
             fail(str(exc) if isinstance(exc, LabgenError) else f"unknown provider {name!r}: use libvirt or netns")
         if name == "libvirt" and lab.libvirt_driver == "qemu":
             out.print("[yellow]note[/] libvirt: KVM is not usable here; VMs use software emulation "
-                      "(qemu driver), about a minute per boot")
+                      "(qemu driver), about a minute per boot", soft_wrap=True)
         # Fine but worth knowing, e.g. a box that create will download first.
         for note in getattr(providers.get(name), "host_notes", lambda _lab: [])(lab):
             out.print(f"[yellow]note[/] {name}: {escape(note)}", soft_wrap=True, highlight=False)
