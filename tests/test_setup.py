@@ -168,3 +168,14 @@ def test_a_wheel_in_a_venv_of_debians_python_gives_the_same_hints(tmp_path):
     where = subprocess.run([str(venv / "bin/python"), "-c", "import labgen.hostfacts as h; print(h.__file__)"],
                            cwd=work, capture_output=True, text=True)
     assert where.stdout.startswith(str(venv)), where.stdout
+
+
+def test_ci_runs_the_readme_commands_as_written():
+    """The README's Quick start commands are what the tests and CI run, word for word."""
+    quick = (ROOT / "README.md").read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = [ln.strip() for ln in quick.splitlines() if ln.startswith("    scripts/")]
+    assert commands[0] == "scripts/setup && labgen create gre --provider netns --destroy"
+    assert commands[2] == "scripts/setup --vm && scripts/test"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^" + re.escape(commands[2]) + r"$", ci, re.M), ci
+    assert "python3 -m pip" not in ci and "pytest" not in ci.split(commands[2])[1]

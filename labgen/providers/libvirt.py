@@ -101,7 +101,7 @@ class LibvirtProvider:
         if shutil.which("virsh") and not any(m.startswith("libvirtd ") for m in missing) \
                 and _virsh("version").returncode != 0:
             problems.append("libvirtd does not answer at qemu:///system: start it (systemctl start "
-                            "libvirtd, or without systemd: virtlogd -d; virtlockd -d; libvirtd -d) "
+                            "libvirtd, or without systemd: virtlogd -d && libvirtd -d) "
                             "and make sure your user may use it (group libvirt, or sudo)")
         if lab.libvirt_driver == "kvm" and not kvm_usable():
             problems.append("KVM is not usable on this host: render with --libvirt-driver qemu "
