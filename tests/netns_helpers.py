@@ -45,7 +45,9 @@ def host_state() -> dict[str, list[str]]:
             if comm in ("ovs-vswitchd", "ovsdb-server"):
                 ovs.append(f"{comm}:{proc.name}")
     return {"netns": [p.name for p in netns], "mounts": sorted(mounts),
-            "links": sorted(ln.split(":")[1].strip().split("@")[0] for ln in links.splitlines()),
+            # (libvirt's vnet*/virbr* come and go with VMs of other tests, never from netns labs)
+            "links": sorted(name for name in (ln.split(":")[1].strip().split("@")[0] for ln in links.splitlines())
+                            if not name.startswith(("vnet", "virbr"))),
             "ovs": sorted(ovs), "handles": sorted(str(p) for p in Path("/run/labgen").glob("*"))
             if Path("/run/labgen").exists() else []}
 

@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from netns_helpers import ENV, checks, failed, host_state, labgen, node_cmd
+from netns_helpers import ENV, checks, host_state, labgen, node_cmd
 
 pytestmark = pytest.mark.netns
 
@@ -113,29 +113,7 @@ def test_up_on_a_running_lab_changes_nothing(running_lab):
     assert [s["tunnels"] for s in json.loads(status.stdout)] == ["gre-node2", "gre-node1"]
 
 
-@pytest.mark.parametrize("fault,stage,node,name_part", [
-    ("kill -TERM $(cat /run/openvswitch/ovs-vswitchd.pid /run/openvswitch/ovsdb-server.pid)",
-     "nodes", "node2", "Open vSwitch answers"),
-    ("ovs-vsctl del-port br1 gre-node1", "config", "node2", "tunnel ports"),
-    ("ip link set dev eth1 down", "config", "node2", "underlay interface"),
-    ("ip netns exec A2 ip addr flush dev a2.2", "config", "node2", "A2 has 192.168.10.10/24"),
-])
-def test_fault_is_reported_then_repaired_by_up(running_lab, fault, stage, node, name_part):
-    node_cmd("flt", node, fault)
-    started = time.monotonic()
-    proc = labgen("verify", str(running_lab), "--json", "--timeout", "20")
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr
-    bad = failed(proc)
-    assert bad and all((s, n) == (stage, node) for s, n, _ in bad), bad
-    assert any(name_part in name for _, _, name in bad), bad
-    assert time.monotonic() - started < 30, "a fault must be reported, not waited out"
-    assert (running_lab / "diagnostics" / f"{node}.txt").exists()
-
-    repair = labgen("up", str(running_lab))
-    assert repair.returncode == 0, repair.stderr
-    proc = labgen("verify", str(running_lab), "--json")
-    assert proc.returncode == 0, proc.stdout
+# Faults injected on a running lab, one per check: tests/test_breakage.py.
 
 
 def test_failed_provisioning_leaves_nothing(tmp_path, clean_host):
