@@ -53,17 +53,23 @@ def ping_reply(res: Result) -> Verdict:
 
 
 _TOO_LONG = re.compile(r"message too long, mtu=(\d+)", re.I)
+# Newer iputils (Debian 13) get the refusal from sendmsg() itself and print no MTU.
+_SENDMSG_TOO_LONG = re.compile(r"sendmsg: message too long", re.I)
 
 
 def refused_locally(res: Result, inner_mtu: int) -> Verdict:
     """A don't-fragment ping one byte over the inner MTU must be refused by the sender's own
-    kernel, which names the MTU: silence (a frame dropped somewhere on the path) is the black
+    kernel (iputils up to 2021 print the MTU it names, newer ones only sendmsg's error): silence (a frame dropped somewhere on the path) is the black
     hole this check exists to catch, not a refusal."""
     m = _TOO_LONG.search(res.output)
     if m and int(m.group(1)) == inner_mtu:
         return True, f"refused by the kernel: message too long, mtu={m.group(1)}"
     if m:
         return False, f"refused at mtu={m.group(1)}, expected mtu={inner_mtu}"
+    if _SENDMSG_TOO_LONG.search(res.output):
+        # The kernel's refusal without the number: the MTU itself is proven by the
+        # inventory check (no overlay interface above the inner MTU) and the full-size ping.
+        return True, "refused by the kernel: sendmsg: Message too long"
     if res.ok:
         return False, f"got through: the path carries more than the inner MTU {inner_mtu}"
     rec = _RECEIVED.search(res.stdout)

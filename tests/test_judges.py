@@ -64,6 +64,11 @@ def test_refused_locally_needs_the_kernels_reason_and_mtu():
     assert passed and ev == "refused by the kernel: message too long, mtu=1462"
     # The same refusal at another MTU: the interface is not at the inner MTU.
     assert not judges.refused_locally(rec("ping-refused-local.txt", 1), 1450)[0]
+    # Debian 13's iputils 20240905: the refusal comes from sendmsg() and names no MTU.
+    trixie = res("PING 192.168.10.10 (192.168.10.10) 1435(1463) bytes of data.\n"
+                 "ping: sendmsg: Message too long\n\n--- 192.168.10.10 ping statistics ---\n"
+                 "1 packets transmitted, 0 received, +1 errors, 100% packet loss, time 0ms\n", 1)
+    assert judges.refused_locally(trixie, 1462) == (True, "refused by the kernel: sendmsg: Message too long")
     # A silent loss (the black hole) is not a refusal.
     passed, ev = judges.refused_locally(rec("ping-no-reply.txt", 1), 1462)
     assert not passed and "black hole" in ev
