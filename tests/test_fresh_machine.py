@@ -262,23 +262,12 @@ def _readme_commands() -> list[str]:
     return [ln.strip() for ln in quick.splitlines() if ln.startswith("    scripts/setup")]
 
 
-def _only_mtu_refusals_failed(out: str) -> bool:
-    """The run's only failed checks are the MTU stage's 'one byte more is refused'."""
-    failed = re.findall(r"^(\w+) node\d+: (.+): failed$", out, re.M)
-    return bool(failed) and all(stage == "mtu" and what.endswith("refused") for stage, what in failed)
-
-
 def test_readme_first_command_verifies_on_a_fresh_root(fresh, request):
     first = _readme_commands()[0]
     assert first == "scripts/setup && labgen create gre --provider netns --destroy", first
     for i, part in enumerate(first.split(" && ")):
         rc, out, secs = fresh.run(part, f"first-{i}", timeout=1800, one_cpu=part.startswith("labgen"))
         _say(request.config, f"{fresh.suite}: `{part}` {secs:.0f} s, exit {rc}")
-        if rc == 1 and fresh.suite == "trixie" and _only_mtu_refusals_failed(out):
-            pytest.xfail("Debian 13's ping (iputils 20240905) refuses the too-big DF ping with "
-                         "'ping: sendmsg: Message too long' and no mtu=N, which the MTU check "
-                         "(labgen/judges.py refused_locally) does not take as a refusal; every "
-                         "other check passed")
         assert rc == 0, f"`{part}` failed in the fresh {fresh.suite} root (exit {rc}):\n{out[-5000:]}"
     assert re.search(r"^VERIFIED: \d+ passed, 0 failed", out, re.M), out[-3000:]
 
