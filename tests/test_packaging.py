@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import sysconfig
 import venv
 import zipfile
 from pathlib import Path
@@ -22,9 +23,13 @@ def test_wheel_ships_templates_and_boxes_and_renders(tmp_path):
         assert f"labgen/templates/{tpl}" in names
     assert "labgen/boxes/labgen-debian12.toml" in names and "labgen/boxes/centos-stream9.toml" in names
 
-    # A venv that sees the already installed dependencies but gets labgen from the wheel.
+    # A venv that sees the test runner's installed dependencies (a path line, which does not
+    # run that dir's .pth files: the runner's editable labgen stays out) but gets labgen from
+    # the wheel. Not system_site_packages: under labgen's own venv that would be Debian's.
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=True)
+    venv.create(env_dir, with_pip=True)
+    site = next((env_dir / "lib").glob("python3*/site-packages"))
+    (site / "runner-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     py = env_dir / "bin" / "python"
     inst = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall",
                            str(wheel)], capture_output=True, text=True, timeout=300)
