@@ -11,9 +11,10 @@
 #                    URL is downloaded once by create, labgen/* boxes are built here)
 #   --out DIR        JUnit files, create logs and a failed lab's diagnostics (default
 #                    $LABGEN_CI_OUT, else ./labgen-reports)
-#   --tunnels LIST   which labs (default "gre vxlan")
-#   --name-prefix P  lab names P-gre, P-vxlan (default ci)
-#   --no-setup       skip scripts/setup --vm (the machine is set up already)
+#   --tunnels LIST   which labs (default $LABGEN_TUNNELS, else "gre vxlan")
+#   --name-prefix P  lab names P-gre, P-vxlan (default $LABGEN_CI_NAME_PREFIX, else ci)
+#   --no-setup       skip scripts/setup --vm (the machine is set up already; or
+#                    LABGEN_CI_SETUP=0)
 #
 # Runs as root, or as a user with passwordless sudo (hosted CI runners). VAGRANT_HOME, when
 # set, is kept (CI caches the downloaded box there). Exit 0 when every lab verified, else the
@@ -25,9 +26,9 @@ here=$(cd "$(dirname "$0")" && pwd -P)
 repo=$(cd "$here/../.." && pwd -P)
 box="${LABGEN_BOX:-centos/stream9}"
 out="${LABGEN_CI_OUT:-$PWD/labgen-reports}"
-tunnels="gre vxlan"
-prefix=ci
-setup=1
+tunnels="${LABGEN_TUNNELS:-gre vxlan}"
+prefix="${LABGEN_CI_NAME_PREFIX:-ci}"
+setup="${LABGEN_CI_SETUP:-1}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --box) box="${2:?--box needs a name}"; shift 2 ;;
