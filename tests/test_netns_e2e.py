@@ -169,3 +169,15 @@ def test_missing_tools_are_named_with_their_package(tmp_path):
     assert len(lines) == 1 and "ovs-vsctl (package openvswitch-switch)" in lines[0], proc.stderr
     assert "tcpdump (package tcpdump)" in lines[0]
     assert not d.exists()
+
+
+def test_destroy_leaves_nothing_when_a_node_netns_entry_was_removed(tmp_path, clean_host):
+    """Someone removed the node's /run/netns entry (seen during a soak): its OVS daemons live on
+    in the node's namespaces, and destroy must still find them through the mount handle."""
+    d = tmp_path / "lab"
+    proc = labgen("create", "gre", "--provider", "netns", "--stp", "rstp", "--name", "orph", "--dir", str(d))
+    assert proc.returncode == 0, proc.stderr
+    entry = Path("/run/netns/labgen-orph-node1")
+    subprocess.run(["umount", str(entry)], check=True)
+    entry.unlink()
+    assert labgen("destroy", str(d)).returncode == 0

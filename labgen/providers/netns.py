@@ -80,6 +80,10 @@ class NetnsProvider:
         return ["nsenter", f"--net={NETNS_DIR / self.netns(lab, node)}",
                 f"--mount={h / (node + '.mnt')}", f"--uts={h / (node + '.uts')}", "--"]
 
+    def _enter_mount(self, lab: Lab, node: str) -> list[str]:
+        """nsenter into the node's mount namespace only (its own /run/netns, /run/openvswitch)."""
+        return ["nsenter", f"--mount={self.handles(lab) / (node + '.mnt')}", "--"]
+
     def runner(self, lab: Lab, lab_dir: Path, node: str) -> LocalRunner:
         return LocalRunner(node, self.enter(lab, node))
 
@@ -172,11 +176,12 @@ class NetnsProvider:
         h = self.handles(lab)
         for node in lab.nodes:
             ns_path = NETNS_DIR / self.netns(lab, node.name)
-            if ns_path.exists() and _is_mountpoint(h / f"{node.name}.mnt"):
+            # The mount handle alone is enough to find the node's OVS and inner namespaces:
+            # its /run/netns entry may have been removed by someone else, its daemons not.
+            if _is_mountpoint(h / f"{node.name}.mnt"):
                 progress(node.name, "stopping Open vSwitch, removing namespaces")
                 self._stop_ovs(lab, node.name)
-                enter = self.enter(lab, node.name)
-                _sh(*enter, "ip", "-all", "netns", "delete", check=False)
+                _sh(*self._enter_mount(lab, node.name), "ip", "-all", "netns", "delete", check=False)
             for suffix in (".mnt", ".uts"):
                 _unmount_all(h / f"{node.name}{suffix}")
                 (h / f"{node.name}{suffix}").unlink(missing_ok=True)
@@ -201,17 +206,18 @@ class NetnsProvider:
 
     def _stop_ovs(self, lab: Lab, node: str) -> None:
         """Kill this node's ovsdb-server and ovs-vswitchd by their pidfiles, and only if the
-        PID really lives in this node's network namespace (never a stranger's process)."""
-        enter = self.enter(lab, node)
-        out = _sh(*enter, "sh", "-c", "cat /run/openvswitch/*.pid 2>/dev/null", check=False).stdout
-        node_net = os.stat(NETNS_DIR / self.netns(lab, node)).st_ino
+        PID really lives in this node's mount namespace (never a stranger's process)."""
+        handle = self.handles(lab) / f"{node}.mnt"
+        out = _sh(*self._enter_mount(lab, node), "sh", "-c", "cat /run/openvswitch/*.pid 2>/dev/null",
+                  check=False).stdout
+        node_mnt = os.stat(handle).st_ino
         pids = []
         for token in out.split():
             if not token.isdigit():
                 continue
             pid = int(token)
             try:
-                if os.stat(f"/proc/{pid}/ns/net").st_ino == node_net:
+                if os.stat(f"/proc/{pid}/ns/mnt").st_ino == node_mnt:
                     os.kill(pid, signal.SIGTERM)
                     pids.append(pid)
             except (FileNotFoundError, ProcessLookupError, PermissionError):
