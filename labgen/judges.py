@@ -5,8 +5,10 @@ trip, a version string, the kernel's own refusal). Anything else fails: an empty
 timeout, a missing namespace or binary. Pure functions, tested on recorded real outputs."""
 from __future__ import annotations
 
+import json
 import re
 
+from . import ovsdb
 from .runner import Result
 
 Verdict = tuple[bool, str]
@@ -189,11 +191,8 @@ def underlay_mtu(res: Result, names: list[str], needed: int) -> Verdict:
 def tunnel_ports(text: str, want: dict[str, tuple[str, str, str | None]]) -> Verdict:
     """`ovs-vsctl -f json list interface` rows -> each wanted port with its type, remote and
     key (GRE key / VXLAN VNI; None = no key or 0) and a real OpenFlow port number."""
-    import json
-
-    from .spantree import _rows
     try:
-        rows = {r["name"]: r for r in _rows(json.loads(text))}
+        rows = {r["name"]: r for r in ovsdb.rows(json.loads(text))}
     except (ValueError, KeyError, TypeError):
         return False, f"no interface list from OVS: {one_line(text) or 'no output'}"
     bad, good = [], []

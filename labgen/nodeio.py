@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Sequence
 
+from . import checks
 from .errors import InputError, LabgenError
 from .model import Lab
 from .providers import Provider
@@ -253,7 +254,6 @@ def _feed_stdin(proc: NodeProcess) -> None:
 
 
 # ---- labgen capture ---------------------------------------------------------------------
-UNDERLAY_NIC = "ovs-vsctl --timeout=5 get Open_vSwitch . external_ids:labgen-underlay-nic"
 
 
 def capture_filter(lab: Lab) -> str:
@@ -277,7 +277,7 @@ def underlay_nic(t: Target) -> str:
     from .runner import RunnerError
     runner = t.provider.runner(t.lab, t.lab_dir, t.node)
     try:
-        res = runner.run(UNDERLAY_NIC, timeout=15)
+        res = runner.run(checks.UNDERLAY_NIC, timeout=15)
     except RunnerError as exc:
         raise NodeIOError(str(exc)) from None
     finally:

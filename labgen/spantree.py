@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 
 from .model import Lab
+from .ovsdb import rows
 
 # Shell that prints one node's bridges and ports as two JSON documents.
 STATE_COMMAND = ("ovs-vsctl --timeout=5 -f json --columns=name,stp_enable,rstp_enable,status,"
@@ -54,22 +55,6 @@ class BridgeState:
         return sorted(p for p, s in self.ports.items() if s.state is None)
 
 
-def _ovs(value):
-    """OVSDB JSON -> Python: ["map", [[k, v]...]] -> dict, ["set", [...]] -> list, ["uuid", u] -> u."""
-    if isinstance(value, list) and len(value) == 2 and value[0] in ("map", "set", "uuid"):
-        kind, body = value
-        if kind == "map":
-            return {k: _ovs(v) for k, v in body}
-        if kind == "set":
-            return [_ovs(v) for v in body]
-        return body
-    return value
-
-
-def _rows(doc: dict) -> list[dict]:
-    return [dict(zip(doc["headings"], (_ovs(v) for v in row))) for row in doc["data"]]
-
-
 def parse_state(node: str, text: str, mode: str, bridges: tuple[str, ...]) -> dict[str, BridgeState]:
     """One node's STATE_COMMAND output -> its loop bridges. Raises ValueError on anything
     that is not the two JSON documents (the caller turns that into failed evidence)."""
@@ -77,9 +62,9 @@ def parse_state(node: str, text: str, mode: str, bridges: tuple[str, ...]) -> di
     text = text.strip()
     bridges_doc, end = decoder.raw_decode(text)
     ports_doc, _ = decoder.raw_decode(text[end:].strip())
-    port_rows = {r["_uuid"]: r for r in _rows(ports_doc)}
+    port_rows = {r["_uuid"]: r for r in rows(ports_doc)}
     out: dict[str, BridgeState] = {}
-    for row in _rows(bridges_doc):
+    for row in rows(bridges_doc):
         if row["name"] not in bridges:
             continue
         status = row["rstp_status"] if mode == "rstp" else row["status"]

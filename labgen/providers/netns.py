@@ -225,7 +225,7 @@ class NetnsProvider:
         deadline = time.monotonic() + 5
         for pid in pids:
             while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
+                time.sleep(0.05)    # polling for the exit (no wait() on a non-child), bounded
             if _alive(pid):
                 try:
                     os.kill(pid, signal.SIGKILL)
