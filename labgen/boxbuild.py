@@ -82,6 +82,9 @@ RECIPES: dict[str, BoxRecipe] = {
             "dbus",
             # what the lab needs
             "openvswitch-switch", "tcpdump", "iputils-ping", "ethtool",
+            # a default-deny firewall like CentOS's (firewalld, enabled below) and iptables:
+            # the node script's firewall path runs in every VM lab, not only on CentOS
+            "firewalld", "iptables",
         ),
     ),
 }
@@ -606,6 +609,13 @@ class _Builder:
         write("etc/ssh/sshd_config.d/labgen-hostkeys.conf", SSHD_HOST_KEYS)
         for name in ("conf.db", ".conf.db.~lock~", "system-id.conf"):
             (root / "etc/openvswitch" / name).unlink(missing_ok=True)
+
+        # firewalld on at boot, as on CentOS and its relatives (its public zone rejects
+        # everything but SSH and DHCPv6): the node script must open the tunnel precisely.
+        _symlink(root / "etc/systemd/system/multi-user.target.wants/firewalld.service",
+                 "/lib/systemd/system/firewalld.service")
+        _symlink(root / "etc/systemd/system/dbus-org.fedoraproject.FirewallD1.service",
+                 "/lib/systemd/system/firewalld.service")
 
         # Emulated CPUs are slow: no apt runs behind the lab's back, and no e2scrub (it is
         # for LVM snapshots, which the box has none of, yet took 15 s of each boot).
