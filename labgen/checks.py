@@ -43,7 +43,7 @@ def plan_nodes(lab: Lab) -> list[Planned]:
 def plan_config(lab: Lab) -> list[Planned]:
     out = []
     want_key = None if lab.key is None else str(lab.key)
-    key_word = "VNI" if lab.tunnel == "vxlan" else "key"
+    key_word = lab.kind.key_name
     for n in lab.nodes:
         cidr = f"{n.underlay_ip}/{lab.underlay_prefixlen}"
         out.append(Planned(
@@ -178,9 +178,8 @@ def encap_filter(lab: Lab, src: str, dst: str) -> str:
     """A capture filter for encapsulated ICMP echo requests from overlay address `src` to
     `dst`. It matches the inner header, not the outer source: with three or more nodes the
     spanning tree may carry the ping through another node's tunnel."""
-    enc = lab.encapsulation
-    off = enc["inner_offset"]           # where the inner IPv4 header starts, past outer IP
-    return (f"{enc['filter']} and ip[{off + 9}] = 1 and ip[{off + 20}] = 8 "
+    off = lab.overhead                  # where the inner IPv4 header starts, past outer IP
+    return (f"{lab.kind.arriving_filter} and ip[{off + 9}] = 1 and ip[{off + 20}] = 8 "
             f"and ip[{off + 12}:4] = {_hex(src)} and ip[{off + 16}:4] = {_hex(dst)}")
 
 
@@ -230,7 +229,7 @@ def run_tunnel_checks(lab: Lab, runners: Mapping[str, Runner]) -> list[Check]:
         src, dst = sender.namespaces[0], receiver.namespaces[0]
         rx, tx = runners[receiver.name], runners[sender.name]
         scale = getattr(rx, "timeout_scale", 1.0)
-        name = f"{lab.encapsulation['label']} carrying {src.name} -> {dst.name} seen on {receiver.name}"
+        name = f"{lab.kind.label} carrying {src.name} -> {dst.name} seen on {receiver.name}"
         start = capture_start(lab, src.address, dst.address, limit)
         probe = ns_exec(src.name, f"ping -n -q -c 3 -i 0.2 -w 3 {dst.address}")
         started = time.monotonic()
@@ -266,7 +265,7 @@ def run_tunnel_checks(lab: Lab, runners: Mapping[str, Runner]) -> list[Check]:
         seconds = time.monotonic() - started
         if isinstance(res, Exception):
             return Check("tunnel", name, receiver.name, start, False, str(res), seconds, error=True)
-        passed, evidence = judges.encapsulated_echo(res, lab.encapsulation["marker"])
+        passed, evidence = judges.encapsulated_echo(res, lab.kind.marker(lab.key))
         if not passed:
             evidence = f"{evidence} ({rounds} ping rounds from {src.name})"
         return Check("tunnel", name, receiver.name, start, passed, evidence, seconds)

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from . import __version__, lifecycle
+from . import __version__, lifecycle, tunnels
 from . import boxes as box_catalog
 from .errors import LabgenError
 from .model import DEFAULT_BOX, Options, build_lab
@@ -62,7 +62,7 @@ def root(version: Annotated[bool, typer.Option("--version", callback=_version, i
 
 
 # ---- the options that describe a lab (shared by render and create) -----------------------
-Tunnel = Annotated[str, typer.Argument(help="Tunnel type: gre or vxlan.", show_default=False)]
+Tunnel = Annotated[str, typer.Argument(help=f"Tunnel type: {', '.join(tunnels.NAMES[:-1])} or {tunnels.NAMES[-1]}.", show_default=False)]
 Dir = Annotated[Optional[Path], typer.Option("--dir", help="Lab directory [default: ./lab-NAME].")]
 Name = Annotated[Optional[str], typer.Option(help="Lab name: libvirt network, domain and namespace prefix [default: the tunnel type].")]
 Nodes = Annotated[int, typer.Option(help="Number of nodes, 2-8 (full tunnel mesh).")]
@@ -367,7 +367,7 @@ def doctor(
     wanted: dict[str, list[str]] = {}   # provider -> the Debian packages it lacks
     for name in [provider] if provider else ["netns", "libvirt"]:
         try:
-            lab = build_lab(Options(tunnel="gre", provider=name, box=box if name == "libvirt" else None))
+            lab = build_lab(Options(tunnel=tunnels.NAMES[0], provider=name, box=box if name == "libvirt" else None))
             problems = providers.get(name).host_problems(lab)
         except (LabgenError, KeyError) as exc:
             fail(str(exc) if isinstance(exc, LabgenError) else f"unknown provider {name!r}: use libvirt or netns")

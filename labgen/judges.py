@@ -236,14 +236,15 @@ def tcpdump_packets(text: str) -> list[str]:
 
 def encapsulated_echo(res: Result, marker: str) -> Verdict:
     """Passed when the capture holds encapsulated ICMP echo requests, each with the tunnel's
-    own marker (GREv0, key=0x.., vni N)."""
+    own marker (GREv0, key=0x.., vni N, vni 0x..) as a whole token: vni 42 is not in vni 4242."""
+    token = re.compile(re.escape(marker) + r"(?![0-9a-fA-Fx])")
     echoes = [p for p in tcpdump_packets(res.stdout) if "ICMP echo request" in p]
     if not echoes:
         if res.exit_code == 124:
             return False, "no encapsulated echo request captured before the capture's timeout"
         said = [ln for ln in res.output.splitlines() if not ln.startswith(("listening on", "tcpdump: verbose"))]
         return False, f"no encapsulated echo request captured: {one_line(chr(10).join(said)) or f'exit {res.exit_code}'}"
-    wrong = [p for p in echoes if marker not in p]
+    wrong = [p for p in echoes if not token.search(p)]
     if wrong:
         return False, f"expected '{marker}' in every packet, found: {one_line(wrong[0])}"
     return True, f"{len(echoes)} captured: {one_line(echoes[0])}"

@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass, field, fields
 
 from . import __version__
 from . import boxes as box_catalog
+from . import tunnels
 from .boxes import Box
 from .errors import InputError
+from .tunnels import TunnelKind
 
-TUNNELS = ("gre", "vxlan")
 STP_MODES = ("stp", "rstp")
 STP_TIMERS = ("tuned", "standard")
 DATAPATHS = ("system", "netdev")
@@ -25,14 +26,6 @@ MIN_MEMORY_MB = 512
 DEFAULT_BOX = {"libvirt": "centos/stream9", "netns": "host"}
 # vagrant-libvirt's management network; an underlay on it would clash inside the VMs.
 VAGRANT_MGMT_NET = ipaddress.ip_network("192.168.121.0/24")
-
-# Tunnel encapsulation overhead on an IPv4 underlay, counted from the inner Ethernet header
-# (the inner MTU excludes it, the outer IP packet must fit the underlay MTU):
-#   GRE   = outer IPv4 20 + GRE base header 4 (+4 with a key) + inner Ethernet 14 = 38 (42)
-#   VXLAN = outer IPv4 20 + UDP 8 + VXLAN header 8 + inner Ethernet 14       = 50
-# OVS adds no GRE checksum or sequence number unless asked, so these are exact.
-OVERHEAD = {"gre": 38, "vxlan": 50}
-GRE_KEY_BYTES = 4
 
 # A lab name becomes a libvirt network, a domain prefix and part of host namespace names:
 # lowercase (Vagrant and libvirt trip over uppercase), no shell metacharacters, short.
@@ -88,7 +81,7 @@ class Namespace:
 @dataclass(frozen=True)
 class Tunnel:
     port: str           # OVS port name on br1
-    type: str           # gre | vxlan
+    type: str           # the OVS interface type (tunnels.py)
     remote_node: str
     remote_ip: str
 
@@ -159,17 +152,14 @@ class Lab:
         return 40.0 if self.stp_timers == "tuned" else 75.0
 
     @property
-    def encapsulation(self) -> dict:
-        """How the encapsulated traffic looks on the underlay (for the capture check):
-        the capture filter, where the inner IPv4 header starts in the outer packet, and the
-        text tcpdump prints for this tunnel's key."""
-        if self.tunnel == "gre":
-            key = self.key is not None
-            return {"filter": "ip proto 47", "label": "GRE (IP protocol 47)",
-                    "inner_offset": 20 + 4 + (GRE_KEY_BYTES if key else 0) + 14,
-                    "marker": f"key=0x{self.key:x}" if key else "GREv0"}
-        return {"filter": "udp dst port 4789", "label": "VXLAN (UDP 4789)",
-                "inner_offset": 20 + 8 + 8 + 14, "marker": f"vni {self.key or 0}"}
+    def kind(self) -> TunnelKind:
+        """What this lab's tunnel kind looks like on the wire, its key, its firewall rule."""
+        return tunnels.get(self.tunnel)
+
+    @property
+    def overhead(self) -> int:
+        """Bytes the tunnel adds to an inner frame (= where the inner IPv4 header starts)."""
+        return self.kind.overhead(self.key is not None)
 
     @property
     def max_ping_payload(self) -> int:
@@ -246,7 +236,8 @@ def resolve_driver(requested: str, kvm_usable=None) -> str:
 
 def build_lab(opts: Options, kvm_usable: bool | None = None) -> Lab:
     """Validate the options and resolve every name and address of the lab."""
-    tunnel = _choice(opts.tunnel, TUNNELS, "tunnel type")
+    kind = tunnels.get(opts.tunnel)
+    tunnel = kind.name
     provider = _choice(opts.provider, box_catalog.PROVIDERS, "provider")
     stp = _choice(opts.stp, STP_MODES, "spanning tree mode")
     timers = _choice(opts.stp_timers, STP_TIMERS, "STP timer set")
@@ -272,11 +263,7 @@ def build_lab(opts: Options, kvm_usable: bool | None = None) -> Lab:
         raise InputError(f"lab name {name!r} is not usable: use 1-20 characters, lowercase "
                          f"letters, digits and '-', starting with a letter (e.g. --name gre-lab)")
 
-    if opts.key is not None:
-        limit = (1 << 24) - 1 if tunnel == "vxlan" else (1 << 32) - 1
-        what = "VXLAN VNI" if tunnel == "vxlan" else "GRE key"
-        if not 0 <= opts.key <= limit:
-            raise InputError(f"{what} {opts.key} is out of range: use 0 to {limit}")
+    kind.check_key(opts.key)
 
     if not 1280 <= opts.underlay_mtu <= 9000:
         raise InputError(f"--underlay-mtu {opts.underlay_mtu} is out of range: use 1280 to 9000")
@@ -304,8 +291,7 @@ def build_lab(opts: Options, kvm_usable: bool | None = None) -> Lab:
         raise InputError(f"overlay {overlay} is too small for {opts.nodes} nodes (needs host "
                          f"part .{need}): use a shorter prefix, e.g. /24")
 
-    overhead = OVERHEAD[tunnel] + (GRE_KEY_BYTES if tunnel == "gre" and opts.key is not None else 0)
-    inner_mtu = opts.underlay_mtu - overhead
+    inner_mtu = opts.underlay_mtu - kind.overhead(opts.key is not None)
 
     under_ip = {k: str(underlay.network_address + k) for k in range(1, opts.nodes + 1)}
     nodes = []
@@ -319,12 +305,12 @@ def build_lab(opts: Options, kvm_usable: bool | None = None) -> Lab:
             veths.append(Veth(a=f"{letter}{k}.1", bridge_a=bridge, b=f"{letter}{k}.2", namespace=ns))
         for pair, br_a, br_b in LOOP:
             veths.append(Veth(a=f"{pair}.1", bridge_a=br_a, b=f"{pair}.2", bridge_b=br_b))
-        tunnels = tuple(
-            Tunnel(port=f"{tunnel}-node{j}", type=tunnel, remote_node=f"node{j}", remote_ip=under_ip[j])
+        ports = tuple(
+            Tunnel(port=f"{tunnel}-node{j}", type=kind.ovs_type, remote_node=f"node{j}", remote_ip=under_ip[j])
             for j in range(1, opts.nodes + 1) if j != k
         )
         nodes.append(Node(index=k, name=f"node{k}", underlay_ip=under_ip[k],
-                          namespaces=tuple(namespaces), veths=tuple(veths), tunnels=tunnels))
+                          namespaces=tuple(namespaces), veths=tuple(veths), tunnels=ports))
 
     return Lab(
         name=name, tunnel=tunnel, key=opts.key, provider=provider, datapath=datapath,

@@ -258,7 +258,7 @@ def _feed_stdin(proc: NodeProcess) -> None:
 
 def capture_filter(lab: Lab) -> str:
     """The article's view of the tunnel: all of it, STP BPDUs and ARP inside included."""
-    return "ip proto 47" if lab.tunnel == "gre" else "udp port 4789"
+    return lab.kind.capture_filter
 
 
 def capture_command(nic: str, lab: Lab, count: int, pcap: bool) -> str:

@@ -33,7 +33,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("nodes", 1, "every node answers and its Open vSwitch daemon reports its version",
           lambda lab, r, _: run_planned(plan_nodes(lab), r)),
     Stage("config", 2, "the underlay NIC is up with its address; every tunnel port exists with "
-          "the right type, remote address and GRE key / VXLAN VNI; every namespace interface is "
+          "the right type, remote address and key or VNI; every namespace interface is "
           "up with its address (each failure says what was expected and what was found)",
           lambda lab, r, _: run_planned(plan_config(lab), r)),
     Stage("underlay", 3, "each node pings every other node's underlay address",
@@ -46,8 +46,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("overlay", 5, "every namespace pings every other namespace, on its own node and across",
           lambda lab, r, settle: run_planned(plan_overlay(lab, min(settle, 15.0)), r)),
     Stage("tunnel", 6, "a capture on the receiving node's underlay NIC sees the encapsulated "
-          "echo requests of a cross-node ping (GRE: IP protocol 47 with the key; VXLAN: UDP 4789 "
-          "with the VNI); the pings start once tcpdump says it is listening, never after a fixed delay",
+          "echo requests of a cross-node ping, each with the tunnel's protocol or port and its key "
+          "or VNI as tcpdump decodes them (tunnel kinds table); the pings start once tcpdump says it is listening, never after a fixed delay",
           lambda lab, r, _: run_tunnel_checks(lab, r)),
     Stage("mtu", 7, "no frame can be black-holed: no interface on an overlay path (namespace and "
           "bridge ends, loop veths, bridge ports) is above the inner MTU, the underlay carries the "

@@ -106,7 +106,7 @@ def test_inner_mtu(tunnel, key, underlay_mtu, inner):
     assert lb.inner_mtu == inner
     assert lb.max_ping_payload == inner - 28
     # The encapsulated packet of a full inner frame fits the underlay exactly.
-    assert lb.encapsulation["inner_offset"] + inner == underlay_mtu
+    assert lb.overhead + inner == underlay_mtu
 
 
 def test_stp_tuned_timers_are_consistent():

@@ -32,17 +32,6 @@ ovs-vsctl --timeout=30 wait-until Open_vSwitch . >/dev/null
 # --- the article's kernel settings (before any namespace exists, so they are inherited) --
 sysctl -q -w net.ipv4.ip_forward=1 net.ipv4.conf.default.rp_filter=0
 
-# --- let the tunnel through an active firewall instead of switching it off ---------------
-if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>&1; then
-  firewall-cmd -q --add-protocol=gre
-  firewall-cmd -q --permanent --add-protocol=gre
-elif command -v iptables >/dev/null 2>&1; then
-  rules=$(iptables -S INPUT 2>/dev/null || true)
-  if [ -n "$rules" ] && [ "$rules" != "-P INPUT ACCEPT" ]; then
-    iptables -C INPUT -p gre -j ACCEPT 2>/dev/null || iptables -I INPUT -p gre -j ACCEPT
-  fi
-fi
-
 # --- the underlay NIC: found by its address, not assumed to be eth1 ----------------------
 # Remembered in OVS's database, because the netdev layout moves the address off the NIC.
 nic=$(ovs-vsctl --if-exists get Open_vSwitch . external_ids:labgen-underlay-nic | tr -d '"')

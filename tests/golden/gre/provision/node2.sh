@@ -35,14 +35,20 @@ ovs-vsctl --timeout=30 wait-until Open_vSwitch . >/dev/null
 # --- the article's kernel settings (before any namespace exists, so they are inherited) --
 sysctl -q -w net.ipv4.ip_forward=1 net.ipv4.conf.default.rp_filter=0
 
-# --- let the tunnel through an active firewall instead of switching it off ---------------
+# --- let the tunnel in through an active firewall, never switching it off ---------------
+# Only GRE (IP protocol 47), only from the underlay 10.10.10.0/24. (The userspace datapath reads
+# the NIC before netfilter, so this is for the kernel datapath only.)
 if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>&1; then
-  firewall-cmd -q --add-protocol=gre
-  firewall-cmd -q --permanent --add-protocol=gre
+  rule='rule family="ipv4" source address="10.10.10.0/24" protocol value="gre" accept'
+  firewall-cmd -q --query-rich-rule="$rule" || firewall-cmd -q --add-rich-rule="$rule"
+  firewall-cmd -q --permanent --query-rich-rule="$rule" || firewall-cmd -q --permanent --add-rich-rule="$rule"
+  log "firewalld: admitted GRE (IP protocol 47) from 10.10.10.0/24"
 elif command -v iptables >/dev/null 2>&1; then
   rules=$(iptables -S INPUT 2>/dev/null || true)
   if [ -n "$rules" ] && [ "$rules" != "-P INPUT ACCEPT" ]; then
-    iptables -C INPUT -p gre -j ACCEPT 2>/dev/null || iptables -I INPUT -p gre -j ACCEPT
+    iptables -C INPUT -s 10.10.10.0/24 -p gre -j ACCEPT 2>/dev/null ||
+      iptables -I INPUT -s 10.10.10.0/24 -p gre -j ACCEPT
+    log "iptables: admitted GRE (IP protocol 47) from 10.10.10.0/24"
   fi
 fi
 
