@@ -99,6 +99,10 @@ KINDS: dict[str, TunnelKind] = {k.name: k for k in (
     TunnelKind(name="vxlan", title="VXLAN", ovs_type="vxlan", key_name="VNI", key_bits=24,
                header=8 + 8, key_bytes=0, ip_proto=17, udp_port=4789,
                tcpdump_tag="vni ", key_shown_hex=False),
+    # UDP 8 + Geneve base header 8 (no options from OVS); the VNI is 24 bits.
+    TunnelKind(name="geneve", title="Geneve", ovs_type="geneve", key_name="VNI", key_bits=24,
+               header=8 + 8, key_bytes=0, ip_proto=17, udp_port=6081,
+               tcpdump_tag="vni ", key_shown_hex=True),
 )}
 NAMES = tuple(KINDS)
 

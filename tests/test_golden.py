@@ -1,4 +1,4 @@
-"""Golden files: what `labgen render` writes for three labs, byte for byte.
+"""Golden files: what `labgen render` writes for four labs, byte for byte.
 
 Regenerate after an intended change, then read the diff before committing:
     pytest tests/test_golden.py --update-golden      (or LABGEN_UPDATE_GOLDEN=1)
@@ -23,6 +23,7 @@ CASES = {
     "vxlan": ["vxlan", "--box", "generic/debian12", "--stp", "rstp", "--vni", "5000",
               "--libvirt-driver", "qemu"],
     "gre-3nodes": ["gre", "--nodes", "3", "--provider", "netns"],
+    "geneve": ["geneve", "--box", "labgen/debian12", "--vni", "5000", "--libvirt-driver", "qemu"],
 }
 # Not compared: the picture depends on the Graphviz version; logs/ is empty at render time.
 SKIP = {"topology.svg"}

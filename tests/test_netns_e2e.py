@@ -30,6 +30,7 @@ def clean_host():
     ("gre", [], "GREv0"),
     ("vxlan", ["--stp", "rstp", "--vni", "4242"], "vni 4242"),
     ("gre", ["--key", "77", "--stp-timers", "standard"], "key=0x4d"),
+    ("geneve", ["--vni", "5000"], "Geneve, Flags [none], vni 0x1388"),
 ])
 def test_create_verifies_and_destroy_leaves_nothing(tmp_path, clean_host, tunnel, extra, marker):
     junit = tmp_path / "junit.xml"

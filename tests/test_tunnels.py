@@ -39,7 +39,7 @@ def test_readme_table_is_generated_from_the_table():
 def test_unknown_kind_is_refused_in_one_place_naming_all_kinds():
     with pytest.raises(InputError) as exc:
         tunnels.get("ipip")
-    assert str(exc.value) == "unknown tunnel type 'ipip': use gre or vxlan"
+    assert str(exc.value) == "unknown tunnel type 'ipip': use gre, vxlan or geneve"
     with pytest.raises(InputError):
         build_lab(Options(tunnel="ipip"))
 
@@ -47,6 +47,7 @@ def test_unknown_kind_is_refused_in_one_place_naming_all_kinds():
 @pytest.mark.parametrize("kind,keyed,overhead", [
     ("gre", False, 38), ("gre", True, 42),      # IPv4 20 + GRE 4 (+ key 4) + Ethernet 14
     ("vxlan", False, 50), ("vxlan", True, 50),  # IPv4 20 + UDP 8 + VXLAN 8 + Ethernet 14
+    ("geneve", False, 50), ("geneve", True, 50),  # IPv4 20 + UDP 8 + Geneve 8 + Ethernet 14
 ])
 def test_overhead(kind, keyed, overhead):
     assert tunnels.get(kind).overhead(keyed) == overhead
@@ -56,6 +57,7 @@ def test_overhead(kind, keyed, overhead):
 
 @pytest.mark.parametrize("kind,limit,label", [
     ("gre", (1 << 32) - 1, "GRE key"), ("vxlan", (1 << 24) - 1, "VXLAN VNI"),
+    ("geneve", (1 << 24) - 1, "Geneve VNI"),
 ])
 def test_key_range(kind, limit, label):
     assert lab(kind, key=limit).key == limit
@@ -68,6 +70,7 @@ def test_key_range(kind, limit, label):
 RECORDED = {
     "gre": (None, "GREv0", "capture-gre.txt"),
     "vxlan": (42, "vni 42", "capture-vxlan-vni42.txt"),
+    "geneve": (42, "vni 0x2a", "capture-geneve-vni42.txt"),
 }
 
 
@@ -92,6 +95,7 @@ def test_marker_matches_a_real_capture_of_that_kind_only(kind):
 @pytest.mark.parametrize("kind,firewalld,iptables", [
     ("gre", 'protocol value="gre"', "-s 10.10.10.0/24 -p gre -j ACCEPT"),
     ("vxlan", 'port port="4789" protocol="udp"', "-s 10.10.10.0/24 -p udp --dport 4789 -j ACCEPT"),
+    ("geneve", 'port port="6081" protocol="udp"', "-s 10.10.10.0/24 -p udp --dport 6081 -j ACCEPT"),
 ])
 def test_node_script_admits_only_the_tunnel_from_the_underlay(kind, firewalld, iptables):
     lb = lab(kind)
