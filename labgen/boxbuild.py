@@ -83,8 +83,11 @@ RECIPES: dict[str, BoxRecipe] = {
             # what the lab needs
             "openvswitch-switch", "tcpdump", "iputils-ping", "ethtool",
             # a default-deny firewall like CentOS's (firewalld, enabled below) and iptables:
-            # the node script's firewall path runs in every VM lab, not only on CentOS
-            "firewalld", "iptables",
+            # the node script's firewall path runs in every VM lab, not only on CentOS;
+            # conntrack lets a test forget a flow the firewall admitted before a rule went
+            "firewalld", "iptables", "conntrack",
+            # (firewalld needs polkitd, which needs a logind: debootstrap does not pick one)
+            "libpam-systemd",
         ),
     ),
 }

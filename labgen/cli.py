@@ -180,6 +180,8 @@ def _emit(report, json_out: bool, junit: Optional[Path], lab_dir: Path) -> None:
     if junit:
         write_junit(report, junit)
     if not report.passed:
+        for line in report.findings:
+            err.print(line, markup=False, highlight=False)
         err.print(f"diagnostics per node: {lab_dir / 'diagnostics'}/", highlight=False)
     elif json_out:
         err.print(summary(report), markup=False)

@@ -103,7 +103,7 @@ def run_verify(lab: Lab, lab_dir: Path, timeout: float | None,
     try:
         report = verify(lab, runners, timeout=timeout, progress=progress)
         if not report.passed:
-            collect_diagnostics(lab, runners, lab_dir / "diagnostics")
+            report.findings = collect_diagnostics(lab, runners, lab_dir / "diagnostics")
         return report
     finally:
         for r in runners.values():

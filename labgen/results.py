@@ -31,6 +31,7 @@ class Report:
     tunnel: str
     checks: list[Check] = field(default_factory=list)
     seconds: float = 0.0
+    findings: list[str] = field(default_factory=list)   # read from the diagnostics of a failed run
 
     @property
     def passed(self) -> bool:
@@ -55,7 +56,8 @@ class Report:
                 "stages": [{"name": s.name, "proves": s.proves,
                             "status": self.stage_status(s.name)} for s in STAGES],
                 "checks": [{**asdict(c), "status": c.status, "seconds": round(c.seconds, 3)}
-                           for c in self.checks]}
+                           for c in self.checks],
+                "findings": list(self.findings)}
 
 
 def stage_status_of(checks: list[Check]) -> str:
