@@ -1,7 +1,8 @@
 """End-to-end on real VMs: Vagrant + vagrant-libvirt + libvirt + qemu (software emulation
 here), the locally built labgen/debian12 box, OVS's kernel datapath inside the guests,
 verification over SSH. Minutes, not seconds: the tests here share ONE running GRE lab
-(verify, up again, two breakages); test_vm_vxlan.py boots the VXLAN lab after it."""
+(verify, up again, four breakages, the firewall path with firewalld and with iptables);
+test_vm_geneve.py and test_vm_vxlan.py boot their labs after it."""
 from __future__ import annotations
 
 import json
@@ -10,9 +11,14 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from netns_helpers import labgen
-from vm_helpers import EMPTY, libvirt_names
+from vm_helpers import (EMPTY, IPTABLES_DROP, firewalld_rules, forget_tunnel_flows, libvirt_names,
+                        on_node, root_node)
 
+from labgen import tunnels
 from labgen.stages import NAMES
+
+GRE = tunnels.get("gre")
+RULE = GRE.firewalld_rule("10.10.10.0/24")
 
 pytestmark = pytest.mark.vm
 
@@ -60,6 +66,16 @@ def test_create_on_vms_verifies(gre_lab):
     assert {s["name"]: s["status"] for s in result["stages"]} == {n: "passed" for n in NAMES}
     assert ET.parse(junit).getroot().find("testsuite").get("failures") == "0"
     assert "node1: SSH ready" in proc.stderr and "node2: provisioning" in proc.stderr
+
+
+def test_firewalld_is_active_and_admits_only_the_tunnel_from_the_underlay(gre_lab):
+    """The box runs firewalld like CentOS; the node script added one rich rule (runtime and
+    permanent) and opened nothing else."""
+    lab, created, _ = gre_lab
+    assert created.returncode == 0
+    for node in ("node1", "node2"):
+        assert firewalld_rules(lab, node) == {"state": "running", "rich": RULE, "ports": "",
+                                              "protocols": "", "permanent": RULE}
 
 
 def test_up_again_on_running_vms_changes_nothing(gre_lab):
@@ -113,6 +129,52 @@ def test_namespace_mtu_black_hole_fails_the_mtu_stage_then_up_repairs(gre_lab):
     assert "black hole" in names["A2 -> A1: DF ping, 1435 B payload refused"]
     assert labgen("up", str(lab), timeout=900).returncode == 0
     assert labgen("verify", str(lab), timeout=600).returncode == 0
+
+
+def _fails_at_overlay_naming(proc, node: str, firewall: str) -> None:
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    bad = _failing(proc)
+    assert {c["stage"] for c in bad} == {"overlay"}, bad
+    assert all("across" in c["name"] and c["evidence"].startswith("no reply") for c in bad), bad
+    findings = json.loads(proc.stdout)["findings"]
+    assert findings == [f"{node}: {firewall} has no rule in its "
+                        f"{'active zone' if firewall == 'firewalld' else 'INPUT chain (not wide open)'} "
+                        f"admitting GRE (IP protocol 47) from 10.10.10.0/24: run labgen up to add it "
+                        f"(never switch the firewall off)"], findings
+
+
+def test_firewalld_without_the_tunnel_rule_fails_the_overlay_naming_it(gre_lab):
+    """The rule removed on the node with the spanning-tree root (so BPDUs still flow and only
+    data is stopped), its admitted flow forgotten: verify fails at the overlay and says which
+    firewall on which node; labgen up adds the rule back."""
+    lab, created, _ = gre_lab
+    assert created.returncode == 0
+    node = root_node(lab)
+    assert on_node(lab, node, f"firewall-cmd --remove-rich-rule='{RULE}'").returncode == 0
+    forget_tunnel_flows(lab, node, GRE)
+    proc = labgen("verify", str(lab), "--json", timeout=600)
+    _fails_at_overlay_naming(proc, node, "firewalld")
+    assert (lab / "diagnostics" / f"{node}.txt").read_text().count("firewalld blocks") == 1
+    assert labgen("up", str(lab), timeout=900).returncode == 0
+    assert firewalld_rules(lab, node)["rich"] == RULE
+    assert labgen("verify", str(lab), timeout=600).returncode == 0
+
+
+def test_iptables_drop_policy_fails_then_up_admits_only_the_tunnel(gre_lab):
+    """firewalld on one node, an iptables INPUT policy of DROP on the other (the root's): no
+    rule -> the overlay fails, named; labgen up inserts the rule -> VERIFIED."""
+    lab, created, _ = gre_lab
+    assert created.returncode == 0
+    node = root_node(lab)
+    assert on_node(lab, node, IPTABLES_DROP).returncode == 0
+    proc = labgen("verify", str(lab), "--json", timeout=600)
+    _fails_at_overlay_naming(proc, node, "iptables")
+    assert labgen("up", str(lab), timeout=900).returncode == 0
+    rules = on_node(lab, node, "iptables -S INPUT").stdout.splitlines()
+    assert rules[:2] == ["-P INPUT DROP", "-A INPUT -s 10.10.10.0/24 -p gre -j ACCEPT"], rules
+    assert on_node(lab, node, "firewall-cmd --state").returncode != 0     # still iptables
+    proc = labgen("verify", str(lab), "--json", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:]
 
 
 @pytest.mark.parametrize("net_name,ip,name,fragment", [

@@ -1,6 +1,8 @@
 """End-to-end on real VMs, VXLAN, the way a user's pipeline runs it: through the CI recipe's
 own script (examples/ci/labgen-ci.sh, what the GitHub and GitLab recipes call), so the recipe
-cannot rot. create -> verified -> destroyed, a JUnit report, nothing left in libvirt.
+cannot rot. create -> verified with firewalld on both nodes (the box's default) -> kept
+(--keep) -> node2 switched to an iptables DROP policy, labgen up, verified again -> destroyed,
+nothing left in libvirt.
 A module of its own so that it boots only after the shared GRE lab of test_vm_e2e.py is gone
 (two emulated VMs at a time keep two cores busy)."""
 from __future__ import annotations
@@ -10,7 +12,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from vm_helpers import EMPTY, libvirt_names
+from netns_helpers import labgen
+from vm_helpers import EMPTY, IPTABLES_DROP, firewalld_rules, libvirt_names, on_node
+
+from labgen import tunnels
 
 pytestmark = pytest.mark.vm
 
@@ -21,8 +26,19 @@ def test_ci_recipe_script_verifies_vxlan_and_leaves_nothing(tmp_path, box):
     name = "ci-vxlan"
     assert libvirt_names(f"labgen-{name}") == EMPTY
     out = tmp_path / "reports"
+    lab = out / ".labs" / "lab-vxlan"
+    try:
+        _recipe_then_iptables(box, name, out, lab)
+    finally:
+        if (lab / "lab.json").exists():
+            destroyed = labgen("destroy", str(lab), timeout=600)
+            assert destroyed.returncode == 0, destroyed.stderr
+    assert libvirt_names(f"labgen-{name}") == EMPTY
+
+
+def _recipe_then_iptables(box, name, out, lab):
     proc = subprocess.run(["bash", str(SCRIPT), "--box", box, "--no-setup", "--tunnels", "vxlan",
-                           "--name-prefix", "ci", "--out", str(out), "--", "--vni", "4242"],
+                           "--name-prefix", "ci", "--out", str(out), "--keep", "--", "--vni", "4242"],
                           capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "labgen-ci: vxlan: VERIFIED" in proc.stdout, proc.stdout[-2000:]
@@ -35,5 +51,16 @@ def test_ci_recipe_script_verifies_vxlan_and_leaves_nothing(tmp_path, box):
         seen = c.find("system-out").text
         assert "ICMP echo request" in seen and "vni 4242" in seen, seen
     assert sum("VNI" in n for n in cases) == 2
-    assert libvirt_names(f"labgen-{name}") == EMPTY
-    assert not (out / ".labs").exists()
+    assert f"labgen-ci: kept: {lab}" in proc.stdout
+
+    rule = tunnels.get("vxlan").firewalld_rule("10.10.10.0/24")
+    for node in ("node1", "node2"):
+        assert firewalld_rules(lab, node) == {"state": "running", "rich": rule, "ports": "",
+                                              "protocols": "", "permanent": rule}
+    assert on_node(lab, "node2", IPTABLES_DROP).returncode == 0
+    assert labgen("up", str(lab), timeout=900).returncode == 0
+    rules = on_node(lab, "node2", "iptables -S INPUT").stdout.splitlines()
+    assert rules[:2] == ["-P INPUT DROP",
+                         "-A INPUT -s 10.10.10.0/24 -p udp -m udp --dport 4789 -j ACCEPT"], rules
+    again = labgen("verify", str(lab), "--json", timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:]

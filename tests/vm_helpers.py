@@ -13,3 +13,50 @@ def libvirt_names(prefix: str) -> dict[str, list[str]]:
         return [ln.split()[0] for ln in out.splitlines() if ln.strip().startswith(prefix)]
     return {"domains": names("list", "--all", "--name"), "networks": names("net-list", "--all", "--name"),
             "volumes": names("vol-list", "default")}
+
+
+# ---- firewalls inside the guests --------------------------------------------------------
+# The labgen/debian12 box boots with firewalld active (default zone rejects all but SSH and
+# DHCPv6), as CentOS does. A test swaps it for an iptables INPUT policy of DROP that lets in
+# only what a server keeps open: loopback, SSH and ICMP. No ESTABLISHED rule, so a tunnel
+# flow admitted earlier is not let in by its conntrack entry.
+IPTABLES_DROP = " && ".join([
+    "systemctl stop firewalld", "iptables -P INPUT DROP", "iptables -A INPUT -i lo -j ACCEPT",
+    "iptables -A INPUT -p tcp --dport 22 -j ACCEPT", "iptables -A INPUT -p icmp -j ACCEPT",
+])
+
+
+def on_node(lab_dir, node: str, cmd: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run a shell command as root on a VM node, through labgen exec (SSH)."""
+    from netns_helpers import labgen
+    return labgen("exec", node, "--dir", str(lab_dir), "--", "sh", "-c", cmd, timeout=timeout)
+
+
+def forget_tunnel_flows(lab_dir, node: str, kind) -> None:
+    """Drop the conntrack entries of the tunnel on node, so only the rules decide again."""
+    match = f"-p udp --dport {kind.udp_port}" if kind.udp_port else f"-p {kind.name}"
+    on_node(lab_dir, node, f"conntrack -D {match} >/dev/null 2>&1 || true")
+
+
+def firewalld_rules(lab_dir, node: str) -> dict[str, str]:
+    """What firewalld admits on node: state, rich rules, and the broad openings labgen must
+    never add (ports, protocols, target)."""
+    out = {}
+    for key, cmd in (("state", "firewall-cmd --state"), ("rich", "firewall-cmd --list-rich-rules"),
+                     ("ports", "firewall-cmd --list-ports"), ("protocols", "firewall-cmd --list-protocols"),
+                     ("permanent", "firewall-cmd --permanent --list-rich-rules")):
+        out[key] = on_node(lab_dir, node, cmd).stdout.strip()
+    return out
+
+
+def root_node(lab_dir, nodes=("node1", "node2")) -> str:
+    """The node holding the spanning tree's root bridge: blocking the tunnel INTO it stops
+    only data (the root hears no BPDUs from the others), so the overlay stage is what fails."""
+    cmd = ("for b in br1 br2 br3; do echo $(ovs-vsctl get bridge $b status:stp_bridge_id) "
+           "$(ovs-vsctl get bridge $b status:stp_designated_root); done")
+    for node in nodes:
+        for line in on_node(lab_dir, node, cmd).stdout.splitlines():
+            ids = line.replace('"', "").split()
+            if len(ids) == 2 and ids[0] == ids[1]:
+                return node
+    raise AssertionError("no node holds the root bridge")

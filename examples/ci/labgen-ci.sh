@@ -5,7 +5,7 @@
 # what labgen's own CI runs (with --box labgen/debian12).
 #
 #   examples/ci/labgen-ci.sh [--box NAME] [--out DIR] [--tunnels "gre vxlan"]
-#                            [--name-prefix P] [--no-setup] [-- MORE labgen create OPTIONS]
+#                            [--name-prefix P] [--no-setup] [--keep] [-- MORE labgen create OPTIONS]
 #
 #   --box NAME       box of every lab (default $LABGEN_BOX, else centos/stream9; a box with a
 #                    URL is downloaded once by create, labgen/* boxes are built here)
@@ -15,6 +15,9 @@
 #   --name-prefix P  lab names P-gre, P-vxlan (default $LABGEN_CI_NAME_PREFIX, else ci)
 #   --no-setup       skip scripts/setup --vm (the machine is set up already; or
 #                    LABGEN_CI_SETUP=0)
+#   --keep           leave the labs running for later steps of the pipeline, in DIR/.labs/lab-T
+#                    (printed at the end); tear each down with `labgen destroy DIR/.labs/lab-T`
+#                    (or LABGEN_CI_KEEP=1)
 #
 # Runs as root, or as a user with passwordless sudo (hosted CI runners). VAGRANT_HOME, when
 # set, is kept (CI caches the downloaded box there). Exit 0 when every lab verified, else the
@@ -29,6 +32,7 @@ out="${LABGEN_CI_OUT:-$PWD/labgen-reports}"
 tunnels="${LABGEN_TUNNELS:-gre vxlan}"
 prefix="${LABGEN_CI_NAME_PREFIX:-ci}"
 setup="${LABGEN_CI_SETUP:-1}"
+keep="${LABGEN_CI_KEEP:-0}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --box) box="${2:?--box needs a name}"; shift 2 ;;
@@ -36,6 +40,7 @@ while [ $# -gt 0 ]; do
     --tunnels) tunnels="${2:?--tunnels needs a list}"; shift 2 ;;
     --name-prefix) prefix="${2:?--name-prefix needs a value}"; shift 2 ;;
     --no-setup) setup=0; shift ;;
+    --keep) keep=1; shift ;;
     --) shift; break ;;
     -h|--help) awk 'NR > 1 && /^#/ { print substr($0, 3); next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "labgen-ci: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -110,12 +115,14 @@ as_root "$labgen" doctor --provider libvirt --box "$box"
 
 first_failure=0
 summary=()
+teardown=(--destroy)
+if [ "$keep" = 1 ]; then teardown=(); fi
 for tunnel in $tunnels; do
   t0=$SECONDS
   say "labgen create $tunnel --box $box"
   set +e
   as_root "$labgen" create "$tunnel" --box "$box" --name "$prefix-$tunnel" --dir "$work/lab-$tunnel" \
-    --force --junit "$out/labgen-$tunnel.xml" --destroy "$@" 2>&1 | tee "$out/create-$tunnel.log"
+    --force --junit "$out/labgen-$tunnel.xml" "${teardown[@]}" "$@" 2>&1 | tee "$out/create-$tunnel.log"
   code=${PIPESTATUS[0]}
   set -e
   if [ "$code" -ne 0 ]; then
@@ -132,7 +139,15 @@ for tunnel in $tunnels; do
   verdict=$(grep -E '^(NOT )?VERIFIED' "$out/create-$tunnel.log" | tail -n 1 || true)
   summary+=("$tunnel: ${verdict:-exit $code} ($((SECONDS - t0)) s)")
 done
-as_root rm -rf "$work"
+if [ "$keep" = 1 ]; then
+  for tunnel in $tunnels; do
+    if [ -f "$work/lab-$tunnel/lab.json" ]; then
+      say "kept: $work/lab-$tunnel (labgen destroy $work/lab-$tunnel)"
+    fi
+  done
+else
+  as_root rm -rf "$work"
+fi
 
 say "done in $((SECONDS - started)) s; reports in $out"
 for line in "${summary[@]}"; do say "$line"; done
