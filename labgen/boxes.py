@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import InputError
+from .providers import NAMES as PROVIDERS
 from .resources import resource_dir
 
 FAMILIES = ("rhel", "debian", "host")
-PROVIDERS = ("libvirt", "netns")
 
 
 @dataclass(frozen=True)

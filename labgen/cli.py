@@ -1,22 +1,26 @@
-"""The command line: a thin layer that turns flags into Options and calls lifecycle."""
+"""The command line: a thin layer that turns flags into Options and calls lifecycle;
+tables and reports come from report.py, host checks from the providers (doctor.py)."""
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from . import __version__, lifecycle, tunnels
+from . import __version__, lifecycle, providers, tunnels
 from . import boxes as box_catalog
-from .errors import LabgenError
-from .model import DEFAULT_BOX, Options, build_lab
+from .errors import ExitCode, LabgenError
+from .model import Lab, Options, build_lab
 from .render import load_lab
-from .report import PLAIN_WIDTH, is_plain, new_table, print_report, summary, to_json, write_junit
+from .report import (PLAIN_WIDTH, boxes_table, is_plain, print_report, status_json, status_table,
+                     summary, to_json, write_junit)
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Stand up, prove and tear down Open vSwitch GRE/VXLAN overlay labs.")
@@ -32,8 +36,8 @@ for _c in (out, err):
         _c.width = PLAIN_WIDTH
 
 
-class Progress:
-    """Progress lines with elapsed time: '  12.3s node1: provisioning'."""
+class ProgressPrinter:
+    """The providers' Progress callback for a terminal or a log: progress lines with elapsed time: '  12.3s node1: provisioning'."""
 
     def __init__(self) -> None:
         self.started = time.monotonic()
@@ -44,7 +48,7 @@ class Progress:
                   soft_wrap=True, highlight=False)
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = ExitCode.USAGE) -> None:
     err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -61,53 +65,62 @@ def root(version: Annotated[bool, typer.Option("--version", callback=_version, i
     pass
 
 
-# ---- the options that describe a lab (shared by render and create) -----------------------
+# ---- the options that describe a lab: declared once, defaults from model.Options ---------
+# (field of Options -> its type and typer option; the commands get them through @lab_options)
+LAB_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "name": (Optional[str], typer.Option(help="Lab name: libvirt network, domain and namespace prefix (default: the tunnel type).")),
+    "nodes": (int, typer.Option(help="Number of nodes, 2-8 (full tunnel mesh).")),
+    "provider": (str, typer.Option("--provider", help=f"{' or '.join(providers.NAMES)}: Vagrant VMs or namespaces on this host.")),
+    "box": (Optional[str], typer.Option(help="Box from the catalog (labgen boxes) (default: the provider's, centos/stream9 for VMs).")),
+    "datapath": (Optional[str], typer.Option(help="OVS datapath: system or netdev (default: system for VMs, netdev for netns).")),
+    "stp": (str, typer.Option(help="Loop protection on br1/br2/br3: stp or rstp.")),
+    "stp_timers": (str, typer.Option(help="STP timers: tuned (forward-delay 4, max-age 6) or standard.")),
+    "underlay": (str, typer.Option(help="Underlay network (node k = .k).")),
+    "overlay": (str, typer.Option(help="Overlay network of the namespaces.")),
+    "underlay_mtu": (int, typer.Option(help="Underlay MTU; the inner MTU is this minus the tunnel overhead.")),
+    "key": (Optional[int], typer.Option("--key", "--vni", help="GRE key or VXLAN / Geneve VNI.")),
+    "memory": (int, typer.Option(help="MiB of memory per VM.")),
+    "cpus": (int, typer.Option(help="vCPUs per VM.")),
+    "libvirt_driver": (str, typer.Option(help="libvirt driver: kvm, qemu (software emulation) or auto.")),
+}
 Tunnel = Annotated[str, typer.Argument(help=f"Tunnel type: {', '.join(tunnels.NAMES[:-1])} or {tunnels.NAMES[-1]}.", show_default=False)]
-Dir = Annotated[Optional[Path], typer.Option("--dir", help="Lab directory [default: ./lab-NAME].")]
-Name = Annotated[Optional[str], typer.Option(help="Lab name: libvirt network, domain and namespace prefix [default: the tunnel type].")]
-Nodes = Annotated[int, typer.Option(help="Number of nodes, 2-8 (full tunnel mesh).")]
-ProviderOpt = Annotated[str, typer.Option("--provider", help="libvirt (Vagrant VMs) or netns (namespaces on this host).")]
-BoxOpt = Annotated[Optional[str], typer.Option(help=f"Box from the catalog (labgen boxes) [default: {DEFAULT_BOX['libvirt']}].")]
-Datapath = Annotated[Optional[str], typer.Option(help="OVS datapath: system or netdev [default: system for VMs, netdev for netns].")]
-Stp = Annotated[str, typer.Option(help="Loop protection on br1/br2/br3: stp or rstp.")]
-StpTimers = Annotated[str, typer.Option(help="STP timers: tuned (forward-delay 4, max-age 6) or standard.")]
-Underlay = Annotated[str, typer.Option(help="Underlay network (node k = .k).")]
-Overlay = Annotated[str, typer.Option(help="Overlay network of the namespaces.")]
-UnderlayMtu = Annotated[int, typer.Option(help="Underlay MTU; the inner MTU is this minus the tunnel overhead.")]
-Key = Annotated[Optional[int], typer.Option("--key", "--vni", help="GRE key or VXLAN VNI.")]
-Memory = Annotated[int, typer.Option(help="MiB of memory per VM.")]
-Cpus = Annotated[int, typer.Option(help="vCPUs per VM.")]
-Driver = Annotated[str, typer.Option(help="libvirt driver: kvm, qemu (software emulation) or auto.")]
+Dir = Annotated[Optional[Path], typer.Option("--dir", help="Lab directory (default: ./lab-NAME).")]
 Force = Annotated[bool, typer.Option(help="Write into a directory that is not a labgen lab.")]
+BoxOpt = Annotated[Optional[str], typer.Option(help="Box from the catalog (labgen boxes).")]
 
 
-def _options(tunnel, name, nodes, provider, box, datapath, stp, stp_timers, underlay, overlay,
-             underlay_mtu, key, memory, cpus, libvirt_driver) -> Options:
-    return Options(tunnel=tunnel, nodes=nodes, provider=provider, box=box, datapath=datapath,
-                   stp=stp, stp_timers=stp_timers, underlay=underlay, overlay=overlay,
-                   underlay_mtu=underlay_mtu, key=key, memory=memory, cpus=cpus,
-                   libvirt_driver=libvirt_driver, name=name)
+def lab_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """Give a command the tunnel argument, --dir, every lab option and --force, and call it
+    with them as (opts: Options, lab_dir: Path, force: bool, **its own options)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(Options)}
+    kw = inspect.Parameter.KEYWORD_ONLY
+    shared = [inspect.Parameter("tunnel", kw, annotation=Tunnel),
+              inspect.Parameter("dir", kw, default=None, annotation=Dir)]
+    shared += [inspect.Parameter(field, kw, default=defaults[field], annotation=Annotated[typ, opt])
+               for field, (typ, opt) in LAB_OPTIONS.items()]
+    shared.append(inspect.Parameter("force", kw, default=False, annotation=Force))
+    own = [p.replace(kind=kw) for name, p in inspect.signature(fn, eval_str=True).parameters.items()
+           if name not in ("lab", "lab_dir", "force")]
 
+    def command(**values: Any) -> None:
+        opts = Options(tunnel=values.pop("tunnel"), **{f: values.pop(f) for f in LAB_OPTIONS})
+        directory, force = values.pop("dir"), values.pop("force")
+        try:
+            lab = build_lab(opts)
+        except LabgenError as exc:
+            fail(str(exc), exc.exit_code)
+        fn(lab=lab, lab_dir=directory or Path(f"lab-{lab.name}"), force=force, **values)
 
-def _model(opts: Options, directory: Optional[Path]):
-    """The validated lab and where it goes (./lab-NAME unless --dir)."""
-    lab = build_lab(opts)
-    return lab, directory or Path(f"lab-{lab.name}")
+    command.__name__, command.__doc__ = fn.__name__, fn.__doc__
+    command.__signature__ = inspect.Signature(shared + own)  # type: ignore[attr-defined]
+    return command
 
 
 @app.command()
-def render(
-    tunnel: Tunnel, dir: Dir = None, name: Name = None, nodes: Nodes = 2,
-    provider: ProviderOpt = "libvirt", box: BoxOpt = None, datapath: Datapath = None,
-    stp: Stp = "stp", stp_timers: StpTimers = "tuned", underlay: Underlay = "10.10.10.0/24",
-    overlay: Overlay = "192.168.10.0/24", underlay_mtu: UnderlayMtu = 1500, key: Key = None,
-    memory: Memory = 1024, cpus: Cpus = 1, libvirt_driver: Driver = "auto", force: Force = False,
-) -> None:
+@lab_options
+def render(lab: Lab, lab_dir: Path, force: bool) -> None:
     """Write a lab directory: Vagrantfile, provision/nodeK.sh, lab.json, topology, README."""
     try:
-        lab, lab_dir = _model(_options(tunnel, name, nodes, provider, box, datapath, stp, stp_timers,
-                                       underlay, overlay, underlay_mtu, key, memory, cpus,
-                                       libvirt_driver), dir)
         written = lifecycle.render(lab, lab_dir, force)
     except LabgenError as exc:
         fail(str(exc), exc.exit_code)
@@ -119,38 +132,32 @@ def render(
 
 
 @app.command()
+@lab_options
 def create(
-    tunnel: Tunnel, dir: Dir = None, name: Name = None, nodes: Nodes = 2,
-    provider: ProviderOpt = "libvirt", box: BoxOpt = None, datapath: Datapath = None,
-    stp: Stp = "stp", stp_timers: StpTimers = "tuned", underlay: Underlay = "10.10.10.0/24",
-    overlay: Overlay = "192.168.10.0/24", underlay_mtu: UnderlayMtu = 1500, key: Key = None,
-    memory: Memory = 1024, cpus: Cpus = 1, libvirt_driver: Driver = "auto", force: Force = False,
+    lab: Lab, lab_dir: Path, force: bool,
     destroy: Annotated[bool, typer.Option("--destroy", help="Tear the lab down at the end, whatever the result (CI).")] = False,
     keep_on_failure: Annotated[bool, typer.Option(help="Keep a lab whose bring-up failed, for inspection.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the verification as JSON.")] = False,
     junit: Annotated[Optional[Path], typer.Option(help="Write the verification as JUnit XML.")] = None,
-    timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for spanning tree [default: by STP mode].")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for spanning tree (default: by STP mode).")] = None,
 ) -> None:
     """Render, bring up and verify a lab; exit 0 only when it is verified."""
-    say = Progress()
+    say = ProgressPrinter()
     try:
-        lab, lab_dir = _model(_options(tunnel, name, nodes, provider, box, datapath, stp, stp_timers,
-                                       underlay, overlay, underlay_mtu, key, memory, cpus,
-                                       libvirt_driver), dir)
         # Host checks come before anything is written: a lab that cannot start is not rendered.
         lifecycle.provider_of(lab).check(lab, lab_dir)
         lifecycle.render(lab, lab_dir, force)
     except LabgenError as exc:
         fail(str(exc), exc.exit_code)
     say("lab", f"rendered {lab.name} ({lab.tunnel}, {len(lab.nodes)} nodes, {lab.provider}) in {lab_dir}/")
-    code = 1
+    code = ExitCode.FAILED
     try:
         with lifecycle.locked(lab_dir):
             seconds = lifecycle.up(lab, lab_dir, say, keep_on_failure)
             say("lab", f"up in {seconds:.1f} s; verifying")
             report = lifecycle.run_verify(lab, lab_dir, timeout, progress=lambda s: say("verify", s))
             _emit(report, json_out, junit, lab_dir)
-            code = 0 if report.passed else 1
+            code = ExitCode.OK if report.passed else ExitCode.FAILED
             if destroy:
                 lifecycle.destroy(lab, lab_dir, say)
                 say("lab", "destroyed")
@@ -161,7 +168,7 @@ def create(
     except KeyboardInterrupt:
         if not keep_on_failure:
             _quiet_destroy(lab, lab_dir, say)
-        fail("interrupted" + ("" if keep_on_failure else ": the lab was torn down"), 130)
+        fail("interrupted" + ("" if keep_on_failure else ": the lab was torn down"), ExitCode.INTERRUPTED)
     raise typer.Exit(code)
 
 
@@ -200,7 +207,7 @@ def up(lab_dir: LabDir = None,
        keep_on_failure: Annotated[bool, typer.Option(help="Keep what a failed bring-up created, for inspection.")] = False,
        ) -> None:
     """Bring a rendered lab up; on a running lab, provision again (changes nothing)."""
-    say = Progress()
+    say = ProgressPrinter()
     try:
         lab, lab_dir = _load(lab_dir)
         lifecycle.provider_of(lab).check(lab, lab_dir)
@@ -209,7 +216,7 @@ def up(lab_dir: LabDir = None,
     except LabgenError as exc:
         fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        fail("interrupted", 130)
+        fail("interrupted", ExitCode.INTERRUPTED)
     say("lab", f"up in {seconds:.1f} s; next: labgen verify {lab_dir}")
 
 
@@ -218,7 +225,7 @@ def verify(
     lab_dir: LabDir = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     junit: Annotated[Optional[Path], typer.Option(help="Write the result as JUnit XML.")] = None,
-    timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for spanning tree [default: by STP mode].")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for spanning tree (default: by STP mode).")] = None,
 ) -> None:
     """Prove the lab: nodes, underlay, spanning tree, overlay pings, tunnel capture, MTU.
     Exit 0 all passed, 1 some failed, 2 could not run."""
@@ -227,9 +234,9 @@ def verify(
         with lifecycle.locked(lab_dir):
             report = lifecycle.run_verify(lab, lab_dir, timeout)
     except LabgenError as exc:
-        fail(str(exc), 2)
+        fail(str(exc), ExitCode.USAGE)
     _emit(report, json_out, junit, lab_dir)
-    raise typer.Exit(0 if report.passed else 1)
+    raise typer.Exit(ExitCode.OK if report.passed else ExitCode.FAILED)
 
 
 @app.command()
@@ -242,24 +249,16 @@ def status(lab_dir: LabDir = None,
     except LabgenError as exc:
         fail(str(exc), exc.exit_code)
     if json_out:
-        import json
-        print(json.dumps([{"node": s.node, "state": s.state, "detail": s.detail, **s.facts}
-                          for s in states], indent=2))
+        print(status_json(states))
     else:
-        t = new_table(f"lab {lab.name} ({lab.tunnel}, {lab.provider}) in {lab_dir}", is_plain(out))
-        for col in ("node", "state", "ovs", "tunnels", "stp", "detail"):
-            t.add_column(col)
-        for s in states:
-            t.add_row(s.node, s.state, s.facts.get("ovs", "-"), s.facts.get("tunnels", "-"),
-                      s.facts.get("stp", "-"), s.detail)
-        out.print(t)
-    raise typer.Exit(0 if all(s.state == "running" for s in states) else 3)
+        out.print(status_table(lab, lab_dir, states, is_plain(out)))
+    raise typer.Exit(ExitCode.OK if all(s.state == "running" for s in states) else ExitCode.NOT_RUNNING)
 
 
 @app.command()
 def destroy(lab_dir: LabDir = None) -> None:
     """Tear the lab down: leaves no namespaces, daemons, domains, networks or volumes."""
-    say = Progress()
+    say = ProgressPrinter()
     try:
         lab, lab_dir = _load(lab_dir)
         with lifecycle.locked(lab_dir):
@@ -272,7 +271,7 @@ def destroy(lab_dir: LabDir = None) -> None:
 @app.command()
 def shell(node: Annotated[str, typer.Argument(help="Node name, e.g. node1.")] = "node1",
           lab_dir: Annotated[Optional[Path], typer.Option("--dir", help="Lab directory.")] = None) -> None:
-    """Open a shell inside a node (netns labs; for VM labs use `vagrant ssh NODE`)."""
+    """Open a root shell on a node: inside an emulated node's namespaces, or over vagrant ssh."""
     try:
         lab, lab_dir = _load(lab_dir)
         lab.node(node)
@@ -280,10 +279,7 @@ def shell(node: Annotated[str, typer.Argument(help="Node name, e.g. node1.")] = 
         fail(f"no node {node!r} in lab {lab.name}: use one of {', '.join(n.name for n in lab.nodes)}")
     except LabgenError as exc:
         fail(str(exc), exc.exit_code)
-    if lab.provider != "netns":
-        fail(f"lab {lab.name} runs on VMs: cd {lab_dir} && vagrant ssh {node}")
-    prov = lifecycle.provider_of(lab)
-    argv = prov.enter(lab, node) + [os.environ.get("SHELL", "/bin/bash")]
+    argv = lifecycle.provider_of(lab).shell_argv(lab, lab_dir, node)
     os.execvp(argv[0], argv)
 
 
@@ -337,59 +333,30 @@ def capture(
 def boxes() -> None:
     """The box catalog: one file per box in boxes/, plus the *.toml files in the directories
     of LABGEN_BOXES_DIR (colon-separated; a box there replaces a shipped one of that name)."""
-    t = new_table("labgen boxes", is_plain(out))
-    for col in ("name", "family", "providers", "description", "source"):
-        t.add_column(col, overflow="fold")
     try:
         catalog = box_catalog.catalog()
     except LabgenError as exc:
         fail(str(exc), exc.exit_code)
-    for b in catalog.values():
-        source = f"labgen box build {b.build}" if b.build else (b.url and "URL in catalog") or \
-            ("this host" if b.family == "host" else "Vagrant catalog")
-        t.add_row(b.name, b.family, ", ".join(b.providers),
-                  b.description + (f" [yellow]({b.note})[/]" if b.note else ""), source)
-    out.print(t)
+    out.print(boxes_table(catalog, is_plain(out)))
 
 
 @app.command()
 def doctor(
-    provider: Annotated[Optional[str], typer.Option(help="Check only this provider: libvirt or netns.")] = None,
+    provider: Annotated[Optional[str], typer.Option(help=f"Check only this provider: {' or '.join(providers.NAMES)}.")] = None,
     box: BoxOpt = None,
 ) -> None:
     """Check this host for each provider; one line per problem with its fix. Exit 1 if any.
     Missing system packages are named with the one apt-get command that installs them all."""
-    import re
-
-    from rich.markup import escape
-
-    from . import providers
-    from .hostfacts import apt_install_command
-    bad = 0
-    wanted: dict[str, list[str]] = {}   # provider -> the Debian packages it lacks
-    for name in [provider] if provider else ["netns", "libvirt"]:
-        try:
-            lab = build_lab(Options(tunnel=tunnels.NAMES[0], provider=name, box=box if name == "libvirt" else None))
-            problems = providers.get(name).host_problems(lab)
-        except (LabgenError, KeyError) as exc:
-            fail(str(exc) if isinstance(exc, LabgenError) else f"unknown provider {name!r}: use libvirt or netns")
-        if name == "libvirt" and lab.libvirt_driver == "qemu":
-            out.print("[yellow]note[/] libvirt: KVM is not usable here; VMs use software emulation "
-                      "(qemu driver), about a minute per boot", soft_wrap=True)
-        # Fine but worth knowing, e.g. a box that create will download first.
-        for note in getattr(providers.get(name), "host_notes", lambda _lab: [])(lab):
-            out.print(f"[yellow]note[/] {name}: {escape(note)}", soft_wrap=True, highlight=False)
-        for p in problems:
-            out.print(f"[red]problem[/] {name}: {escape(p)}", soft_wrap=True, highlight=False)
-            wanted.setdefault(name, []).extend(re.findall(r"\(package ([^)\s]+)\)", p))
-        if not problems:
-            out.print(f"[green]ok[/] {name}: ready" + (f" (box {lab.box.name})" if name == "libvirt" else ""))
-        bad += len(problems)
-    if len([pkgs for pkgs in wanted.values() if pkgs]) > 1:
-        everything = [pkg for pkgs in wanted.values() for pkg in pkgs]
-        out.print(f"[yellow]fix[/] all providers: {apt_install_command(everything)}",
+    from .doctor import diagnose
+    try:
+        lines = diagnose(provider, box)
+    except LabgenError as exc:
+        fail(str(exc), exc.exit_code)
+    style = {"ok": "green", "note": "yellow", "problem": "red", "fix": "yellow"}
+    for ln in lines:
+        out.print(f"[{style[ln.kind]}]{ln.kind}[/] {ln.provider}: {escape(ln.text)}",
                   soft_wrap=True, highlight=False)
-    raise typer.Exit(1 if bad else 0)
+    raise typer.Exit(ExitCode.FAILED if any(ln.kind == "problem" for ln in lines) else ExitCode.OK)
 
 
 @box_app.command("build")
@@ -399,13 +366,13 @@ def box_build(
 ) -> None:
     """Build a box locally from Debian's packages (OVS preinstalled) and add it to Vagrant."""
     from .boxbuild import build_box
-    say = Progress()
+    say = ProgressPrinter()
     try:
         built = build_box(name, force=force, progress=lambda msg: say("box", msg))
     except LabgenError as exc:
         fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        fail("interrupted: nothing was added to Vagrant", 130)
+        fail("interrupted: nothing was added to Vagrant", ExitCode.INTERRUPTED)
     say("box", f"{built.name} {built.version} ready ({'reused' if built.reused else 'built'}: {built.path})")
 
 
@@ -420,14 +387,14 @@ def main() -> None:
         code = exc.exit_code
     except _UsageError as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":
-            sys.exit(0)     # typer has printed the help already
+            sys.exit(ExitCode.OK)     # typer has printed the help already
         # One line, like every other error: what is wrong, and where help is.
         cmd = exc.ctx.command_path if exc.ctx else "labgen"
         err.print(f"[bold red]error:[/] {exc.format_message()} (see {cmd} --help)", soft_wrap=True)
-        sys.exit(2)
+        sys.exit(ExitCode.USAGE)
     except (typer.Abort, KeyboardInterrupt):
         err.print("interrupted")
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -16,13 +16,11 @@ from .checks import run_stp_checks
 from .diagnostics import collect_diagnostics
 from .errors import InputError, LabgenError
 from .model import Lab
-from .providers import NodeStatus, Provider
+from .providers import NodeStatus, Progress, Provider
 from .render import LAB_FILE, fs_error, is_lab_dir, load_lab, write_lab
 from .results import Report
 from .runner import RunnerError
 from .verify import verify
-
-Say = Callable[[str, str], None]
 
 
 @contextlib.contextmanager
@@ -77,7 +75,7 @@ def render(lab: Lab, lab_dir: Path, force: bool) -> list[Path]:
     return write_lab(lab, lab_dir, force=force)
 
 
-def up(lab: Lab, lab_dir: Path, say: Say, keep_on_failure: bool = False) -> float:
+def up(lab: Lab, lab_dir: Path, say: Progress, keep_on_failure: bool = False) -> float:
     """Bring the lab up. If that fails or is interrupted, tear down what THIS call created
     (a lab that was already running stays, whatever its state), unless keep_on_failure."""
     started = time.monotonic()
@@ -110,7 +108,7 @@ def run_verify(lab: Lab, lab_dir: Path, timeout: float | None,
             r.close()
 
 
-def destroy(lab: Lab, lab_dir: Path, say: Say) -> None:
+def destroy(lab: Lab, lab_dir: Path, say: Progress) -> None:
     provider_of(lab).destroy(lab, lab_dir, say)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
 
 from . import __version__
 from . import boxes as box_catalog
@@ -20,12 +22,14 @@ from .tunnels import TunnelKind
 STP_MODES = ("stp", "rstp")
 STP_TIMERS = ("tuned", "standard")
 DATAPATHS = ("system", "netdev")
-DRIVERS = ("kvm", "qemu", "auto")
 MIN_NODES, MAX_NODES = 2, 8
-MIN_MEMORY_MB = 512
-DEFAULT_BOX = {"libvirt": "centos/stream9", "netns": "host"}
-# vagrant-libvirt's management network; an underlay on it would clash inside the VMs.
-VAGRANT_MGMT_NET = ipaddress.ip_network("192.168.121.0/24")
+# Where the netns provider keeps a lab's namespace handles (derived names: see Lab).
+HANDLE_ROOT = Path("/run/labgen")
+
+
+def host_prefix(lab_name: str) -> str:
+    """Prefix of everything a lab creates on the host: two labs never collide."""
+    return f"labgen-{lab_name}"
 
 # A lab name becomes a libvirt network, a domain prefix and part of host namespace names:
 # lowercase (Vagrant and libvirt trip over uppercase), no shell metacharacters, short.
@@ -97,6 +101,16 @@ class Node:
 
 
 @dataclass(frozen=True)
+class LibvirtSettings:
+    """What only VM labs have: the size of each VM and the libvirt driver (kvm or qemu,
+    resolved from auto when the lab is built)."""
+
+    memory: int
+    cpus: int
+    driver: str
+
+
+@dataclass(frozen=True)
 class Lab:
     name: str
     tunnel: str
@@ -114,12 +128,35 @@ class Lab:
     tunnel_bridge: str
     nodes: tuple[Node, ...]
     box: Box
-    memory: int
-    cpus: int
-    libvirt_driver: str
-    libvirt_network: str
-    domain_prefix: str
+    libvirt: LibvirtSettings | None     # None on providers without VMs
     version: str = field(default=__version__)
+
+    # ---- names on the host, all derived from the lab name ----------------------------------
+    @property
+    def host_prefix(self) -> str:
+        return host_prefix(self.name)
+
+    @property
+    def libvirt_network(self) -> str:
+        return self.host_prefix
+
+    @property
+    def domain_prefix(self) -> str:
+        return f"{self.host_prefix}-"
+
+    def host_netns(self, node: str) -> str:
+        """The host's name for an emulated node's network namespace."""
+        return f"{self.host_prefix}-{node}"
+
+    @property
+    def underlay_switch(self) -> str:
+        """The emulated underlay switch's namespace."""
+        return f"{self.host_prefix}-underlay"
+
+    @property
+    def handle_dir(self) -> Path:
+        """Where the emulated nodes' namespace handles and the owner file live."""
+        return HANDLE_ROOT / self.name
 
     @property
     def underlay_prefixlen(self) -> int:
@@ -175,13 +212,13 @@ class Lab:
     def namespaces(self) -> list[tuple[Node, Namespace]]:
         return [(n, ns) for n in self.nodes for ns in n.namespaces]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["box"] = self.box.to_dict()
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Lab":
+    def from_dict(cls, d: dict[str, Any]) -> "Lab":
         nodes = tuple(
             Node(
                 index=n["index"], name=n["name"], underlay_ip=n["underlay_ip"],
@@ -191,9 +228,14 @@ class Lab:
             )
             for n in d["nodes"]
         )
-        simple = {f.name: d[f.name] for f in fields(cls) if f.name not in ("nodes", "box")}
+        simple = {f.name: d[f.name] for f in fields(cls) if f.name not in ("nodes", "box", "libvirt")}
         simple["bridges"] = tuple(simple["bridges"])
-        return cls(**simple, nodes=nodes, box=Box.from_dict(d["box"]))
+        if "libvirt" in d:
+            libvirt = LibvirtSettings(**d["libvirt"]) if d["libvirt"] else None
+        else:   # a lab.json from before the libvirt record: the settings were top-level
+            libvirt = (LibvirtSettings(d["memory"], d["cpus"], d["libvirt_driver"])
+                       if d["provider"] == "libvirt" else None)
+        return cls(**simple, nodes=nodes, box=Box.from_dict(d["box"]), libvirt=libvirt)
 
 
 def _choice(value: str, allowed: tuple[str, ...], what: str) -> str:
@@ -225,35 +267,24 @@ def overlay_offset(index: int, ns_pos: int) -> int:
     return 10 * (index - 1) + ns_pos
 
 
-def resolve_driver(requested: str, kvm_usable=None) -> str:
-    if requested != "auto":
-        return requested
-    if kvm_usable is None:
-        from .hostfacts import kvm_usable as probe
-        kvm_usable = probe()
-    return "kvm" if kvm_usable else "qemu"
-
-
 def build_lab(opts: Options, kvm_usable: bool | None = None) -> Lab:
     """Validate the options and resolve every name and address of the lab."""
+    from . import providers     # (providers import the model: resolved at call time)
     kind = tunnels.get(opts.tunnel)
     tunnel = kind.name
-    provider = _choice(opts.provider, box_catalog.PROVIDERS, "provider")
+    prov = providers.get(opts.provider)
+    provider = prov.name
     stp = _choice(opts.stp, STP_MODES, "spanning tree mode")
     timers = _choice(opts.stp_timers, STP_TIMERS, "STP timer set")
-    driver = _choice(opts.libvirt_driver, DRIVERS, "libvirt driver")
 
     if not MIN_NODES <= opts.nodes <= MAX_NODES:
         raise InputError(f"--nodes {opts.nodes} is out of range: a lab has "
                          f"{MIN_NODES} to {MAX_NODES} nodes")
 
-    datapath = opts.datapath or ("netdev" if provider == "netns" else "system")
+    datapath = opts.datapath or prov.datapaths[0]
     _choice(datapath, DATAPATHS, "datapath")
-    if provider == "netns" and datapath != "netdev":
-        raise InputError("--datapath system needs a kernel Open vSwitch module; the netns "
-                         "provider uses the userspace datapath: drop --datapath or use netdev")
 
-    box = box_catalog.get(opts.box or DEFAULT_BOX[provider])
+    box = box_catalog.get(opts.box or prov.default_box)
     if provider not in box.providers:
         raise InputError(f"box {box.name!r} is for provider {', '.join(box.providers)}, not "
                          f"{provider}: drop --box or pick one listed by labgen boxes")
@@ -267,20 +298,13 @@ def build_lab(opts: Options, kvm_usable: bool | None = None) -> Lab:
 
     if not 1280 <= opts.underlay_mtu <= 9000:
         raise InputError(f"--underlay-mtu {opts.underlay_mtu} is out of range: use 1280 to 9000")
-    if opts.memory < MIN_MEMORY_MB:
-        raise InputError(f"--memory {opts.memory} MiB is too small for a node running Open "
-                         f"vSwitch: use at least {MIN_MEMORY_MB}")
-    if not 1 <= opts.cpus <= 64:
-        raise InputError(f"--cpus {opts.cpus} is out of range: use 1 to 64")
 
     underlay = _network(opts.underlay, "underlay", "--underlay", "10.10.10.0/24")
     overlay = _network(opts.overlay, "overlay", "--overlay", "192.168.10.0/24")
     if underlay.overlaps(overlay):
         raise InputError(f"overlay {overlay} overlaps underlay {underlay}: the namespaces' "
                          f"network must be separate from the hosts' (e.g. --overlay 192.168.10.0/24)")
-    if provider == "libvirt" and underlay.overlaps(VAGRANT_MGMT_NET):
-        raise InputError(f"underlay {underlay} overlaps vagrant-libvirt's management network "
-                         f"{VAGRANT_MGMT_NET}: pick another, e.g. --underlay 10.10.10.0/24")
+    prov.validate(opts, underlay, datapath)
     # Nodes take .1...N, the hypervisor the last usable address.
     host_offset = underlay.num_addresses - 2
     if host_offset <= opts.nodes:
@@ -318,7 +342,5 @@ def build_lab(opts: Options, kvm_usable: bool | None = None) -> Lab:
         underlay_host_ip=str(underlay.network_address + host_offset),
         underlay_mtu=opts.underlay_mtu, overlay=str(overlay), inner_mtu=inner_mtu,
         bridges=BRIDGES, tunnel_bridge=TUNNEL_BRIDGE, nodes=tuple(nodes), box=box,
-        memory=opts.memory, cpus=opts.cpus,
-        libvirt_driver=resolve_driver(driver, kvm_usable) if provider == "libvirt" else "none",
-        libvirt_network=f"labgen-{name}", domain_prefix=f"labgen-{name}-",
+        libvirt=prov.settings(opts, kvm_usable),
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Sequence
 
 from . import checks
-from .errors import InputError, LabgenError
+from .errors import ExitCode, InputError, LabgenError
 from .model import Lab
 from .providers import Provider
 
@@ -31,9 +31,9 @@ _CHUNK = 65536
 
 
 class NodeIOError(LabgenError):
-    """The command could not be started or streamed (exit 1: the node, not the input)."""
+    """The command could not be started or streamed (the node failed, not the input)."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
 
 @dataclass(frozen=True)
@@ -163,8 +163,9 @@ class SSHProcess(NodeProcess):
 
 def start(t: Target, command: str) -> NodeProcess:
     """Run `sh -c command` as root on the node, all three streams piped."""
-    if t.lab.provider == "netns":
-        return LocalProcess([*t.provider.enter(t.lab, t.node), "sh", "-c", command])
+    local = t.provider.local_argv(t.lab, t.node)
+    if local is not None:
+        return LocalProcess([*local, "sh", "-c", command])
     from .runner import RunnerError
     try:
         return SSHProcess(t.provider.runner(t.lab, t.lab_dir, t.node), command)
@@ -214,8 +215,9 @@ def run_exec(t: Target, argv: Sequence[str], namespace: str | None = None) -> in
     """Run argv on the node (in `namespace` when given) with the terminal's streams; returns
     its exit code (128+N when a signal N ended it)."""
     argv = in_namespace(argv, namespace)
-    if t.lab.provider == "netns":
-        full = [*t.provider.enter(t.lab, t.node), *argv]
+    local = t.provider.local_argv(t.lab, t.node)
+    if local is not None:
+        full = [*local, *argv]
         # The command shares the terminal: a Ctrl-C is for it, and labgen waits for its end.
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jinja2
 
+from . import providers
 from .errors import HostError, InputError
 from .model import Lab
 from .resources import resource_dir
@@ -50,13 +51,12 @@ def render_files(lab: Lab) -> dict[str, str]:
         "topology.dot": env.get_template("topology.dot.j2").render(lab=lab),
         "README.md": env.get_template("README.md.j2").render(lab=lab),
     }
-    if lab.provider == "libvirt":
-        files["Vagrantfile"] = env.get_template("Vagrantfile.j2").render(lab=lab)
+    provider = providers.get(lab.provider)
+    files |= provider.files(lab, env)       # e.g. the Vagrantfile, from templates/<provider>/
     node_tpl = env.get_template("node.sh.j2")
     for node in lab.nodes:
-        # VMs keep their hostname across reboots; an emulated node must not touch the host's files.
         files[f"provision/{node.name}.sh"] = node_tpl.render(
-            lab=lab, node=node, persist_hostname=lab.provider == "libvirt")
+            lab=lab, node=node, persist_hostname=provider.persist_hostname)
     return files
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich import box as rich_box
 from rich.console import Console
@@ -11,6 +12,13 @@ from rich.table import Table
 from rich.text import Text
 
 from .results import Report
+
+if TYPE_CHECKING:
+    from pathlib import Path as _Path
+
+    from .boxes import Box
+    from .model import Lab
+    from .providers import NodeStatus
 
 STYLE = {"passed": "green", "failed": "bold red", "skipped": "yellow"}
 # The widest a table gets when stdout is not a terminal (CI logs, pipes) and COLUMNS is unset.
@@ -136,3 +144,31 @@ def write_junit(report: Report, path: Path) -> None:
     ET.indent(root)
     path.parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+
+
+# ---- the other tables of the command line -------------------------------------------------
+def status_table(lab: Lab, lab_dir: _Path, states: list[NodeStatus], plain: bool) -> Table:
+    t = new_table(f"lab {lab.name} ({lab.tunnel}, {lab.provider}) in {lab_dir}", plain)
+    for col in ("node", "state", "ovs", "tunnels", "stp", "detail"):
+        t.add_column(col)
+    for s in states:
+        t.add_row(s.node, s.state, s.facts.get("ovs", "-"), s.facts.get("tunnels", "-"),
+                  s.facts.get("stp", "-"), s.detail)
+    return t
+
+
+def status_json(states: list[NodeStatus]) -> str:
+    return json.dumps([{"node": s.node, "state": s.state, "detail": s.detail, **s.facts}
+                       for s in states], indent=2)
+
+
+def boxes_table(catalog: dict[str, Box], plain: bool) -> Table:
+    t = new_table("labgen boxes", plain)
+    for col in ("name", "family", "providers", "description", "source"):
+        t.add_column(col, overflow="fold")
+    for b in catalog.values():
+        source = f"labgen box build {b.build}" if b.build else (b.url and "URL in catalog") or \
+            ("this host" if b.family == "host" else "Vagrant catalog")
+        t.add_row(b.name, b.family, ", ".join(b.providers),
+                  b.description + (f" [yellow]({b.note})[/]" if b.note else ""), source)
+    return t

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from labgen.model import HANDLE_ROOT, host_prefix
+
 ENV = {**os.environ, "COLUMNS": "200", "TERM": "dumb"}
 
 
@@ -18,8 +20,9 @@ def labgen(*args: str, cwd: Path | None = None, timeout: float = 240, env=None) 
 
 def node_cmd(lab: str, node: str, cmd: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run a shell command inside an emulated node (as a user poking at the lab would)."""
-    argv = ["nsenter", f"--net=/run/netns/labgen-{lab}-{node}", f"--mount=/run/labgen/{lab}/{node}.mnt",
-            f"--uts=/run/labgen/{lab}/{node}.uts", "--", "sh", "-c", cmd]
+    handles = HANDLE_ROOT / lab
+    argv = ["nsenter", f"--net=/run/netns/{host_prefix(lab)}-{node}", f"--mount={handles}/{node}.mnt",
+            f"--uts={handles}/{node}.uts", "--", "sh", "-c", cmd]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd!r} on {node} failed: {proc.stderr}")
@@ -30,7 +33,7 @@ def host_state() -> dict[str, list[str]]:
     """What a lab could leave behind on the host: namespaces, mounts, links, OVS daemons."""
     netns = sorted(Path("/run/netns").iterdir()) if Path("/run/netns").exists() else []
     mounts = [ln.split()[4] for ln in Path("/proc/self/mountinfo").read_text().splitlines()
-              if "/run/labgen" in ln or "/run/netns/" in ln]
+              if str(HANDLE_ROOT) in ln or "/run/netns/" in ln]
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     ovs = []
     for proc in Path("/proc").iterdir():
@@ -48,8 +51,8 @@ def host_state() -> dict[str, list[str]]:
             # (libvirt's vnet*/virbr* come and go with VMs of other tests, never from netns labs)
             "links": sorted(name for name in (ln.split(":")[1].strip().split("@")[0] for ln in links.splitlines())
                             if not name.startswith(("vnet", "virbr"))),
-            "ovs": sorted(ovs), "handles": sorted(str(p) for p in Path("/run/labgen").glob("*"))
-            if Path("/run/labgen").exists() else []}
+            "ovs": sorted(ovs), "handles": sorted(str(p) for p in HANDLE_ROOT.glob("*"))
+            if HANDLE_ROOT.exists() else []}
 
 
 def checks(proc: subprocess.CompletedProcess) -> list[dict]:

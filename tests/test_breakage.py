@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pytest
 from netns_helpers import host_state, labgen, node_cmd
 
+from labgen.model import Options, build_lab
 from labgen.stages import NAMES
 
 pytestmark = pytest.mark.netns
@@ -37,7 +38,8 @@ class Breakage:
     evidence: str = ""         # part of the failing check's evidence
 
 
-SW = f"labgen-{LAB}-underlay"
+NAMES_OF = build_lab(Options(tunnel="gre", provider="netns", name=LAB))   # the model's host names
+SW = NAMES_OF.underlay_switch
 BREAKAGES = [
     Breakage("ovs-killed", "nodes", "Open vSwitch answers", "node2",
              (("node2", "kill -TERM $(cat /run/openvswitch/ovs-vswitchd.pid /run/openvswitch/ovsdb-server.pid)"),),
@@ -76,8 +78,8 @@ BREAKAGES = [
                         "ip route add 192.168.10.10/32 dev byp1'"),
               ("node2", "ip link set byp2 netns A2 && ip netns exec A2 sh -ec 'ip link set byp2 mtu 1462 up; "
                         "ip route add 192.168.10.1/32 dev byp2'")),
-             host_cmd=f"ip link add byp1 netns labgen-{LAB}-node1 mtu 1462 type veth peer name byp2 "
-                      f"netns labgen-{LAB}-node2 mtu 1462",
+             host_cmd=f"ip link add byp1 netns {NAMES_OF.host_netns('node1')} mtu 1462 type veth peer "
+                      f"name byp2 netns {NAMES_OF.host_netns('node2')} mtu 1462",
              undo=(("node1", "ip netns exec A1 ip link del byp1"),),
              evidence="no encapsulated echo request captured"),
     Breakage("namespace-veth-mtu-1500", "mtu", "no overlay interface above the inner MTU", "node2",

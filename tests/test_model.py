@@ -172,11 +172,20 @@ def test_round_trip_notices_a_change():
 ])
 def test_libvirt_driver_resolution(requested, kvm, expected):
     lb = build_lab(Options(tunnel="gre", libvirt_driver=requested), kvm_usable=kvm)
-    assert lb.libvirt_driver == expected
+    assert lb.libvirt is not None and lb.libvirt.driver == expected
 
 
-def test_netns_labs_have_no_libvirt_driver():
-    assert build_lab(Options(tunnel="gre", provider="netns"), kvm_usable=True).libvirt_driver == "none"
+def test_netns_labs_have_no_libvirt_settings():
+    assert build_lab(Options(tunnel="gre", provider="netns"), kvm_usable=True).libvirt is None
+
+
+def test_lab_json_from_before_the_libvirt_record_still_loads():
+    lb = build_lab(Options(tunnel="gre", memory=2048, libvirt_driver="qemu"))
+    old = lb.to_dict()
+    old |= {"memory": 2048, "cpus": 1, "libvirt_driver": "qemu", "libvirt_network": "labgen-gre",
+            "domain_prefix": "labgen-gre-"}
+    del old["libvirt"]
+    assert Lab.from_dict(old) == lb
 
 
 def test_names_derive_from_the_lab_name():

@@ -28,10 +28,11 @@ import sys
 from pathlib import Path
 from labgen import nodeio
 from labgen.model import Options, build_lab
+from labgen.providers.libvirt import LibvirtProvider
 from labgen.ssh import SSHRunner, SSHTarget
 
 port, key, verb, *rest = sys.argv[1:]
-class Provider:                      # where node1 is: this host, over SSH
+class Provider(LibvirtProvider):     # the VM provider, its node1 is this host over SSH
     def runner(self, lab, lab_dir, node):
         return SSHRunner(node, SSHTarget("127.0.0.1", int(port), "root", key), connect_timeout=5)
 lab = build_lab(Options(tunnel="vxlan", provider="libvirt", box="labgen/debian12"), kvm_usable=False)

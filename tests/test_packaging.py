@@ -19,7 +19,8 @@ def test_wheel_ships_templates_and_boxes_and_renders(tmp_path):
     assert build.returncode == 0, build.stderr
     wheel = next(wheels.glob("labgen-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for tpl in ("node.sh.j2", "Vagrantfile.j2", "README.md.j2", "topology.dot.j2"):
+    for tpl in ("node.sh.j2", "libvirt/Vagrantfile.j2", "libvirt/readme.md.j2", "netns/readme.md.j2",
+                "README.md.j2", "topology.dot.j2"):
         assert f"labgen/templates/{tpl}" in names
     assert "labgen/boxes/labgen-debian12.toml" in names and "labgen/boxes/centos-stream9.toml" in names
 

@@ -156,5 +156,5 @@ def test_readme_documents_every_exit_code_in_one_table():
     assert readme.count("## Exit codes") == 1 and readme.count("| code | meaning |") == 1
     section = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
     codes = re.findall(r"^\| (\S+) \|", section, re.M)
-    assert codes[:6] == ["code", "0", "1", "2", "3", "130"], codes
+    assert codes[:7] == ["code", "0", "1", "2", "3", "4", "130"], codes
     assert "`exec`" in section and "`capture`" in section and "`status`" in section

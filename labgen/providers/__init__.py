@@ -1,54 +1,101 @@
-"""Providers bring a rendered lab to life. They share one small contract; the CLI and the
-verification engine never know which one they talk to."""
+"""Providers bring a rendered lab to life. REGISTRY is the one list of them; each is one
+module here plus its templates in templates/<name>/ and its boxes in boxes/ (README:
+"Adding a provider"). The CLI, the model and the verification engine only talk to the
+`Provider` protocol below (mypy checks every provider against it)."""
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, ClassVar, Literal, Protocol
 
-from ..model import Lab
-from ..runner import Runner
+from ..errors import InputError
 
-Progress = Callable[[str, str], None]   # (node or "lab", message)
+if TYPE_CHECKING:
+    import jinja2
+
+    from ..model import Lab, LibvirtSettings, Options
+    from ..runner import Runner
+
+# name -> "module:class", imported only when used (the libvirt provider pulls in paramiko).
+REGISTRY: dict[str, str] = {
+    "netns": "labgen.providers.netns:NetnsProvider",
+    "libvirt": "labgen.providers.libvirt:LibvirtProvider",
+}
+NAMES = tuple(REGISTRY)
+
+Progress = Callable[[str, str], None]   # (node or "lab", message): the one progress callback
+
+# running: up and reachable; stopped: exists, not running; absent: not created;
+# foreign: something of another owner holds this node's name; unknown: could not tell.
+NodeState = Literal["running", "stopped", "absent", "foreign", "unknown"]
 
 
 @dataclass
 class NodeStatus:
     node: str
-    state: str                      # running | stopped | absent | unknown
+    state: NodeState
     detail: str = ""
     facts: dict[str, str] = field(default_factory=dict)
 
 
 class Provider(Protocol):
-    name: str
+    # ---- what the model needs to know --------------------------------------------------
+    name: ClassVar[str]
+    default_box: ClassVar[str]
+    datapaths: ClassVar[tuple[str, ...]]     # OVS datapaths it can run; the first is the default
+    persist_hostname: ClassVar[bool]         # may the node script write /etc/hostname?
 
+    def validate(self, opts: Options, underlay: IPv4Network, datapath: str) -> None:
+        """Refuse options this provider cannot honour (InputError, one line with the fix)."""
+
+    def settings(self, opts: Options, kvm_usable: bool | None) -> LibvirtSettings | None:
+        """The model's record of provider-only settings (None when it has none)."""
+
+    def files(self, lab: Lab, env: jinja2.Environment) -> dict[str, str]:
+        """Extra files of the lab directory, rendered from templates/<name>/."""
+
+    # ---- the host ------------------------------------------------------------------------
     def host_problems(self, lab: Lab) -> list[str]:
         """What this host lacks to run the lab (tools, root, daemons, box), each with its fix."""
+
+    def host_notes(self, lab: Lab) -> list[str]:
+        """Fine but worth knowing (software emulation, a box create will download)."""
 
     def check(self, lab: Lab, lab_dir: Path) -> None:
         """Everything the host needs, before anything is created; raises HostError."""
 
+    # ---- the lab -------------------------------------------------------------------------
     def up(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
         """Create and provision every node; on a running lab, provision again (no changes)."""
 
     def destroy(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
         """Remove everything the lab created; safe on a half-built or absent lab."""
 
-    def status(self, lab: Lab, lab_dir: Path) -> list[NodeStatus]: ...
+    def status(self, lab: Lab, lab_dir: Path) -> list[NodeStatus]:
+        """Per node, in the lab's order."""
 
     def exists(self, lab: Lab, lab_dir: Path) -> bool:
         """Does any resource of this lab exist on the host?"""
 
-    def runner(self, lab: Lab, lab_dir: Path, node: str) -> Runner: ...
+    # ---- the nodes -----------------------------------------------------------------------
+    def runner(self, lab: Lab, lab_dir: Path, node: str) -> Runner:
+        """Runs verification commands as root on the node."""
+
+    def local_argv(self, lab: Lab, node: str) -> list[str] | None:
+        """An argv prefix that runs a command inside the node from this host, or None when
+        the node is remote (then exec and capture use the runner's connection)."""
+
+    def shell_argv(self, lab: Lab, lab_dir: Path, node: str) -> list[str]:
+        """The command that opens an interactive root shell on the node."""
 
 
 def get(name: str) -> Provider:
-    # Imported lazily: the libvirt provider pulls in python-vagrant and paramiko.
-    if name == "netns":
-        from .netns import NetnsProvider
-        return NetnsProvider()
-    if name == "libvirt":
-        from .libvirt import LibvirtProvider
-        return LibvirtProvider()
-    raise KeyError(name)
+    """The provider called `name`; the one place an unknown provider is refused."""
+    try:
+        module, cls = REGISTRY[name].split(":")
+    except KeyError:
+        raise InputError(f"unknown provider {name!r}: use {' or '.join(NAMES)}") from None
+    provider: Provider = getattr(importlib.import_module(module), cls)()
+    return provider

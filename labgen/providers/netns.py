@@ -3,8 +3,8 @@ namespace with its own Open vSwitch (userspace datapath), and runs the SAME rend
 script as a VM would. The underlay is a Linux bridge in a small "switch" namespace, so the
 host's own network namespace is never touched.
 
-Host-side names carry the lab name (netns `labgen-NAME-node1`, handles in /run/labgen/NAME),
-so several labs with the same addresses run side by side.
+Host-side names come from the model (Lab.host_netns, underlay_switch, handle_dir) and carry
+the lab name, so several labs with the same addresses run side by side.
 """
 from __future__ import annotations
 
@@ -13,16 +13,20 @@ import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from ipaddress import IPv4Network
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
-from ..errors import HostError, ProviderError
+from ..errors import HostError, InputError, ProviderError
 from ..hostfacts import DEBIAN_PACKAGES, is_root, missing_line, missing_tools
-from ..model import Lab
+from ..model import HANDLE_ROOT, Lab, Options
 from ..runner import LocalRunner
 from . import NodeStatus, Progress
 
+if TYPE_CHECKING:
+    import jinja2
+
 NETNS_DIR = Path("/run/netns")
-HANDLE_ROOT = Path("/run/labgen")
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
 # Directories that hold a node's private state: its inner namespaces and its OVS instance.
 PRIVATE_DIRS = ("/run/netns", "/run/openvswitch", "/etc/openvswitch",
@@ -63,22 +67,43 @@ def _alive(pid: int) -> bool:
 
 
 class NetnsProvider:
-    name = "netns"
+    name: ClassVar[str] = "netns"
+    default_box: ClassVar[str] = "host"
+    datapaths: ClassVar[tuple[str, ...]] = ("netdev",)
+    persist_hostname: ClassVar[bool] = False   # an emulated node must not touch the host's files
 
-    # ---- names (all derived from the model's lab name) ---------------------------------
+    # ---- the model's questions ------------------------------------------------------------
+    def validate(self, opts: Options, underlay: IPv4Network, datapath: str) -> None:
+        if datapath not in self.datapaths:
+            raise InputError("--datapath system needs a kernel Open vSwitch module; the netns "
+                             "provider uses the userspace datapath: drop --datapath or use netdev")
+
+    def settings(self, opts: Options, kvm_usable: bool | None) -> None:
+        return None
+
+    def files(self, lab: Lab, env: jinja2.Environment) -> dict[str, str]:
+        return {}
+
+    # ---- names (all from the model) -----------------------------------------------------
     def netns(self, lab: Lab, node: str) -> str:
-        return f"labgen-{lab.name}-{node}"
+        return lab.host_netns(node)
 
     def switch(self, lab: Lab) -> str:
-        return f"labgen-{lab.name}-underlay"
+        return lab.underlay_switch
 
     def handles(self, lab: Lab) -> Path:
-        return HANDLE_ROOT / lab.name
+        return lab.handle_dir
 
     def enter(self, lab: Lab, node: str) -> list[str]:
         h = self.handles(lab)
         return ["nsenter", f"--net={NETNS_DIR / self.netns(lab, node)}",
                 f"--mount={h / (node + '.mnt')}", f"--uts={h / (node + '.uts')}", "--"]
+
+    def local_argv(self, lab: Lab, node: str) -> list[str]:
+        return self.enter(lab, node)
+
+    def shell_argv(self, lab: Lab, lab_dir: Path, node: str) -> list[str]:
+        return [*self.enter(lab, node), os.environ.get("SHELL", "/bin/bash")]
 
     def _enter_mount(self, lab: Lab, node: str) -> list[str]:
         """nsenter into the node's mount namespace only (its own /run/netns, /run/openvswitch)."""
@@ -97,6 +122,9 @@ class NetnsProvider:
         if missing:
             problems.append(missing_line(missing))
         return problems
+
+    def host_notes(self, lab: Lab) -> list[str]:
+        return []
 
     def check(self, lab: Lab, lab_dir: Path) -> None:
         problems = self.host_problems(lab)

@@ -1,0 +1,24 @@
+"""The one exit-code table (labgen/errors.py) is what the README shows and what errors carry."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from labgen import errors
+from labgen.errors import ExitCode
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_readme_table_is_generated_from_errors():
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- exit codes:.*?-->\n(.*?)<!-- /exit codes -->", text, re.S)
+    assert block, "README.md lost its exit codes block"
+    assert block.group(1).strip() == errors.readme_table()
+
+
+def test_every_code_is_documented_once_and_errors_use_them():
+    documented = [code for code, _ in errors.EXIT_CODES if code.isdigit()]
+    assert sorted(map(int, documented)) == sorted(int(c) for c in ExitCode)
+    assert errors.InputError("x").exit_code == errors.HostError("x").exit_code == ExitCode.USAGE
+    assert errors.ProviderError("x").exit_code == ExitCode.PROVIDER != ExitCode.FAILED
