@@ -4,9 +4,9 @@ one sudo) per node and stage instead of one per check: on an emulated VM each co
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 from .judges import one_line
 from .results import Check
@@ -54,7 +54,8 @@ def batch_script(commands: list[str]) -> str:
 def split_batch(output: str, count: int) -> dict[int, tuple[int, float, str]]:
     """{index: (exit code, seconds, output)} from batch_script's output."""
     found: dict[int, tuple[int, float, str]] = {}
-    current, body = None, []
+    current: tuple[int, int, int] | None = None
+    body: list[str] = []
     for line in output.splitlines() + [f"{MARK} -1 0 0"]:
         if line.startswith(MARK + " "):
             if current is not None:
@@ -102,8 +103,8 @@ def run_planned(planned: list[Planned], runners: Mapping[str, Runner]) -> list[C
     for p in planned:
         by_node.setdefault(p.node, []).append(p)
     with ThreadPoolExecutor(max_workers=len(by_node)) as pool:
-        done = dict(zip(by_node, pool.map(lambda n: _run_node(n, by_node[n], runners), by_node)))
+        done = dict(zip(by_node, pool.map(lambda n: _run_node(n, by_node[n], runners), by_node), strict=False))
     order = {id(p): i for i, p in enumerate(planned)}
     flat = [c for checks in done.values() for c in checks]
     plans = [p for ps in by_node.values() for p in ps]
-    return [c for _, c in sorted(zip((order[id(p)] for p in plans), flat))]
+    return [c for _, c in sorted(zip((order[id(p)] for p in plans), flat, strict=False))]

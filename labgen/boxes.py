@@ -10,6 +10,7 @@ import os
 import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import InputError
 from .providers import NAMES as PROVIDERS
@@ -30,13 +31,13 @@ class Box:
     note: str = ""      # shown in `labgen boxes`, e.g. end of life
     build: str = ""     # name for `labgen box build`, for boxes made locally
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["providers"] = list(self.providers)
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Box":
+    def from_dict(cls, d: dict[str, Any]) -> Box:
         return cls(**{**d, "providers": tuple(d["providers"])})
 
 

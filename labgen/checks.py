@@ -7,9 +7,9 @@ from __future__ import annotations
 import shlex
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Mapping
 
 from . import judges
 from .batch import Planned
@@ -69,7 +69,7 @@ def _judge_underlay(res: Result, cidr: str) -> judges.Verdict:
     return judges.underlay_nic(res, cidr)
 
 
-def _judge_tunnels(res: Result, want) -> judges.Verdict:
+def _judge_tunnels(res: Result, want: dict[str, tuple[str, str, str | None]]) -> judges.Verdict:
     if not res.ok:
         return False, f"ovs-vsctl failed: {judges.one_line(res.output) or res.exit_code}"
     return judges.tunnel_ports(res.stdout, want)
@@ -100,7 +100,7 @@ def run_stp_checks(lab: Lab, runners: Mapping[str, Runner], timeout: float,
     while True:
         with ThreadPoolExecutor(max_workers=len(lab.nodes)) as pool:
             polled = dict(zip([n.name for n in lab.nodes],
-                              pool.map(lambda n: _poll(runners[n.name], STATE_COMMAND), lab.nodes)))
+                              pool.map(lambda n: _poll(runners[n.name], STATE_COMMAND), lab.nodes), strict=False))
         states, node_problems, static = {}, {}, False
         for node, (text, err) in polled.items():
             if err is not None:
@@ -321,7 +321,7 @@ def plan_mtu(lab: Lab) -> list[Planned]:
     return out
 
 
-def _judge_inventory(res: Result, wanted, mtu: int) -> judges.Verdict:
+def _judge_inventory(res: Result, wanted: dict[str, list[str]], mtu: int) -> judges.Verdict:
     return judges.mtu_inventory(res.stdout, wanted, mtu)
 
 

@@ -7,8 +7,9 @@ import inspect
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -19,8 +20,21 @@ from . import boxes as box_catalog
 from .errors import ExitCode, LabgenError
 from .model import Lab, Options, build_lab
 from .render import load_lab
-from .report import (PLAIN_WIDTH, boxes_table, is_plain, print_report, status_json, status_table,
-                     summary, to_json, write_junit)
+
+if TYPE_CHECKING:
+    from . import nodeio
+    from .results import Report
+from .report import (
+    PLAIN_WIDTH,
+    boxes_table,
+    is_plain,
+    print_report,
+    status_json,
+    status_table,
+    summary,
+    to_json,
+    write_junit,
+)
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Stand up, prove and tear down Open vSwitch GRE/VXLAN overlay labs.")
@@ -48,7 +62,7 @@ class ProgressPrinter:
                   soft_wrap=True, highlight=False)
 
 
-def fail(message: str, code: int = ExitCode.USAGE) -> None:
+def fail(message: str, code: int = ExitCode.USAGE) -> NoReturn:
     err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -68,25 +82,25 @@ def root(version: Annotated[bool, typer.Option("--version", callback=_version, i
 # ---- the options that describe a lab: declared once, defaults from model.Options ---------
 # (field of Options -> its type and typer option; the commands get them through @lab_options)
 LAB_OPTIONS: dict[str, tuple[Any, Any]] = {
-    "name": (Optional[str], typer.Option(help="Lab name: libvirt network, domain and namespace prefix (default: the tunnel type).")),
+    "name": (str | None, typer.Option(help="Lab name: libvirt network, domain and namespace prefix (default: the tunnel type).")),
     "nodes": (int, typer.Option(help="Number of nodes, 2-8 (full tunnel mesh).")),
     "provider": (str, typer.Option("--provider", help=f"{' or '.join(providers.NAMES)}: Vagrant VMs or namespaces on this host.")),
-    "box": (Optional[str], typer.Option(help="Box from the catalog (labgen boxes) (default: the provider's, centos/stream9 for VMs).")),
-    "datapath": (Optional[str], typer.Option(help="OVS datapath: system or netdev (default: system for VMs, netdev for netns).")),
+    "box": (str | None, typer.Option(help="Box from the catalog (labgen boxes) (default: the provider's, centos/stream9 for VMs).")),
+    "datapath": (str | None, typer.Option(help="OVS datapath: system or netdev (default: system for VMs, netdev for netns).")),
     "stp": (str, typer.Option(help="Loop protection on br1/br2/br3: stp or rstp.")),
     "stp_timers": (str, typer.Option(help="STP timers: tuned (forward-delay 4, max-age 6) or standard.")),
     "underlay": (str, typer.Option(help="Underlay network (node k = .k).")),
     "overlay": (str, typer.Option(help="Overlay network of the namespaces.")),
     "underlay_mtu": (int, typer.Option(help="Underlay MTU; the inner MTU is this minus the tunnel overhead.")),
-    "key": (Optional[int], typer.Option("--key", "--vni", help="GRE key or VXLAN / Geneve VNI.")),
+    "key": (int | None, typer.Option("--key", "--vni", help="GRE key or VXLAN / Geneve VNI.")),
     "memory": (int, typer.Option(help="MiB of memory per VM.")),
     "cpus": (int, typer.Option(help="vCPUs per VM.")),
     "libvirt_driver": (str, typer.Option(help="libvirt driver: kvm, qemu (software emulation) or auto.")),
 }
 Tunnel = Annotated[str, typer.Argument(help=f"Tunnel type: {', '.join(tunnels.NAMES[:-1])} or {tunnels.NAMES[-1]}.", show_default=False)]
-Dir = Annotated[Optional[Path], typer.Option("--dir", help="Lab directory (default: ./lab-NAME).")]
+Dir = Annotated[Path | None, typer.Option("--dir", help="Lab directory (default: ./lab-NAME).")]
 Force = Annotated[bool, typer.Option(help="Write into a directory that is not a labgen lab.")]
-BoxOpt = Annotated[Optional[str], typer.Option(help="Box from the catalog (labgen boxes).")]
+BoxOpt = Annotated[str | None, typer.Option(help="Box from the catalog (labgen boxes).")]
 
 
 def lab_options(fn: Callable[..., None]) -> Callable[..., None]:
@@ -138,8 +152,8 @@ def create(
     destroy: Annotated[bool, typer.Option("--destroy", help="Tear the lab down at the end, whatever the result (CI).")] = False,
     keep_on_failure: Annotated[bool, typer.Option(help="Keep a lab whose bring-up failed, for inspection.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the verification as JSON.")] = False,
-    junit: Annotated[Optional[Path], typer.Option(help="Write the verification as JUnit XML.")] = None,
-    timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for spanning tree (default: by STP mode).")] = None,
+    junit: Annotated[Path | None, typer.Option(help="Write the verification as JUnit XML.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds to wait for spanning tree (default: by STP mode).")] = None,
 ) -> None:
     """Render, bring up and verify a lab; exit 0 only when it is verified."""
     say = ProgressPrinter()
@@ -172,14 +186,14 @@ def create(
     raise typer.Exit(code)
 
 
-def _quiet_destroy(lab, lab_dir, say) -> None:
+def _quiet_destroy(lab: Lab, lab_dir: Path, say: ProgressPrinter) -> None:
     try:
         lifecycle.destroy(lab, lab_dir, say)
     except LabgenError as exc:
         err.print(f"[red]tear-down failed too:[/] {exc}")
 
 
-def _emit(report, json_out: bool, junit: Optional[Path], lab_dir: Path) -> None:
+def _emit(report: Report, json_out: bool, junit: Path | None, lab_dir: Path) -> None:
     if json_out:
         print(to_json(report))
     else:
@@ -194,10 +208,10 @@ def _emit(report, json_out: bool, junit: Optional[Path], lab_dir: Path) -> None:
         err.print(summary(report), markup=False)
 
 
-LabDir = Annotated[Optional[Path], typer.Argument(help="Lab directory (default: . or the only ./lab-*).", show_default=False)]
+LabDir = Annotated[Path | None, typer.Argument(help="Lab directory (default: . or the only ./lab-*).", show_default=False)]
 
 
-def _load(directory: Optional[Path]):
+def _load(directory: Path | None) -> tuple[Lab, Path]:
     lab_dir = lifecycle.find_lab_dir(directory)
     return load_lab(lab_dir), lab_dir
 
@@ -224,8 +238,8 @@ def up(lab_dir: LabDir = None,
 def verify(
     lab_dir: LabDir = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    junit: Annotated[Optional[Path], typer.Option(help="Write the result as JUnit XML.")] = None,
-    timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for spanning tree (default: by STP mode).")] = None,
+    junit: Annotated[Path | None, typer.Option(help="Write the result as JUnit XML.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds to wait for spanning tree (default: by STP mode).")] = None,
 ) -> None:
     """Prove the lab: nodes, underlay, spanning tree, overlay pings, tunnel capture, MTU.
     Exit 0 all passed, 1 some failed, 2 could not run."""
@@ -270,7 +284,7 @@ def destroy(lab_dir: LabDir = None) -> None:
 
 @app.command()
 def shell(node: Annotated[str, typer.Argument(help="Node name, e.g. node1.")] = "node1",
-          lab_dir: Annotated[Optional[Path], typer.Option("--dir", help="Lab directory.")] = None) -> None:
+          lab_dir: Annotated[Path | None, typer.Option("--dir", help="Lab directory.")] = None) -> None:
     """Open a root shell on a node: inside an emulated node's namespaces, or over vagrant ssh."""
     try:
         lab, lab_dir = _load(lab_dir)
@@ -284,10 +298,10 @@ def shell(node: Annotated[str, typer.Argument(help="Node name, e.g. node1.")] = 
 
 
 NodeArg = Annotated[str, typer.Argument(help="Node name, e.g. node1.", show_default=False)]
-NodeDir = Annotated[Optional[Path], typer.Option("--dir", help="Lab directory (default: . or the only ./lab-*).")]
+NodeDir = Annotated[Path | None, typer.Option("--dir", help="Lab directory (default: . or the only ./lab-*).")]
 
 
-def _node_target(node: str, lab_dir: Optional[Path], namespace: Optional[str] = None):
+def _node_target(node: str, lab_dir: Path | None, namespace: str | None = None) -> nodeio.Target:
     from . import nodeio
     lab, lab_dir = _load(lab_dir)
     return nodeio.target(lab, lab_dir, lifecycle.provider_of(lab), node, namespace)
@@ -297,7 +311,7 @@ def _node_target(node: str, lab_dir: Optional[Path], namespace: Optional[str] = 
 def exec_(
     node: NodeArg,
     command: Annotated[list[str], typer.Argument(help="The command and its arguments (after --).", show_default=False)],
-    ns: Annotated[Optional[str], typer.Option("--ns", help="Run inside this namespace of the node, e.g. A1.")] = None,
+    ns: Annotated[str | None, typer.Option("--ns", help="Run inside this namespace of the node, e.g. A1.")] = None,
     lab_dir: NodeDir = None,
 ) -> None:
     """Run a command on a node (or in one of its namespaces) and exit with its exit code,
@@ -315,7 +329,7 @@ def exec_(
 def capture(
     node: NodeArg,
     count: Annotated[int, typer.Option("--count", "-c", help="Stop after this many packets (0: only on Ctrl-C).")] = 20,
-    write: Annotated[Optional[Path], typer.Option("--write", "-w", help="Also save the packets to this pcap file.")] = None,
+    write: Annotated[Path | None, typer.Option("--write", "-w", help="Also save the packets to this pcap file.")] = None,
     lab_dir: NodeDir = None,
 ) -> None:
     """Show the tunnel traffic on a node's underlay NIC, decoded (tcpdump -nn -v): GRE with
@@ -342,7 +356,7 @@ def boxes() -> None:
 
 @app.command()
 def doctor(
-    provider: Annotated[Optional[str], typer.Option(help=f"Check only this provider: {' or '.join(providers.NAMES)}.")] = None,
+    provider: Annotated[str | None, typer.Option(help=f"Check only this provider: {' or '.join(providers.NAMES)}.")] = None,
     box: BoxOpt = None,
 ) -> None:
     """Check this host for each provider; one line per problem with its fix. Exit 1 if any.
@@ -377,7 +391,7 @@ def box_build(
 
 
 # typer vendors click; its UsageError is BadParameter's base class (no public name for it).
-_UsageError = typer.BadParameter.__mro__[1]
+_UsageError: type[Exception] = typer.BadParameter.__mro__[1]
 
 
 def main() -> None:
@@ -389,8 +403,10 @@ def main() -> None:
         if type(exc).__name__ == "NoArgsIsHelpError":
             sys.exit(ExitCode.OK)     # typer has printed the help already
         # One line, like every other error: what is wrong, and where help is.
-        cmd = exc.ctx.command_path if exc.ctx else "labgen"
-        err.print(f"[bold red]error:[/] {exc.format_message()} (see {cmd} --help)", soft_wrap=True)
+        ctx = getattr(exc, "ctx", None)
+        cmd = ctx.command_path if ctx else "labgen"
+        err.print(f"[bold red]error:[/] {getattr(exc, 'format_message', exc.__str__)()} (see {cmd} --help)",
+                  soft_wrap=True)
         sys.exit(ExitCode.USAGE)
     except (typer.Abort, KeyboardInterrupt):
         err.print("interrupted")

@@ -3,9 +3,9 @@ read from them that a user should see at once (a firewall that does not admit th
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Mapping
 
 from .checks import ns_exec
 from .model import Lab, Node

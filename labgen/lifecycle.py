@@ -8,8 +8,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from . import providers
 from .checks import run_stp_checks

@@ -12,9 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, tunnels
 from . import boxes as box_catalog
-from . import tunnels
 from .boxes import Box
 from .errors import InputError
 from .tunnels import TunnelKind
@@ -218,7 +217,7 @@ class Lab:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Lab":
+    def from_dict(cls, d: dict[str, Any]) -> Lab:
         nodes = tuple(
             Node(
                 index=n["index"], name=n["name"], underlay_ip=n["underlay_ip"],
@@ -254,7 +253,7 @@ def _network(text: str, what: str, flag: str, example: str) -> ipaddress.IPv4Net
         raise InputError(f"{what} {text!r} is IPv6; labgen builds IPv4 underlays and overlays: "
                          f"pass an IPv4 CIDR to {flag}, e.g. {example}")
     try:
-        return ipaddress.ip_network(text, strict=True)
+        return ipaddress.IPv4Network(text, strict=True)
     except ValueError:
         # Parses, but only without strict: an address inside the network, not the network.
         raise InputError(f"{what} {text!r} has host bits set: did you mean {flag} {loose}?") from None
@@ -269,7 +268,7 @@ def overlay_offset(index: int, ns_pos: int) -> int:
 
 def build_lab(opts: Options, kvm_usable: bool | None = None) -> Lab:
     """Validate the options and resolve every name and address of the lab."""
-    from . import providers     # (providers import the model: resolved at call time)
+    from . import providers  # (providers import the model: resolved at call time)
     kind = tunnels.get(opts.tunnel)
     tunnel = kind.name
     prov = providers.get(opts.provider)

@@ -15,14 +15,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Sequence
+from typing import TYPE_CHECKING, BinaryIO
 
 from . import checks
 from .errors import ExitCode, InputError, LabgenError
 from .model import Lab
 from .providers import Provider
+
+if TYPE_CHECKING:
+    from .ssh import SSHRunner
 
 DEFAULT_COUNT = 20
 # Seconds a capture may take to stop after Ctrl-C (tcpdump prints its counts and flushes).
@@ -83,15 +87,17 @@ class LocalProcess(NodeProcess):
         # the command the same way on both providers (stdin EOF).
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, start_new_session=True)
+        assert self.proc.stdin and self.proc.stdout and self.proc.stderr   # all three piped
+        self.stdin = self.proc.stdin
         self.fds = {self.proc.stdout.fileno(): "out", self.proc.stderr.fileno(): "err"}
 
     def write(self, data: bytes) -> None:
-        self.proc.stdin.write(data)
-        self.proc.stdin.flush()
+        self.stdin.write(data)
+        self.stdin.flush()
 
     def send_eof(self) -> None:
         try:
-            self.proc.stdin.close()
+            self.stdin.close()
         except OSError:
             pass
 
@@ -122,7 +128,7 @@ class LocalProcess(NodeProcess):
 
 
 class SSHProcess(NodeProcess):
-    def __init__(self, runner, command: str):
+    def __init__(self, runner: SSHRunner, command: str):
         from .ssh import remote_command
         self.runner = runner
         _, self.chan = runner._open_channel(remote_command(command, runner.target.user, runner.sudo))
@@ -167,8 +173,12 @@ def start(t: Target, command: str) -> NodeProcess:
     if local is not None:
         return LocalProcess([*local, "sh", "-c", command])
     from .runner import RunnerError
+    from .ssh import SSHRunner
+    runner = t.provider.runner(t.lab, t.lab_dir, t.node)
+    if not isinstance(runner, SSHRunner):
+        raise NodeIOError(f"{t.node}: provider {t.lab.provider} offers no way into the node")
     try:
-        return SSHProcess(t.provider.runner(t.lab, t.lab_dir, t.node), command)
+        return SSHProcess(runner, command)
     except RunnerError as exc:
         raise NodeIOError(str(exc)) from None
 
@@ -221,8 +231,8 @@ def run_exec(t: Target, argv: Sequence[str], namespace: str | None = None) -> in
         # The command shares the terminal: a Ctrl-C is for it, and labgen waits for its end.
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            proc = subprocess.Popen(full, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-            code = proc.wait()
+            child = subprocess.Popen(full, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+            code = child.wait()
         except OSError as exc:
             raise NodeIOError(f"{t.node}: cannot run {full[0]}: {exc.strerror}") from None
         finally:
@@ -230,10 +240,12 @@ def run_exec(t: Target, argv: Sequence[str], namespace: str | None = None) -> in
         return 128 - code if code < 0 else code
     proc = start(t, shlex.join(argv))
     _feed_stdin(proc)
-    out, err = sys.stdout.buffer, sys.stderr.buffer
-    code, interrupted = pump(proc, lambda d: (out.write(d), out.flush()),
-                             lambda d: (err.write(d), err.flush()),
-                             on_interrupt=proc.kill)
+    def to(stream: BinaryIO) -> Callable[[bytes], None]:
+        def write(data: bytes) -> None:
+            stream.write(data)
+            stream.flush()
+        return write
+    code, interrupted = pump(proc, to(sys.stdout.buffer), to(sys.stderr.buffer), on_interrupt=proc.kill)
     return 130 if interrupted else code
 
 
@@ -304,12 +316,13 @@ def run_capture(t: Target, count: int = DEFAULT_COUNT, write: Path | None = None
     out = sys.stdout.buffer
     err = sys.stderr.buffer
     pcap: BinaryIO | None = None
-    decoder: subprocess.Popen | None = None
+    decoder: subprocess.Popen[bytes] | None = None
     if write is not None:
         try:
             pcap = open(write, "wb")
         except OSError as exc:
-            raise InputError(f"cannot write {write}: {exc.strerror.lower()}: choose another --write") from None
+            raise InputError(f"cannot write {write}: {(exc.strerror or str(exc)).lower()}: "
+                             f"choose another --write") from None
         if shutil.which("tcpdump"):
             # Decode the same bytes here, so the packets are shown as they are saved.
             decoder = subprocess.Popen(["tcpdump", "-nn", "-v", "-l", "-r", "-"],
@@ -327,7 +340,7 @@ def run_capture(t: Target, count: int = DEFAULT_COUNT, write: Path | None = None
             return
         pcap.write(data)
         pcap.flush()
-        if decoder is not None:
+        if decoder is not None and decoder.stdin is not None:
             try:
                 decoder.stdin.write(data)
                 decoder.stdin.flush()
@@ -344,7 +357,7 @@ def run_capture(t: Target, count: int = DEFAULT_COUNT, write: Path | None = None
     finally:
         if pcap is not None:
             pcap.close()
-        if decoder is not None:
+        if decoder is not None and decoder.stdin is not None:
             try:
                 decoder.stdin.close()
             except BrokenPipeError:

@@ -1,8 +1,10 @@
 """Reading `ovs-vsctl -f json` output: the one place that knows OVSDB's JSON encoding."""
 from __future__ import annotations
 
+from typing import Any
 
-def value(v):
+
+def value(v: Any) -> Any:
     """OVSDB JSON -> Python: ["map", [[k, v]...]] -> dict, ["set", [...]] -> list, ["uuid", u] -> u."""
     if isinstance(v, list) and len(v) == 2 and v[0] in ("map", "set", "uuid"):
         kind, body = v
@@ -14,6 +16,6 @@ def value(v):
     return v
 
 
-def rows(doc: dict) -> list[dict]:
+def rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """One dict per row, keyed by the columns asked for."""
-    return [dict(zip(doc["headings"], (value(v) for v in row))) for row in doc["data"]]
+    return [dict(zip(doc["headings"], (value(v) for v in row), strict=False)) for row in doc["data"]]

@@ -62,7 +62,7 @@ def render_files(lab: Lab) -> dict[str, str]:
 
 def is_lab_dir(path: Path) -> bool:
     try:
-        return json.loads((path / LAB_FILE).read_text()).get("kind") == MARKER
+        return bool(json.loads((path / LAB_FILE).read_text()).get("kind") == MARKER)
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -113,7 +113,7 @@ def fs_error(target: Path, exc: OSError, doing: str = "write the lab directory",
     # Where inside the lab it happened means nothing to the user; a place outside it does.
     at = "" if where.absolute().is_relative_to(target.absolute()) else f" (at {where})"
     return HostError(f"cannot {doing} {target}: {why}{at}: "
-                     f"{_FS_HINTS.get(exc.errno, 'choose another --dir')}")
+                     f"{_FS_HINTS.get(exc.errno or 0, 'choose another --dir')}")
 
 
 def _missing_parents(target: Path) -> list[Path]:

@@ -3,6 +3,8 @@ Plain data; report.py formats it."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
+
 
 @dataclass
 class Check:
@@ -49,7 +51,7 @@ class Report:
     def errors(self) -> list[Check]:
         return [c for c in self.checks if c.status == "error"]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         from .stages import STAGES
         return {"lab": self.lab, "provider": self.provider, "tunnel": self.tunnel,
                 "passed": self.passed, "seconds": round(self.seconds, 3),

@@ -6,8 +6,9 @@ node (LocalRunner with an nsenter prefix) and on a VM (SSHRunner in labgen.ssh).
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 # Exit code reported when a command overran its timeout (the same as coreutils' timeout).
 TIMEOUT_EXIT = 124

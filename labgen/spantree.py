@@ -161,7 +161,7 @@ def judge_tree(lab: Lab, state: dict[str, dict[str, BridgeState]]) -> TreeVerdic
                             f"nothing stops a loop through it")
     parent = {v: v for v in vertices}
 
-    def find(v):
+    def find(v: tuple[str, str]) -> tuple[str, str]:
         while parent[v] != v:
             parent[v] = parent[parent[v]]
             v = parent[v]

@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 import paramiko
 
@@ -96,7 +97,8 @@ def _load_key(path: str) -> paramiko.PKey:
     # Vagrant's insecure key is often mode 0644; unlike OpenSSH, paramiko does not object.
     from_path = getattr(paramiko.PKey, "from_path", None)
     if from_path is not None:  # paramiko >= 3.2 detects the key type itself
-        return from_path(path)
+        key: paramiko.PKey = from_path(path)
+        return key
     last: Exception | None = None
     for cls in (paramiko.Ed25519Key, paramiko.RSAKey, paramiko.ECDSAKey):
         try:
@@ -174,7 +176,7 @@ class SSHRunner:
         self._sessions = threading.BoundedSemaphore(self.max_sessions)
 
     @classmethod
-    def from_ssh_config(cls, node: str, text: str, **kwargs) -> SSHRunner:
+    def from_ssh_config(cls, node: str, text: str, **kwargs: Any) -> SSHRunner:
         """SSHRunner for `Host NODE` of `vagrant ssh-config` output; kwargs go to __init__."""
         targets = parse_ssh_config(text)
         if node not in targets:
@@ -203,7 +205,10 @@ class SSHRunner:
                 self._client.close()  # it dropped: reconnect below
                 self._client = None
             self._client = self._connect()
-            return self._client.get_transport()
+            fresh = self._client.get_transport()
+            if fresh is None:
+                raise RunnerError(f"{self.node}: SSH connection closed at once")
+            return fresh
 
     def _connect(self) -> paramiko.SSHClient:
         t = self.target

@@ -8,12 +8,11 @@ other); tunnel and mtu do not share one: on an emulated VM both at once starve t
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 from .batch import run_planned
-from .checks import (plan_config, plan_mtu, plan_nodes, plan_overlay, plan_underlay,
-                     run_stp_checks, run_tunnel_checks)
+from .checks import plan_config, plan_mtu, plan_nodes, plan_overlay, plan_underlay, run_stp_checks, run_tunnel_checks
 from .model import Lab
 from .results import Check
 from .runner import Runner

@@ -6,8 +6,8 @@ stages are reported as skipped instead of timing out one by one. Formatting is r
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Mapping
 
 from .model import Lab
 from .results import Check, Report
@@ -30,7 +30,7 @@ def verify(lab: Lab, runners: Mapping[str, Runner], timeout: float | None = None
         progress(", ".join(s.name for s in group))
         with ThreadPoolExecutor(max_workers=len(group)) as pool:
             results = list(pool.map(lambda s: s.run(lab, runners, settle), group))
-        for stage, checks in zip(group, results):
+        for stage, checks in zip(group, results, strict=False):
             report.checks.extend(checks)
             if not all(c.passed for c in checks):
                 failed_stage = failed_stage or stage.name

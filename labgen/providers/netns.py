@@ -39,7 +39,7 @@ TOOLS = {cmd: DEBIAN_PACKAGES[cmd] for cmd in (
 SWITCH_BRIDGE = "ul"
 
 
-def _sh(*argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+def _sh(*argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise ProviderError(f"`{' '.join(argv)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
