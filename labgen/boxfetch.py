@@ -7,22 +7,20 @@ that stops the run; a fetch that fails is one line with how to add the box by ha
 """
 from __future__ import annotations
 
-import os
+import contextlib
 import re
 import subprocess
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from .boxbuild import parse_vagrant_box_list
+from . import vagrant
 from .boxes import Box
 from .errors import HostError
 
 PROVIDER = "libvirt"
-VAGRANT_ENV = {"VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_BOX_UPDATE_CHECK_DISABLE": "1"}
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _PROGRESS = re.compile(r"Progress: (\d+)%")
 # Vagrant's own prefix on every line of `vagrant box add` ("==> box: ", "    box: ").
 _PREFIX = re.compile(r"^(?:==> )?box: ")
@@ -39,8 +37,10 @@ def source(box: Box) -> str | None:
 
 
 def is_added(name: str) -> bool:
-    res = _vagrant("box", "list", "--machine-readable", timeout=60)
-    return any(n == name and p == PROVIDER for n, p, _ in parse_vagrant_box_list(res.stdout))
+    try:
+        return vagrant.has_box(name, provider=PROVIDER)
+    except HostError:
+        return False        # then create tries to fetch it, and says what failed
 
 
 def missing_note(box: Box) -> str | None:
@@ -123,54 +123,32 @@ def run_box_add(argv: list[str], progress: Callable[[str], None],
     seen: set[str] = set()
     shown_pct = -10
     lines: list[str] = []
-    env = {**os.environ, **VAGRANT_ENV}
-    try:
-        proc = subprocess.Popen(["vagrant", *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env)
-    except OSError as exc:
-        return [f"cannot run vagrant: {exc.strerror}"]
-    logf = open(log, "a") if log else None
-    try:
-        buf = b""
-        while True:
-            chunk = proc.stdout.read1(65536)
-            if not chunk:
-                break
-            buf += chunk
-            # Vagrant redraws its progress line with \r; every \r or \n ends a step.
-            *done, buf = re.split(rb"[\r\n]", buf)
-            for raw in done:
-                line = _PREFIX.sub("", _ANSI.sub("", raw.decode(errors="replace")).strip())
-                if not line:
-                    continue
-                if logf:
-                    logf.write(line + "\n")
-                lines.append(line)
-                m = _PROGRESS.search(line)
-                if m:
-                    pct = int(m.group(1))
-                    if pct >= shown_pct + 10 or (pct == 100 and shown_pct != 100):
-                        shown_pct = pct - pct % 10 if pct != 100 else 100
+    with open(log, "a") if log else contextlib.nullcontext() as logf:
+        try:
+            output = vagrant.stream(argv)
+        except OSError as exc:
+            return [f"cannot run vagrant: {exc.strerror}"]
+        try:
+            with contextlib.closing(output):
+                for line in output:
+                    line = _PREFIX.sub("", line)
+                    if logf:
+                        logf.write(line + "\n")
+                    lines.append(line)
+                    m = _PROGRESS.search(line)
+                    if m:
+                        pct = int(m.group(1))
+                        if pct >= shown_pct + 10 or (pct == 100 and shown_pct != 100):
+                            shown_pct = pct - pct % 10 if pct != 100 else 100
+                            progress(line)
+                    elif line not in seen:
+                        seen.add(line)
                         progress(line)
-                elif line not in seen:
-                    seen.add(line)
-                    progress(line)
-        code = proc.wait()
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    finally:
-        if logf:
-            logf.close()
-    return None if code == 0 else lines[-6:]
+        except subprocess.CalledProcessError:
+            return lines[-6:]
+    return None
 
 
 def remove(name: str) -> None:
     """`vagrant box remove --force NAME` (tests clean up the boxes they added)."""
-    _vagrant("box", "remove", "--force", "--all", name, timeout=120)
-
-
-def _vagrant(*args: str, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(["vagrant", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **VAGRANT_ENV})
+    vagrant.run(["box", "remove", "--force", "--all", name], timeout=120)

@@ -1,26 +1,71 @@
 """A box with a download URL that Vagrant does not have yet is fetched for the user (with
 progress, once), as `labgen create gre` does with the default CentOS Stream 9 box.
 
-Proven offline with the locally built labgen/debian12 box file behind a file:// URL, in a
-catalog entry of its own (LABGEN_BOXES_DIR) under a test-only name that is removed again.
-No VM is booted: doctor, render, the provider's pre-checks and the fetch itself."""
+Proven offline (`vm` tests) with the locally built labgen/debian12 box file behind a file://
+URL, in a catalog entry of its own (LABGEN_BOXES_DIR) under a test-only name that is removed
+again. No VM is booted: doctor, render, the provider's pre-checks and the fetch itself.
+The unit tests replay Vagrant's recorded output through a stand-in `vagrant` on PATH."""
 from __future__ import annotations
 
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 from netns_helpers import ENV, labgen
+from test_vagrant import BOX_ADD, BOX_LIST, fake_vagrant
 
-from labgen import boxfetch
+from labgen import boxfetch, vagrant
 from labgen.errors import HostError
 from labgen.providers.libvirt import LibvirtProvider
 from labgen.render import load_lab
 
-pytestmark = pytest.mark.vm
 NAME = f"labgen-test/fetch{os.getpid()}"
+
+
+# ---- unit: what the user sees of `vagrant box add`
+
+def test_box_add_shows_each_step_once_without_vagrants_prefix(monkeypatch, tmp_path):
+    calls = fake_vagrant(monkeypatch, tmp_path, output=BOX_ADD + BOX_ADD)
+    said: list[str] = []
+    log = tmp_path / "vagrant.log"
+    assert boxfetch.run_box_add(["box", "add", "x"], said.append, log) is None
+    assert calls.read_text() == "box add x\n"
+    assert said == [
+        "Loading metadata for box '/var/cache/labgen/boxes/labgen-debian12.json'",
+        "URL: file:///var/cache/labgen/boxes/labgen-debian12.json",
+        "Adding box 'labgen/debian12' (v1.0.0.8201999) for provider: libvirt",
+        "Unpacking necessary files from: "
+        "file:///var/cache/labgen/boxes/labgen-debian12-1.0.0.8201999.box",
+        "Progress: 0% (Rate: 0/s, Estimated time remaining: --:--:--)",
+        "Progress: 58% (Rate: 718M/s, Estimated time remaining: --:--:--)",
+        "Calculating and comparing box checksum...",
+        "Successfully added box 'labgen/debian12' (v1.0.0.8201999) for 'libvirt'!",
+    ]
+    assert log.read_text().count("Progress: 0%") == 2        # the log keeps every line
+
+
+def test_failed_box_add_returns_its_last_lines(monkeypatch, tmp_path):
+    fake_vagrant(monkeypatch, tmp_path, output=b"".join(BOX_ADD.splitlines(keepends=True)[:3]),
+                 body='echo "==> box: Could not resolve host: example.invalid" >&2; exit 1')
+    tail = boxfetch.run_box_add(["box", "add", "x"], lambda _: None)
+    assert tail is not None and tail[-1] == "Could not resolve host: example.invalid"
+
+
+def test_box_add_without_vagrant_says_so(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert boxfetch.run_box_add(["box", "add", "x"], lambda _: None) == \
+        ["cannot run vagrant: No such file or directory"]
+
+
+def test_is_added_reads_the_box_list(monkeypatch, tmp_path):
+    fake_vagrant(monkeypatch, tmp_path, output=BOX_LIST.encode())
+    assert boxfetch.is_added("labgen/debian12") and not boxfetch.is_added("centos/stream9")
+    fake_vagrant(monkeypatch, tmp_path, output=b"", body="exit 1")
+    assert not boxfetch.is_added("labgen/debian12")    # then create tries, and says why
+
+
+# ---- vm: the real Vagrant
 
 
 def box_file() -> Path:
@@ -33,8 +78,7 @@ def box_file() -> Path:
 
 
 def vagrant_boxes() -> str:
-    return subprocess.run(["vagrant", "box", "list"], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **boxfetch.VAGRANT_ENV}).stdout
+    return vagrant.run(["box", "list"]).stdout
 
 
 def write_box(directory: Path, name: str, url: str = "", build: str = "") -> None:
@@ -62,6 +106,7 @@ def catalog(tmp_path):
         assert NAME not in vagrant_boxes()
 
 
+@pytest.mark.vm
 def test_box_with_a_url_is_fetched_once_with_progress(catalog, tmp_path):
     boxes, env = catalog
     path = box_file()
@@ -101,6 +146,7 @@ def test_box_with_a_url_is_fetched_once_with_progress(catalog, tmp_path):
     assert "not added yet" not in doc.stdout
 
 
+@pytest.mark.vm
 def test_failed_fetch_is_one_line_with_the_manual_way(catalog):
     boxes, _env = catalog
     url = "http://127.0.0.1:9/no-such.box"      # nothing listens on the discard port: like no internet
@@ -118,6 +164,7 @@ def test_failed_fetch_is_one_line_with_the_manual_way(catalog):
     assert NAME not in vagrant_boxes()
 
 
+@pytest.mark.vm
 def test_box_without_a_source_stops_with_the_hint(catalog, tmp_path):
     boxes, env = catalog
     write_box(boxes, NAME, build="debian12")

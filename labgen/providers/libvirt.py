@@ -15,16 +15,15 @@ import xml.etree.ElementTree as ET
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 
+from .. import vagrant as vagrant_cli
 from ..errors import HostError, ProviderError
 from ..hostfacts import kvm_usable
 from ..model import Lab
 from ..ssh import SSHRunner, parse_ssh_config
+from ..vagrant import ENV as VAGRANT_ENV
 from . import NodeStatus, Progress
 
 VIRSH = ["virsh", "-c", "qemu:///system"]
-# Vagrant phones home for updates unless told not to; these labs may be air-gapped.
-VAGRANT_ENV = {"VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_BOX_UPDATE_CHECK_DISABLE": "1",
-               "VAGRANT_DEFAULT_PROVIDER": "libvirt"}
 # What Vagrant prints -> the stage a node has reached.
 STAGES = [
     (re.compile(r"Creating domain|Creating image \(snapshot"), "creating"),
@@ -42,11 +41,6 @@ TAIL = 12
 
 def _virsh(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*VIRSH, *args], capture_output=True, text=True, timeout=60)
-
-
-def _vagrant(lab_dir: Path | None, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(["vagrant", *args], cwd=lab_dir, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **VAGRANT_ENV})
 
 
 class LibvirtProvider:
@@ -113,7 +107,7 @@ class LibvirtProvider:
         return problems
 
     def _has_plugin(self) -> bool:
-        return "vagrant-libvirt" in _vagrant(None, "plugin", "list", timeout=60).stdout
+        return "vagrant-libvirt" in vagrant_cli.run(["plugin", "list"], timeout=60).stdout
 
     def _box_problem(self, lab: Lab) -> str | None:
         """Only a box that is not in Vagrant AND has no download source stops the run: one
@@ -219,7 +213,7 @@ class LibvirtProvider:
     def destroy(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
         if (lab_dir / ".vagrant").exists() and shutil.which("vagrant"):
             progress("lab", "vagrant destroy")
-            res = _vagrant(lab_dir, "destroy", "-f", timeout=300)
+            res = vagrant_cli.run(["destroy", "-f"], cwd=lab_dir, timeout=300)
             with open(lab_dir / "logs" / "vagrant.log", "a") as log:
                 log.write(res.stdout + res.stderr)
         # Whatever Vagrant left (a crash half way, a network it no longer tracks): by name.
@@ -273,8 +267,6 @@ class LibvirtProvider:
         ids = list((lab_dir / ".vagrant" / "machines").glob("*/libvirt/id"))
         if cache.exists() and all(cache.stat().st_mtime >= f.stat().st_mtime for f in ids):
             return cache.read_text()
-        res = _vagrant(lab_dir, "ssh-config")
-        if res.returncode != 0:
-            raise ProviderError(f"vagrant ssh-config failed: {res.stderr.strip()[-300:]}")
-        cache.write_text(res.stdout)
-        return res.stdout
+        text = vagrant_cli.ssh_config(lab_dir)
+        cache.write_text(text)
+        return text

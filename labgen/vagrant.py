@@ -1,0 +1,124 @@
+"""Running the `vagrant` command: the one environment it gets and the few calls labgen makes.
+
+The libvirt provider, the box fetcher (labgen/boxfetch.py) and the box builder
+(labgen/boxbuild/) all run Vagrant through here. python-vagrant, which the provider's `up`
+drives, gets the same environment from ENV.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections import deque
+from collections.abc import Generator, Iterator, Sequence
+from pathlib import Path
+
+from .errors import HostError, ProviderError
+
+# Vagrant phones home for updates unless told not to; these labs may be air-gapped.
+ENV = {"VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_BOX_UPDATE_CHECK_DISABLE": "1",
+       "VAGRANT_DEFAULT_PROVIDER": "libvirt"}
+TIMEOUT = 120.0     # seconds; Ruby alone takes a few to start
+TAIL = 12           # lines of output kept for an error
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, **ENV}
+
+
+def run(args: Sequence[str], cwd: Path | None = None,
+        timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """`vagrant ARGS...` to the end, its output captured as text (the caller checks the code)."""
+    return subprocess.run(["vagrant", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env())
+
+
+def stream(args: Sequence[str], cwd: Path | None = None) -> Generator[str, None, None]:
+    """`vagrant ARGS...`, yielding each line it prints (stdout and stderr together) as it
+    comes, stripped, without colour codes and without empty lines. Vagrant redraws a
+    progress line with \\r, so \\r ends a line too. Raises CalledProcessError (its output:
+    the last lines) when vagrant exits non-zero; closing the iterator early kills it.
+    Started here, not at the first line: a missing vagrant is an OSError from this call."""
+    proc = subprocess.Popen(["vagrant", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env())
+    return _lines(proc)
+
+
+def _lines(proc: subprocess.Popen[bytes]) -> Generator[str, None, None]:
+    assert proc.stdout is not None
+    tail: deque[str] = deque(maxlen=TAIL)
+    try:
+        buf = b""
+        while chunk := os.read(proc.stdout.fileno(), 65536):
+            *done, buf = re.split(rb"[\r\n]", buf + chunk)
+            for line in _clean(done):
+                tail.append(line)
+                yield line
+        for line in _clean([buf]):
+            tail.append(line)
+            yield line
+        code = proc.wait()
+    finally:
+        if proc.poll() is None:     # the caller stopped early, or an exception (Ctrl-C)
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    if code != 0:
+        raise subprocess.CalledProcessError(code, proc.args, output="\n".join(tail))
+
+
+def _clean(raw_lines: list[bytes]) -> Iterator[str]:
+    for raw in raw_lines:
+        line = _ANSI.sub("", raw.decode(errors="replace")).strip()
+        if line:
+            yield line
+
+
+# ---- boxes
+
+def parse_box_list(machine_readable: str) -> set[tuple[str, str, str]]:
+    """(name, provider, version) triples from `vagrant box list --machine-readable`."""
+    boxes, current = set(), {}
+    for line in machine_readable.splitlines():
+        fields = line.split(",", 3)
+        if len(fields) < 4:
+            continue
+        kind, value = fields[2], fields[3]
+        if kind == "box-name":
+            current = {"name": value}
+        elif kind in ("box-provider", "box-version"):
+            current[kind[4:]] = value
+            if len(current) == 3:
+                boxes.add((current["name"], current["provider"], current["version"]))
+    return boxes
+
+
+def box_list() -> set[tuple[str, str, str]]:
+    """The boxes Vagrant has, as (name, provider, version). Raises HostError when
+    `vagrant box list` fails."""
+    res = run(["box", "list", "--machine-readable"], timeout=60)
+    if res.returncode != 0:
+        raise HostError(f"'vagrant box list' failed: {last_line(res.stderr or res.stdout)}")
+    return parse_box_list(res.stdout)
+
+
+def has_box(name: str, version: str | None = None, provider: str = "libvirt") -> bool:
+    """Whether Vagrant has box `name` for `provider`: at `version`, or at any version."""
+    return any(n == name and p == provider and version in (None, v) for n, p, v in box_list())
+
+
+# ---- a lab's machines
+
+def ssh_config(lab_dir: Path) -> str:
+    """`vagrant ssh-config` of the lab in lab_dir: how to reach each running machine."""
+    res = run(["ssh-config"], cwd=lab_dir)
+    if res.returncode != 0:
+        raise ProviderError(f"vagrant ssh-config failed: {res.stderr.strip()[-300:]}")
+    return res.stdout
+
+
+def last_line(text: str | None) -> str:
+    """What a failed command said last (the box builder's steps report theirs the same way)."""
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output"
