@@ -1,29 +1,57 @@
-"""labgen.boxbuild: fast unit tests, plus one `vm` test that builds or reuses the real box."""
+"""labgen.boxbuild, part by part (recipe, version, apt, guest, disk, box file, register,
+cache, log, build), plus one `vm` test that builds or reuses the real box. Processes are
+faked only where they are a boundary (Vagrant, chroot); everything else runs for real."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import stat
 import subprocess
+import tarfile
+import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from test_vagrant import BOX_ADD, fake_vagrant
 
-from labgen import boxbuild
+from labgen import boxes, vagrant
 from labgen.boxbuild import (
     AptSource,
     BoxBuildError,
+    apt,
     box_catalog,
     box_version,
+    boxfile,
+    build,
     build_box,
+    cache,
     check_preconditions,
     decide_action,
+    disk,
     get_recipe,
-    mbr_partition_table,
+    guest,
     parse_deb822_sources,
     parse_one_line_sources,
-    parse_vagrant_box_list,
     pick_debian_mirror,
+    recipe,
+    register,
     resolve_mirror,
+    rootfs_key,
+)
+from labgen.boxbuild.log import BuildLog
+
+ROOT = Path(__file__).resolve().parent.parent
+BOX_FILE = ROOT / "boxes" / "labgen-debian12.toml"
+# Vagrant's insecure public key (keys/vagrant.pub, as Vagrant ships it): the key the box's
+# vagrant user accepts, and so part of the box version.
+VAGRANT_PUB = (
+    "ssh-rsa AAAAB3NzaC1yc2EAAAABIwAAAQEA6NF8iallvQVp22WDkTkyrtvp9eWW6A8YVr+kz4TjGYe7gHzIw+niNl"
+    "tGEFHzD8+v1I2YJ6oXevct1YeS0o9HZyN1Q9qgCgzUFtdOKLv6IedplqoPkcmF0aYet2PkEDo3MlTBckFXPITAMzF8"
+    "dJSIFo9D8HfdOV0IAdx4O7PtixWKn5y2hMNG0zQPyUecp4pzC6kivAIhyfHilFR61RGL+GPXQ2MWZWFYbAGjyiYJnA"
+    "mCP3NOTd0jMZEnDkbUvxhMmBYSdETk1rRgm+R4LOzFUGaHqHDLKLX+FIPKcF96hrucXzcWyLbIbEgE98OHlnVYCzRd"
+    "K8jlqm8tehUc9c9WhQ== vagrant insecure public key\n"
 )
 
 SOURCES_LIST = """\
@@ -93,7 +121,7 @@ def test_deb822_disabled_and_src_only_stanzas_are_skipped():
 
 
 def test_mirror_from_etc_apt_tree_list_before_sources_d(tmp_path, monkeypatch):
-    monkeypatch.delenv(boxbuild.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(apt.MIRROR_ENV, raising=False)
     (tmp_path / "sources.list.d").mkdir()
     (tmp_path / "sources.list.d/debian.sources").write_text(DEB822)
     (tmp_path / "sources.list.d/old.list.disabled").write_text(
@@ -104,29 +132,115 @@ def test_mirror_from_etc_apt_tree_list_before_sources_d(tmp_path, monkeypatch):
 
 
 def test_mirror_override_by_argument_and_env(tmp_path, monkeypatch):
-    monkeypatch.setenv(boxbuild.MIRROR_ENV, "http://env.example/debian/")
+    monkeypatch.setenv(apt.MIRROR_ENV, "http://env.example/debian/")
     assert resolve_mirror(etc_apt=tmp_path) == "http://env.example/debian"
     assert resolve_mirror("http://arg.example/debian", etc_apt=tmp_path) == \
         "http://arg.example/debian"
 
 
 def test_no_mirror_is_one_line_error_naming_the_env_var(tmp_path, monkeypatch):
-    monkeypatch.delenv(boxbuild.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(apt.MIRROR_ENV, raising=False)
     (tmp_path / "sources.list").write_text("deb http://ubuntu.example.com/ubuntu jammy main\n")
     with pytest.raises(BoxBuildError) as e:
         resolve_mirror(etc_apt=tmp_path)
-    assert boxbuild.MIRROR_ENV in str(e.value) and "\n" not in str(e.value)
+    assert apt.MIRROR_ENV in str(e.value) and "\n" not in str(e.value)
 
 
-# ---- recipes and preconditions
+# ---- recipe: read from the box's file in boxes/
+
+def test_recipe_is_the_box_files_recipe_table():
+    data = tomllib.loads(BOX_FILE.read_text())
+    r = get_recipe("debian12")
+    assert r.packages == tuple(data["recipe"]["packages"])
+    assert "openvswitch-switch" in r.packages and "linux-image-amd64" in r.packages
+    assert (r.box_name, r.suite, r.base_version, r.disk_gib, r.hostname) == (
+        data["name"], data["recipe"]["suite"], data["recipe"]["base_version"],
+        data["recipe"]["disk_gib"], data["recipe"]["hostname"])
+    # The box catalog reads the same file: the box that names this recipe.
+    assert boxes.get(r.box_name).build == "debian12"
+
+
+def test_every_shipped_recipe_belongs_to_a_box_that_names_it():
+    found = recipe.recipes()
+    assert "debian12" in found
+    for name, r in found.items():
+        assert boxes.get(r.box_name).build == name
+
+
+def write_box(directory: Path, stem: str, text: str) -> None:
+    (directory / f"{stem}.toml").write_text(
+        'name = "x/y"\ndescription = "d"\nfamily = "debian"\nproviders = ["libvirt"]\n'
+        'install = "true"\nstart = "true"\n' + text)
+
+
+def test_recipe_from_a_box_file(tmp_path):
+    write_box(tmp_path, "plain", 'url = "file:///x.box"\n')           # no recipe: ignored
+    write_box(tmp_path, "mine", 'build = "mine"\n[recipe]\nsuite = "trixie"\n'
+              'base_version = "2.0.0"\ndisk_gib = 4\nhostname = "h"\npackages = ["b", "a"]\n')
+    assert recipe.recipes(tmp_path) == {"mine": recipe.BoxRecipe(
+        box_name="x/y", suite="trixie", base_version="2.0.0", packages=("b", "a"),
+        disk_gib=4, hostname="h")}
+
+
+@pytest.mark.parametrize("text", [
+    '[recipe]\nsuite = "trixie"\n',                                           # no build name
+    'build = "b"\n[recipe]\nsuite = "trixie"\nbase_version = "1"\ndisk_gib = 4\n'
+    'hostname = "h"\n',                                                        # no packages
+    'build = "b"\n[recipe]\nsuite = "trixie"\nbase_version = "1"\ndisk_gib = "4"\n'
+    'hostname = "h"\npackages = ["a"]\n',                                     # size as text
+])
+def test_bad_recipe_is_one_line_naming_the_file_and_the_fields(tmp_path, text):
+    write_box(tmp_path, "bad", text)
+    with pytest.raises(BoxBuildError) as exc:
+        recipe.recipes(tmp_path)
+    msg = str(exc.value)
+    assert str(tmp_path / "bad.toml") in msg and "packages" in msg and "\n" not in msg
+
 
 def test_unknown_box_lists_the_known_ones():
     with pytest.raises(BoxBuildError, match=r"unknown box 'centos9'.*debian12"):
         get_recipe("centos9")
 
 
+# ---- version: the names builds are cached and added to Vagrant under
+
+def test_version_and_rootfs_key_of_the_shipped_recipe_are_unchanged():
+    # The box in the cache and in Vagrant on every host carries these: a different value is
+    # a rebuild everywhere. Update them only with a deliberate change to the recipe.
+    r = get_recipe("debian12")
+    assert box_version(r, VAGRANT_PUB) == "1.0.0.8201999"
+    assert rootfs_key(r) == "e19f7185f648"
+
+
+@pytest.mark.skipif(not shutil.which("vagrant"), reason="vagrant is not installed")
+def test_the_installed_vagrant_ships_that_key():
+    assert guest.find_vagrant_public_key() == VAGRANT_PUB
+
+
+def test_version_is_stable_vagrant_compatible_and_tracks_the_recipe():
+    r = get_recipe("debian12")
+    v = box_version(r, "key")
+    assert v == box_version(r, "key")
+    assert v.startswith(r.base_version + ".") and all(p.isdigit() for p in v.split("."))
+    assert box_version(r, "other key") != v
+    reordered = replace(r, packages=r.packages[::-1])
+    assert box_version(reordered, "key") != v            # the package order is in the box
+    assert rootfs_key(reordered) == rootfs_key(r)        # debootstrap gets the same set
+    assert rootfs_key(replace(r, suite="trixie")) != rootfs_key(r)
+    assert rootfs_key(replace(r, hostname="other")) == rootfs_key(r)
+
+
+def test_version_tracks_the_guest_files(monkeypatch):
+    r = get_recipe("debian12")
+    v = box_version(r, "key")
+    monkeypatch.setattr(guest, "SUDOERS", guest.SUDOERS + "# changed\n")
+    assert box_version(r, "key") != v
+
+
+# ---- preconditions and the reuse decision
+
 def test_unknown_box_fails_before_anything_else(monkeypatch):
-    monkeypatch.setattr(boxbuild, "check_preconditions",
+    monkeypatch.setattr(build, "check_preconditions",
                         lambda: pytest.fail("preconditions checked for an unknown box"))
     with pytest.raises(BoxBuildError, match="known boxes are debian12"):
         build_box("nope", progress=lambda _: None)
@@ -144,7 +258,7 @@ def test_not_root_is_refused(monkeypatch):
 ])
 def test_missing_tool_names_the_package(monkeypatch, tool, package):
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(shutil, "which", lambda cmd: None if cmd == tool else f"/usr/bin/{cmd}")
+    monkeypatch.setattr(shutil, "which", lambda cmd, **kw: None if cmd == tool else f"/usr/bin/{cmd}")
     with pytest.raises(BoxBuildError) as e:
         check_preconditions()
     assert f"apt-get install {package}" in str(e.value) and tool in str(e.value)
@@ -152,17 +266,12 @@ def test_missing_tool_names_the_package(monkeypatch, tool, package):
 
 def test_missing_tool_stops_build_box_before_creating_the_cache(monkeypatch, tmp_path):
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(shutil, "which", lambda cmd: None if cmd == "debootstrap" else "/x")
-    # check_preconditions' default was bound at import: route it through the patched which
-    monkeypatch.setattr(boxbuild, "check_preconditions",
-                        lambda: check_preconditions())
-    cache = tmp_path / "cache"
+    monkeypatch.setattr(shutil, "which", lambda cmd, **kw: None if cmd == "debootstrap" else "/x")
+    cache_dir = tmp_path / "cache"
     with pytest.raises(BoxBuildError, match="debootstrap"):
-        build_box(cache_dir=cache, progress=lambda _: None)
-    assert not cache.exists()
+        build_box(cache_dir=cache_dir, progress=lambda _: None)
+    assert not cache_dir.exists()
 
-
-# ---- reuse decision, versions, Vagrant listing
 
 @pytest.mark.parametrize("box_file, registered, force, action", [
     (True, True, False, "reuse"),
@@ -175,81 +284,199 @@ def test_decide_action(box_file, registered, force, action):
     assert decide_action(box_file, registered, force) == action
 
 
-def test_build_box_reuses_without_building(monkeypatch, tmp_path):
-    recipe = get_recipe("debian12")
-    version = box_version(recipe, "ssh-rsa KEY\n")
-    box = tmp_path / f"labgen-debian12-{version}.box"
-    box.write_bytes(b"box")
-    monkeypatch.setattr(boxbuild, "check_preconditions", lambda: None)
-    monkeypatch.setattr(boxbuild, "find_vagrant_public_key", lambda: "ssh-rsa KEY\n")
-    monkeypatch.setattr(boxbuild, "vagrant_has_box", lambda n, v, p: (n, v, p) ==
-                        ("labgen/debian12", version, "libvirt"))
-    monkeypatch.setattr(boxbuild._Builder, "step", lambda *a, **k: pytest.fail("built"))
-    lines: list[str] = []
-    built = build_box(cache_dir=tmp_path, progress=lines.append)
-    assert built.reused and built.path == box and built.version == version
-    assert built.name == "labgen/debian12"
-    assert any("reused" in line for line in lines)
-
+# ---- build_box: which steps run (host checks, Vagrant and the key lookup faked)
 
 @pytest.fixture
-def fake_host(monkeypatch, tmp_path):
-    """build_box with the host checks and Vagrant faked; returns the steps it would run."""
-    monkeypatch.setattr(boxbuild, "check_preconditions", lambda: None)
-    monkeypatch.setattr(boxbuild, "find_vagrant_public_key", lambda: "ssh-rsa KEY\n")
-    monkeypatch.setattr(boxbuild, "vagrant_has_box", lambda n, v, p: False)
-    monkeypatch.setattr(boxbuild, "host_apt_sources", lambda *a: [])
-    monkeypatch.delenv(boxbuild.MIRROR_ENV, raising=False)
+def fake_host(monkeypatch):
+    """build_box with the host checks, the key lookup and Vagrant's box list faked; returns
+    the steps it would run and the boxes Vagrant would list."""
+    listed: set[tuple[str, str, str]] = set()
+    monkeypatch.setattr(build, "check_preconditions", lambda: None)
+    monkeypatch.setattr(guest, "find_vagrant_public_key", lambda: VAGRANT_PUB)
+    monkeypatch.setattr(vagrant, "box_list", lambda: listed)
+    monkeypatch.setattr(apt, "host_apt_sources", lambda *a: [])
+    monkeypatch.delenv(apt.MIRROR_ENV, raising=False)
     steps: list[str] = []
-    monkeypatch.setattr(boxbuild._Builder, "step",
-                        lambda self, name, *a, **k: steps.append(name))
-    return steps
+    monkeypatch.setattr(BuildLog, "step", lambda self, name, *a, **k: steps.append(name))
+    return steps, listed
+
+
+def test_build_box_reuses_without_building(fake_host, tmp_path):
+    steps, listed = fake_host
+    listed.add(("labgen/debian12", "libvirt", "1.0.0.8201999"))
+    box = tmp_path / "labgen-debian12-1.0.0.8201999.box"
+    box.write_bytes(b"box")
+    lines: list[str] = []
+    built = build_box(cache_dir=tmp_path, progress=lines.append)
+    assert built == build.BuiltBox("labgen/debian12", "1.0.0.8201999", box, reused=True)
+    assert steps == [] and lines == [f"reused labgen/debian12 1.0.0.8201999 (libvirt): {box}"]
 
 
 def test_cached_box_missing_from_vagrant_is_only_added(fake_host, tmp_path):
-    version = box_version(get_recipe("debian12"), "ssh-rsa KEY\n")
-    (tmp_path / f"labgen-debian12-{version}.box").write_bytes(b"box")
+    steps, _listed = fake_host
+    (tmp_path / "labgen-debian12-1.0.0.8201999.box").write_bytes(b"box")
     built = build_box(cache_dir=tmp_path, progress=lambda _: None)
-    assert fake_host == ["box add"] and built.reused
+    assert steps == ["box add"] and built.reused
 
 
 def test_cached_rootfs_skips_debootstrap_even_without_a_mirror(fake_host, tmp_path):
-    recipe = get_recipe("debian12")
-    (tmp_path / f"debian12-rootfs-{boxbuild.rootfs_key(recipe)}.tar").write_bytes(b"")
+    steps, _listed = fake_host
+    (tmp_path / "debian12-rootfs-e19f7185f648.tar").write_bytes(b"")
     built = build_box(cache_dir=tmp_path, progress=lambda _: None)
-    assert fake_host == ["image", "package", "box add"] and not built.reused
+    assert steps == ["image", "package", "box add"] and not built.reused
 
 
 def test_no_mirror_and_no_cached_rootfs_fails_before_creating_the_cache(fake_host, tmp_path):
-    cache = tmp_path / "cache"
-    with pytest.raises(BoxBuildError, match=boxbuild.MIRROR_ENV):
-        build_box(cache_dir=cache, progress=lambda _: None)
-    assert fake_host == [] and not cache.exists()
+    steps, _listed = fake_host
+    cache_dir = tmp_path / "cache"
+    with pytest.raises(BoxBuildError, match=apt.MIRROR_ENV):
+        build_box(cache_dir=cache_dir, progress=lambda _: None)
+    assert steps == [] and not cache_dir.exists()
 
 
-def test_version_is_stable_vagrant_compatible_and_tracks_the_recipe():
-    recipe = get_recipe("debian12")
-    v = box_version(recipe, "key")
-    assert v == box_version(recipe, "key")
-    assert v.startswith(recipe.base_version + ".") and all(p.isdigit() for p in v.split("."))
-    assert box_version(recipe, "other key") != v
+def test_full_build_runs_every_step_and_removes_older_boxes(fake_host, tmp_path, monkeypatch):
+    steps, _listed = fake_host
+    monkeypatch.setenv(apt.MIRROR_ENV, "http://deb.example/debian")
+    (tmp_path / "labgen-debian12-1.0.0.1.box").write_bytes(b"old")
+    said: list[str] = []
+    built = build_box(cache_dir=tmp_path, progress=said.append)
+    assert steps == ["debootstrap", "image", "package", "box add"] and not built.reused
+    assert not (tmp_path / "labgen-debian12-1.0.0.1.box").exists()
+    assert said == ["removed older cached labgen-debian12-1.0.0.1.box"]
+    assert "build labgen/debian12 1.0.0.8201999 action=build" in \
+        (tmp_path / "build-debian12.log").read_text()
 
 
-def test_parse_vagrant_box_list_machine_readable():
-    out = (
-        "1700000000,,ui,info,labgen/debian12 (libvirt; 1.0.0.5)\n"
-        "1700000000,,box-name,labgen/debian12\n"
-        "1700000000,,box-provider,libvirt\n"
-        "1700000000,,box-version,1.0.0.5\n"
-        "1700000000,,box-info,,\n"
-        "1700000000,,box-name,generic/debian12\n"
-        "1700000000,,box-provider,virtualbox\n"
-        "1700000000,,box-version,4.3.12\n"
-    )
-    assert parse_vagrant_box_list(out) == {
-        ("labgen/debian12", "libvirt", "1.0.0.5"),
-        ("generic/debian12", "virtualbox", "4.3.12"),
-    }
+# ---- guest: the files the root fs gets
+
+@pytest.fixture
+def debootstrapped(tmp_path) -> Path:
+    """The parts of a debootstrap tree configure() reads or removes."""
+    root = tmp_path / "root"
+    for rel, text in [("boot/vmlinuz-6.1.0-9-amd64", ""), ("boot/initrd.img-6.1.0-9-amd64", ""),
+                      ("etc/ssh/ssh_host_rsa_key", "secret"), ("etc/openvswitch/conf.db", "{}"),
+                      ("var/cache/apt/archives/x.deb", ""), ("var/lib/apt/lists/a_b", ""),
+                      ("etc/resolv.conf", "nameserver 10.0.0.1\n"),
+                      ("var/lib/dbus/machine-id", "abc\n")]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+def test_guest_configuration(debootstrapped):
+    root = debootstrapped
+    ran: list[tuple[list[str], str | None]] = []
+
+    def chroot_run(cmd, *, stdin=None, env=None):        # chroot: the process boundary
+        ran.append((cmd, stdin.read() if stdin else None))
+
+    guest.configure(root, get_recipe("debian12"), VAGRANT_PUB, "UUID-1", "http://m/debian",
+                    chroot_run)
+    assert [c[0][2:] for c in ran] == [
+        ["useradd", "--create-home", "--shell", "/bin/bash", "--groups", "sudo", "vagrant"],
+        ["chpasswd"], ["chown", "-R", "vagrant:vagrant", "/home/vagrant/.ssh"]]
+    assert ran[1][1] == "vagrant:vagrant\n" and all(c[0][:2] == ["chroot", str(root)] for c in ran)
+
+    def mode(rel: str) -> int:
+        return stat.S_IMODE((root / rel).stat().st_mode)
+
+    assert (root / "home/vagrant/.ssh/authorized_keys").read_text() == VAGRANT_PUB
+    assert mode("home/vagrant/.ssh/authorized_keys") == 0o600 and mode("home/vagrant/.ssh") == 0o700
+    assert mode("etc/sudoers.d/vagrant") == 0o440
+    assert (root / "etc/hostname").read_text() == "labgen\n"
+    assert (root / "etc/fstab").read_text() == "UUID=UUID-1 / ext4 errors=remount-ro 0 1\n"
+    assert (root / "etc/apt/sources.list").read_text() == \
+        "deb http://m/debian bookworm main\ndeb http://m/debian bookworm-updates main\n"
+    assert (root / "etc/machine-id").read_text() == ""
+    for gone in ("etc/ssh/ssh_host_rsa_key", "etc/openvswitch/conf.db", "etc/resolv.conf",
+                 "var/cache/apt/archives/x.deb", "var/lib/apt/lists/a_b", "var/lib/dbus/machine-id"):
+        assert not (root / gone).exists(), gone
+    units = root / "etc/systemd/system"
+    assert os.readlink(units / "multi-user.target.wants/firewalld.service") == \
+        "/lib/systemd/system/firewalld.service"
+    assert os.readlink(units / "ssh.service.wants/labgen-ssh-hostkeys.service") == \
+        "/etc/systemd/system/labgen-ssh-hostkeys.service"
+    assert os.readlink(units / "apt-daily.timer") == "/dev/null"
+    grub = (root / "boot/grub/grub.cfg").read_text()
+    assert "linux /boot/vmlinuz-6.1.0-9-amd64 root=UUID=UUID-1 ro console=tty0" in grub
+    assert "initrd /boot/initrd.img-6.1.0-9-amd64" in grub
+
+
+def test_guest_without_a_kernel_says_which_package(tmp_path):
+    (tmp_path / "boot").mkdir()
+    with pytest.raises(BoxBuildError, match="linux-image-amd64"):
+        guest.kernel_files(tmp_path)
+
+
+# ---- disk: MBR, GRUB sectors, mounts
+
+def test_mbr_has_one_bootable_linux_partition_at_1mib():
+    mbr = disk.mbr_partition_table(8 * 1024**3 // 512)
+    assert len(mbr) == 512 and mbr[510:] == b"\x55\xaa"
+    assert mbr[446] == 0x80 and mbr[450] == 0x83
+    assert int.from_bytes(mbr[454:458], "little") == 2048
+    assert int.from_bytes(mbr[458:462], "little") == 8 * 1024**3 // 512 - 2048
+    assert mbr[:440] == bytes(440)  # boot code is written later from GRUB's boot.img
+
+
+def test_grub_boot_sectors_keep_the_partition_table(tmp_path, monkeypatch):
+    grub_dir = tmp_path / "grub"
+    grub_dir.mkdir()
+    (grub_dir / "boot.img").write_bytes(b"B" * 512)
+    monkeypatch.setattr(disk, "GRUB_I386_DIR", grub_dir)
+    raw = tmp_path / "disk.raw"
+    raw.write_bytes(disk.mbr_partition_table(4096) + bytes(4096 * 512 - 512))
+    table = raw.read_bytes()[440:512]
+    disk.install_grub_boot_sectors(raw, b"C" * 1000)
+    data = raw.read_bytes()
+    assert data[:440] == b"B" * 440 and data[440:512] == table
+    assert data[512:1512] == b"C" * 1000 and data[1512:2048] == bytes(536)
+
+
+def test_grub_core_too_big_for_the_gap_is_refused(tmp_path):
+    def grub_mkimage(cmd, **kw):                          # the process boundary
+        Path(cmd[cmd.index("-o") + 1]).write_bytes(bytes(2047 * 512 + 1))
+
+    with pytest.raises(BoxBuildError, match="core.img is 1048065 bytes.*drop GRUB modules"):
+        disk.make_grub_core(grub_mkimage, "UUID-1", tmp_path)
+    assert (tmp_path / "early.cfg").read_text() == \
+        "search.fs_uuid UUID-1 root\nset prefix=($root)/boot/grub\n"
+
+
+def test_mounts_below_reads_mountinfo_with_escaped_names(tmp_path):
+    base = tmp_path.resolve()
+    info = tmp_path / "mountinfo"
+    info.write_text(
+        f"22 1 0:21 / /proc rw - proc proc rw\n"
+        f"90 22 7:0 / {base}/work rw - ext4 /dev/loop0 rw\n"
+        f"91 90 0:5 / {base}/work/mnt\\040x/dev rw - devtmpfs udev rw\n"
+        f"92 22 0:5 / {base}/workshop rw - tmpfs t rw\n")
+    assert disk.mounts_below(tmp_path / "work", info) == [f"{base}/work", f"{base}/work/mnt x/dev"]
+
+
+def test_workdir_is_removed_on_every_path(tmp_path):
+    with pytest.raises(RuntimeError):
+        with disk.workdir(tmp_path, lambda _: None) as work:
+            (work / "file").write_text("x")
+            raise RuntimeError
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- box file and registration
+
+@pytest.mark.skipif(not shutil.which("qemu-img"), reason="qemu-img is not installed")
+def test_package_makes_a_vagrant_libvirt_box(tmp_path):
+    raw = tmp_path / "disk.raw"
+    raw.write_bytes(bytes(1024 * 1024))
+    box = tmp_path / "b.box"
+    log = BuildLog(tmp_path / "log", lambda _: None)
+    boxfile.package(log.run, lambda _: None, raw, box, 8)
+    with tarfile.open(box) as tar:
+        assert sorted(tar.getnames()) == ["Vagrantfile", "box.img", "metadata.json"]
+        assert json.load(tar.extractfile("metadata.json")) == \
+            {"provider": "libvirt", "format": "qcow2", "virtual_size": 8}
+        assert tar.extractfile("Vagrantfile").read().decode() == boxfile.BOX_VAGRANTFILE
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.box", "disk.raw", "log"]
 
 
 def test_catalog_has_version_provider_file_url_and_checksum(tmp_path):
@@ -260,13 +487,63 @@ def test_catalog_has_version_provider_file_url_and_checksum(tmp_path):
                         "checksum_type": "sha256", "checksum": "ab" * 32}
 
 
-def test_mbr_has_one_bootable_linux_partition_at_1mib():
-    mbr = mbr_partition_table(8 * 1024**3 // 512)
-    assert len(mbr) == 512 and mbr[510:] == b"\x55\xaa"
-    assert mbr[446] == 0x80 and mbr[450] == 0x83
-    assert int.from_bytes(mbr[454:458], "little") == 2048
-    assert int.from_bytes(mbr[458:462], "little") == 8 * 1024**3 // 512 - 2048
-    assert mbr[:440] == bytes(440)  # boot code is written later from GRUB's boot.img
+def test_box_add_through_the_catalog_logs_vagrants_lines(monkeypatch, tmp_path):
+    calls = fake_vagrant(monkeypatch, tmp_path, output=BOX_ADD)
+    box = tmp_path / "labgen-debian12-1.0.0.7.box"
+    box.write_bytes(b"box")
+    log = BuildLog(tmp_path / "build.log", lambda _: None)
+    register.box_add(log, "labgen/debian12", "1.0.0.7", box, replace=True)
+    catalog_path = tmp_path / "labgen-debian12.json"
+    assert calls.read_text() == \
+        f"box add --provider libvirt --box-version 1.0.0.7 --force {catalog_path}\n"
+    assert json.loads(catalog_path.read_text()) == box_catalog(
+        "labgen/debian12", "1.0.0.7", box, register.sha256(box))
+    text = (tmp_path / "build.log").read_text()
+    assert text.startswith(f"$ vagrant box add --provider libvirt --box-version 1.0.0.7 --force "
+                           f"{catalog_path}\n==> box: Loading metadata")
+    assert "Progress: 58%" in text and "\r" not in text and "\x1b" not in text
+
+
+def test_failed_box_add_is_one_step_line_with_vagrants_last_words(monkeypatch, tmp_path):
+    fake_vagrant(monkeypatch, tmp_path, body='echo "box: Checksum mismatch" >&2; exit 1')
+    box = tmp_path / "b.box"
+    box.write_bytes(b"box")
+    log = BuildLog(tmp_path / "build.log", lambda _: None)
+    with pytest.raises(BoxBuildError) as exc:
+        log.step("box add", register.box_add, log, "labgen/debian12", "1", box, replace=False)
+    assert str(exc.value) == ("step 'box add' failed: vagrant exited with 1 (box: Checksum "
+                              f"mismatch); full log: {tmp_path / 'build.log'}")
+
+
+# ---- cache and log
+
+def test_one_build_per_box_at_a_time(tmp_path):
+    with cache.exclusive(tmp_path / ".debian12.lock"):
+        with pytest.raises(BoxBuildError, match="another box build holds .*: wait for it"):
+            with cache.exclusive(tmp_path / ".debian12.lock"):
+                pass
+    with cache.exclusive(tmp_path / ".debian12.lock"):
+        pass
+
+
+def test_cache_dir_from_argument_env_or_default(monkeypatch, tmp_path):
+    monkeypatch.delenv(cache.CACHE_ENV, raising=False)
+    assert cache.resolve_cache_dir() == Path("/var/cache/labgen/boxes")
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    assert cache.resolve_cache_dir() == tmp_path
+    assert cache.resolve_cache_dir(tmp_path / "x") == tmp_path / "x"
+
+
+def test_log_step_times_a_step_and_fails_in_one_line_with_the_last_words(tmp_path):
+    said: list[str] = []
+    log = BuildLog(tmp_path / "build.log", said.append)
+    log.step("hello", log.run, ["sh", "-c", "echo hi"])
+    assert said[0] == "hello: started" and said[1].startswith("hello: done in ")
+    with pytest.raises(BoxBuildError) as exc:
+        log.step("bad", log.run, ["sh", "-c", "echo one; echo two >&2; exit 3"])
+    assert str(exc.value) == f"step 'bad' failed: sh exited with 3 (two); full log: {log.path}"
+    text = log.path.read_text()
+    assert "===== " in text and "$ sh -c echo hi\nhi\n" in text and "one\ntwo\n" in text
 
 
 # ---- the real thing
@@ -279,5 +556,5 @@ def test_real_box_is_built_or_reused_and_listed_by_vagrant():
     assert built.path.is_file()
     listing = subprocess.run(["vagrant", "box", "list", "--machine-readable"],
                              capture_output=True, text=True, check=True).stdout
-    assert ("labgen/debian12", "libvirt", built.version) in parse_vagrant_box_list(listing)
+    assert ("labgen/debian12", "libvirt", built.version) in vagrant.parse_box_list(listing)
     assert Path(built.path).stat().st_size > 50 * 1024**2

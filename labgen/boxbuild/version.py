@@ -1,0 +1,37 @@
+"""The names builds are cached under: the box version (everything that shapes the box) and
+the root fs key (only what debootstrap gets). An unchanged recipe gives the same names, so
+what was built once is found and reused."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+
+from . import disk, guest
+from .boxfile import BOX_VAGRANTFILE
+from .recipe import BoxRecipe
+
+# Bump when the build steps change in a way the recipe data does not show.
+BUILD_FORMAT = 1
+
+
+def box_version(recipe: BoxRecipe, pubkey: str = "") -> str:
+    """The recipe's base version plus a number derived from everything that shapes the box.
+
+    A plain integer segment keeps it a valid Vagrant (RubyGems) version; the same recipe
+    always gives the same version, so an existing box is found and reused."""
+    digest = _digest(
+        BUILD_FORMAT, asdict(recipe), pubkey, guest.NETWORK_INTERFACES, guest.SUDOERS,
+        guest.SSH_KEYGEN_UNIT, guest.SSHD_HOST_KEYS, guest.KERNEL_ARGS, guest.GRUB_CFG,
+        disk.GRUB_EARLY_CFG, disk.GRUB_CORE_MODULES, BOX_VAGRANTFILE,
+    )
+    return f"{recipe.base_version}.{int(digest[:6], 16)}"
+
+
+def rootfs_key(recipe: BoxRecipe) -> str:
+    """Names the cached debootstrap tarball: only what debootstrap itself gets."""
+    return _digest(recipe.suite, sorted(recipe.packages))[:12]
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
