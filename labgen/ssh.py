@@ -164,6 +164,10 @@ class SSHRunner:
     # A software-emulated guest under load runs commands many times slower than a host
     # (seen: a 15 s batch took over 35 s); the checks' timeouts are stretched this much.
     timeout_scale = 4.0
+    # How long such a guest may take to answer a channel request (sshd forks, PAM opens a
+    # session): seen above 10 s with two emulated VMs and a test suite on two cores. A bound
+    # for the answer, not a wait: an answering guest costs nothing more.
+    channel_timeout = 60.0
 
     def __init__(self, node: str, target: SSHTarget, connect_timeout: float = 10.0,
                  sudo: bool = True):
@@ -247,7 +251,7 @@ class SSHRunner:
         for attempt in (1, 2):
             transport = self._connected()
             try:
-                chan = transport.open_session(timeout=self.connect_timeout)
+                chan = transport.open_session(timeout=self.channel_timeout)
                 chan.exec_command(command)
                 return transport, chan
             except (paramiko.SSHException, EOFError, OSError) as exc:

@@ -12,16 +12,21 @@ import shutil
 import subprocess
 import time
 import xml.etree.ElementTree as ET
-from ipaddress import ip_address, ip_network
+from ipaddress import IPv4Network, ip_address, ip_network
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 from .. import vagrant as vagrant_cli
-from ..errors import HostError, ProviderError
+from ..errors import HostError, InputError, ProviderError
 from ..hostfacts import kvm_usable
-from ..model import Lab
-from ..ssh import SSHRunner, parse_ssh_config
+from ..model import Lab, LibvirtSettings, Options
 from ..vagrant import ENV as VAGRANT_ENV
 from . import NodeStatus, Progress
+
+if TYPE_CHECKING:
+    import jinja2
+
+    from ..ssh import SSHRunner, SSHTarget
 
 VIRSH = ["virsh", "-c", "qemu:///system"]
 # What Vagrant prints -> the stage a node has reached.
@@ -39,15 +44,64 @@ _NODE_LINE = re.compile(r"^(?:==> )?(node\d+): (.*)$")
 TAIL = 12
 
 
-def _virsh(*args: str) -> subprocess.CompletedProcess:
+def _settings(lab: Lab) -> LibvirtSettings:
+    if lab.libvirt is None:
+        raise ProviderError(f"lab {lab.name} has no libvirt settings: render it again")
+    return lab.libvirt
+
+
+def _virsh(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*VIRSH, *args], capture_output=True, text=True, timeout=60)
 
 
+# vagrant-libvirt's management network; an underlay on it would clash inside the VMs.
+VAGRANT_MGMT_NET = ip_network("192.168.121.0/24")
+DRIVERS = ("kvm", "qemu", "auto")
+MIN_MEMORY_MB = 512
+
+
+def resolve_driver(requested: str, usable: bool | None = None) -> str:
+    """auto -> kvm only when /dev/kvm really runs guests here, else qemu (software emulation)."""
+    if requested != "auto":
+        return requested
+    return "kvm" if (kvm_usable() if usable is None else usable) else "qemu"
+
+
 class LibvirtProvider:
-    name = "libvirt"
+    name: ClassVar[str] = "libvirt"
+    default_box: ClassVar[str] = "centos/stream9"
+    datapaths: ClassVar[tuple[str, ...]] = ("system", "netdev")
+    persist_hostname: ClassVar[bool] = True      # VMs keep their hostname across reboots
+
+    # ---- the model's questions ------------------------------------------------------------
+    def validate(self, opts: Options, underlay: IPv4Network, datapath: str) -> None:
+        if opts.libvirt_driver not in DRIVERS:
+            raise InputError(f"unknown libvirt driver {opts.libvirt_driver!r}: use {' or '.join(DRIVERS)}")
+        if opts.memory < MIN_MEMORY_MB:
+            raise InputError(f"--memory {opts.memory} MiB is too small for a node running Open "
+                             f"vSwitch: use at least {MIN_MEMORY_MB}")
+        if not 1 <= opts.cpus <= 64:
+            raise InputError(f"--cpus {opts.cpus} is out of range: use 1 to 64")
+        if underlay.overlaps(VAGRANT_MGMT_NET):
+            raise InputError(f"underlay {underlay} overlaps vagrant-libvirt's management network "
+                             f"{VAGRANT_MGMT_NET}: pick another, e.g. --underlay 10.10.10.0/24")
+
+    def settings(self, opts: Options, kvm_usable: bool | None) -> LibvirtSettings:
+        return LibvirtSettings(memory=opts.memory, cpus=opts.cpus,
+                               driver=resolve_driver(opts.libvirt_driver, kvm_usable))
+
+    def files(self, lab: Lab, env: jinja2.Environment) -> dict[str, str]:
+        return {"Vagrantfile": env.get_template("libvirt/Vagrantfile.j2").render(lab=lab)}
+
+    def local_argv(self, lab: Lab, node: str) -> None:
+        return None      # the nodes are VMs: exec and capture go over the runner's SSH
+
+    def shell_argv(self, lab: Lab, lab_dir: Path, node: str) -> list[str]:
+        # VAGRANT_CWD: vagrant finds the lab's Vagrantfile from any directory.
+        return ["env", f"VAGRANT_CWD={lab_dir.resolve()}", "vagrant", "ssh", node, "--", "sudo", "-i"]
 
     def __init__(self) -> None:
-        self._ssh: dict[str, object] | None = None
+        self._ssh: dict[str, SSHTarget] | None = None
 
     # ---- what belongs to this lab -------------------------------------------------------
     def domains(self, lab: Lab) -> list[str]:
@@ -97,7 +151,7 @@ class LibvirtProvider:
             problems.append("libvirtd does not answer at qemu:///system: start it (systemctl start "
                             "libvirtd, or without systemd: virtlogd -d && libvirtd -d) "
                             "and make sure your user may use it (group libvirt, or sudo)")
-        if lab.libvirt_driver == "kvm" and not kvm_usable():
+        if _settings(lab).driver == "kvm" and not kvm_usable():
             problems.append("KVM is not usable on this host: render with --libvirt-driver qemu "
                             "(software emulation, slower) or auto")
         if not problems:
@@ -124,10 +178,12 @@ class LibvirtProvider:
     def host_notes(self, lab: Lab) -> list[str]:
         """What is fine but worth knowing before create (for labgen doctor)."""
         from ..boxfetch import missing_note
-        if shutil.which("vagrant") is None:
-            return []
-        note = missing_note(lab.box)
-        return [note] if note else []
+        notes = []
+        if _settings(lab).driver == "qemu":
+            notes.append("KVM is not usable here; VMs use software emulation (qemu driver), "
+                         "about a minute per boot")
+        note = missing_note(lab.box) if shutil.which("vagrant") else None
+        return notes + ([note] if note else [])
 
     def _name_problems(self, lab: Lab, lab_dir: Path) -> list[str]:
         problems = []
@@ -141,7 +197,7 @@ class LibvirtProvider:
         for net in self._existing_networks():
             xml = _virsh("net-dumpxml", net).stdout
             try:
-                ips = [e.get("address") for e in ET.fromstring(xml).iter("ip") if e.get("address")]
+                ips = [e.get("address", "") for e in ET.fromstring(xml).iter("ip") if e.get("address")]
             except ET.ParseError:
                 continue
             clash = any(ip_address(a) in underlay for a in ips if ":" not in a)
@@ -167,7 +223,7 @@ class LibvirtProvider:
         log_path.parent.mkdir(exist_ok=True)
         # A box with a URL or catalog name that is not added yet: fetched once, with progress.
         ensure_box(lab.box, lambda message: progress("box", message), log=log_path)
-        if lab.libvirt_driver == "qemu":
+        if _settings(lab).driver == "qemu":
             progress("lab", "software emulation (qemu driver): about a minute per boot")
         self._ssh = None
         (lab_dir / ".vagrant" / "labgen-ssh-config").unlink(missing_ok=True)
@@ -255,6 +311,7 @@ class LibvirtProvider:
         return out
 
     def runner(self, lab: Lab, lab_dir: Path, node: str) -> SSHRunner:
+        from ..ssh import SSHRunner, parse_ssh_config  # paramiko: only when a node is reached
         if self._ssh is None:
             self._ssh = parse_ssh_config(self._ssh_config(lab_dir))
         if node not in self._ssh:
