@@ -196,15 +196,20 @@ def capture_timeout(lab: Lab) -> float:
 def capture_start(lab: Lab, src: str, dst: str, limit: float) -> str:
     """Start tcpdump in the background on the node's underlay NIC and return only once it is
     really listening: its own "listening on" line (printed once the socket and filter are
-    in place), however long a slow or emulated node takes to get there. Prints the work dir."""
+    in place), however long a slow or emulated node takes to get there. Prints the work dir.
+    --immediate-mode: each packet is handed over as it arrives; by default libpcap holds
+    them until its buffer block times out (a second), which the check would wait for.
+    The end of the capture is the file rc, written when tcpdump has exited: an exited
+    process can linger as a zombie until its new parent reaps it (here up to a second), so
+    `kill -0` would say it still runs."""
     return "\n".join([
         "d=$(mktemp -d /tmp/labgen-capture.XXXXXX)",
         f"nic=$({UNDERLAY_NIC})",
-        f'setsid timeout {limit:g} tcpdump -l -nn -Q in -c 2 -i "$nic" '
-        f'{shlex.quote(encap_filter(lab, src, dst))} >"$d/out" 2>"$d/err" </dev/null &',
-        'echo $! >"$d/pid"',
-        'until grep -q "listening on" "$d/err"; do',
-        '  if ! kill -0 "$(cat "$d/pid")" 2>/dev/null; then cat "$d/err" >&2; rm -rf "$d"; exit 1; fi',
+        f'( setsid timeout {limit:g} tcpdump --immediate-mode -l -nn -Q in -c 2 -i "$nic" '
+        f'{shlex.quote(encap_filter(lab, src, dst))} >"$d/out" 2>"$d/err" </dev/null; '
+        'echo $? >"$d/rc" ) </dev/null >/dev/null 2>&1 &',
+        'until grep -q "listening on" "$d/err" 2>/dev/null; do',
+        '  if [ -e "$d/rc" ]; then cat "$d/err" >&2; rm -rf "$d"; exit 1; fi',
         "  sleep 0.05   # polling for tcpdump's line, not waiting an assumed time",
         "done",
         'echo "$d"',
@@ -214,7 +219,7 @@ def capture_start(lab: Lab, src: str, dst: str, limit: float) -> str:
 def capture_collect(workdir: str) -> str:
     """Wait for the capture to end by itself (its packets, or its own timeout) and print it."""
     d = shlex.quote(workdir)
-    return (f'while kill -0 "$(cat {d}/pid)" 2>/dev/null; do sleep 0.1; done; '
+    return (f"until [ -e {d}/rc ]; do sleep 0.05; done; "   # polling for the end, see capture_start
             f"cat {d}/out; cat {d}/err >&2; rm -rf {d}")
 
 
@@ -231,7 +236,8 @@ def run_tunnel_checks(lab: Lab, runners: Mapping[str, Runner]) -> list[Check]:
         scale = getattr(rx, "timeout_scale", 1.0)
         name = f"{lab.kind.label} carrying {src.name} -> {dst.name} seen on {receiver.name}"
         start = capture_start(lab, src.address, dst.address, limit)
-        probe = ns_exec(src.name, f"ping -n -q -c 3 -i 0.2 -w 3 {dst.address}")
+        # Two echo requests per round: what the capture waits for.
+        probe = ns_exec(src.name, f"ping -n -q -c 2 -i 0.2 -w 3 {dst.address}")
         started = time.monotonic()
         try:
             ready = rx.run(start, timeout=30 * scale)
@@ -313,8 +319,9 @@ def plan_mtu(lab: Lab) -> list[Planned]:
         out.append(Planned("mtu", f"{src.name} -> {dst.name}: DF ping, {size} B payload crosses",
                            sender.name, ns_exec(src.name, ping(4, dst.address, f"-M do -s {size}")),
                            timeout=15, judge=judges.ping_reply))
-        # Not -q: quiet ping hides the kernel's "local error: message too long" line.
-        over = ns_exec(src.name, f"ping -n -c 1 -W 1 -M do -s {size + 1} {dst.address}")
+        # Not -q: quiet ping hides the kernel's "local error: message too long" line. Only
+        # that line passes: ping's wait for a reply (-W) is for the evidence when it fails.
+        over = ns_exec(src.name, f"ping -n -c 1 -W 0.2 -M do -s {size + 1} {dst.address}")
         out.append(Planned("mtu", f"{src.name} -> {dst.name}: DF ping, {size + 1} B payload refused",
                            sender.name, over, timeout=10,
                            judge=partial(judges.refused_locally, inner_mtu=lab.inner_mtu)))

@@ -11,16 +11,18 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from . import providers
-from .checks import run_stp_checks
-from .diagnostics import collect_diagnostics
 from .errors import InputError, LabgenError
 from .model import Lab
 from .providers import NodeStatus, Progress, Provider
 from .render import LAB_FILE, fs_error, is_lab_dir, load_lab, write_lab
-from .results import Report
-from .runner import RunnerError
-from .verify import verify
+
+if TYPE_CHECKING:
+    from .results import Report
+# The checks, the verification engine and the diagnostics are imported by the verbs that
+# use them: render, up and destroy start faster without them.
 
 
 @contextlib.contextmanager
@@ -93,6 +95,8 @@ def up(lab: Lab, lab_dir: Path, say: Progress, keep_on_failure: bool = False) ->
 
 def run_verify(lab: Lab, lab_dir: Path, timeout: float | None,
                progress: Callable[[str], None] = lambda _: None) -> Report:
+    from .diagnostics import collect_diagnostics
+    from .verify import verify
     provider = provider_of(lab)
     absent = [s.node for s in provider.status(lab, lab_dir) if s.state != "running"]
     if len(absent) == len(lab.nodes):
@@ -115,6 +119,8 @@ def destroy(lab: Lab, lab_dir: Path, say: Progress) -> None:
 def status(lab: Lab, lab_dir: Path) -> list[NodeStatus]:
     """Per node: provider state, then what OVS says (tunnel ports, spanning tree: one poll of
     the same judgement verify uses, so 'converged' means one root for all nodes)."""
+    from .checks import run_stp_checks
+    from .runner import RunnerError
     provider = provider_of(lab)
     result = provider.status(lab, lab_dir)
     runners = {st.node: provider.runner(lab, lab_dir, st.node) for st in result if st.state == "running"}

@@ -279,7 +279,7 @@ def capture_command(nic: str, lab: Lab, count: int, pcap: bool) -> str:
     """tcpdump on the node, stopped by stdin EOF (the SSH channel or our pipe closing): a
     watcher holding stdin sends tcpdump SIGTERM, on which it prints its counts and flushes.
     (Background jobs of a script get /dev/null as stdin and ignore SIGINT, hence fd 3 and TERM.)"""
-    opts = ["-i", nic, "-nn"] + (["-c", str(count)] if count else [])
+    opts = ["--immediate-mode", "-i", nic, "-nn"] + (["-c", str(count)] if count else [])
     opts += ["-U", "-w", "-"] if pcap else ["-v", "-l"]
     tcpdump = shlex.join(["tcpdump", *opts, *shlex.split(capture_filter(lab))])
     return (f"exec 3<&0; {tcpdump} </dev/null & p=$!; "

@@ -27,11 +27,24 @@ def _ruby_str(value: object) -> str:
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    """Compiling the templates costs more than everything else `labgen render` does (0.2 s
+    of 0.4 s); Jinja keeps the compiled code per template source checksum, so a changed
+    template is compiled again. No cache where the directory cannot be made (read-only home)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    where = base / "labgen" / "templates"
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return jinja2.FileSystemBytecodeCache(str(where))
+
+
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(resource_dir("templates"))),
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-        keep_trailing_newline=True, autoescape=False,
+        keep_trailing_newline=True, autoescape=False, bytecode_cache=_bytecode_cache(),
     )
     env.filters["q"] = lambda v: shlex.quote(str(v))
     env.filters["rq"] = _ruby_str
