@@ -1,6 +1,6 @@
 """Errors a user can act on, and the one table of exit codes. The CLI prints an error's
 message as one line and exits with its `exit_code`; the README's table is generated from
-EXIT_CODES (`python -m labgen.errors`; tests/test_exit_codes.py keeps them equal)."""
+EXIT_CODES (`python -m labgen.errors`; tests/unit/test_exit_codes.py keeps them equal)."""
 from __future__ import annotations
 
 from enum import IntEnum

@@ -117,7 +117,7 @@ def get(name: str) -> TunnelKind:
 
 
 def readme_table() -> str:
-    """The README's table of tunnel kinds (tests/test_tunnels.py keeps the README equal)."""
+    """The README's table of tunnel kinds (tests/unit/test_tunnels.py keeps the README equal)."""
     rows = ["| kind | OVS type | on the underlay | key | overhead (with key) |",
             "|---|---|---|---|---|"]
     for k in KINDS.values():

@@ -1,18 +1,20 @@
-"""Shared test setup. Markers: `netns` (real OVS in namespaces, root) and `vm` (real
-Vagrant + libvirt + qemu VMs, root, minutes); both are skipped with the reason when the
-host cannot run them, never faked."""
+"""Shared test setup for tests/unit (pure logic: no root, no Open vSwitch, no VM) and tests/e2e
+(real OVS in namespaces, real VMs, fresh Debian roots, a real sshd). What the modules share
+is in tests/support/ (importable as `support`: pyproject.toml puts tests/ on sys.path).
+
+Markers: `netns` (real OVS in namespaces, root), `vm` (real Vagrant + libvirt + qemu VMs,
+root, minutes) and `fresh` (a debootstrapped Debian root, root, minutes). They mark only the
+tests that need that; netns and vm tests are skipped with the reason when the host cannot
+run them, never faked (test_fresh_machine.py skips by itself)."""
 from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
-
 import subprocess
-import sys
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from support import sshd as ssh_server
+from support.cli import labgen
 
 
 def netns_capable() -> str | None:
@@ -48,16 +50,22 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_addoption(parser):
     parser.addoption("--update-golden", action="store_true", default=False,
-                     help="rewrite tests/golden/ from what labgen renders now (test_golden.py); "
+                     help="rewrite tests/golden/ from what labgen renders now (tests/unit/test_golden.py); "
                           "env LABGEN_UPDATE_GOLDEN=1 does the same")
 
 
 @pytest.fixture(scope="session")
 def box():
     """The locally built labgen/debian12 box (built once, then reused from the cache)."""
-    proc = subprocess.run([sys.executable, "-m", "labgen", "box", "build", "debian12"],
-                          capture_output=True, text=True, timeout=1800)
+    proc = labgen("box", "build", "debian12", timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     listed = subprocess.run(["vagrant", "box", "list"], capture_output=True, text=True).stdout
     assert "labgen/debian12" in listed and "libvirt" in listed
     return "labgen/debian12"
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """A real OpenSSH server on loopback, one per module (support.sshd.Server): the SSH
+    runner's tests and exec/capture over SSH (tests/e2e)."""
+    yield from ssh_server.serve(tmp_path_factory)

@@ -11,12 +11,11 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from netns_helpers import host_state, labgen, node_cmd
+from support.cli import labgen
+from support.netns import host_state, node_cmd
 
 from labgen.model import Options, build_lab
 from labgen.stages import NAMES
-
-pytestmark = pytest.mark.netns
 
 LAB = "brk"
 
@@ -112,6 +111,7 @@ def _verify(d):
     return proc, time.monotonic() - started
 
 
+@pytest.mark.netns
 @pytest.mark.parametrize("b", BREAKAGES, ids=[b.id for b in BREAKAGES])
 def test_breakage_is_caught_by_the_check_that_names_it(lab, b):
     if b.host_cmd:
@@ -146,10 +146,12 @@ def test_breakage_is_caught_by_the_check_that_names_it(lab, b):
 
 
 def test_every_stage_has_a_breakage():
+    """The table itself (needs no lab): every stage is shown failing by some breakage."""
     assert {b.stage for b in BREAKAGES} == set(NAMES)
     assert len({b.id for b in BREAKAGES}) >= 12
 
 
+@pytest.mark.netns
 def test_a_slow_capture_start_still_verifies(lab, tmp_path):
     """tcpdump on node2 takes 3 s to start listening (a busy or emulated node): the sender
     keeps pinging until the capture has its packets, so the tunnel proof still holds."""

@@ -7,12 +7,11 @@ import re
 import select
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from netns_helpers import ENV, labgen
+from support.cli import labgen, labgen_started
 
 pytestmark = pytest.mark.netns
 SUFFIX = str(os.getpid() % 100000)
@@ -85,9 +84,7 @@ def test_exec_passes_the_exit_code_and_stdin(gre_lab):
     assert (proc.returncode, proc.stdout, proc.stderr) == (7, "out\n", "err\n")
     proc = labgen("exec", "node1", "--ns", "B1", "--dir", str(gre_lab), "--", "false")
     assert proc.returncode == 1 and proc.stderr == ""
-    res = subprocess.run([sys.executable, "-m", "labgen", "exec", "node2", "--dir", str(gre_lab), "--",
-                          "cat"], input="through stdin\n", capture_output=True, text=True, timeout=60,
-                         env=ENV)
+    res = labgen("exec", "node2", "--dir", str(gre_lab), "--", "cat", input="through stdin\n", timeout=60)
     assert (res.returncode, res.stdout) == (0, "through stdin\n")
 
 
@@ -97,14 +94,6 @@ def test_exec_bad_node_or_namespace(gre_lab):
     one_line_error(labgen("exec", "node1", "--ns", "A2", "--dir", str(gre_lab), "--", "true"),
                    "no namespace 'A2' on node1", "A1, B1")
     one_line_error(labgen("capture", "node3", "--dir", str(gre_lab)), "no node 'node3'")
-
-
-def test_exec_on_a_lab_that_is_not_up(tmp_path):
-    lab = tmp_path / "lab"
-    assert labgen("render", "gre", "--provider", "netns", "--name", f"ecn{SUFFIX}",
-                  "--dir", str(lab)).returncode == 0
-    one_line_error(labgen("exec", "node1", "--dir", str(lab), "--", "true"), "not running", "labgen up")
-    one_line_error(labgen("capture", "node1", "--dir", str(lab)), "not running")
 
 
 # ---- capture ------------------------------------------------------------------------------
@@ -156,9 +145,7 @@ def test_capture_stops_on_ctrl_c(gre_lab, tmp_path):
     """No --count limit: a SIGINT (Ctrl-C) ends it with exit 0, tcpdump's counts, the pcap
     readable, no traceback, and no tcpdump left on the node."""
     pcap = tmp_path / "ctrl-c.pcap"
-    proc = subprocess.Popen([sys.executable, "-m", "labgen", "capture", "node1", "--count", "0",
-                             "--write", str(pcap), "--dir", str(gre_lab)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    proc = labgen_started("capture", "node1", "--count", "0", "--write", str(pcap), "--dir", str(gre_lab))
     err = b""
     deadline = time.monotonic() + 30
     try:

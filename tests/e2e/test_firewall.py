@@ -1,6 +1,6 @@
 """The node script's iptables step and the diagnostics' firewall probe, run for real: real
 iptables (nf_tables) in a throw-away network namespace of this host, for every tunnel kind.
-(firewalld and the whole path on VMs: tests/test_vm_e2e.py and the other VM modules.)"""
+(firewalld and the whole path on VMs: tests/e2e/test_vm_e2e.py and the other VM modules.)"""
 from __future__ import annotations
 
 import os

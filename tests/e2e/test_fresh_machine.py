@@ -39,12 +39,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from support import README, ROOT
 
 from labgen.boxbuild import resolve_mirror
 
 pytestmark = pytest.mark.fresh
 
-ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("LABGEN_FRESH_CACHE", "/var/cache/labgen/fresh"))
 STOCK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SUITES = ("bookworm", "trixie")
@@ -257,7 +257,7 @@ def fresh(request, tmp_path_factory):
 
 def _readme_commands() -> list[str]:
     """The README's Quick start command lines (indented four spaces)."""
-    text = (ROOT / "README.md").read_text()
+    text = README.read_text()
     quick = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     return [ln.strip() for ln in quick.splitlines() if ln.startswith("    scripts/setup")]
 

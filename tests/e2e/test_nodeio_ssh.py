@@ -1,13 +1,14 @@
 """`labgen exec` and `labgen capture` over SSH, the way they reach a VM: a real OpenSSH server
-on loopback (test_ssh_runner's), a real tcpdump on this host's `lo`, real UDP packets to
-port 4789. The node is this host, reached through SSHRunner; only which host that is (and
-that its underlay NIC is `lo`) is set up here, in a small driver run as its own process so
-that Ctrl-C (SIGINT) and the exit code are the real ones."""
+on loopback (the `sshd` fixture, support.sshd), a real tcpdump on this host's `lo`, real UDP
+packets to port 4789. The node is this host, reached through SSHRunner; only which host that
+is (and that its underlay NIC is `lo`) is set up here, in a small driver run as its own
+process so that Ctrl-C (SIGINT) and the exit code are the real ones."""
 from __future__ import annotations
 
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,12 +17,11 @@ import threading
 import time
 
 import pytest
-from test_ssh_runner import sshd  # noqa: F401  (the module-scoped sshd fixture)
+from support import sshd as ssh_server
 
 pytestmark = pytest.mark.skipif(
-    not (os.path.exists("/usr/sbin/sshd") and os.geteuid() == 0 and
-         subprocess.run(["which", "tcpdump"], capture_output=True).returncode == 0),
-    reason="needs root, /usr/sbin/sshd and tcpdump")
+    not (ssh_server.available() and shutil.which("tcpdump")),
+    reason="needs root, /usr/sbin/sshd, ssh-keygen and tcpdump")
 
 DRIVER = r"""
 import sys

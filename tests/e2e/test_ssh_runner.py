@@ -1,103 +1,21 @@
-"""SSHRunner against a real OpenSSH server started on loopback for this module.
-
-Needs root (sshd wants /run/sshd and to switch users) and /usr/sbin/sshd + ssh-keygen.
-"""
+"""SSHRunner against a real OpenSSH server started on loopback for this module (the `sshd`
+fixture, support.sshd). Needs root (sshd wants /run/sshd and to switch users) and
+/usr/sbin/sshd + ssh-keygen. The parts that need no server: tests/unit/test_ssh_config.py."""
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
+from support import sshd as ssh_server
+from support.sshd import free_port, keygen
 
 from labgen.runner import TIMEOUT_EXIT, RunnerError
-from labgen.ssh import SSHRunner, SSHTarget, parse_ssh_config, remote_command
+from labgen.ssh import SSHRunner, SSHTarget
 
-SSHD = "/usr/sbin/sshd"
-
-pytestmark = pytest.mark.skipif(
-    not (os.path.exists(SSHD) and shutil.which("ssh-keygen") and os.geteuid() == 0),
-    reason="needs root, /usr/sbin/sshd and ssh-keygen")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _keygen(path: Path, *args: str) -> Path:
-    subprocess.run(["ssh-keygen", "-q", "-N", "", "-C", path.name, "-f", str(path), *args],
-                   check=True)
-    return path
-
-
-class Server:
-    def __init__(self, port: int, key: Path, rsa_key: Path, stranger_key: Path, log: Path):
-        self.port, self.key, self.rsa_key, self.stranger_key, self.log = \
-            port, key, rsa_key, stranger_key, log
-
-    def target(self, key: Path | None = None) -> SSHTarget:
-        return SSHTarget("127.0.0.1", self.port, "root", str(key or self.key))
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    d = tmp_path_factory.mktemp("sshd")
-    host_key = _keygen(d / "host_ed25519", "-t", "ed25519")
-    client_key = _keygen(d / "client_ed25519", "-t", "ed25519")
-    # Like Vagrant's legacy insecure key: RSA in PEM format, world-readable.
-    rsa_key = _keygen(d / "client_rsa", "-t", "rsa", "-b", "2048", "-m", "PEM")
-    rsa_key.chmod(0o644)
-    stranger_key = _keygen(d / "stranger_ed25519", "-t", "ed25519")  # not authorized
-    (d / "authorized_keys").write_text(
-        Path(f"{client_key}.pub").read_text() + Path(f"{rsa_key}.pub").read_text())
-    port = _free_port()
-    config = d / "sshd_config"
-    config.write_text(f"""\
-ListenAddress 127.0.0.1
-Port {port}
-HostKey {host_key}
-PidFile {d}/sshd.pid
-AuthorizedKeysFile {d}/authorized_keys
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-""")
-    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege-separation dir
-    check = subprocess.run([SSHD, "-t", "-f", str(config)], capture_output=True, text=True,
-                           check=False)
-    assert check.returncode == 0, f"bad sshd_config: {check.stderr}"
-
-    log = d / "sshd.log"
-    with open(log, "wb") as log_fd:
-        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
-                                stdout=log_fd, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"sshd did not come up on port {port}:\n{log.read_text()}")
-                time.sleep(0.05)
-        yield Server(port, client_key, rsa_key, stranger_key, log)
-    finally:
-        # Only the sshd we started, by its own PID.
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+pytestmark = pytest.mark.skipif(not ssh_server.available(), reason="needs root, /usr/sbin/sshd and ssh-keygen")
 
 
 @pytest.fixture
@@ -299,7 +217,7 @@ def test_refused_key_raises_authentication_error(sshd):
 
 
 def test_dead_host_raises_fast(sshd):
-    port = _free_port()  # nothing listens here
+    port = free_port()  # nothing listens here
     r = SSHRunner("node3", SSHTarget("127.0.0.1", port, "root", str(sshd.key)),
                   connect_timeout=3)
     start = time.monotonic()
@@ -331,7 +249,7 @@ def test_key_file_that_is_not_a_key_or_is_encrypted(sshd, tmp_path):
     r = SSHRunner("node5", SSHTarget("127.0.0.1", sshd.port, "root", str(garbage)))
     with pytest.raises(RunnerError, match=r"cannot load key .*: not a usable private key \("):
         r.run("true")
-    encrypted = _keygen(tmp_path / "encrypted", "-t", "ed25519")
+    encrypted = keygen(tmp_path / "encrypted", "-t", "ed25519")
     subprocess.run(["ssh-keygen", "-q", "-p", "-N", "secret", "-f", str(encrypted)], check=True)
     r = SSHRunner("node5", SSHTarget("127.0.0.1", sshd.port, "root", str(encrypted)))
     with pytest.raises(RunnerError, match=r"cannot load key .*: it is protected by a passphrase$"):
@@ -371,70 +289,3 @@ def test_port_that_closes_at_once(sshd):
             r.run("true")
     assert str(info.value) == (f"node7: cannot connect over SSH to 127.0.0.1:{port}: "
                                "closed before sending an SSH banner (is sshd up yet?)")
-
-
-# --- pure functions ----------------------------------------------------------------------
-
-def test_remote_command_wrapping():
-    assert remote_command("echo hi", "vagrant", sudo=True) == "sudo -n sh -c 'echo hi'"
-    assert remote_command("echo 'a b'", "vagrant") == \
-        """sudo -n sh -c 'echo '"'"'a b'"'"''"""
-    assert remote_command("echo hi", "root", sudo=True) == "sh -c 'echo hi'"
-    assert remote_command("echo hi", "vagrant", sudo=False) == "sh -c 'echo hi'"
-
-
-VAGRANT_SSH_CONFIG = """\
-Host node1
-  HostName 127.0.0.1
-  User vagrant
-  Port 2222
-  UserKnownHostsFile /dev/null
-  StrictHostKeyChecking no
-  PasswordAuthentication no
-  IdentityFile "/home/me/My Labs/lab1/.vagrant/machines/node1/libvirt/private_key"
-  IdentitiesOnly yes
-  LogLevel FATAL
-  PubkeyAcceptedKeyTypes +ssh-rsa
-  HostKeyAlgorithms +ssh-rsa
-
-Host node2
-  HostName 192.168.121.57
-  User vagrant
-  Port 22
-  UserKnownHostsFile /dev/null
-  StrictHostKeyChecking no
-  PasswordAuthentication no
-  IdentityFile /home/me/.vagrant.d/insecure_private_keys/vagrant.key.ed25519
-  IdentityFile /home/me/.vagrant.d/insecure_private_keys/vagrant.key.rsa
-  IdentitiesOnly yes
-  LogLevel FATAL
-"""
-
-
-def test_parse_vagrant_ssh_config():
-    targets = parse_ssh_config(VAGRANT_SSH_CONFIG)
-    assert targets == {
-        "node1": SSHTarget("127.0.0.1", 2222, "vagrant",
-                           "/home/me/My Labs/lab1/.vagrant/machines/node1/libvirt/private_key"),
-        "node2": SSHTarget("192.168.121.57", 22, "vagrant",
-                           "/home/me/.vagrant.d/insecure_private_keys/vagrant.key.ed25519"),
-    }
-
-
-def test_parse_is_case_insensitive_and_accepts_equals():
-    targets = parse_ssh_config('host n\n hostname=10.0.0.1\n USER root\n'
-                               ' identityfile = "/k"\n')
-    assert targets == {"n": SSHTarget("10.0.0.1", 22, "root", "/k")}
-
-
-def test_parse_errors():
-    with pytest.raises(ValueError, match=r"host 'node1' lacks HostName"):
-        parse_ssh_config("Host node1\n  User vagrant\n  IdentityFile /k\n")
-    with pytest.raises(ValueError, match=r"host 'node2' lacks User, IdentityFile"):
-        parse_ssh_config("Host node2\n  HostName 127.0.0.1\n")
-    with pytest.raises(ValueError, match="bad Port"):
-        parse_ssh_config("Host n\n HostName h\n User u\n IdentityFile /k\n Port ssh\n")
-    with pytest.raises(ValueError, match="no 'Host' block"):
-        parse_ssh_config("")
-    with pytest.raises(ValueError, match=r"node9: no 'Host node9'.*found: node1, node2"):
-        SSHRunner.from_ssh_config("node9", VAGRANT_SSH_CONFIG)

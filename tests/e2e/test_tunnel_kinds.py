@@ -9,7 +9,8 @@ import json
 import re
 
 import pytest
-from netns_helpers import labgen, node_cmd
+from support.cli import labgen
+from support.netns import node_cmd
 
 from labgen import tunnels
 from labgen.checks import overlay_interfaces

@@ -10,9 +10,8 @@ import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
-from netns_helpers import labgen
-from vm_helpers import (EMPTY, IPTABLES_DROP, firewalld_rules, forget_tunnel_flows, libvirt_names,
-                        on_node, root_node)
+from support.cli import labgen
+from support.vm import EMPTY, IPTABLES_DROP, firewalld_rules, forget_tunnel_flows, libvirt_names, on_node, root_node
 
 from labgen import tunnels
 from labgen.stages import NAMES

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from netns_helpers import labgen
-from vm_helpers import EMPTY, IPTABLES_DROP, firewalld_rules, libvirt_names, on_node
+from support.cli import labgen
+from support.vm import EMPTY, IPTABLES_DROP, firewalld_rules, libvirt_names, on_node
 
 from labgen import tunnels
 from labgen.stages import NAMES

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import subprocess
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
-from netns_helpers import labgen
-from vm_helpers import EMPTY, IPTABLES_DROP, firewalld_rules, libvirt_names, on_node
+from support.ci import SCRIPT
+from support.cli import labgen
+from support.vm import EMPTY, IPTABLES_DROP, firewalld_rules, libvirt_names, on_node
 
 from labgen import tunnels
 
 pytestmark = pytest.mark.vm
-
-SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "ci" / "labgen-ci.sh"
 
 
 def test_ci_recipe_script_verifies_vxlan_and_leaves_nothing(tmp_path, box):

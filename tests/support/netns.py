@@ -1,21 +1,12 @@
-"""Helpers for the end-to-end tests on real OVS in namespaces: run the CLI, enter a node,
-and read what the host has (to prove that tear-down leaves nothing)."""
+"""For the end-to-end tests on real OVS in namespaces: enter a node, and read what the host
+has (to prove that tear-down leaves nothing). The CLI itself: support.cli."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from labgen.model import HANDLE_ROOT, host_prefix
-
-ENV = {**os.environ, "COLUMNS": "200", "TERM": "dumb"}
-
-
-def labgen(*args: str, cwd: Path | None = None, timeout: float = 240, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "labgen", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env=env or ENV)
 
 
 def node_cmd(lab: str, node: str, cmd: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -56,8 +47,5 @@ def host_state() -> dict[str, list[str]]:
 
 
 def checks(proc: subprocess.CompletedProcess) -> list[dict]:
+    """The checks of a `--json` report."""
     return json.loads(proc.stdout)["checks"]
-
-
-def failed(proc: subprocess.CompletedProcess) -> list[tuple[str, str, str]]:
-    return [(c["stage"], c["node"], c["name"]) for c in checks(proc) if c["status"] == "failed"]

@@ -1,12 +1,16 @@
-"""Helpers for the VM end-to-end tests: what libvirt holds of a lab."""
+"""For the VM end-to-end tests: what libvirt holds of a lab, and the firewalls inside the
+guests."""
 from __future__ import annotations
 
 import subprocess
+
+from support.cli import labgen
 
 EMPTY = {"domains": [], "networks": [], "volumes": []}
 
 
 def libvirt_names(prefix: str) -> dict[str, list[str]]:
+    """The libvirt domains, networks and volumes whose names start with prefix."""
     def names(*args: str) -> list[str]:
         out = subprocess.run(["virsh", "-c", "qemu:///system", *args], capture_output=True,
                              text=True).stdout
@@ -28,7 +32,6 @@ IPTABLES_DROP = " && ".join([
 
 def on_node(lab_dir, node: str, cmd: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run a shell command as root on a VM node, through labgen exec (SSH)."""
-    from netns_helpers import labgen
     return labgen("exec", node, "--dir", str(lab_dir), "--", "sh", "-c", cmd, timeout=timeout)
 
 

@@ -1,26 +1,35 @@
 """Bad input through the real CLI: exit code 2, exactly one line on stderr that says what is
-wrong, and nothing written anywhere."""
+wrong, and nothing written anywhere. Also refused the same way, and needing no root, no Open
+vSwitch and no VM: a --dir that runs into a file, exec and capture on a lab that is not up,
+and a host that cannot run a netns lab (not root, tools missing)."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support import cli
+from typer.testing import CliRunner
+
+from labgen.cli import app
 
 # rich wraps at the terminal width and colours a terminal: neither may split the message.
-ENV = {**os.environ, "COLUMNS": "400", "TERM": "dumb", "NO_COLOR": "1"}
+ENV = {**cli.ENV, "COLUMNS": "400", "NO_COLOR": "1"}
 
 
 def labgen(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "labgen", *args], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=60)
+    return cli.labgen(*args, cwd=cwd, env=ENV, timeout=60)
 
 
 def tree(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def contents(root: Path) -> dict[str, bytes | None]:
+    """Every entry below root with its content (None for directories), hidden ones too."""
+    return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes()) for p in sorted(root.rglob("*"))}
 
 
 def error_line(proc: subprocess.CompletedProcess) -> str:
@@ -136,3 +145,64 @@ def test_existing_lab_that_is_not_running_is_rerendered(tmp_path):
     lab = json.loads((target / "lab.json").read_text())
     assert len(lab["nodes"]) == 3
     assert (target / "provision" / "node3.sh").is_file()
+
+
+# ---- a --dir that runs into a file -----------------------------------------------------------
+def test_file_in_the_way(tmp_path):
+    (tmp_path / "afile").write_text("mine\n")
+    proc = labgen(tmp_path, "render", "gre", "--dir", str(tmp_path / "afile" / "lab"))
+    assert f"{tmp_path / 'afile'} is a file" in error_line(proc) and proc.returncode == 2
+    proc = labgen(tmp_path, "render", "gre", "--dir", str(tmp_path / "afile"))
+    assert "not a directory" in error_line(proc) and proc.returncode == 2
+    assert proc.stdout == "" and "Traceback" not in proc.stderr
+    assert contents(tmp_path) == {"afile": b"mine\n"}
+
+
+def test_missing_parents_are_not_left_behind(tmp_path):
+    """A deep --dir under a file: the parents created on the way are removed again."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "f").write_text("")
+    proc = labgen(tmp_path, "render", "gre", "--dir", str(tmp_path / "a" / "f" / "x" / "y"))
+    assert "is a file" in error_line(proc) and proc.returncode == 2
+    assert proc.stdout == "" and "Traceback" not in proc.stderr
+    assert contents(tmp_path) == {"a": None, "a/f": b""}
+
+
+# ---- exec and capture on a lab that is not up ------------------------------------------------
+def test_exec_on_a_lab_that_is_not_up(tmp_path):
+    lab = tmp_path / "lab"
+    assert labgen(tmp_path, "render", "gre", "--provider", "netns", "--name", f"ecn{os.getpid() % 100000}",
+                  "--dir", str(lab)).returncode == 0
+    for verb, words in ((["exec", "node1", "--dir", str(lab), "--", "true"], ("not running", "labgen up")),
+                        (["capture", "node1", "--dir", str(lab)], ("not running",))):
+        proc = labgen(tmp_path, *verb)
+        assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+        line = error_line(proc)
+        assert all(w in line for w in words), line
+        assert "Traceback" not in proc.stderr
+
+
+# ---- a host that cannot run a netns lab ------------------------------------------------------
+# The real CLI in-process, with the uid faked at the process boundary: a real unprivileged
+# process cannot start the interpreter where it lives under /root, and so these run the same
+# on any machine, root or not, with Open vSwitch or without.
+def test_not_root_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    d = tmp_path / "lab"
+    result = CliRunner().invoke(app, ["create", "gre", "--provider", "netns", "--dir", str(d)])
+    assert result.exit_code == 2
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "needs root" in lines[0], result.output
+    assert not d.exists()
+
+
+def test_missing_tools_are_named_with_their_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)      # root: what is missing is the tools
+    monkeypatch.setenv("PATH", str(tmp_path))          # nothing on PATH: ovs-vsctl, tcpdump, ip...
+    d = tmp_path / "lab"
+    result = CliRunner().invoke(app, ["create", "gre", "--provider", "netns", "--dir", str(d)])
+    assert result.exit_code == 2
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "ovs-vsctl (package openvswitch-switch)" in lines[0], result.output
+    assert "tcpdump (package tcpdump)" in lines[0]
+    assert not d.exists()

@@ -1,20 +1,20 @@
 """labgen.boxbuild, part by part (recipe, version, apt, guest, disk, box file, register,
-cache, log, build), plus one `vm` test that builds or reuses the real box. Processes are
-faked only where they are a boundary (Vagrant, chroot); everything else runs for real."""
+cache, log, build). Processes are faked only where they are a boundary (Vagrant, chroot);
+everything else runs for real. The real box, built or reused: tests/e2e/test_vm_box_build.py."""
 from __future__ import annotations
 
 import json
 import os
 import shutil
 import stat
-import subprocess
 import tarfile
 import tomllib
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from test_vagrant import BOX_ADD, fake_vagrant
+from support import ROOT
+from support.fake_vagrant import BOX_ADD, fake_vagrant
 
 from labgen import boxes, vagrant
 from labgen.boxbuild import (
@@ -42,7 +42,6 @@ from labgen.boxbuild import (
 )
 from labgen.boxbuild.log import BuildLog
 
-ROOT = Path(__file__).resolve().parent.parent
 BOX_FILE = ROOT / "boxes" / "labgen-debian12.toml"
 # Vagrant's insecure public key (keys/vagrant.pub, as Vagrant ships it): the key the box's
 # vagrant user accepts, and so part of the box version.
@@ -544,17 +543,3 @@ def test_log_step_times_a_step_and_fails_in_one_line_with_the_last_words(tmp_pat
     assert str(exc.value) == f"step 'bad' failed: sh exited with 3 (two); full log: {log.path}"
     text = log.path.read_text()
     assert "===== " in text and "$ sh -c echo hi\nhi\n" in text and "one\ntwo\n" in text
-
-
-# ---- the real thing
-
-@pytest.mark.vm
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("vagrant"),
-                    reason="needs root and vagrant")
-def test_real_box_is_built_or_reused_and_listed_by_vagrant():
-    built = build_box("debian12", progress=print)
-    assert built.path.is_file()
-    listing = subprocess.run(["vagrant", "box", "list", "--machine-readable"],
-                             capture_output=True, text=True, check=True).stdout
-    assert ("labgen/debian12", "libvirt", built.version) in vagrant.parse_box_list(listing)
-    assert Path(built.path).stat().st_size > 50 * 1024**2

@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
+
+from support import README
 
 from labgen import errors
 from labgen.errors import ExitCode
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def test_readme_table_is_generated_from_errors():
-    text = (ROOT / "README.md").read_text()
+    text = README.read_text()
     block = re.search(r"<!-- exit codes:.*?-->\n(.*?)<!-- /exit codes -->", text, re.S)
     assert block, "README.md lost its exit codes block"
     assert block.group(1).strip() == errors.readme_table()

@@ -1,41 +1,21 @@
 """Golden files: what `labgen render` writes for four labs, byte for byte.
 
 Regenerate after an intended change, then read the diff before committing:
-    pytest tests/test_golden.py --update-golden      (or LABGEN_UPDATE_GOLDEN=1)
+    pytest tests/unit/test_golden.py --update-golden      (or LABGEN_UPDATE_GOLDEN=1)
 """
 from __future__ import annotations
 
 import difflib
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support import GOLDEN
+from support.golden import CASES, render_case
 
-GOLDEN = Path(__file__).resolve().parent / "golden"
-ENV = {**os.environ, "COLUMNS": "400", "TERM": "dumb"}
-
-# case -> render arguments. Every case pins the libvirt driver (auto would probe this host).
-CASES = {
-    "gre": ["gre", "--libvirt-driver", "qemu"],
-    "vxlan": ["vxlan", "--box", "generic/debian12", "--stp", "rstp", "--vni", "5000",
-              "--libvirt-driver", "qemu"],
-    "gre-3nodes": ["gre", "--nodes", "3", "--provider", "netns"],
-    "geneve": ["geneve", "--box", "labgen/debian12", "--vni", "5000", "--libvirt-driver", "qemu"],
-}
 # Not compared: the picture depends on the Graphviz version; logs/ is empty at render time.
 SKIP = {"topology.svg"}
-
-
-def render_case(case: str, where: Path) -> Path:
-    """Render one case with the real CLI into where/lab and return the lab dir."""
-    lab_dir = where / "lab"
-    proc = subprocess.run([sys.executable, "-m", "labgen", "render", *CASES[case], "--dir", str(lab_dir)],
-                          cwd=where, env=ENV, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return lab_dir
 
 
 def text_files(lab_dir: Path) -> dict[str, bytes]:

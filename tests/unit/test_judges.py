@@ -3,18 +3,15 @@ with OVS 3.1): it passes on the evidence its check names, and fails on anything 
 timeouts, a missing namespace or binary, empty output, the wrong value."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from support import OUTPUTS
 
 from labgen import judges
 from labgen.runner import TIMEOUT_EXIT, Result
 
-DATA = Path(__file__).parent / "data" / "outputs"
-
 
 def rec(name: str, rc: int = 0) -> Result:
-    return Result("recorded", rc, (DATA / name).read_text(), "")
+    return Result("recorded", rc, (OUTPUTS / name).read_text(), "")
 
 
 def res(stdout: str, rc: int = 0, stderr: str = "") -> Result:
@@ -100,7 +97,7 @@ def test_underlay_nic():
 
 
 def test_mtu_inventory_names_each_interface_over_the_inner_mtu():
-    text = (DATA / "mtu-inventory-node1.txt").read_text()
+    text = (OUTPUTS / "mtu-inventory-node1.txt").read_text()
     wanted = {"": ["br1", "br2", "br3", "a1.1", "b1.1", "b12.1", "b12.2", "b13.1", "b13.2", "b23.1", "b23.2"],
               "A1": ["a1.2"], "B1": ["b1.2"]}
     assert judges.mtu_inventory(text, wanted, 1462) == (True, "13 overlay interfaces, none above 1462")
@@ -123,14 +120,14 @@ def test_underlay_mtu():
 
 
 def test_tunnel_ports_compare_type_remote_and_key():
-    gre = (DATA / "interfaces-gre.json").read_text()
+    gre = (OUTPUTS / "interfaces-gre.json").read_text()
     assert judges.tunnel_ports(gre, {"gre-node2": ("gre", "10.10.10.2", None)}) == (True, "gre-node2 gre to 10.10.10.2")
     passed, ev = judges.tunnel_ports(gre, {"gre-node2": ("gre", "10.10.10.3", None)})
     assert not passed and ev == ("gre-node2: expected gre to 10.10.10.3 key none, found gre to 10.10.10.2 "
                                  "key none, ofport 3")
     assert not judges.tunnel_ports(gre, {"gre-node2": ("vxlan", "10.10.10.2", None)})[0]
     assert not judges.tunnel_ports(gre, {"gre-node3": ("gre", "10.10.10.3", None)})[0]
-    vx = (DATA / "interfaces-vxlan-vni42.json").read_text()
+    vx = (OUTPUTS / "interfaces-vxlan-vni42.json").read_text()
     assert judges.tunnel_ports(vx, {"vxlan-node2": ("vxlan", "10.10.10.2", "42")})[0]
     passed, ev = judges.tunnel_ports(vx, {"vxlan-node2": ("vxlan", "10.10.10.2", "43")})
     assert not passed and "key 43" in ev and "key 42" in ev

@@ -1,10 +1,11 @@
-"""The lab model: the article's names and addresses (shared/DESIGN.md, "The lab"), tunnel mesh,
-MTU arithmetic, spanning tree settings, lab.json round trip and the libvirt driver choice."""
+"""The lab model: the article's names and addresses (README.md, "Lab options": --underlay and
+--overlay), tunnel mesh, MTU arithmetic, spanning tree settings, every option's limits, lab.json
+round trip and the libvirt driver choice."""
 from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import replace
+import re
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ def lab(tunnel: str = "gre", **kw) -> Lab:
     return build_lab(Options(tunnel=tunnel, **kw))
 
 
-# DESIGN.md: A1 .1, B1 .2; node k >= 2: A{k} .10(k-1), B{k} .10(k-1)+1.
+# README.md, Lab options: A1 .1, B1 .2; node k >= 2: A{k} .10(k-1), B{k} .10(k-1)+1.
 OVERLAY_HOST_PART = {1: (1, 2), 2: (10, 11), 3: (20, 21), 4: (30, 31), 5: (40, 41),
                      6: (50, 51), 7: (60, 61), 8: (70, 71)}
 
@@ -195,16 +196,60 @@ def test_names_derive_from_the_lab_name():
     assert (named.libvirt_network, named.domain_prefix) == ("labgen-my-lab-2", "labgen-my-lab-2-")
 
 
-@pytest.mark.parametrize("field,value", [
-    ("nodes", 2), ("nodes", 8), ("key", 0), ("underlay_mtu", 1280), ("underlay_mtu", 9000),
-    ("memory", 512), ("cpus", 64), ("name", "a"), ("name", "a" * 20), ("underlay", "10.10.10.0/29"),
-    ("overlay", "192.168.10.0/25"),
-])
-def test_boundaries_are_accepted(field, value):
-    """The bad-input tests reject one step past each of these limits."""
-    opts = replace(Options(tunnel="gre", provider="netns"), **{field: value})
-    lb = build_lab(opts)
-    assert lb.nodes
+def facts(lb: Lab) -> dict:
+    """What a limit shows in a built lab."""
+    return {"nodes": [n.name for n in lb.nodes], "underlay": [n.underlay_ip for n in lb.nodes],
+            "host": lb.underlay_host_ip, "overlay": [ns.address for _, ns in lb.namespaces()],
+            "key": lb.key, "mtu": (lb.underlay_mtu, lb.inner_mtu), "name": lb.name,
+            "network": lb.libvirt_network, "vm": (lb.libvirt.memory, lb.libvirt.cpus) if lb.libvirt else None}
+
+
+# Each limit: options at it, what the lab built from them holds, the same options one step
+# past it, and the refusal's words. On the libvirt provider (the only one with --memory and
+# --cpus), built without probing this host. Through the CLI (one line, exit 2): test_bad_input.py.
+BOUNDARIES = [
+    pytest.param({"nodes": 2}, {"nodes": ["node1", "node2"]}, {"nodes": 1}, "--nodes 1 is out of range",
+                 id="nodes-2"),
+    pytest.param({"nodes": 8}, {"nodes": [f"node{k}" for k in range(1, 9)], "host": "10.10.10.254"},
+                 {"nodes": 9}, "--nodes 9 is out of range", id="nodes-8"),
+    pytest.param({"key": 0}, {"key": 0, "mtu": (1500, 1458)}, {"key": -1}, "GRE key -1 is out of range",
+                 id="gre-key-0"),
+    pytest.param({"key": (1 << 32) - 1}, {"key": 4294967295}, {"key": 1 << 32}, "GRE key 4294967296 is out",
+                 id="gre-key-max"),
+    pytest.param({"underlay_mtu": 1280}, {"mtu": (1280, 1242)}, {"underlay_mtu": 1279},
+                 "--underlay-mtu 1279 is out of range", id="underlay-mtu-1280"),
+    pytest.param({"underlay_mtu": 9000}, {"mtu": (9000, 8962)}, {"underlay_mtu": 9001},
+                 "--underlay-mtu 9001 is out of range", id="underlay-mtu-9000"),
+    pytest.param({"memory": 512}, {"vm": (512, 1)}, {"memory": 511}, "--memory 511 MiB is too small",
+                 id="memory-512"),
+    pytest.param({"cpus": 1}, {"vm": (1024, 1)}, {"cpus": 0}, "--cpus 0 is out of range", id="cpus-1"),
+    pytest.param({"cpus": 64}, {"vm": (1024, 64)}, {"cpus": 65}, "--cpus 65 is out of range", id="cpus-64"),
+    pytest.param({"name": "a"}, {"name": "a", "network": "labgen-a"}, {"name": ""}, "lab name '' is not usable",
+                 id="name-1-char"),
+    pytest.param({"name": "a" * 20}, {"name": "a" * 20, "network": "labgen-" + "a" * 20}, {"name": "a" * 21},
+                 "is not usable", id="name-20-chars"),
+    pytest.param({"underlay": "10.10.10.0/29"}, {"underlay": ["10.10.10.1", "10.10.10.2"], "host": "10.10.10.6"},
+                 {"underlay": "10.10.10.0/30"}, "underlay 10.10.10.0/30 is too small for 2 nodes",
+                 id="underlay-29-for-2-nodes"),
+    pytest.param({"overlay": "192.168.10.0/28"},
+                 {"overlay": ["192.168.10.1", "192.168.10.2", "192.168.10.10", "192.168.10.11"]},
+                 {"overlay": "192.168.10.0/29"}, "overlay 192.168.10.0/29 is too small for 2 nodes",
+                 id="overlay-28-for-2-nodes"),
+    pytest.param({"nodes": 8, "overlay": "192.168.10.0/25"},
+                 {"overlay": [f"192.168.10.{h}" for k in range(1, 9) for h in OVERLAY_HOST_PART[k]]},
+                 {"nodes": 8, "overlay": "192.168.10.0/26"}, "overlay 192.168.10.0/26 is too small for 8 nodes",
+                 id="overlay-25-for-8-nodes"),
+]
+
+
+@pytest.mark.parametrize("at,holds,past,refusal", BOUNDARIES)
+def test_boundaries_are_accepted_and_one_step_past_is_refused(at, holds, past, refusal):
+    def vm_lab(**kw) -> Lab:
+        return build_lab(Options(tunnel="gre", provider="libvirt", libvirt_driver="qemu", **kw), kvm_usable=False)
+    got = facts(vm_lab(**at))
+    assert {k: got[k] for k in holds} == holds
+    with pytest.raises(InputError, match=re.escape(refusal)):
+        vm_lab(**past)
 
 
 def test_key_limits_depend_on_the_tunnel():

@@ -7,9 +7,8 @@ import sys
 import sysconfig
 import venv
 import zipfile
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from support import ROOT
 
 
 def test_wheel_ships_templates_and_boxes_and_renders(tmp_path):

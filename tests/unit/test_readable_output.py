@@ -1,23 +1,20 @@
 """Readable output: every evidence cell one short line, tables within 100 columns, and no
-colours or box-drawing characters when stdout is not a terminal (CI logs, `| cat`)."""
+colours or box-drawing characters when stdout is not a terminal (CI logs, `| cat`). The
+real CLI on a real lab, in a pipe: tests/e2e/test_readable_cli.py."""
 from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import subprocess
-import sys
 
 import pytest
-from netns_helpers import labgen
 from rich.console import Console
+from support import README
+from support.cli import ESC, assert_plain
 
 from labgen.report import one_line, print_report, table, to_json
 from labgen.results import Check, Report
 
-ESC = "\x1b"
-BOX_DRAWING = re.compile("[\u2500-\u257f]")
 RAW_IP_ADDR = ("3: eth1@if4: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP group default\n"
                "    link/ether 1a:2b:3c:4d:5e:6f brd ff:ff:ff:ff:ff:ff link-netns labgen-x-underlay\n"
                "    inet 10.10.10.9/24 scope global eth1\n       valid_lft forever preferred_lft forever")
@@ -46,14 +43,6 @@ def render(report: Report, width: int, terminal: bool) -> str:
                       color_system="standard" if terminal else None)
     print_report(report, console)
     return buf.getvalue()
-
-
-def assert_plain(text: str, width: int = 100) -> None:
-    assert ESC not in text, "colour or cursor codes in non-terminal output"
-    assert not BOX_DRAWING.search(text), "box-drawing characters in non-terminal output"
-    assert text.isascii(), [ch for ch in text if not ch.isascii()][:5]
-    too_wide = [ln for ln in text.splitlines() if len(ln) > width]
-    assert not too_wide, too_wide
 
 
 def test_one_line():
@@ -92,67 +81,8 @@ def test_json_keeps_the_full_evidence():
     assert table(sample()).row_count == 5
 
 
-# ---- the real CLI on a real lab -------------------------------------------------------------
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    lab_dir = tmp_path_factory.mktemp("readable") / "lab"
-    proc = labgen("create", "gre", "--provider", "netns", "--name", f"rd{os.getpid() % 100000}",
-                  "--dir", str(lab_dir))
-    try:
-        assert proc.returncode == 0, proc.stderr + proc.stdout
-        yield lab_dir
-    finally:
-        labgen("destroy", str(lab_dir))
-
-
-def cli(*args: str, columns: str | None = "100") -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "FORCE_COLOR", "TERM")}
-    if columns:
-        env["COLUMNS"] = columns
-    return subprocess.run([sys.executable, "-m", "labgen", *args], capture_output=True, text=True,
-                          timeout=240, env=env)
-
-
-@pytest.mark.netns
-@pytest.mark.parametrize("columns", ["100", None])
-def test_verify_and_status_in_a_pipe(lab, columns):
-    proc = cli("verify", str(lab), columns=columns)
-    assert proc.returncode == 0, proc.stderr
-    assert_plain(proc.stdout)
-    rows = [ln for ln in proc.stdout.splitlines() if re.match(r"^(nodes|config|underlay|stp|overlay|tunnel|mtu) ", ln)]
-    assert len(rows) >= 30 and all(" passed " in ln for ln in rows)
-    assert proc.stdout.rstrip().splitlines()[-1].startswith("VERIFIED: ")
-    st = cli("status", str(lab), columns=columns)
-    assert st.returncode == 0, st.stderr
-    assert_plain(st.stdout)
-    assert re.search(r"^node1 +running +\S+ +gre-node2 +converged", st.stdout, re.M), st.stdout
-
-
-@pytest.mark.netns
-def test_verify_piped_through_cat(lab):
-    """The README's claim, literally: `labgen verify DIR | cat` has no ESC and no box drawing."""
-    proc = subprocess.run(f"{sys.executable} -m labgen verify {lab} | cat", shell=True,
-                          capture_output=True, text=True, timeout=240)
-    assert "VERIFIED: " in proc.stdout
-    assert_plain(proc.stdout)
-    assert ESC not in proc.stderr
-
-
-@pytest.mark.netns
-def test_exit_codes_of_status(lab, tmp_path):
-    """0 when every node runs, 3 when not (here: a lab that was rendered but never brought up)."""
-    assert cli("status", str(lab)).returncode == 0
-    other = tmp_path / "other"
-    assert labgen("render", "gre", "--provider", "netns", "--name", "rdnone", "--dir", str(other)).returncode == 0
-    proc = cli("status", str(other))
-    assert proc.returncode == 3, proc.stdout + proc.stderr
-    assert_plain(proc.stdout)
-    assert re.search(r"^node1 +absent", proc.stdout, re.M)
-
-
 def test_readme_documents_every_exit_code_in_one_table():
-    from pathlib import Path
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = README.read_text()
     assert readme.count("## Exit codes") == 1 and readme.count("| code | meaning |") == 1
     section = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
     codes = re.findall(r"^\| (\S+) \|", section, re.M)

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_golden import CASES, render_case
+from support.golden import CASES, render_case
 
 
 def need(tool: str) -> str:

@@ -2,19 +2,19 @@
 installed), and `labgen doctor` naming every missing Debian package with the one apt-get
 command, from the real CLI with an emptied PATH, from this checkout and from a wheel
 installed into a venv of Debian's Python. The whole set-up on a fresh root is
-test_fresh_machine.py."""
+tests/e2e/test_fresh_machine.py."""
 from __future__ import annotations
 
 import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support import README, ROOT
+from support.cli import ENV, labgen
 
-ROOT = Path(__file__).resolve().parent.parent
 SETUP = ROOT / "scripts" / "setup"
 NETNS_PACKAGES = ["openvswitch-switch", "iproute2", "tcpdump", "ethtool", "iputils-ping", "procps",
                   "util-linux", "mount"]
@@ -75,10 +75,8 @@ def test_setup_uses_debian_python_explicitly():
     assert not re.search(r"^\s*python3 -m pip", text, re.M)
 
 
-def doctor(*args: str, path: str, labgen: list[str] | None = None) -> subprocess.CompletedProcess:
-    argv = (labgen or [sys.executable, "-m", "labgen"]) + ["doctor", *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PATH": path, "COLUMNS": "200", "TERM": "dumb"})
+def doctor(*args: str, path: str) -> subprocess.CompletedProcess:
+    return labgen("doctor", *args, env={**ENV, "PATH": path}, timeout=120)
 
 
 def problem_lines(out: str, provider: str) -> list[str]:
@@ -172,7 +170,7 @@ def test_a_wheel_in_a_venv_of_debians_python_gives_the_same_hints(tmp_path):
 
 def test_ci_runs_the_readme_commands_as_written():
     """The README's Quick start commands are what the tests and CI run, word for word."""
-    quick = (ROOT / "README.md").read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    quick = README.read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
     commands = [ln.strip() for ln in quick.splitlines() if ln.startswith("    scripts/")]
     assert commands[0] == "scripts/setup && labgen create gre --provider netns --destroy"
     assert commands[2] == "scripts/setup --vm && scripts/lint && scripts/test"

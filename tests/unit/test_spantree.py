@@ -4,15 +4,11 @@ tree in the ways a lab breaks: a bridge without loop protection, a loop, a bridg
 two roots, ports still moving, and 3 to 8 node labs built from the model."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from support import OUTPUTS
 
 from labgen.model import Options, build_lab
-from labgen.spantree import (BridgeState, PortState, bridge_problems, judge_tree, links,
-                             parse_state)
-
-DATA = Path(__file__).parent / "data" / "outputs"
+from labgen.spantree import BridgeState, PortState, bridge_problems, judge_tree, links, parse_state
 
 
 def lab(mode: str, nodes: int = 2, tunnel: str = "gre"):
@@ -21,7 +17,7 @@ def lab(mode: str, nodes: int = 2, tunnel: str = "gre"):
 
 def recorded(mode: str, suffix: str = "") -> dict[str, dict[str, BridgeState]]:
     the_lab = lab(mode, tunnel="gre" if mode == "rstp" else "vxlan")
-    return {n: parse_state(n, (DATA / f"{mode}{suffix}-{n}.json").read_text(), mode, the_lab.bridges)
+    return {n: parse_state(n, (OUTPUTS / f"{mode}{suffix}-{n}.json").read_text(), mode, the_lab.bridges)
             for n in ("node1", "node2")}
 
 

@@ -3,12 +3,11 @@ all come from labgen/stages.py."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
+
+from support import README
 
 from labgen.results import Check, Report
 from labgen.stages import NAMES, STAGES, groups, markdown
-
-README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_readme_lists_the_stage_table():

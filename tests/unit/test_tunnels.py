@@ -3,9 +3,9 @@ GRE, VXLAN and Geneve, and what reads it."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
+from support import OUTPUTS, README, ROOT
 
 from labgen import judges, tunnels
 from labgen.errors import InputError
@@ -17,9 +17,6 @@ from labgen.runner import Result
 def render_node_script(lb, node) -> str:
     return render_files(lb)[f"provision/{node.name}.sh"]
 
-ROOT = Path(__file__).resolve().parent.parent
-OUTPUTS = Path(__file__).resolve().parent / "data" / "outputs"
-
 
 def rec(name: str) -> Result:
     return Result("recorded", 0, (OUTPUTS / name).read_text(), "")
@@ -30,7 +27,7 @@ def lab(tunnel: str, **kw):
 
 
 def test_readme_table_is_generated_from_the_table():
-    text = (ROOT / "README.md").read_text()
+    text = README.read_text()
     block = re.search(r"<!-- tunnels:.*?-->\n(.*?)<!-- /tunnels -->", text, re.S)
     assert block, "README.md lost its tunnels block"
     assert block.group(1).strip() == tunnels.readme_table()

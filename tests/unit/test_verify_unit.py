@@ -15,6 +15,7 @@ from labgen.runner import LocalRunner, Result, RunnerError
 from labgen.stages import NAMES
 from labgen.verify import verify
 
+
 def test_tcpdump_packets_joins_vxlan_inner_lines():
     text = ("listening on eth1, link-type EN10MB\n"
             "12:00:00.000001 IP 10.10.10.1.5 > 10.10.10.2.4789: VXLAN, flags [I] (0x08), vni 7\n"

@@ -1,0 +1,69 @@
+"""Readable output of the real CLI on a real netns lab: `verify` and `status` in a pipe (no
+colours, no box drawing, within 100 columns or COLUMNS), `| cat` literally, and status's exit
+codes. The tables themselves, on a sample report: tests/unit/test_readable_output.py."""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+
+import pytest
+from support.cli import ARGV, ESC, assert_plain, labgen
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    lab_dir = tmp_path_factory.mktemp("readable") / "lab"
+    proc = labgen("create", "gre", "--provider", "netns", "--name", f"rd{os.getpid() % 100000}",
+                  "--dir", str(lab_dir))
+    try:
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+        yield lab_dir
+    finally:
+        labgen("destroy", str(lab_dir))
+
+
+def cli(*args: str, columns: str | None = "100") -> subprocess.CompletedProcess:
+    """labgen with the caller's environment, minus what says "terminal": COLUMNS as given."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "FORCE_COLOR", "TERM")}
+    if columns:
+        env["COLUMNS"] = columns
+    return labgen(*args, env=env)
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("columns", ["100", None])
+def test_verify_and_status_in_a_pipe(lab, columns):
+    proc = cli("verify", str(lab), columns=columns)
+    assert proc.returncode == 0, proc.stderr
+    assert_plain(proc.stdout)
+    rows = [ln for ln in proc.stdout.splitlines() if re.match(r"^(nodes|config|underlay|stp|overlay|tunnel|mtu) ", ln)]
+    assert len(rows) >= 30 and all(" passed " in ln for ln in rows)
+    assert proc.stdout.rstrip().splitlines()[-1].startswith("VERIFIED: ")
+    st = cli("status", str(lab), columns=columns)
+    assert st.returncode == 0, st.stderr
+    assert_plain(st.stdout)
+    assert re.search(r"^node1 +running +\S+ +gre-node2 +converged", st.stdout, re.M), st.stdout
+
+
+@pytest.mark.netns
+def test_verify_piped_through_cat(lab):
+    """The README's claim, literally: `labgen verify DIR | cat` has no ESC and no box drawing."""
+    proc = subprocess.run(f"{shlex.join([*ARGV, 'verify', str(lab)])} | cat", shell=True,
+                          capture_output=True, text=True, timeout=240)
+    assert "VERIFIED: " in proc.stdout
+    assert_plain(proc.stdout)
+    assert ESC not in proc.stderr
+
+
+@pytest.mark.netns
+def test_exit_codes_of_status(lab, tmp_path):
+    """0 when every node runs, 3 when not (here: a lab that was rendered but never brought up)."""
+    assert cli("status", str(lab)).returncode == 0
+    other = tmp_path / "other"
+    assert labgen("render", "gre", "--provider", "netns", "--name", "rdnone", "--dir", str(other)).returncode == 0
+    proc = cli("status", str(other))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert_plain(proc.stdout)
+    assert re.search(r"^node1 +absent", proc.stdout, re.M)

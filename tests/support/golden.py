@@ -1,0 +1,25 @@
+"""The golden cases: four labs as `labgen render` writes them (tests/golden/CASE/), rendered
+by the real CLI. tests/unit/test_golden.py compares them byte for byte; test_rendered_lint.py
+runs each file's own checker on them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from support.cli import labgen
+
+# case -> render arguments. Every case pins the libvirt driver (auto would probe this host).
+CASES = {
+    "gre": ["gre", "--libvirt-driver", "qemu"],
+    "vxlan": ["vxlan", "--box", "generic/debian12", "--stp", "rstp", "--vni", "5000",
+              "--libvirt-driver", "qemu"],
+    "gre-3nodes": ["gre", "--nodes", "3", "--provider", "netns"],
+    "geneve": ["geneve", "--box", "labgen/debian12", "--vni", "5000", "--libvirt-driver", "qemu"],
+}
+
+
+def render_case(case: str, where: Path) -> Path:
+    """Render one case with the real CLI into where/lab and return the lab dir."""
+    lab_dir = where / "lab"
+    proc = labgen("render", *CASES[case], "--dir", str(lab_dir), cwd=where, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return lab_dir
