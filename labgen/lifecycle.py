@@ -10,7 +10,6 @@ import fcntl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from . import providers
