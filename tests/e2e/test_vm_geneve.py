@@ -9,7 +9,7 @@ import json
 
 import pytest
 from support.cli import labgen
-from support.vm import EMPTY, IPTABLES_DROP, firewalld_rules, libvirt_names, on_node
+from support.vm import EMPTY, firewalld_then_iptables, libvirt_names
 
 from labgen import tunnels
 from labgen.stages import NAMES
@@ -37,17 +37,7 @@ def test_geneve_lab_verifies_through_firewalld_then_iptables(tmp_path_factory, b
         assert "underlay carries 1500 B (inner MTU + tunnel overhead)" in mtu
         assert any(n.endswith(f"DF ping, {1500 - GENEVE.overhead(True) - 28} B payload crosses") for n in mtu)
 
-        rule = GENEVE.firewalld_rule("10.10.10.0/24")
-        for node in ("node1", "node2"):
-            assert firewalld_rules(lab, node) == {"state": "running", "rich": rule, "ports": "",
-                                                  "protocols": "", "permanent": rule}
-        assert on_node(lab, "node2", IPTABLES_DROP).returncode == 0
-        assert labgen("up", str(lab), timeout=900).returncode == 0
-        rules = on_node(lab, "node2", "iptables -S INPUT").stdout.splitlines()
-        assert rules[:2] == ["-P INPUT DROP",
-                             "-A INPUT -s 10.10.10.0/24 -p udp -m udp --dport 6081 -j ACCEPT"], rules
-        again = labgen("verify", str(lab), "--json", timeout=600)
-        assert again.returncode == 0, again.stdout[-3000:]
+        firewalld_then_iptables(lab, GENEVE)
     finally:
         if (lab / "lab.json").exists():
             destroyed = labgen("destroy", str(lab), timeout=600)

@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from support.ci import SCRIPT
 from support.cli import labgen
-from support.vm import EMPTY, IPTABLES_DROP, firewalld_rules, libvirt_names, on_node
+from support.vm import EMPTY, firewalld_then_iptables, libvirt_names
 
 from labgen import tunnels
 
@@ -51,14 +51,4 @@ def _recipe_then_iptables(box, name, out, lab):
     assert sum("VNI" in n for n in cases) == 2
     assert f"labgen-ci: kept: {lab}" in proc.stdout
 
-    rule = tunnels.get("vxlan").firewalld_rule("10.10.10.0/24")
-    for node in ("node1", "node2"):
-        assert firewalld_rules(lab, node) == {"state": "running", "rich": rule, "ports": "",
-                                              "protocols": "", "permanent": rule}
-    assert on_node(lab, "node2", IPTABLES_DROP).returncode == 0
-    assert labgen("up", str(lab), timeout=900).returncode == 0
-    rules = on_node(lab, "node2", "iptables -S INPUT").stdout.splitlines()
-    assert rules[:2] == ["-P INPUT DROP",
-                         "-A INPUT -s 10.10.10.0/24 -p udp -m udp --dport 4789 -j ACCEPT"], rules
-    again = labgen("verify", str(lab), "--json", timeout=600)
-    assert again.returncode == 0, again.stdout[-3000:]
+    firewalld_then_iptables(lab, tunnels.get("vxlan"))
