@@ -59,12 +59,18 @@ def collect_diagnostics(lab: Lab, runners: Mapping[str, Runner], directory: Path
     directory.mkdir(parents=True, exist_ok=True)
     probe = firewall_probe(lab)
 
+    def bound(runner: Runner, cmd: str) -> float:
+        # firewall-cmd is a Python program talking to firewalld over D-Bus: three of them took
+        # over 10 s on an emulated guest under load. Bounds, not waits; stretched like the
+        # checks' on slow runners.
+        return (30.0 if cmd == probe else 10.0) * float(getattr(runner, "timeout_scale", 1.0))
+
     def one(node: Node) -> str | None:
         path = directory / f"{node.name}.txt"
         parts, finding = [], None
         for cmd in diagnostics_commands(lab, node):
             try:
-                res = runners[node.name].run(cmd, timeout=10)
+                res = runners[node.name].run(cmd, timeout=bound(runners[node.name], cmd))
                 body = res.output or "(no output)"
                 if not res.ok:
                     body += f"\n(exit {res.exit_code})"
