@@ -6,7 +6,6 @@ one lab at once would race), and talks to the provider named there.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from . import providers
 from .errors import InputError, LabgenError
+from .locks import hold
 from .model import Lab
 from .providers import NodeStatus, Progress, Provider
 from .render import LAB_FILE, fs_error, is_lab_dir, load_lab, write_lab
@@ -28,16 +28,9 @@ if TYPE_CHECKING:
 def locked(lab_dir: Path) -> Iterator[None]:
     """Hold the lab's lock (a file in the lab dir) while the body runs. A lab dir that cannot
     hold it (gone, read-only, full) is one error line, and nothing is created on the way."""
-    try:
-        fh = open(lab_dir / ".labgen.lock", "a")
-    except OSError as exc:
-        raise fs_error(lab_dir, exc, "lock the lab directory") from None
-    with fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError(f"another labgen command is working on {lab_dir}: wait for it "
-                             f"to finish") from None
+    busy = InputError(f"another labgen command is working on {lab_dir}: wait for it to finish")
+    with hold(lab_dir / ".labgen.lock", busy,
+              unusable=lambda exc: fs_error(lab_dir, exc, "lock the lab directory")):
         yield
 
 

@@ -4,11 +4,11 @@ keeps two builds of one box apart."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ..locks import hold
 from .errors import BoxBuildError
 
 DEFAULT_CACHE_DIR = Path("/var/cache/labgen/boxes")
@@ -42,11 +42,5 @@ def remove_older_files(current: Path, pattern: str, progress: Callable[[str], No
 @contextlib.contextmanager
 def exclusive(lock_path: Path) -> Iterator[None]:
     """One build per box at a time: builds share the cache's scratch files."""
-    with lock_path.open("w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BoxBuildError(
-                f"another box build holds {lock_path}: wait for it to finish"
-            ) from None
+    with hold(lock_path, BoxBuildError(f"another box build holds {lock_path}: wait for it to finish")):
         yield
