@@ -18,3 +18,12 @@ ROOT = TESTS.parent                     # the repository
 README = ROOT / "README.md"
 OUTPUTS = TESTS / "data" / "outputs"    # outputs recorded on real labs
 GOLDEN = TESTS / "golden"               # what `labgen render` writes, byte for byte
+
+
+def readme_block(name: str) -> str:
+    """The README's generated block `<!-- NAME: ... -->` ... `<!-- /NAME -->`, stripped: the
+    tests compare it with what its module generates."""
+    import re
+    block = re.search(rf"<!-- {name}:.*?-->\n(.*?)<!-- /{name} -->", README.read_text(), re.S)
+    assert block, f"README.md lost its generated {name} block"
+    return block.group(1).strip()

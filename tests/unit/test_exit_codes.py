@@ -1,19 +1,14 @@
 """The one exit-code table (labgen/errors.py) is what the README shows and what errors carry."""
 from __future__ import annotations
 
-import re
-
-from support import README
+from support import readme_block
 
 from labgen import errors
 from labgen.errors import ExitCode
 
 
 def test_readme_table_is_generated_from_errors():
-    text = README.read_text()
-    block = re.search(r"<!-- exit codes:.*?-->\n(.*?)<!-- /exit codes -->", text, re.S)
-    assert block, "README.md lost its exit codes block"
-    assert block.group(1).strip() == errors.readme_table()
+    assert readme_block("exit codes") == errors.readme_table()
 
 
 def test_every_code_is_documented_once_and_errors_use_them():

@@ -2,19 +2,15 @@
 all come from labgen/stages.py."""
 from __future__ import annotations
 
-import re
-
-from support import README
+from support import readme_block
 
 from labgen.results import Check, Report
 from labgen.stages import NAMES, STAGES, groups, markdown
 
 
 def test_readme_lists_the_stage_table():
-    text = README.read_text()
-    block = re.search(r"<!-- stages:.*?-->\n(.*?)\n<!-- /stages -->", text, re.S)
-    assert block, "README.md lost its generated stage list"
-    assert block.group(1) == markdown(), "README's stage list is stale: run python -m labgen.stages"
+    assert readme_block("stages") == markdown().strip(), \
+        "README's stage list is stale: run python -m labgen.stages"
 
 
 def test_stage_order_and_groups():

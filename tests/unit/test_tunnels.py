@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from support import OUTPUTS, README, ROOT
+from support import OUTPUTS, ROOT, readme_block
 
 from labgen import judges, tunnels
 from labgen.errors import InputError
@@ -27,10 +27,7 @@ def lab(tunnel: str, **kw):
 
 
 def test_readme_table_is_generated_from_the_table():
-    text = README.read_text()
-    block = re.search(r"<!-- tunnels:.*?-->\n(.*?)<!-- /tunnels -->", text, re.S)
-    assert block, "README.md lost its tunnels block"
-    assert block.group(1).strip() == tunnels.readme_table()
+    assert readme_block("tunnels") == tunnels.readme_table()
 
 
 def test_unknown_kind_is_refused_in_one_place_naming_all_kinds():
