@@ -98,7 +98,8 @@ class LibvirtProvider:
 
     def shell_argv(self, lab: Lab, lab_dir: Path, node: str) -> list[str]:
         # VAGRANT_CWD: vagrant finds the lab's Vagrantfile from any directory.
-        return ["env", f"VAGRANT_CWD={lab_dir.resolve()}", "vagrant", "ssh", node, "--", "sudo", "-i"]
+        # -c runs the command with a terminal (vagrant ssh's --tty is on by default).
+        return ["env", f"VAGRANT_CWD={lab_dir.resolve()}", "vagrant", "ssh", node, "-c", "sudo -i"]
 
     def __init__(self) -> None:
         self._ssh: dict[str, SSHTarget] | None = None
