@@ -1,7 +1,7 @@
 """End-to-end on real VMs: Vagrant + vagrant-libvirt + libvirt + qemu (software emulation
 here), the locally built labgen/debian12 box, OVS's kernel datapath inside the guests,
 verification over SSH. Minutes, not seconds: the tests here share ONE running GRE lab
-(verify, up again, four breakages, the firewall path with firewalld and with iptables);
+(verify, up again, three breakages, firewalld admitting only the tunnel, iptables DROP);
 test_vm_geneve.py and test_vm_vxlan.py boot their labs after it."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from support.cli import labgen
-from support.vm import EMPTY, IPTABLES_DROP, firewalld_rules, forget_tunnel_flows, libvirt_names, on_node, root_node
+from support.vm import EMPTY, IPTABLES_DROP, fails_at_overlay_naming, firewalld_rules, libvirt_names, on_node, root_node
 
 from labgen import tunnels
 from labgen.stages import NAMES
@@ -130,33 +130,10 @@ def test_namespace_mtu_black_hole_fails_the_mtu_stage_then_up_repairs(gre_lab):
     assert labgen("verify", str(lab), timeout=600).returncode == 0
 
 
-def _fails_at_overlay_naming(proc, node: str, firewall: str) -> None:
-    assert proc.returncode == 1, proc.stdout[-3000:]
-    bad = _failing(proc)
-    assert {c["stage"] for c in bad} == {"overlay"}, bad
-    assert all("across" in c["name"] and c["evidence"].startswith("no reply") for c in bad), bad
-    findings = json.loads(proc.stdout)["findings"]
-    assert findings == [f"{node}: {firewall} has no rule in its "
-                        f"{'active zone' if firewall == 'firewalld' else 'INPUT chain (not wide open)'} "
-                        f"admitting GRE (IP protocol 47) from 10.10.10.0/24: run labgen up to add it "
-                        f"(never switch the firewall off)"], findings
-
-
-def test_firewalld_without_the_tunnel_rule_fails_the_overlay_naming_it(gre_lab):
-    """The rule removed on the node with the spanning-tree root (so BPDUs still flow and only
-    data is stopped), its admitted flow forgotten: verify fails at the overlay and says which
-    firewall on which node; labgen up adds the rule back."""
-    lab, created, _ = gre_lab
-    assert created.returncode == 0
-    node = root_node(lab)
-    assert on_node(lab, node, f"firewall-cmd --remove-rich-rule='{RULE}'").returncode == 0
-    forget_tunnel_flows(lab, node, GRE)
-    proc = labgen("verify", str(lab), "--json", timeout=600)
-    _fails_at_overlay_naming(proc, node, "firewalld")
-    assert (lab / "diagnostics" / f"{node}.txt").read_text().count("firewalld blocks") == 1
-    assert labgen("up", str(lab), timeout=900).returncode == 0
-    assert firewalld_rules(lab, node)["rich"] == RULE
-    assert labgen("verify", str(lab), timeout=600).returncode == 0
+# The firewalld breakage runs on the Geneve lab (test_vm_geneve.py), not here: firewalld is
+# stateful, and GRE has no ports, so GRE from the peer is a reply to this node's own GRE to it
+# (its BPDUs): a missing firewalld rule for GRE goes unnoticed while both ends send. The
+# iptables policy below has no ESTABLISHED rule, so it stops GRE whatever the node sent.
 
 
 def test_iptables_drop_policy_fails_then_up_admits_only_the_tunnel(gre_lab):
@@ -167,7 +144,7 @@ def test_iptables_drop_policy_fails_then_up_admits_only_the_tunnel(gre_lab):
     node = root_node(lab)
     assert on_node(lab, node, IPTABLES_DROP).returncode == 0
     proc = labgen("verify", str(lab), "--json", timeout=600)
-    _fails_at_overlay_naming(proc, node, "iptables")
+    fails_at_overlay_naming(proc, node, "iptables", GRE)
     assert labgen("up", str(lab), timeout=900).returncode == 0
     rules = on_node(lab, node, "iptables -S INPUT").stdout.splitlines()
     assert rules[:2] == ["-P INPUT DROP", "-A INPUT -s 10.10.10.0/24 -p gre -j ACCEPT"], rules

@@ -1,7 +1,8 @@
 """End-to-end on real VMs, Geneve: the same stages as GRE and VXLAN, the capture proof seeing
 Geneve-encapsulated echo requests with the lab's VNI, the inner MTU from Geneve's overhead
-proven by the MTU stage; firewalld on both nodes first (the box's default), then iptables
-with an INPUT policy of DROP on node2 after labgen up. Then destroyed: nothing left.
+proven by the MTU stage; firewalld on both nodes first (the box's default), its rule taken
+away (the overlay fails, firewalld named) and put back by labgen up, then iptables with an
+INPUT policy of DROP on node2 after labgen up. Then destroyed: nothing left.
 Runs after the GRE lab of test_vm_e2e.py is gone (two emulated VMs at a time)."""
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import json
 
 import pytest
 from support.cli import labgen
-from support.vm import EMPTY, firewalld_then_iptables, libvirt_names
+from support.vm import (
+    EMPTY,
+    fails_at_overlay_naming,
+    firewalld_then_iptables,
+    forget_tunnel_flows,
+    libvirt_names,
+    on_node,
+    root_node,
+)
 
 from labgen import tunnels
 from labgen.stages import NAMES
@@ -36,6 +45,18 @@ def test_geneve_lab_verifies_through_firewalld_then_iptables(tmp_path_factory, b
         mtu = {c["name"] for c in result["checks"] if c["stage"] == "mtu"}
         assert "underlay carries 1500 B (inner MTU + tunnel overhead)" in mtu
         assert any(n.endswith(f"DF ping, {1500 - GENEVE.overhead(True) - 28} B payload crosses") for n in mtu)
+
+        # A UDP tunnel's packets from the peer are never replies to this node's own (other
+        # source port), so firewalld's default zone rejects them without the rule. Taken off
+        # the node holding the spanning-tree root: it needs no BPDUs from the peer, so only
+        # data stops and the overlay stage is what fails.
+        node = root_node(lab)
+        rule = GENEVE.firewalld_rule("10.10.10.0/24")
+        assert on_node(lab, node, f"firewall-cmd --remove-rich-rule='{rule}'").returncode == 0
+        forget_tunnel_flows(lab, node, GENEVE)
+        fails_at_overlay_naming(labgen("verify", str(lab), "--json", timeout=600), node, "firewalld", GENEVE)
+        assert (lab / "diagnostics" / f"{node}.txt").read_text().count("firewalld blocks") == 1
+        assert labgen("up", str(lab), timeout=900).returncode == 0      # puts the rule back
 
         firewalld_then_iptables(lab, GENEVE)
     finally:

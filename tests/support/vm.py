@@ -81,3 +81,17 @@ def firewalld_then_iptables(lab_dir, kind) -> None:
     assert rules[:2] == ["-P INPUT DROP", f"-A INPUT -s 10.10.10.0/24 {match} -j ACCEPT"], rules
     again = labgen("verify", str(lab_dir), "--json", timeout=600)
     assert again.returncode == 0, again.stdout[-3000:]
+
+
+def fails_at_overlay_naming(proc, node: str, firewall: str, kind) -> None:
+    """verify --json failed at the overlay stage only (every cross-node ping unanswered) and
+    its one finding names the node, the firewall and the tunnel it does not admit."""
+    import json
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    bad = [c for c in json.loads(proc.stdout)["checks"] if c["status"] in ("failed", "error")]
+    assert {c["stage"] for c in bad} == {"overlay"}, bad
+    assert all("across" in c["name"] and c["evidence"].startswith("no reply") for c in bad), bad
+    where = "active zone" if firewall == "firewalld" else "INPUT chain (not wide open)"
+    findings = json.loads(proc.stdout)["findings"]
+    assert findings == [f"{node}: {firewall} has no rule in its {where} admitting {kind.label} "
+                        f"from 10.10.10.0/24: run labgen up to add it (never switch the firewall off)"], findings
