@@ -91,11 +91,12 @@ LAB_OPTIONS: dict[str, tuple[Any, Any]] = {
     "stp_timers": (str, typer.Option(help="STP timers: tuned (forward-delay 4, max-age 6) or standard.")),
     "underlay": (str, typer.Option(help="Underlay network (node k = .k).")),
     "overlay": (str, typer.Option(help="Overlay network of the namespaces.")),
-    "underlay_mtu": (int, typer.Option(help="Underlay MTU; the inner MTU is this minus the tunnel overhead.")),
+    "underlay_mtu": (int | None, typer.Option(help="Underlay MTU; the inner MTU is this minus the tunnel overhead (default: 1500, 1458 across hosts).")),
     "key": (int | None, typer.Option("--key", "--vni", help="GRE key or VXLAN / Geneve VNI.")),
     "memory": (int, typer.Option(help="MiB of memory per VM.")),
     "cpus": (int, typer.Option(help="vCPUs per VM.")),
     "libvirt_driver": (str, typer.Option(help="libvirt driver: kvm, qemu (software emulation) or auto.")),
+    "hosts": (list[str] | None, typer.Option("--host", metavar="NODE=URI", help="Run NODE on another libvirt host, e.g. node2=qemu+ssh://root@hv-b/system (repeatable; others run here).")),
 }
 Tunnel = Annotated[str, typer.Argument(help=f"Tunnel type: {', '.join(tunnels.NAMES[:-1])} or {tunnels.NAMES[-1]}.", show_default=False)]
 Dir = Annotated[Path | None, typer.Option("--dir", help="Lab directory (default: ./lab-NAME).")]
@@ -110,6 +111,7 @@ def lab_options(fn: Callable[..., None]) -> Callable[..., None]:
     kw = inspect.Parameter.KEYWORD_ONLY
     shared = [inspect.Parameter("tunnel", kw, annotation=Tunnel),
               inspect.Parameter("dir", kw, default=None, annotation=Dir)]
+    defaults["hosts"] = None    # typer's "not given" for a repeatable option
     shared += [inspect.Parameter(field, kw, default=defaults[field], annotation=Annotated[typ, opt])
                for field, (typ, opt) in LAB_OPTIONS.items()]
     shared.append(inspect.Parameter("force", kw, default=False, annotation=Force))
@@ -117,7 +119,8 @@ def lab_options(fn: Callable[..., None]) -> Callable[..., None]:
            if name not in ("lab", "lab_dir", "force")]
 
     def command(**values: Any) -> None:
-        opts = Options(tunnel=values.pop("tunnel"), **{f: values.pop(f) for f in LAB_OPTIONS})
+        given = {f: values.pop(f) for f in LAB_OPTIONS}
+        opts = Options(tunnel=values.pop("tunnel"), **given | {"hosts": tuple(given["hosts"] or ())})
         directory, force = values.pop("dir"), values.pop("force")
         try:
             lab = build_lab(opts)
@@ -358,12 +361,13 @@ def boxes() -> None:
 def doctor(
     provider: Annotated[str | None, typer.Option(help=f"Check only this provider: {' or '.join(providers.NAMES)}.")] = None,
     box: BoxOpt = None,
+    host: Annotated[str | None, typer.Option("--host", metavar="URI", help="Also check this libvirt host, e.g. qemu+ssh://root@hv-b/system.")] = None,
 ) -> None:
     """Check this host for each provider; one line per problem with its fix. Exit 1 if any.
     Missing system packages are named with the one apt-get command that installs them all."""
     from .doctor import diagnose
     try:
-        lines = diagnose(provider, box)
+        lines = diagnose(provider, box, host)
     except LabgenError as exc:
         fail(str(exc), exc.exit_code)
     style = {"ok": "green", "note": "yellow", "problem": "red", "fix": "yellow"}

@@ -54,6 +54,19 @@ def kvm_usable(dev: Path = Path("/dev/kvm"), cpuinfo: Path = Path("/proc/cpuinfo
     return re.search(r"^flags\s*:.*\b(vmx|svm)\b", flags, re.M) is not None
 
 
+def kvm_group_drift(dev: Path = Path("/dev/kvm")) -> tuple[int, int] | None:
+    """(its group, kvm's) when /dev/kvm exists but is not in group kvm, as on a machine with
+    no udev to apply Debian's rule (kvm: group kvm, mode 0660). Then libvirt's QEMU user may
+    not open it while QEMU's probe can, so libvirt finds its cached capabilities stale on
+    every call and probes QEMU again: seconds per call, minutes per `vagrant up`."""
+    import grp
+    try:
+        gid, kvm = dev.stat().st_gid, grp.getgrnam("kvm").gr_gid
+    except (OSError, KeyError):
+        return None
+    return None if gid == kvm else (gid, kvm)
+
+
 def is_root() -> bool:
     return os.geteuid() == 0
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +16,14 @@ from . import __version__, tunnels
 from . import boxes as box_catalog
 from .boxes import Box
 from .errors import InputError
+from .hypervisors import SPLIT_UNDERLAY_MTU, Hypervisor, UdpLink, plan
 from .tunnels import TunnelKind
 
 STP_MODES = ("stp", "rstp")
 STP_TIMERS = ("tuned", "standard")
 DATAPATHS = ("system", "netdev")
 MIN_NODES, MAX_NODES = 2, 8
+DEFAULT_UNDERLAY_MTU = 1500
 # Where the netns provider keeps a lab's namespace handles (derived names: see Lab).
 HANDLE_ROOT = Path("/run/labgen")
 
@@ -54,12 +56,13 @@ class Options:
     stp_timers: str = "tuned"
     underlay: str = "10.10.10.0/24"
     overlay: str = "192.168.10.0/24"
-    underlay_mtu: int = 1500
+    underlay_mtu: int | None = None     # default: DEFAULT_UNDERLAY_MTU, less on a lab across hosts
     key: int | None = None          # VXLAN VNI or GRE key
     memory: int = 1024
     cpus: int = 1
     libvirt_driver: str = "auto"
     name: str | None = None
+    hosts: tuple[str, ...] = ()     # "NODE=URI": nodes on other libvirt hosts (hypervisors.py)
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,22 @@ class LibvirtSettings:
     memory: int
     cpus: int
     driver: str
+    # The libvirt hosts and, on a lab across hosts, the UDP link of each node's underlay NIC.
+    hosts: tuple[Hypervisor, ...] = ()
+    links: tuple[UdpLink, ...] = ()
+
+    @property
+    def split(self) -> bool:
+        return len(self.hosts) > 1
+
+    def link(self, node: str) -> UdpLink | None:
+        return next((ln for ln in self.links if ln.node == node), None)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LibvirtSettings:
+        hosts = tuple(Hypervisor(**{**h, "nodes": tuple(h["nodes"])}) for h in d.get("hosts", ()))
+        return cls(memory=d["memory"], cpus=d["cpus"], driver=d["driver"], hosts=hosts,
+                   links=tuple(UdpLink(**ln) for ln in d.get("links", ())))
 
 
 @dataclass(frozen=True)
@@ -230,10 +249,12 @@ class Lab:
         simple = {f.name: d[f.name] for f in fields(cls) if f.name not in ("nodes", "box", "libvirt")}
         simple["bridges"] = tuple(simple["bridges"])
         if "libvirt" in d:
-            libvirt = LibvirtSettings(**d["libvirt"]) if d["libvirt"] else None
+            libvirt = LibvirtSettings.from_dict(d["libvirt"]) if d["libvirt"] else None
         else:   # a lab.json from before the libvirt record: the settings were top-level
             libvirt = (LibvirtSettings(d["memory"], d["cpus"], d["libvirt_driver"])
                        if d["provider"] == "libvirt" else None)
+        if libvirt is not None and not libvirt.hosts:   # from before hosts: all on this one
+            libvirt = replace(libvirt, hosts=plan((), [n.name for n in nodes]))
         return cls(**simple, nodes=nodes, box=Box.from_dict(d["box"]), libvirt=libvirt)
 
 
@@ -257,6 +278,10 @@ def _network(text: str, what: str, flag: str, example: str) -> ipaddress.IPv4Net
     except ValueError:
         # Parses, but only without strict: an address inside the network, not the network.
         raise InputError(f"{what} {text!r} has host bits set: did you mean {flag} {loose}?") from None
+
+
+def node_names(count: int) -> list[str]:
+    return [f"node{k}" for k in range(1, count + 1)]
 
 
 def overlay_offset(index: int, ns_pos: int) -> int:
@@ -295,15 +320,19 @@ def build_lab(opts: Options, kvm_usable: bool | None = None) -> Lab:
 
     kind.check_key(opts.key)
 
-    if not 1280 <= opts.underlay_mtu <= 9000:
-        raise InputError(f"--underlay-mtu {opts.underlay_mtu} is out of range: use 1280 to 9000")
-
     underlay = _network(opts.underlay, "underlay", "--underlay", "10.10.10.0/24")
     overlay = _network(opts.overlay, "overlay", "--overlay", "192.168.10.0/24")
     if underlay.overlaps(overlay):
         raise InputError(f"overlay {overlay} overlaps underlay {underlay}: the namespaces' "
                          f"network must be separate from the hosts' (e.g. --overlay 192.168.10.0/24)")
     prov.validate(opts, underlay, datapath)
+    settings = prov.settings(opts, kvm_usable, name)
+    underlay_mtu = opts.underlay_mtu
+    if underlay_mtu is None:
+        split = isinstance(settings, LibvirtSettings) and settings.split
+        underlay_mtu = SPLIT_UNDERLAY_MTU if split else DEFAULT_UNDERLAY_MTU
+    if not 1280 <= underlay_mtu <= 9000:
+        raise InputError(f"--underlay-mtu {underlay_mtu} is out of range: use 1280 to 9000")
     # Nodes take .1...N, the hypervisor the last usable address.
     host_offset = underlay.num_addresses - 2
     if host_offset <= opts.nodes:
@@ -314,11 +343,11 @@ def build_lab(opts: Options, kvm_usable: bool | None = None) -> Lab:
         raise InputError(f"overlay {overlay} is too small for {opts.nodes} nodes (needs host "
                          f"part .{need}): use a shorter prefix, e.g. /24")
 
-    inner_mtu = opts.underlay_mtu - kind.overhead(opts.key is not None)
+    inner_mtu = underlay_mtu - kind.overhead(opts.key is not None)
 
     under_ip = {k: str(underlay.network_address + k) for k in range(1, opts.nodes + 1)}
     nodes = []
-    for k in range(1, opts.nodes + 1):
+    for k, node_name in enumerate(node_names(opts.nodes), start=1):
         namespaces, veths = [], []
         for pos, (letter, bridge) in enumerate((("a", "br2"), ("b", "br3"))):
             ns = f"{letter.upper()}{k}"
@@ -332,14 +361,14 @@ def build_lab(opts: Options, kvm_usable: bool | None = None) -> Lab:
             Tunnel(port=f"{tunnel}-node{j}", type=kind.ovs_type, remote_node=f"node{j}", remote_ip=under_ip[j])
             for j in range(1, opts.nodes + 1) if j != k
         )
-        nodes.append(Node(index=k, name=f"node{k}", underlay_ip=under_ip[k],
+        nodes.append(Node(index=k, name=node_name, underlay_ip=under_ip[k],
                           namespaces=tuple(namespaces), veths=tuple(veths), tunnels=ports))
 
     return Lab(
         name=name, tunnel=tunnel, key=opts.key, provider=provider, datapath=datapath,
         stp=stp, stp_timers=timers, underlay=str(underlay),
         underlay_host_ip=str(underlay.network_address + host_offset),
-        underlay_mtu=opts.underlay_mtu, overlay=str(overlay), inner_mtu=inner_mtu,
+        underlay_mtu=underlay_mtu, overlay=str(overlay), inner_mtu=inner_mtu,
         bridges=BRIDGES, tunnel_bridge=TUNNEL_BRIDGE, nodes=tuple(nodes), box=box,
-        libvirt=prov.settings(opts, kvm_usable),
+        libvirt=settings,
     )

@@ -36,12 +36,15 @@ class SSHTarget:
     port: int
     user: str
     key_file: str
+    # On a libvirt host reached over SSH, the guest is reached through that host (tokens
+    # %h, %p and %r already replaced).
+    proxy_command: str | None = None
 
 
 def parse_ssh_config(text: str) -> dict[str, SSHTarget]:
     """Parse `vagrant ssh-config` output into {host name: SSHTarget}.
 
-    Only HostName, Port, User and the first IdentityFile matter; every other option
+    Only HostName, Port, User, the first IdentityFile and ProxyCommand matter; every other option
     (StrictHostKeyChecking, LogLevel, ...) is ignored. Keys are case-insensitive and values
     may be double-quoted (Vagrant quotes paths).
     """
@@ -73,8 +76,16 @@ def parse_ssh_config(text: str) -> dict[str, SSHTarget]:
         except ValueError:
             raise ValueError(f"ssh-config block for host {name!r} has a bad Port: "
                              f"{opts['port']!r}") from None
-        targets[name] = SSHTarget(opts["hostname"], port, opts["user"], opts["identityfile"])
+        proxy = opts.get("proxycommand")
+        if proxy:
+            proxy = _expand(proxy, {"h": opts["hostname"], "p": str(port), "r": opts["user"], "%": "%"})
+        targets[name] = SSHTarget(opts["hostname"], port, opts["user"], opts["identityfile"], proxy)
     return targets
+
+
+def _expand(command: str, tokens: dict[str, str]) -> str:
+    """ssh_config's %h, %p, %r and %% in a ProxyCommand (paramiko runs it as given)."""
+    return re.sub(r"%([hpr%])", lambda m: tokens[m.group(1)], command)
 
 
 def _unquote(value: str) -> str:
@@ -228,7 +239,8 @@ class SSHRunner:
         # accept whatever host key the VM presents.
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         try:
-            client.connect(t.host, t.port, username=t.user, pkey=key,
+            sock = paramiko.ProxyCommand(t.proxy_command) if t.proxy_command else None
+            client.connect(t.host, t.port, username=t.user, pkey=key, sock=sock,
                            timeout=self.connect_timeout, banner_timeout=self.connect_timeout,
                            auth_timeout=self.connect_timeout,
                            # Only the key from ssh-config: no agent, no ~/.ssh/id_* guessing.

@@ -1,8 +1,8 @@
 """Running the `vagrant` command: the one environment it gets and the few calls labgen makes.
 
 The libvirt provider, the box fetcher (labgen/boxfetch.py) and the box builder
-(labgen/boxbuild/) all run Vagrant through here. python-vagrant, which the provider's `up`
-drives, gets the same environment from ENV.
+(labgen/boxbuild/) all run Vagrant through here, so every run can be stopped: a Ctrl-C or a
+failure elsewhere kills the vagrant process instead of leaving it creating domains.
 """
 from __future__ import annotations
 
@@ -40,12 +40,18 @@ def stream(args: Sequence[str], cwd: Path | None = None) -> Generator[str, None,
     progress line with \\r, so \\r ends a line too. Raises CalledProcessError (its output:
     the last lines) when vagrant exits non-zero; closing the iterator early kills it.
     Started here, not at the first line: a missing vagrant is an OSError from this call."""
-    proc = subprocess.Popen(["vagrant", *args], cwd=cwd, stdout=subprocess.PIPE,
+    return lines(start(args, cwd))
+
+
+def start(args: Sequence[str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """`vagrant ARGS...` started, its output (stdout and stderr together) on a pipe for
+    lines(); the caller may kill it from another thread (then lines() ends)."""
+    return subprocess.Popen(["vagrant", *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env())
-    return _lines(proc)
 
 
-def _lines(proc: subprocess.Popen[bytes]) -> Generator[str, None, None]:
+def lines(proc: subprocess.Popen[bytes]) -> Generator[str, None, None]:
+    """The lines of a started vagrant, as stream() describes them."""
     assert proc.stdout is not None
     tail: deque[str] = deque(maxlen=TAIL)
     try:

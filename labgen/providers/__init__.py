@@ -51,7 +51,7 @@ class Provider(Protocol):
     def validate(self, opts: Options, underlay: IPv4Network, datapath: str) -> None:
         """Refuse options this provider cannot honour (InputError, one line with the fix)."""
 
-    def settings(self, opts: Options, kvm_usable: bool | None) -> LibvirtSettings | None:
+    def settings(self, opts: Options, kvm_usable: bool | None, lab_name: str) -> LibvirtSettings | None:
         """The model's record of provider-only settings (None when it has none)."""
 
     def files(self, lab: Lab, env: jinja2.Environment) -> dict[str, str]:

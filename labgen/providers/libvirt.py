@@ -1,15 +1,19 @@
-"""The libvirt provider: two (or more) VMs with Vagrant + vagrant-libvirt, driven through
-python-vagrant; verification over SSH (paramiko) from `vagrant ssh-config`.
+"""The libvirt provider: two (or more) VMs with Vagrant + vagrant-libvirt; verification over
+SSH (paramiko) from `vagrant ssh-config`.
 
-Vagrant's output goes to logs/vagrant.log in the lab dir and is read line by line for
-per-node progress; on failure the error shows the last lines and where the logs are.
+A lab runs on one libvirt host or, with --host, across several (labgen/hypervisors.py): one
+Vagrant project per host, brought up side by side. Vagrant's output goes to logs/vagrant.log
+(logs/vagrant-HOST.log per host of a lab across hosts) and is read line by line for per-node
+progress; on failure the error shows the last lines and where the logs are.
 """
 from __future__ import annotations
 
 import os
 import re
 import shutil
+import socket
 import subprocess
+import threading
 import time
 import xml.etree.ElementTree as ET
 from ipaddress import IPv4Network, ip_address, ip_network
@@ -18,9 +22,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 from .. import vagrant as vagrant_cli
 from ..errors import HostError, InputError, ProviderError
-from ..hostfacts import kvm_usable
-from ..model import Lab, LibvirtSettings, Options
-from ..vagrant import ENV as VAGRANT_ENV
+from ..hostfacts import is_root, kvm_group_drift, kvm_usable
+from ..hypervisors import LOCAL_URI, Hypervisor, UdpLink, links, plan
+from ..model import Lab, LibvirtSettings, Options, node_names
 from . import NodeStatus, Progress
 
 if TYPE_CHECKING:
@@ -28,7 +32,6 @@ if TYPE_CHECKING:
 
     from ..ssh import SSHRunner, SSHTarget
 
-VIRSH = ["virsh", "-c", "qemu:///system"]
 # What Vagrant prints -> the stage a node has reached.
 STAGES = [
     (re.compile(r"Creating domain|Creating image \(snapshot"), "creating"),
@@ -50,8 +53,31 @@ def _settings(lab: Lab) -> LibvirtSettings:
     return lab.libvirt
 
 
-def _virsh(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*VIRSH, *args], capture_output=True, text=True, timeout=60)
+def _virsh(uri: str, *args: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(["virsh", "-c", uri, *args], capture_output=True, text=True,
+                              timeout=60)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(args, 124, "", f"virsh -c {uri} gave no answer in 60 s")
+
+
+def _names(res: subprocess.CompletedProcess[str]) -> set[str]:
+    return {ln.strip() for ln in res.stdout.splitlines() if ln.strip()}
+
+
+def hosts(lab: Lab) -> tuple[Hypervisor, ...]:
+    """The lab's libvirt hosts, each with its Vagrant project."""
+    return _settings(lab).hosts
+
+
+def _on(hv: Hypervisor) -> str:
+    """' on HOST' for a remote host's lines, nothing for this machine's."""
+    return f" on {hv.name}" if hv.remote else ""
+
+
+def _last(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output"
 
 
 # vagrant-libvirt's management network; an underlay on it would clash inside the VMs.
@@ -86,42 +112,61 @@ class LibvirtProvider:
             raise InputError(f"underlay {underlay} overlaps vagrant-libvirt's management network "
                              f"{VAGRANT_MGMT_NET}: pick another, e.g. --underlay 10.10.10.0/24")
 
-    def settings(self, opts: Options, kvm_usable: bool | None) -> LibvirtSettings:
+    def settings(self, opts: Options, kvm_usable: bool | None, lab_name: str) -> LibvirtSettings:
+        names = node_names(opts.nodes)
+        placed = plan(tuple(opts.hosts), names)
+        if len(placed) > 1 and (len(placed) > 2 or opts.nodes != 2):
+            raise InputError(f"--host puts {opts.nodes} nodes on {len(placed)} libvirt hosts: a lab "
+                             f"across hosts has 2 nodes on 2 hosts (their underlay is one point-to-"
+                             f"point UDP link): use --nodes 2 and one --host")
         return LibvirtSettings(memory=opts.memory, cpus=opts.cpus,
-                               driver=resolve_driver(opts.libvirt_driver, kvm_usable))
+                               driver=resolve_driver(opts.libvirt_driver, kvm_usable), hosts=placed,
+                               links=links(lab_name, placed, {n: k for k, n in enumerate(names, 1)}))
 
     def files(self, lab: Lab, env: jinja2.Environment) -> dict[str, str]:
-        return {"Vagrantfile": env.get_template("libvirt/Vagrantfile.j2").render(lab=lab)}
+        tpl = env.get_template("libvirt/Vagrantfile.j2")
+        out = {}
+        for hv in hosts(lab):
+            back = "/".join(".." for _ in Path(hv.project).parts) or "."
+            out[str(Path(hv.project) / "Vagrantfile")] = tpl.render(lab=lab, hv=hv, lab_dir=back)
+        return out
 
     def local_argv(self, lab: Lab, node: str) -> None:
         return None      # the nodes are VMs: exec and capture go over the runner's SSH
 
     def shell_argv(self, lab: Lab, lab_dir: Path, node: str) -> list[str]:
-        # VAGRANT_CWD: vagrant finds the lab's Vagrantfile from any directory.
+        # VAGRANT_CWD: vagrant finds the node's Vagrantfile from any directory.
         # -c runs the command with a terminal (vagrant ssh's --tty is on by default).
-        return ["env", f"VAGRANT_CWD={lab_dir.resolve()}", "vagrant", "ssh", node, "-c", "sudo -i"]
+        project = self._project(lab, lab_dir, self._host_of(lab, node))
+        return ["env", f"VAGRANT_CWD={project.resolve()}", "vagrant", "ssh", node, "-c", "sudo -i"]
 
     def __init__(self) -> None:
         self._ssh: dict[str, SSHTarget] | None = None
 
     # ---- what belongs to this lab -------------------------------------------------------
-    def domains(self, lab: Lab) -> list[str]:
-        return [f"{lab.domain_prefix}{n.name}" for n in lab.nodes]
+    @staticmethod
+    def _project(lab: Lab, lab_dir: Path, hv: Hypervisor) -> Path:
+        return lab_dir / hv.project
 
-    def machine_ids(self, lab_dir: Path) -> dict[str, str]:
-        """Domain UUIDs Vagrant recorded for this lab dir (what makes a domain ours)."""
+    @staticmethod
+    def _host_of(lab: Lab, node: str) -> Hypervisor:
+        return next(hv for hv in hosts(lab) if node in hv.nodes)
+
+    @staticmethod
+    def _log(lab: Lab, lab_dir: Path, hv: Hypervisor) -> Path:
+        split = len(hosts(lab)) > 1
+        return lab_dir / "logs" / (f"vagrant-{hv.name}.log" if split else "vagrant.log")
+
+    def domains(self, lab: Lab, hv: Hypervisor | None = None) -> list[str]:
+        return [f"{lab.domain_prefix}{n}" for n in (hv.nodes if hv else [n.name for n in lab.nodes])]
+
+    def machine_ids(self, lab: Lab, lab_dir: Path) -> dict[str, str]:
+        """Domain UUIDs Vagrant recorded for this lab (what makes a domain ours), all hosts."""
         ids = {}
-        for f in (lab_dir / ".vagrant" / "machines").glob("*/libvirt/id"):
-            ids[f.parts[-3]] = f.read_text().strip()
+        for hv in hosts(lab):
+            for f in (self._project(lab, lab_dir, hv) / ".vagrant" / "machines").glob("*/libvirt/id"):
+                ids[f.parts[-3]] = f.read_text().strip()
         return ids
-
-    def _existing_domains(self) -> set[str]:
-        res = _virsh("list", "--all", "--name")
-        return {ln.strip() for ln in res.stdout.splitlines() if ln.strip()}
-
-    def _existing_networks(self) -> set[str]:
-        res = _virsh("net-list", "--all", "--name")
-        return {ln.strip() for ln in res.stdout.splitlines() if ln.strip()}
 
     # ---- contract ------------------------------------------------------------------------
     def check(self, lab: Lab, lab_dir: Path) -> None:
@@ -139,19 +184,25 @@ class LibvirtProvider:
         problems = []
         # What Vagrant, vagrant-libvirt and libvirtd run on this host. libvirtd finds qemu and
         # dnsmasq itself (sbin is on its PATH); labgen never runs those three.
-        tools = {cmd: DEBIAN_PACKAGES[cmd] for cmd in
-                 ("vagrant", "virsh", "libvirtd", "qemu-system-x86_64", "qemu-img", "dnsmasq")}
+        local = any(not hv.remote for hv in hosts(lab))
+        needed = ("vagrant", "virsh") + (("libvirtd", "qemu-system-x86_64", "qemu-img", "dnsmasq") if local else ())
+        tools = {cmd: DEBIAN_PACKAGES[cmd] for cmd in needed}
         missing = missing_tools(tools, system_dirs=("libvirtd", "qemu-system-x86_64", "dnsmasq"))
         vagrant = shutil.which("vagrant") is not None
         if not vagrant or not self._has_plugin():
             missing.append("vagrant plugin vagrant-libvirt (package vagrant-libvirt)")
         if missing:
             problems.append(missing_line(missing))
-        if shutil.which("virsh") and not any(m.startswith("libvirtd ") for m in missing) \
-                and _virsh("version").returncode != 0:
+        # (`virsh uri` needs no QEMU capabilities: it answers at once even where `version` probes)
+        if local and shutil.which("virsh") and not any(m.startswith("libvirtd ") for m in missing) \
+                and _virsh(LOCAL_URI, "uri").returncode != 0:
             problems.append("libvirtd does not answer at qemu:///system: start it (systemctl start "
                             "libvirtd, or without systemd: virtlogd -d && libvirtd -d) "
                             "and make sure your user may use it (group libvirt, or sudo)")
+        if shutil.which("virsh"):
+            for hv in hosts(lab):
+                if hv.remote:
+                    problems += self._remote_problems(hv)
         if _settings(lab).driver == "kvm" and not kvm_usable():
             problems.append("KVM is not usable on this host: render with --libvirt-driver qemu "
                             "(software emulation, slower) or auto")
@@ -160,6 +211,31 @@ class LibvirtProvider:
             if box:
                 problems.append(box)
         return problems
+
+    @staticmethod
+    def _remote_problems(hv: Hypervisor) -> list[str]:
+        """A host reached over SSH: SSH itself (Vagrant reaches the guests through it), its
+        libvirtd, and the storage pool vagrant-libvirt puts the box and the disks in."""
+        argv = hv.ssh_argv()
+        try:
+            ssh = subprocess.run([*argv, "true"], capture_output=True, text=True, timeout=60,
+                                 stdin=subprocess.DEVNULL)
+            ssh_ok, said = ssh.returncode == 0, _last(ssh.stderr)
+        except subprocess.TimeoutExpired:
+            ssh_ok, said = False, "no answer in 60 s"
+        if not ssh_ok:
+            return [f"libvirt host {hv.name} does not answer over SSH ({said}): check that "
+                    f"`{' '.join(argv)} true` works without a prompt (key, known host)"]
+        version = _virsh(hv.uri, "uri")
+        if version.returncode != 0:
+            return [f"libvirt at {hv.uri} does not answer ({_last(version.stderr)}): start "
+                    f"libvirtd on {hv.name} and check that its user may use it"]
+        if _virsh(hv.uri, "pool-info", "default").returncode != 0:
+            return [f"libvirt at {hv.uri} has no storage pool 'default' (vagrant-libvirt keeps "
+                    f"the box and the disks there): on {hv.name} run virsh pool-define-as default "
+                    f"dir --target /var/lib/libvirt/images && virsh pool-start default && "
+                    f"virsh pool-autostart default"]
+        return []
 
     def _has_plugin(self) -> bool:
         return "vagrant-libvirt" in vagrant_cli.run(["plugin", "list"], timeout=60).stdout
@@ -180,151 +256,281 @@ class LibvirtProvider:
         """What is fine but worth knowing before create (for labgen doctor)."""
         from ..boxfetch import missing_note
         notes = []
+        drift = kvm_group_drift()
+        if drift and any(not hv.remote for hv in hosts(lab)):
+            notes.append(f"/dev/kvm is in group {drift[0]}, not kvm (no udev here?): libvirt probes "
+                         f"QEMU again on every call, seconds each; fix: chgrp kvm /dev/kvm "
+                         f"(labgen create does it when run as root)")
         if _settings(lab).driver == "qemu":
             notes.append("KVM is not usable here; VMs use software emulation (qemu driver), "
                          "about a minute per boot")
         note = missing_note(lab.box) if shutil.which("vagrant") else None
+        # vagrant-libvirt's name for a box's image in a storage pool
+        image = lab.box.name.replace("/", "-VAGRANTSLASH-") + "_vagrant_box_image_"
+        for hv in hosts(lab):
+            vols = _virsh(hv.uri, "vol-list", "default") if hv.remote and shutil.which("virsh") else None
+            if vols is not None and vols.returncode == 0 and image not in vols.stdout:
+                notes.append(f"host {hv.name}: box {lab.box.name} is not in its storage pool yet; "
+                             f"vagrant-libvirt copies it there on the first create")
+        if _settings(lab).split:
+            a, b = _settings(lab).links
+            notes.append(f"the underlay crosses hosts as UDP {a.local_ip}:{a.local_port} <-> "
+                         f"{b.local_ip}:{b.local_port}: both ports must pass the firewalls between "
+                         f"them; underlay MTU {lab.underlay_mtu}")
         return notes + ([note] if note else [])
 
     def _name_problems(self, lab: Lab, lab_dir: Path) -> list[str]:
         problems = []
-        ours = set(self.machine_ids(lab_dir))
-        taken = [d for d in self.domains(lab) if d in self._existing_domains()
-                 and d.removeprefix(lab.domain_prefix) not in ours]
-        if taken:
-            problems.append(f"libvirt domain {', '.join(taken)} already exists and is not this lab's: "
-                            f"remove it (virsh destroy/undefine) or pass another --name")
+        ours = set(self.machine_ids(lab, lab_dir))
+        for hv in hosts(lab):
+            existing = _names(_virsh(hv.uri, "list", "--all", "--name"))
+            taken = [d for d in self.domains(lab, hv) if d in existing
+                     and d.removeprefix(lab.domain_prefix) not in ours]
+            where = _on(hv)
+            if taken:
+                problems.append(f"libvirt domain {', '.join(taken)} already exists{where} and is not "
+                                f"this lab's: remove it (virsh destroy/undefine) or pass another --name")
+            if not _settings(lab).split:
+                problems += self._network_problems(lab, hv, bool(ours), where)
+        for link in _settings(lab).links:
+            if link.node not in ours:
+                problems += self._port_problem(link, self._host_of(lab, link.node))
+        return problems
+
+    @staticmethod
+    def _network_problems(lab: Lab, hv: Hypervisor, ours: bool, where: str) -> list[str]:
+        problems = []
         underlay = ip_network(lab.underlay)
-        for net in self._existing_networks():
-            xml = _virsh("net-dumpxml", net).stdout
+        for net in _names(_virsh(hv.uri, "net-list", "--all", "--name")):
+            xml = _virsh(hv.uri, "net-dumpxml", net).stdout
             try:
                 ips = [e.get("address", "") for e in ET.fromstring(xml).iter("ip") if e.get("address")]
             except ET.ParseError:
                 continue
             clash = any(ip_address(a) in underlay for a in ips if ":" not in a)
             if net == lab.libvirt_network and not ours:
-                problems.append(f"libvirt network {net} already exists and is not this lab's: "
+                problems.append(f"libvirt network {net} already exists{where} and is not this lab's: "
                                 f"remove it (virsh net-destroy {net}; virsh net-undefine {net}) "
                                 f"or pass another --name")
             elif clash and net != lab.libvirt_network:
-                problems.append(f"libvirt network {net} already uses the underlay {lab.underlay}: "
+                problems.append(f"libvirt network {net}{where} already uses the underlay {lab.underlay}: "
                                 f"pick another --underlay or remove that network")
         return problems
 
+    @staticmethod
+    def _port_problem(link: UdpLink, hv: Hypervisor) -> list[str]:
+        """The UDP port of a node's underlay link must be free on its host (qemu binds it)."""
+        if hv.remote:
+            res = subprocess.run([*hv.ssh_argv(), f"ss -Hlun 'sport = :{link.local_port}'"],
+                                 capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+            busy = res.returncode == 0 and bool(res.stdout.strip())
+        else:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                try:
+                    s.bind((link.local_ip, link.local_port))
+                    busy = False
+                except OSError:
+                    busy = True
+        if not busy:
+            return []
+        return [f"UDP port {link.local_port} on {hv.name} ({link.local_ip}), {link.node}'s underlay "
+                f"link, is taken: free it or pass another --name (the ports follow the lab name)"]
+
     def exists(self, lab: Lab, lab_dir: Path) -> bool:
-        if not self.machine_ids(lab_dir) or shutil.which("virsh") is None:
+        if not self.machine_ids(lab, lab_dir) or shutil.which("virsh") is None:
             return False
-        return bool(set(self.domains(lab)) & self._existing_domains())
+        return any(set(self.domains(lab, hv)) & _names(_virsh(hv.uri, "list", "--all", "--name"))
+                   for hv in hosts(lab))
 
     def up(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
-        import vagrant
-
         from ..boxfetch import ensure_box
-        log_path = lab_dir / "logs" / "vagrant.log"
-        log_path.parent.mkdir(exist_ok=True)
+        (lab_dir / "logs").mkdir(exist_ok=True)
         # A box with a URL or catalog name that is not added yet: fetched once, with progress.
-        ensure_box(lab.box, lambda message: progress("box", message), log=log_path)
+        ensure_box(lab.box, lambda message: progress("box", message),
+                   log=self._log(lab, lab_dir, hosts(lab)[0]))
         if _settings(lab).driver == "qemu":
             progress("lab", "software emulation (qemu driver): about a minute per boot")
+        drift = kvm_group_drift()
+        if drift and is_root() and any(not hv.remote for hv in hosts(lab)):
+            # What udev does at boot where there is one; see kvm_group_drift.
+            os.chown("/dev/kvm", -1, drift[1])
+            progress("lab", f"/dev/kvm had group {drift[0]}, not kvm (no udev here): set it to "
+                            f"kvm, else libvirt probes QEMU again on every call")
         self._ssh = None
-        (lab_dir / ".vagrant" / "labgen-ssh-config").unlink(missing_ok=True)
-        v = vagrant.Vagrant(root=str(lab_dir), quiet_stdout=False, quiet_stderr=False,
-                            env={**os.environ, **VAGRANT_ENV},
-                            err_cm=lambda: open(lab_dir / "logs" / "vagrant.stderr.log", "a"))
-        stage: dict[str, str] = {}
-        lines: list[str] = []
+        runs = [_Bringup(hv, self._project(lab, lab_dir, hv), self._log(lab, lab_dir, hv), progress)
+                for hv in hosts(lab)]
+        for run in runs:
+            run.peers = [r for r in runs if r is not run]
+            (run.project / ".vagrant" / "labgen-ssh-config").unlink(missing_ok=True)
         try:
-            with open(log_path, "a") as log:
-                log.write(f"\n=== labgen up {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-                # --provision: a running lab is provisioned again (the scripts change nothing).
-                for line in v.up(provider="libvirt", provision=True, stream_output=True):
-                    log.write(line)
-                    log.flush()
-                    lines.append(line.rstrip())
-                    self._track(line, stage, progress)
-        except subprocess.CalledProcessError as exc:
-            raise ProviderError(self._failure(lab, lab_dir, lines, exc.returncode)) from None
+            for before, run in zip([None, *runs], runs, strict=False):
+                # One host after the other up to the domains' start, then side by side: two
+                # URIs may reach ONE libvirtd, and its box volume and management network
+                # must be created once, not raced.
+                if before is not None:
+                    before.past_creation.wait()
+                if any(r.error is not None for r in runs):
+                    break
+                run.start()
+            for run in runs:
+                run.join()
+        except BaseException:
+            for run in runs:
+                run.kill()
+            for run in runs:
+                run.join()
+            raise
+        failed = [r for r in runs if r.error is not None and r.stopped_for is None]
+        if failed:
+            raise ProviderError("; ".join(self._failure(lab, lab_dir, r, len(runs) > 1) for r in failed))
         progress("lab", "all nodes provisioned")
 
-    @staticmethod
-    def _track(line: str, stage: dict[str, str], progress: Progress) -> None:
-        m = _NODE_LINE.match(line.strip())
-        if not m:
-            return
-        node, text = m.groups()
-        for pattern, name in STAGES:
-            if pattern.search(text) and stage.get(node) != name:
-                stage[node] = name
-                progress(node, name)
-                return
-
-    def _failure(self, lab: Lab, lab_dir: Path, lines: list[str], code: int) -> str:
-        err_log = lab_dir / "logs" / "vagrant.stderr.log"
-        err_tail = err_log.read_text().strip().splitlines()[-TAIL:] if err_log.exists() else []
-        tail = " | ".join((err_tail or lines[-TAIL:])[-6:])
-        msg = f"vagrant up failed (exit {code}): {tail} (full log: {lab_dir / 'logs'}/vagrant.log)"
-        if any("Waiting for domain to get an IP" in ln for ln in lines[-5:]) or "IP address" in tail:
+    def _failure(self, lab: Lab, lab_dir: Path, run: _Bringup, split: bool) -> str:
+        code, tail = run.error or (0, [])
+        where = f" on host {run.hv.name}" if split else ""
+        msg = f"vagrant up failed{where} (exit {code}): {' | '.join(tail[-6:])} (full log: {run.log})"
+        if any("Waiting for domain to get an IP" in ln for ln in tail[-5:]) or "IP address" in " ".join(tail):
             msg += f"; the guest never got an address: see the serial consoles {lab_dir / 'logs'}/node*-console.log"
         return msg
 
     def destroy(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
-        if (lab_dir / ".vagrant").exists() and shutil.which("vagrant"):
-            progress("lab", "vagrant destroy")
-            res = vagrant_cli.run(["destroy", "-f"], cwd=lab_dir, timeout=300)
-            with open(lab_dir / "logs" / "vagrant.log", "a") as log:
-                log.write(res.stdout + res.stderr)
-        # Whatever Vagrant left (a crash half way, a network it no longer tracks): by name.
-        if shutil.which("virsh"):
-            ours = set(self.domains(lab))
-            for dom in sorted(ours & self._existing_domains()):
-                progress("lab", f"removing leftover domain {dom}")
-                _virsh("destroy", dom)
-                _virsh("undefine", dom, "--remove-all-storage", "--nvram")
-            if lab.libvirt_network in self._existing_networks():
-                progress("lab", f"removing network {lab.libvirt_network}")
-                _virsh("net-destroy", lab.libvirt_network)
-                _virsh("net-undefine", lab.libvirt_network)
-            vols = _virsh("vol-list", "default").stdout
-            for line in vols.splitlines()[2:]:
-                vol = line.split()[0] if line.split() else ""
-                if vol.startswith(lab.domain_prefix):
-                    progress("lab", f"removing leftover volume {vol}")
-                    _virsh("vol-delete", vol, "--pool", "default")
-        shutil.rmtree(lab_dir / ".vagrant", ignore_errors=True)
+        for hv in hosts(lab):
+            project = self._project(lab, lab_dir, hv)
+            if (project / ".vagrant").exists() and shutil.which("vagrant"):
+                progress("lab", f"vagrant destroy{_on(hv)}")
+                res = vagrant_cli.run(["destroy", "-f"], cwd=project, timeout=300)
+                (lab_dir / "logs").mkdir(exist_ok=True)
+                with open(self._log(lab, lab_dir, hv), "a") as log:
+                    log.write(res.stdout + res.stderr)
+        # Whatever Vagrant left (a crash half way, a network it no longer tracks): by name,
+        # each host only its own nodes' (two URIs may reach one libvirtd and one pool).
+        for hv in hosts(lab):
+            if shutil.which("virsh"):
+                self._remove_leftovers(lab, hv, progress)
+            shutil.rmtree(self._project(lab, lab_dir, hv) / ".vagrant", ignore_errors=True)
         self._ssh = None
+
+    def _remove_leftovers(self, lab: Lab, hv: Hypervisor, progress: Progress) -> None:
+        ours = self.domains(lab, hv)
+        for dom in sorted(set(ours) & _names(_virsh(hv.uri, "list", "--all", "--name"))):
+            progress("lab", f"removing leftover domain {dom}{_on(hv)}")
+            _virsh(hv.uri, "destroy", dom)
+            _virsh(hv.uri, "undefine", dom, "--remove-all-storage", "--nvram")
+        if not _settings(lab).split and \
+                lab.libvirt_network in _names(_virsh(hv.uri, "net-list", "--all", "--name")):
+            progress("lab", f"removing network {lab.libvirt_network}{_on(hv)}")
+            _virsh(hv.uri, "net-destroy", lab.libvirt_network)
+            _virsh(hv.uri, "net-undefine", lab.libvirt_network)
+        for line in _virsh(hv.uri, "vol-list", "default").stdout.splitlines()[2:]:
+            vol = line.split()[0] if line.split() else ""
+            # vagrant-libvirt names a domain's disks DOMAIN.img, DOMAIN-vdb.qcow2, ...
+            if any(vol.startswith((f"{dom}.", f"{dom}-")) for dom in ours):
+                progress("lab", f"removing leftover volume {vol}{_on(hv)}")
+                _virsh(hv.uri, "vol-delete", vol, "--pool", "default")
 
     def status(self, lab: Lab, lab_dir: Path) -> list[NodeStatus]:
         # libvirt answers in milliseconds; `vagrant status` takes seconds of Ruby start-up.
         if shutil.which("virsh") is None:
             return [NodeStatus(n.name, "unknown", "virsh is missing") for n in lab.nodes]
-        existing = self._existing_domains()
-        running = {ln.strip() for ln in _virsh("list", "--name").stdout.splitlines() if ln.strip()}
-        ours = self.machine_ids(lab_dir)
-        out = []
-        for n in lab.nodes:
-            dom = f"{lab.domain_prefix}{n.name}"
-            if dom not in existing:
-                out.append(NodeStatus(n.name, "absent", f"no domain {dom}"))
-            elif n.name not in ours:
-                out.append(NodeStatus(n.name, "foreign", f"domain {dom} exists but is not this lab's"))
-            else:
-                out.append(NodeStatus(n.name, "running" if dom in running else "stopped", f"domain {dom}"))
-        return out
+        ours = self.machine_ids(lab, lab_dir)
+        out = {}
+        for hv in hosts(lab):
+            listed = _virsh(hv.uri, "list", "--all", "--name")
+            existing = _names(listed)
+            running = _names(_virsh(hv.uri, "list", "--name"))
+            where = _on(hv)
+            for node in hv.nodes:
+                dom = f"{lab.domain_prefix}{node}"
+                if listed.returncode != 0:
+                    out[node] = NodeStatus(node, "unknown", f"libvirt at {hv.uri} does not answer")
+                elif dom not in existing:
+                    out[node] = NodeStatus(node, "absent", f"no domain {dom}{where}")
+                elif node not in ours:
+                    out[node] = NodeStatus(node, "foreign", f"domain {dom}{where} exists but is not this lab's")
+                else:
+                    out[node] = NodeStatus(node, "running" if dom in running else "stopped", f"domain {dom}{where}")
+        return [out[n.name] for n in lab.nodes]
 
     def runner(self, lab: Lab, lab_dir: Path, node: str) -> SSHRunner:
         from ..ssh import SSHRunner, parse_ssh_config  # paramiko: only when a node is reached
         if self._ssh is None:
-            self._ssh = parse_ssh_config(self._ssh_config(lab_dir))
+            self._ssh = {}
+            for hv in hosts(lab):
+                self._ssh |= parse_ssh_config(self._ssh_config(self._project(lab, lab_dir, hv)))
         if node not in self._ssh:
             raise ProviderError(f"vagrant ssh-config knows no {node}: is the lab up? (labgen up)")
         return SSHRunner(node, self._ssh[node])
 
-    def _ssh_config(self, lab_dir: Path) -> str:
+    def _ssh_config(self, project: Path) -> str:
         """`vagrant ssh-config` costs seconds: take it once per up, keep it beside Vagrant's state."""
-        cache = lab_dir / ".vagrant" / "labgen-ssh-config"
-        ids = list((lab_dir / ".vagrant" / "machines").glob("*/libvirt/id"))
+        cache = project / ".vagrant" / "labgen-ssh-config"
+        ids = list((project / ".vagrant" / "machines").glob("*/libvirt/id"))
         if cache.exists() and all(cache.stat().st_mtime >= f.stat().st_mtime for f in ids):
             return cache.read_text()
-        text = vagrant_cli.ssh_config(lab_dir)
+        text = vagrant_cli.ssh_config(project)
         cache.write_text(text)
         return text
+
+
+class _Bringup:
+    """`vagrant up` of one host's project in a thread: its lines to the log and to progress,
+    an event once its domains are past creation, and a kill for Ctrl-C or a failed peer."""
+
+    def __init__(self, hv: Hypervisor, project: Path, log: Path, progress: Progress):
+        self.hv, self.project, self.log, self.progress = hv, project, log, progress
+        self.past_creation = threading.Event()
+        self.error: tuple[int, list[str]] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._thread = threading.Thread(target=self._run, name=f"vagrant-up-{hv.name}", daemon=True)
+        self.peers: list[_Bringup] = []     # killed when this one fails: no point going on
+        self.stopped_for: str | None = None     # the peer whose failure stopped this one
+
+    def start(self) -> None:
+        # --provision: a running lab is provisioned again (the scripts change nothing).
+        self._proc = vagrant_cli.start(["up", "--provider", "libvirt", "--provision"], cwd=self.project)
+        self._thread.start()
+
+    def _run(self) -> None:
+        assert self._proc is not None
+        stage: dict[str, str] = {}
+        tail: list[str] = []
+        try:
+            with open(self.log, "a") as log:
+                log.write(f"\n=== labgen up {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+                for line in vagrant_cli.lines(self._proc):
+                    log.write(line + "\n")
+                    log.flush()
+                    tail = [*tail[-TAIL + 1:], line]
+                    _track(line, stage, self.progress)
+                    if any(s not in ("creating",) for s in stage.values()):
+                        self.past_creation.set()
+        except subprocess.CalledProcessError as exc:
+            self.error = (exc.returncode, tail)
+        except OSError as exc:
+            self.error = (-1, [str(exc)])
+        finally:
+            self.past_creation.set()
+        if self.error is not None and self.stopped_for is None:
+            for peer in self.peers:
+                peer.kill(because=self.hv.name)
+
+    def kill(self, because: str | None = None) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self.stopped_for = because
+            self._proc.kill()
+
+    def join(self) -> None:
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+def _track(line: str, stage: dict[str, str], progress: Progress) -> None:
+    m = _NODE_LINE.match(line.strip())
+    if not m:
+        return
+    node, text = m.groups()
+    for pattern, name in STAGES:
+        if pattern.search(text) and stage.get(node) != name:
+            stage[node] = name
+            progress(node, name)
+            return

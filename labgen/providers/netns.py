@@ -77,8 +77,11 @@ class NetnsProvider:
         if datapath not in self.datapaths:
             raise InputError("--datapath system needs a kernel Open vSwitch module; the netns "
                              "provider uses the userspace datapath: drop --datapath or use netdev")
+        if opts.hosts:
+            raise InputError("--host places VMs on libvirt hosts; the netns provider runs every "
+                             "node on this machine: drop --host or use --provider libvirt")
 
-    def settings(self, opts: Options, kvm_usable: bool | None) -> None:
+    def settings(self, opts: Options, kvm_usable: bool | None, lab_name: str) -> None:
         return None
 
     def files(self, lab: Lab, env: jinja2.Environment) -> dict[str, str]:

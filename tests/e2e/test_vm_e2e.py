@@ -2,14 +2,23 @@
 here), the locally built labgen/debian12 box, OVS's kernel datapath inside the guests,
 verification over SSH. Minutes, not seconds: the tests here share ONE running GRE lab
 (verify, up again, three breakages, firewalld admitting only the tunnel, iptables DROP);
-test_vm_geneve.py and test_vm_vxlan.py boot their labs after it."""
+test_vm_geneve.py and test_vm_vxlan.py boot their labs after it, on one libvirt host.
+
+This GRE lab runs across two libvirt hosts: node1 on qemu:///system, node2 on
+qemu+ssh://root@127.0.0.1/system, this machine's own libvirt reached through a real sshd on
+loopback with a key made for the test. So the remote path is really exercised: libvirt over
+SSH, one Vagrant project per host, the guests' SSH through the host, and the underlay as a
+UDP link between the two hosts' qemu processes."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
+from support import sshd as ssh_server
 from support.cli import labgen
 from support.vm import EMPTY, IPTABLES_DROP, fails_at_overlay_naming, firewalld_rules, libvirt_names, on_node, root_node
 
@@ -23,8 +32,7 @@ pytestmark = pytest.mark.vm
 
 
 def _vm(lab, node: str, cmd: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["vagrant", "ssh", node, "-c", cmd], cwd=lab, capture_output=True, text=True,
-                          timeout=300)
+    return on_node(lab, node, cmd)
 
 
 def _failing(proc) -> list[dict]:
@@ -32,23 +40,40 @@ def _failing(proc) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def gre_lab(tmp_path_factory, box):
-    """ONE running two-VM GRE lab that the tests below share (a lab costs minutes on an
-    emulated machine); destroyed at the end, and nothing of it may be left."""
+def hv_b(tmp_path_factory):
+    """The second libvirt host: this machine's libvirt through a real sshd on 127.0.0.1:22."""
+    for server in ssh_server.serve(tmp_path_factory, port=22):
+        yield f"qemu+ssh://root@127.0.0.1/system?keyfile={server.key}&no_verify=1"
+
+
+def _udp_bound(port: int) -> bool:
+    return bool(subprocess.run(["ss", "-Hlun", f"sport = :{port}"], capture_output=True,
+                               text=True).stdout.strip())
+
+
+@pytest.fixture(scope="module")
+def gre_lab(tmp_path_factory, box, hv_b):
+    """ONE running two-VM GRE lab across two libvirt hosts that the tests below share (a lab
+    costs minutes on an emulated machine); destroyed at the end, and nothing of it may be
+    left on either host."""
     name, lab = "ci-gre", tmp_path_factory.mktemp("vm") / "lab"
     assert libvirt_names(f"labgen-{name}") == EMPTY
     junit = lab.parent / "junit.xml"
+    started = time.monotonic()
     proc = labgen("create", "gre", "--box", box, "--name", name, "--dir", str(lab), "--json",
-                  "--junit", str(junit), timeout=1800)
+                  "--junit", str(junit), "--host", f"node2={hv_b}", timeout=1800)
+    print(f"split GRE lab: create -> verified in {time.monotonic() - started:.0f} s")
     try:
         yield lab, proc, junit
     finally:
         # (a create refused before it wrote anything leaves no lab dir to destroy)
         if (lab / "lab.json").exists():
+            ports = [ln["local_port"] for ln in json.loads((lab / "lab.json").read_text())["libvirt"]["links"]]
             destroyed = labgen("destroy", str(lab), timeout=600)
             assert destroyed.returncode == 0, destroyed.stderr
-        assert libvirt_names(f"labgen-{name}") == EMPTY
-        assert not (lab / ".vagrant").exists()
+            assert not any(_udp_bound(p) for p in ports)     # no qemu holds a link's socket
+        assert libvirt_names(f"labgen-{name}") == EMPTY     # (both "hosts" are this libvirtd)
+        assert not list(lab.glob("**/.vagrant"))
 
 
 def test_create_on_vms_verifies(gre_lab):
@@ -65,6 +90,46 @@ def test_create_on_vms_verifies(gre_lab):
     assert {s["name"]: s["status"] for s in result["stages"]} == {n: "passed" for n in NAMES}
     assert ET.parse(junit).getroot().find("testsuite").get("failures") == "0"
     assert "node1: SSH ready" in proc.stderr and "node2: provisioning" in proc.stderr
+
+
+def test_the_split_lab_runs_one_project_per_host_joined_by_udp(gre_lab, hv_b):
+    lab, proc, _ = gre_lab
+    assert proc.returncode == 0
+    hosts = json.loads((lab / "lab.json").read_text())["libvirt"]["hosts"]
+    assert [(h["uri"], h["nodes"]) for h in hosts] == [("qemu:///system", ["node1"]), (hv_b, ["node2"])]
+    assert (lab / "hosts/local/.vagrant").is_dir() and (lab / "hosts/127.0.0.1/.vagrant").is_dir()
+    for node in ("node1", "node2"):
+        # Each guest's underlay NIC is a UDP socket of its qemu, not a libvirt network.
+        ifaces = subprocess.run(["virsh", "-c", "qemu:///system", "domiflist", f"labgen-ci-gre-{node}"],
+                                capture_output=True, text=True).stdout
+        assert [ln.split()[1] for ln in ifaces.splitlines()[2:] if ln.split()] == ["network", "udp"], ifaces
+        # The node script set the underlay MTU that leaves room for the link's 42 bytes.
+        assert "mtu 1458" in on_node(lab, node, "ip link show eth1").stdout
+    # node2 was reached over the remote host's SSH: vagrant ssh-config names the proxy.
+    assert "ProxyCommand" in (lab / "hosts/127.0.0.1/.vagrant/labgen-ssh-config").read_text()
+
+
+def test_split_lab_pre_checks_refuse_in_one_line_and_create_nothing(tmp_path, box, hv_b):
+    """Before anything is created: a host whose SSH refuses the key, a link port that is taken."""
+    bad_key = hv_b.replace("keyfile=", "keyfile=/nonexistent")
+    proc = labgen("create", "gre", "--box", box, "--name", "refused", "--dir", str(tmp_path / "a"),
+                  "--host", f"node2={bad_key}")
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "libvirt host 127.0.0.1 does not answer over SSH" in lines[0], proc.stderr
+    render = labgen("render", "gre", "--box", box, "--name", "refused", "--dir", str(tmp_path / "b"),
+                    "--host", f"node2={hv_b}")
+    port = json.loads((tmp_path / "b/lab.json").read_text())["libvirt"]["links"][0]["local_port"]
+    assert render.returncode == 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", port))
+        proc = labgen("create", "gre", "--box", box, "--name", "refused", "--dir", str(tmp_path / "c"),
+                      "--host", f"node2={hv_b}")
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"UDP port {port} on local (127.0.0.1), node1's underlay link, is taken" in lines[0]
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+    assert libvirt_names("labgen-refused-") == EMPTY
 
 
 def test_firewalld_is_active_and_admits_only_the_tunnel_from_the_underlay(gre_lab):

@@ -1,4 +1,4 @@
-"""The golden cases: four labs as `labgen render` writes them (tests/golden/CASE/), rendered
+"""The golden cases: five labs as `labgen render` writes them (tests/golden/CASE/), rendered
 by the real CLI. tests/unit/test_golden.py compares them byte for byte; test_rendered_lint.py
 runs each file's own checker on them."""
 from __future__ import annotations
@@ -14,6 +14,9 @@ CASES = {
               "--libvirt-driver", "qemu"],
     "gre-3nodes": ["gre", "--nodes", "3", "--provider", "netns"],
     "geneve": ["geneve", "--box", "labgen/debian12", "--vni", "5000", "--libvirt-driver", "qemu"],
+    # Across two libvirt hosts (loopback: the link's addresses do not depend on this machine).
+    "gre-split": ["gre", "--box", "labgen/debian12", "--libvirt-driver", "qemu", "--host",
+                  "node2=qemu+ssh://root@127.0.0.1/system?keyfile=/root/.ssh/hv-b&no_verify=1"],
 }
 
 

@@ -46,9 +46,9 @@ class Server:
         return SSHTarget("127.0.0.1", self.port, "root", str(key or self.key))
 
 
-def serve(tmp_path_factory) -> Iterator[Server]:
-    """Start sshd on a free loopback port with fresh keys, yield it as a Server, stop it
-    (behind the `sshd` fixture of tests/conftest.py)."""
+def serve(tmp_path_factory, port: int | None = None) -> Iterator[Server]:
+    """Start sshd on loopback (a free port, or `port`) with fresh keys, yield it as a Server,
+    stop it (behind the `sshd` fixture of tests/conftest.py)."""
     d = tmp_path_factory.mktemp("sshd")
     host_key = keygen(d / "host_ed25519", "-t", "ed25519")
     client_key = keygen(d / "client_ed25519", "-t", "ed25519")
@@ -58,7 +58,12 @@ def serve(tmp_path_factory) -> Iterator[Server]:
     stranger_key = keygen(d / "stranger_ed25519", "-t", "ed25519")  # not authorized
     (d / "authorized_keys").write_text(
         Path(f"{client_key}.pub").read_text() + Path(f"{rsa_key}.pub").read_text())
-    port = free_port()
+    if port is None:
+        port = free_port()
+    else:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                pytest.fail(f"127.0.0.1:{port} is taken: this test runs its own sshd there")
     config = d / "sshd_config"
     config.write_text(f"""\
 ListenAddress 127.0.0.1

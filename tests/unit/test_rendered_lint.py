@@ -54,9 +54,11 @@ def test_node_scripts_pass_shellcheck(labs, case):
 @pytest.mark.parametrize("case", sorted(c for c in CASES if "--provider" not in CASES[c]))
 def test_vagrantfile_is_valid_ruby(labs, case):
     ruby = need("ruby")
-    proc = subprocess.run([ruby, "-c", str(labs[case] / "Vagrantfile")],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and "Syntax OK" in proc.stdout, proc.stdout + proc.stderr
+    vagrantfiles = sorted(labs[case].glob("**/Vagrantfile"))     # one per libvirt host
+    assert vagrantfiles
+    for vagrantfile in vagrantfiles:
+        proc = subprocess.run([ruby, "-c", str(vagrantfile)], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0 and "Syntax OK" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_netns_lab_has_no_vagrantfile(labs):
