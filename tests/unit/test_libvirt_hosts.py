@@ -1,0 +1,95 @@
+"""The libvirt provider's own logic for labs across hosts, at its process boundary: stand-ins
+for `vagrant` and `virsh` first on PATH (the real ones are exercised by
+tests/e2e/test_vm_e2e.py, whose shared GRE lab runs across two hosts)."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from labgen.errors import ProviderError
+from labgen.model import Options, build_lab
+from labgen.providers.libvirt import LibvirtProvider
+from labgen.render import write_lab
+
+HV_B = "qemu+ssh://root@127.0.0.1/system?keyfile=/k/hv-b&no_verify=1"
+
+
+def fake(tmp_path: Path, monkeypatch, name: str, script: str) -> Path:
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir(exist_ok=True)
+    calls = tmp_path / f"{name}-calls"
+    path = bin_dir / name
+    path.write_text(f'#!/bin/sh\necho "$PWD $*" >> "{calls}"\n{script}\n')
+    path.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return calls
+
+
+@pytest.fixture
+def split_lab(tmp_path):
+    lab = build_lab(Options(tunnel="gre", libvirt_driver="qemu", name="x", hosts=(f"node2={HV_B}",)))
+    lab_dir = tmp_path / "lab"
+    write_lab(lab, lab_dir)
+    return lab, lab_dir
+
+
+def test_leftovers_are_removed_per_host_each_only_its_own_nodes(split_lab, tmp_path, monkeypatch):
+    """Two URIs may reach one libvirtd and one pool: sweeping host A must not delete the disk
+    of a node that runs on host B."""
+    lab, lab_dir = split_lab
+    calls = fake(tmp_path, monkeypatch, "virsh", """
+case "$*" in
+  *vol-list*) printf ' Name Path\\n----\\n labgen-x-node1.img /p/1\\n labgen-x-node2.img /p/2\\n other.img /p/3\\n' ;;
+esac""")
+    LibvirtProvider().destroy(lab, lab_dir, lambda who, what: None)
+    deleted = [ln.split()[1:] for ln in calls.read_text().splitlines() if "vol-delete" in ln]
+    assert deleted == [["-c", "qemu:///system", "vol-delete", "labgen-x-node1.img", "--pool", "default"],
+                       ["-c", HV_B, "vol-delete", "labgen-x-node2.img", "--pool", "default"]]
+    # A lab across hosts has no libvirt underlay network to remove.
+    assert "net-destroy" not in calls.read_text()
+
+
+def test_a_failing_host_stops_the_other_and_is_the_one_named(split_lab, tmp_path, monkeypatch):
+    """Host local reaches its domains' start, then would run forever; host 127.0.0.1 fails.
+    up() kills the first (no waiting for it), and the error names only the failed host."""
+    lab, lab_dir = split_lab
+    monkeypatch.setattr("labgen.boxfetch.ensure_box", lambda *a, **k: False)
+    calls = fake(tmp_path, monkeypatch, "vagrant", """
+case "$PWD" in
+  */hosts/local) echo "==> node1: Creating domain with the following settings..."
+                 echo "==> node1: Starting domain."
+                 echo $$ > "$LABGEN_TEST_PIDFILE"
+                 exec sleep 3600 ;;
+  *) echo "==> node2: Creating domain with the following settings..."
+     echo "Call to virDomainCreateWithFlags failed: no route to host" ; exit 1 ;;
+esac""")
+    pidfile = tmp_path / "local-vagrant.pid"
+    monkeypatch.setenv("LABGEN_TEST_PIDFILE", str(pidfile))
+    seen: list[tuple[str, str]] = []
+    # A guard, not a measure: if up() failed to stop host local, this ends the test's wait.
+    fired: list[bool] = []
+
+    def stop_it() -> None:
+        fired.append(True)
+        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+    guard = threading.Timer(300, stop_it)
+    guard.start()
+    try:
+        with pytest.raises(ProviderError) as exc:
+            LibvirtProvider().up(lab, lab_dir, lambda who, what: seen.append((who, what)))
+    finally:
+        guard.cancel()
+    assert not fired
+    with pytest.raises(ProcessLookupError):      # killed and reaped by up()
+        os.kill(int(pidfile.read_text()), 0)
+    msg = str(exc.value)
+    assert msg.startswith("vagrant up failed on host 127.0.0.1 (exit 1)") and "no route to host" in msg
+    assert "host local" not in msg
+    # The second host started only once the first was past creating its domains.
+    order = [ln.split()[0].rsplit("/", 1)[1] for ln in calls.read_text().splitlines()]
+    assert order == ["local", "127.0.0.1"]
+    assert seen.index(("node1", "booting")) < seen.index(("node2", "creating"))
