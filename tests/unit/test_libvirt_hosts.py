@@ -93,3 +93,20 @@ esac""")
     order = [ln.split()[0].rsplit("/", 1)[1] for ln in calls.read_text().splitlines()]
     assert order == ["local", "127.0.0.1"]
     assert seen.index(("node1", "booting")) < seen.index(("node2", "creating"))
+
+
+def test_kvm_group_drift_is_seen_and_named(tmp_path):
+    """/dev/kvm outside group kvm (no udev) is what made libvirt probe QEMU on every call."""
+    import grp
+
+    from labgen.hostfacts import kvm_group_drift
+    kvm = grp.getgrnam("kvm").gr_gid if "kvm" in {g.gr_name for g in grp.getgrall()} else None
+    if kvm is None or os.geteuid() != 0:
+        pytest.skip("needs root and a kvm group to give a stand-in device a group")
+    dev = tmp_path / "kvm"
+    dev.touch()
+    os.chown(dev, -1, 65534)
+    assert kvm_group_drift(dev) == (65534, kvm)
+    os.chown(dev, -1, kvm)
+    assert kvm_group_drift(dev) is None
+    assert kvm_group_drift(tmp_path / "absent") is None
