@@ -189,8 +189,9 @@ def test_namespace_mtu_black_hole_fails_the_mtu_stage_then_up_repairs(gre_lab):
     bad = _failing(proc)
     assert {c["stage"] for c in bad} == {"mtu"}, bad
     names = {c["name"]: c["evidence"] for c in bad if c["node"] == "node2"}
-    assert "a2.2 in A2 mtu 1500" in names["no overlay interface above the inner MTU 1462"]
-    assert "black hole" in names["A2 -> A1: DF ping, 1435 B payload refused"]
+    inner = json.loads((lab / "lab.json").read_text())["inner_mtu"]     # 1458 - 38 across hosts
+    assert "a2.2 in A2 mtu 1500" in names[f"no overlay interface above the inner MTU {inner}"]
+    assert "black hole" in names[f"A2 -> A1: DF ping, {inner - 28 + 1} B payload refused"]
     assert labgen("up", str(lab), timeout=900).returncode == 0
     assert labgen("verify", str(lab), timeout=600).returncode == 0
 
