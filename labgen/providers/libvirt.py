@@ -70,6 +70,12 @@ def hosts(lab: Lab) -> tuple[Hypervisor, ...]:
     return _settings(lab).hosts
 
 
+def _libvirt_host(hv: Hypervisor) -> str:
+    """The name the libvirtd behind hv gives its machine (or its URI when it does not answer)."""
+    res = _virsh(hv.uri, "hostname")
+    return res.stdout.strip() if res.returncode == 0 and res.stdout.strip() else hv.uri
+
+
 def _on(hv: Hypervisor) -> str:
     """' on HOST' for a remote host's lines, nothing for this machine's."""
     return f" on {hv.name}" if hv.remote else ""
@@ -362,12 +368,13 @@ class LibvirtProvider:
         for run in runs:
             run.peers = [r for r in runs if r is not run]
             (run.project / ".vagrant" / "labgen-ssh-config").unlink(missing_ok=True)
+        # Two URIs may reach ONE libvirtd (the same machine by two names): then one host after
+        # the other up to the domains' start, then side by side, so that its box volume and
+        # management network are created once, not raced. Distinct hosts start together.
+        shared = len({_libvirt_host(hv) for hv in hosts(lab)}) < len(runs)
         try:
             for before, run in zip([None, *runs], runs, strict=False):
-                # One host after the other up to the domains' start, then side by side: two
-                # URIs may reach ONE libvirtd, and its box volume and management network
-                # must be created once, not raced.
-                if before is not None:
+                if before is not None and shared:
                     before.past_creation.wait()
                 if any(r.error is not None for r in runs):
                     break

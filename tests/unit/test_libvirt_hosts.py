@@ -58,6 +58,7 @@ def test_a_failing_host_stops_the_other_and_is_the_one_named(split_lab, tmp_path
     up() kills the first (no waiting for it), and the error names only the failed host."""
     lab, lab_dir = split_lab
     monkeypatch.setattr("labgen.boxfetch.ensure_box", lambda *a, **k: False)
+    fake(tmp_path, monkeypatch, "virsh", 'echo same-machine')     # both URIs: one libvirtd
     calls = fake(tmp_path, monkeypatch, "vagrant", """
 case "$PWD" in
   */hosts/local) echo "==> node1: Creating domain with the following settings..."
@@ -110,3 +111,34 @@ def test_kvm_group_drift_is_seen_and_named(tmp_path):
     os.chown(dev, -1, kvm)
     assert kvm_group_drift(dev) is None
     assert kvm_group_drift(tmp_path / "absent") is None
+
+
+def test_distinct_hosts_start_together(split_lab, tmp_path, monkeypatch):
+    """Two machines: host local's vagrant waits (on an event, not a clock) until host
+    127.0.0.1's has started; a staggered start would never get there, and the guard ends it."""
+    lab, lab_dir = split_lab
+    monkeypatch.setattr("labgen.boxfetch.ensure_box", lambda *a, **k: False)
+    fake(tmp_path, monkeypatch, "virsh", 'case "$*" in *"system hostname"*) echo hv-a ;; *) echo hv-b ;; esac')
+    started = tmp_path / "remote-started"
+    pidfile = tmp_path / "local-vagrant.pid"
+    fake(tmp_path, monkeypatch, "vagrant", f"""
+case "$PWD" in
+  */hosts/local) echo $$ > "{pidfile}"
+                 while [ ! -e "{started}" ]; do sleep 0.05; done
+                 echo "==> node1: Starting domain." ;;
+  *) touch "{started}"; echo "==> node2: Starting domain." ;;
+esac""")
+    fired: list[bool] = []
+
+    def stop_it() -> None:
+        fired.append(True)
+        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+    guard = threading.Timer(300, stop_it)
+    guard.start()
+    try:
+        LibvirtProvider().up(lab, lab_dir, lambda who, what: None)
+    except ProviderError:
+        pass
+    finally:
+        guard.cancel()
+    assert not fired and started.exists()
