@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import re
 import shlex
-import socket
-import subprocess
-import zlib
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from .errors import InputError
+
+# (socket, subprocess, zlib and urllib are imported where used: every command imports this
+# module through the model, and only labs with --host need them.)
 
 LOCAL_URI = "qemu:///system"
 # One guest frame per datagram: the outer IPv4 (20) and UDP (8) headers plus the guest's own
@@ -83,6 +82,7 @@ class UdpLink:
 def uri_parts(uri: str) -> dict[str, Any]:
     """user, host, port and the SSH parameters (keyfile, no_verify, known_hosts) of a
     qemu+ssh URI."""
+    from urllib.parse import parse_qs, urlsplit
     parts = urlsplit(uri)
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     return {"user": parts.username, "host": parts.hostname or "", "port": parts.port,
@@ -110,6 +110,7 @@ def _ssh_args(uri: str) -> list[str]:
 def check_uri(uri: str, where: str) -> str:
     """A libvirt URI labgen can drive: qemu:///system, or qemu+ssh://[user@]host[:port]/system
     (SSH also carries Vagrant's and labgen's connections to the guests there)."""
+    from urllib.parse import urlsplit
     if uri == LOCAL_URI:
         return uri
     if not _SAFE_URI.match(uri):
@@ -171,6 +172,7 @@ def links(lab_name: str, hosts: tuple[Hypervisor, ...], index: dict[str, int]) -
     """The two ends of the underlay link of a two-node lab across two hosts. Each host's
     address is where the other host sends to: a remote host's resolved name, and for this
     machine the source address of its route toward the other host."""
+    import zlib
     if len(hosts) < 2:
         return ()
     (a, b) = hosts
@@ -183,6 +185,7 @@ def links(lab_name: str, hosts: tuple[Hypervisor, ...], index: dict[str, int]) -
 
 
 def _resolve(host: str) -> str:
+    import socket
     try:
         return str(socket.getaddrinfo(host, None, socket.AF_INET)[0][4][0])
     except OSError as exc:
@@ -193,6 +196,7 @@ def _resolve(host: str) -> str:
 def _address(this: Hypervisor, other: Hypervisor) -> str:
     if this.remote:
         return _resolve(uri_parts(this.uri)["host"])
+    import subprocess
     target = _resolve(uri_parts(other.uri)["host"])
     out = subprocess.run(["ip", "-4", "route", "get", target], capture_output=True, text=True,
                          timeout=10).stdout
