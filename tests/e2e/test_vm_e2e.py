@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from support import sshd as ssh_server
@@ -41,9 +42,22 @@ def _failing(proc) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def hv_b(tmp_path_factory):
-    """The second libvirt host: this machine's libvirt through a real sshd on 127.0.0.1:22."""
-    for server in ssh_server.serve(tmp_path_factory, port=22):
-        yield f"qemu+ssh://root@127.0.0.1/system?keyfile={server.key}&no_verify=1"
+    """The second libvirt host: this machine's libvirt through a real sshd on 127.0.0.1:22.
+    libvirt's own ssh, told no_verify=1, records the test's host key in root's known_hosts:
+    put that file (and ~/.ssh) back as they were."""
+    known = Path.home() / ".ssh" / "known_hosts"
+    before = known.read_bytes() if known.exists() else None
+    had_dir = known.parent.exists()
+    try:
+        for server in ssh_server.serve(tmp_path_factory, port=22):
+            yield f"qemu+ssh://root@127.0.0.1/system?keyfile={server.key}&no_verify=1"
+    finally:
+        if before is None:
+            known.unlink(missing_ok=True)
+            if not had_dir and not any(known.parent.iterdir()):
+                known.parent.rmdir()
+        else:
+            known.write_bytes(before)
 
 
 def _udp_bound(port: int) -> bool:
