@@ -61,6 +61,15 @@ def _virsh(uri: str, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.CompletedProcess(args, 124, "", f"virsh -c {uri} gave no answer in 60 s")
 
 
+def _ssh(hv: Hypervisor, command: str) -> subprocess.CompletedProcess[str]:
+    """A shell command on a remote libvirt host, as the guests' proxy reaches it."""
+    try:
+        return subprocess.run([*hv.ssh_argv(), command], capture_output=True, text=True,
+                              timeout=60, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(command, 124, "", "no answer in 60 s")
+
+
 def _names(res: subprocess.CompletedProcess[str]) -> set[str]:
     return {ln.strip() for ln in res.stdout.splitlines() if ln.strip()}
 
@@ -79,11 +88,6 @@ def _libvirt_host(hv: Hypervisor) -> str:
 def _on(hv: Hypervisor) -> str:
     """' on HOST' for a remote host's lines, nothing for this machine's."""
     return f" on {hv.name}" if hv.remote else ""
-
-
-def _last(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1] if lines else "no output"
 
 
 # vagrant-libvirt's management network; an underlay on it would clash inside the VMs.
@@ -160,8 +164,7 @@ class LibvirtProvider:
 
     @staticmethod
     def _log(lab: Lab, lab_dir: Path, hv: Hypervisor) -> Path:
-        split = len(hosts(lab)) > 1
-        return lab_dir / "logs" / (f"vagrant-{hv.name}.log" if split else "vagrant.log")
+        return lab_dir / "logs" / (f"vagrant-{hv.name}.log" if _settings(lab).split else "vagrant.log")
 
     def domains(self, lab: Lab, hv: Hypervisor | None = None) -> list[str]:
         return [f"{lab.domain_prefix}{n}" for n in (hv.nodes if hv else [n.name for n in lab.nodes])]
@@ -222,19 +225,14 @@ class LibvirtProvider:
     def _remote_problems(hv: Hypervisor) -> list[str]:
         """A host reached over SSH: SSH itself (Vagrant reaches the guests through it), its
         libvirtd, and the storage pool vagrant-libvirt puts the box and the disks in."""
-        argv = hv.ssh_argv()
-        try:
-            ssh = subprocess.run([*argv, "true"], capture_output=True, text=True, timeout=60,
-                                 stdin=subprocess.DEVNULL)
-            ssh_ok, said = ssh.returncode == 0, _last(ssh.stderr)
-        except subprocess.TimeoutExpired:
-            ssh_ok, said = False, "no answer in 60 s"
-        if not ssh_ok:
-            return [f"libvirt host {hv.name} does not answer over SSH ({said}): check that "
-                    f"`{' '.join(argv)} true` works without a prompt (key, known host)"]
+        ssh = _ssh(hv, "true")
+        if ssh.returncode != 0:
+            return [f"libvirt host {hv.name} does not answer over SSH "
+                    f"({vagrant_cli.last_line(ssh.stderr)}): check that "
+                    f"`{' '.join(hv.ssh_argv())} true` works without a prompt (key, known host)"]
         version = _virsh(hv.uri, "uri")
         if version.returncode != 0:
-            return [f"libvirt at {hv.uri} does not answer ({_last(version.stderr)}): start "
+            return [f"libvirt at {hv.uri} does not answer ({vagrant_cli.last_line(version.stderr)}): start "
                     f"libvirtd on {hv.name} and check that its user may use it"]
         if _virsh(hv.uri, "pool-info", "default").returncode != 0:
             return [f"libvirt at {hv.uri} has no storage pool 'default' (vagrant-libvirt keeps "
@@ -327,8 +325,7 @@ class LibvirtProvider:
     def _port_problem(link: UdpLink, hv: Hypervisor) -> list[str]:
         """The UDP port of a node's underlay link must be free on its host (qemu binds it)."""
         if hv.remote:
-            res = subprocess.run([*hv.ssh_argv(), f"ss -Hlun 'sport = :{link.local_port}'"],
-                                 capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+            res = _ssh(hv, f"ss -Hlun 'sport = :{link.local_port}'")
             busy = res.returncode == 0 and bool(res.stdout.strip())
         else:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -389,12 +386,12 @@ class LibvirtProvider:
             raise
         failed = [r for r in runs if r.error is not None and r.stopped_for is None]
         if failed:
-            raise ProviderError("; ".join(self._failure(lab, lab_dir, r, len(runs) > 1) for r in failed))
+            raise ProviderError("; ".join(self._failure(lab, lab_dir, r) for r in failed))
         progress("lab", "all nodes provisioned")
 
-    def _failure(self, lab: Lab, lab_dir: Path, run: _Bringup, split: bool) -> str:
+    def _failure(self, lab: Lab, lab_dir: Path, run: _Bringup) -> str:
         code, tail = run.error or (0, [])
-        where = f" on host {run.hv.name}" if split else ""
+        where = f" on host {run.hv.name}" if _settings(lab).split else ""
         msg = f"vagrant up failed{where} (exit {code}): {' | '.join(tail[-6:])} (full log: {run.log})"
         if any("Waiting for domain to get an IP" in ln for ln in tail[-5:]) or "IP address" in " ".join(tail):
             msg += f"; the guest never got an address: see the serial consoles {lab_dir / 'logs'}/node*-console.log"
@@ -509,7 +506,7 @@ class _Bringup:
                     log.flush()
                     tail = [*tail[-TAIL + 1:], line]
                     _track(line, stage, self.progress)
-                    if any(s not in ("creating",) for s in stage.values()):
+                    if any(s != "creating" for s in stage.values()):
                         self.past_creation.set()
         except subprocess.CalledProcessError as exc:
             self.error = (exc.returncode, tail)

@@ -4,7 +4,7 @@
   support.cli           run the labgen CLI in a subprocess: the one way the tests do it
   support.netns         enter an emulated node; what a netns lab could leave on the host
   support.vm            what libvirt holds of a lab; firewalls inside the VM guests
-  support.fake_vagrant  a stand-in `vagrant` first on PATH, replaying recorded output
+  support.fake_vagrant  stand-in commands (vagrant, virsh) first on PATH, replaying recorded output
   support.sshd          a real OpenSSH server on loopback (behind the `sshd` fixture)
   support.golden        the golden render cases, rendered by the real CLI
   support.ci            the CI recipes in examples/ci/ and the npm tools that check them

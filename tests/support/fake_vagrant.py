@@ -1,5 +1,6 @@
-"""A stand-in `vagrant` first on PATH (the process boundary; labgen's side stays real), and
-output recorded from Vagrant 2.3.4 on this project's CI host for it to replay."""
+"""Stand-ins first on PATH for `vagrant`, `virsh` and the like (the process boundary;
+labgen's side stays real), and output recorded from Vagrant 2.3.4 on this project's CI host
+for them to replay."""
 from __future__ import annotations
 
 import os
@@ -27,15 +28,21 @@ BOX_ADD = (
 )
 
 
-def fake_vagrant(monkeypatch, tmp_path: Path, body: str = "", output: bytes = b"") -> Path:
-    """Put a `vagrant` first on PATH: it appends its arguments to the returned file, prints
-    `output` and runs the shell `body`."""
+def fake_command(monkeypatch, tmp_path: Path, name: str, body: str = "", output: bytes = b"",
+                 record: str = "$*") -> Path:
+    """Put a command `name` first on PATH: it appends `record` (its arguments; e.g. "$PWD $*"
+    for where it ran too) to the returned file, prints `output` and runs the shell `body`."""
     bin_dir = tmp_path / "fake-bin"
     bin_dir.mkdir(exist_ok=True)
-    calls, out = tmp_path / "vagrant-calls", tmp_path / "vagrant-output"
+    calls, out = tmp_path / f"{name}-calls", tmp_path / f"{name}-output"
     out.write_bytes(output)
-    script = bin_dir / "vagrant"
-    script.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\ncat "{out}"\n{body}\n')
+    script = bin_dir / name
+    script.write_text(f'#!/bin/sh\necho "{record}" >> "{calls}"\ncat "{out}"\n{body}\n')
     script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     return calls
+
+
+def fake_vagrant(monkeypatch, tmp_path: Path, body: str = "", output: bytes = b"") -> Path:
+    """A stand-in `vagrant` (fake_command)."""
+    return fake_command(monkeypatch, tmp_path, "vagrant", body, output)

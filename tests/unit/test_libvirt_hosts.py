@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from support.fake_vagrant import fake_command
 
 from labgen.errors import ProviderError
 from labgen.model import Options, build_lab
@@ -19,14 +20,7 @@ HV_B = "qemu+ssh://root@127.0.0.1/system?keyfile=/k/hv-b&no_verify=1"
 
 
 def fake(tmp_path: Path, monkeypatch, name: str, script: str) -> Path:
-    bin_dir = tmp_path / "fake-bin"
-    bin_dir.mkdir(exist_ok=True)
-    calls = tmp_path / f"{name}-calls"
-    path = bin_dir / name
-    path.write_text(f'#!/bin/sh\necho "$PWD $*" >> "{calls}"\n{script}\n')
-    path.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    return calls
+    return fake_command(monkeypatch, tmp_path, name, body=script, record="$PWD $*")
 
 
 @pytest.fixture
