@@ -38,6 +38,8 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 
 # The article's three bridges: br1 carries the tunnels, br2/br3 hold the namespaces.
 TUNNEL_BRIDGE = "br1"
+# Bridge priorities (lower wins; RSTP takes multiples of 4096, the default is 32768).
+ROOT_PRIORITY, NODE_ROOT_PRIORITY = "4096", "8192"
 BRIDGES = ("br1", "br2", "br3")
 # The article's bridge loop: (pair name, bridge of end .1, bridge of end .2).
 LOOP = (("b12", "br2", "br1"), ("b13", "br3", "br1"), ("b23", "br3", "br2"))
@@ -198,6 +200,27 @@ class Lab:
             # 802.1D needs 2*(forward_delay-1) >= max_age, else OVS silently raises the delay.
             cfg |= {"other_config:stp-forward-delay": "4", "other_config:stp-max-age": "6"}
         return cfg
+
+    def bridge_config(self, node: str, bridge: str) -> dict[str, str]:
+        """OVS Bridge columns for one bridge of one node: loop protection on, and a pinned
+        root. node1's br1 is the root of the whole lab and every other node's br1 the root of
+        its own bridges until its tunnel comes up, so a tunnel joining changes the root ID
+        only, not which ports block: no second round of handshakes (docs/benchmarks.md)."""
+        cfg = dict(self.stp_config)
+        if bridge == TUNNEL_BRIDGE:
+            key = "other_config:rstp-priority" if self.stp == "rstp" else "other_config:stp-priority"
+            cfg[key] = ROOT_PRIORITY if node == self.nodes[0].name else NODE_ROOT_PRIORITY
+        return cfg
+
+    @property
+    def host_port_config(self) -> dict[str, str]:
+        """OVS Port columns for a bridge port whose far end is a namespace (a host, never a
+        bridge). RSTP: an edge port forwards at once. It must be set in the transaction that
+        adds the port: OVS decides edge-ness when the port starts, and otherwise finds it only
+        after the 3 s migrate time (docs/benchmarks.md)."""
+        if self.stp == "rstp":
+            return {"other_config:rstp-port-admin-edge": "true"}
+        return {}
 
     @property
     def settle_timeout(self) -> float:

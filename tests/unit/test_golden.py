@@ -89,7 +89,10 @@ def test_golden_files_hold_the_articles_topology():
     assert gre.index("stp_enable=true") < gre.index("add-port br2 b12.1")
     for port, bridge in (("b12.1", "br2"), ("b12.2", "br1"), ("b13.1", "br3"), ("b13.2", "br1"),
                          ("b23.1", "br3"), ("b23.2", "br2")):
-        assert f"--may-exist add-port {bridge} {port}\n" in gre
+        assert re.search(rf"--may-exist add-port {bridge} {re.escape(port)}( \\)?\n", gre)
+    # The pinned root: node1's br1 wins the whole lab.
+    assert "add-br br1 -- set bridge br1 datapath_type=\"$DATAPATH\" stp_enable=true" in gre
+    assert "other_config:stp-priority=4096" in gre
 
     vx = (GOLDEN / "vxlan" / "provision" / "node2.sh").read_text()
     assert "INNER_MTU=1450" in vx and "rstp_enable=true" in vx
@@ -97,6 +100,11 @@ def test_golden_files_hold_the_articles_topology():
     assert "type=vxlan options='{remote_ip=10.10.10.1,key=5000}'" in vx
     assert "ip addr replace 192.168.10.10/24 dev a2.2" in vx
     assert "ip addr replace 192.168.10.11/24 dev b2.2" in vx
+    # RSTP: node2's br1 roots its own bridges until the tunnel is up; the namespace ports are
+    # edge ports, seen by RSTP without carrier (rstp/tcn) before the namespace ends come up.
+    assert "other_config:rstp-priority=8192" in vx
+    assert "add-port br2 a2.1 -- set port a2.1 other_config:rstp-port-admin-edge=true" in vx
+    assert vx.index("add-port br2 a2.1") < vx.index("rstp/tcn br2") < vx.index("ip link set dev a2.2 mtu")
 
     tri = {k: (GOLDEN / "gre-3nodes" / "provision" / f"node{k}.sh").read_text() for k in (1, 2, 3)}
     for k, script in tri.items():

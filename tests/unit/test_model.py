@@ -131,6 +131,28 @@ def test_rstp():
     assert lab(stp="rstp", stp_timers="standard").stp_config == {"rstp_enable": "true"}
 
 
+@pytest.mark.parametrize("stp, key", [("stp", "other_config:stp-priority"),
+                                      ("rstp", "other_config:rstp-priority")])
+def test_root_is_pinned_to_node1_br1(stp, key):
+    lb = lab(stp=stp, nodes=3)
+    prio = {(n.name, br): int(lb.bridge_config(n.name, br).get(key, 32768))
+            for n in lb.nodes for br in lb.bridges}
+    # node1's br1 wins the lab; each other node's br1 wins that node's own bridges (the shape
+    # of its tree does not change when its tunnel joins); all in RSTP's 4096 steps.
+    assert min(prio, key=prio.__getitem__) == ("node1", "br1")
+    assert list(prio.values()).count(prio[("node1", "br1")]) == 1
+    for n in lb.nodes[1:]:
+        assert prio[(n.name, "br1")] < min(prio[(n.name, "br2")], prio[(n.name, "br3")])
+    assert all(p % 4096 == 0 for p in prio.values())
+    assert all(lb.stp_config.items() <= lb.bridge_config(n.name, br).items()
+               for n in lb.nodes for br in lb.bridges)
+
+
+def test_host_ports_are_edge_ports_under_rstp_only():
+    assert lab(stp="rstp").host_port_config == {"other_config:rstp-port-admin-edge": "true"}
+    assert lab(stp="stp").host_port_config == {}
+
+
 def test_settle_timeouts_follow_the_stp_mode():
     tuned = lab(stp="stp", stp_timers="tuned").settle_timeout
     standard = lab(stp="stp", stp_timers="standard").settle_timeout

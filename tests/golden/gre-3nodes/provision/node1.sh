@@ -61,16 +61,15 @@ fi
 
 # --- bridges, with loop protection on before any loop port exists ------------------------
 # (the bridges' own ports carry overlay frames too: pinned to the inner MTU)
-ovs-vsctl --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br1 mtu_request="$INNER_MTU"
+ovs-vsctl --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 other_config:stp-priority=4096 -- set interface br1 mtu_request="$INNER_MTU"
 ovs-vsctl --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br2 mtu_request="$INNER_MTU"
 ovs-vsctl --may-exist add-br br3 -- set bridge br3 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br3 mtu_request="$INNER_MTU"
 
 # --- veth pairs: namespaces onto br2/br3, and the article's bridge loop -----------------
-veth() {  # veth END_A END_B: create the pair unless END_A already exists
+veth() {  # veth END_A END_B: create the pair (both ends down) unless END_A already exists
   if ! ip link show dev "$1" >/dev/null 2>&1; then
     ip link add "$1" mtu "$INNER_MTU" type veth peer name "$2" mtu "$INNER_MTU"
   fi
-  ip link set dev "$1" mtu "$INNER_MTU" up
 }
 
 [ -e /run/netns/A1 ] || ip netns add A1
@@ -84,10 +83,27 @@ if ip link show dev b1.2 >/dev/null 2>&1; then
   ip link set dev b1.2 netns B1
 fi
 veth b12.1 b12.2
-ip link set dev b12.2 mtu "$INNER_MTU" up
 veth b13.1 b13.2
-ip link set dev b13.2 mtu "$INNER_MTU" up
 veth b23.1 b23.2
+
+# Every port joins its bridge in one transaction and before any veth has carrier: the first
+# BPDUs (a proposal among them) then find the port at the far end already on its bridge.
+ovs-vsctl \
+  -- --may-exist add-port br2 a1.1 \
+  -- --may-exist add-port br3 b1.1 \
+  -- --may-exist add-port br2 b12.1 \
+  -- --may-exist add-port br1 b12.2 \
+  -- --may-exist add-port br3 b13.1 \
+  -- --may-exist add-port br1 b13.2 \
+  -- --may-exist add-port br3 b23.1 \
+  -- --may-exist add-port br2 b23.2
+ip link set dev a1.1 mtu "$INNER_MTU" up
+ip link set dev b1.1 mtu "$INNER_MTU" up
+ip link set dev b12.1 mtu "$INNER_MTU" up
+ip link set dev b12.2 mtu "$INNER_MTU" up
+ip link set dev b13.1 mtu "$INNER_MTU" up
+ip link set dev b13.2 mtu "$INNER_MTU" up
+ip link set dev b23.1 mtu "$INNER_MTU" up
 ip link set dev b23.2 mtu "$INNER_MTU" up
 ip netns exec A1 ip link set dev lo up
 ip netns exec A1 ip link set dev a1.2 mtu "$INNER_MTU" up
@@ -99,14 +115,6 @@ ip netns exec B1 ip link set dev b1.2 mtu "$INNER_MTU" up
 ip netns exec B1 ip addr replace 192.168.10.2/24 dev b1.2
 # userspace datapath: no checksum offload on the inner veth, else TCP arrives corrupted
 ip netns exec B1 ethtool -K b1.2 tx off >/dev/null
-ovs-vsctl --may-exist add-port br2 a1.1
-ovs-vsctl --may-exist add-port br3 b1.1
-ovs-vsctl --may-exist add-port br2 b12.1
-ovs-vsctl --may-exist add-port br1 b12.2
-ovs-vsctl --may-exist add-port br3 b13.1
-ovs-vsctl --may-exist add-port br1 b13.2
-ovs-vsctl --may-exist add-port br3 b23.1
-ovs-vsctl --may-exist add-port br2 b23.2
 
 # --- tunnels: one gre port on br1 per remote node ---
 # (options as a whole map: a run repairs a changed key or remote instead of adding to it)

@@ -68,16 +68,15 @@ log "underlay $UNDERLAY_CIDR on $nic"
 
 # --- bridges, with loop protection on before any loop port exists ------------------------
 # (the bridges' own ports carry overlay frames too: pinned to the inner MTU)
-ovs-vsctl --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" rstp_enable=true -- set interface br1 mtu_request="$INNER_MTU"
+ovs-vsctl --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" rstp_enable=true other_config:rstp-priority=8192 -- set interface br1 mtu_request="$INNER_MTU"
 ovs-vsctl --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" rstp_enable=true -- set interface br2 mtu_request="$INNER_MTU"
 ovs-vsctl --may-exist add-br br3 -- set bridge br3 datapath_type="$DATAPATH" rstp_enable=true -- set interface br3 mtu_request="$INNER_MTU"
 
 # --- veth pairs: namespaces onto br2/br3, and the article's bridge loop -----------------
-veth() {  # veth END_A END_B: create the pair unless END_A already exists
+veth() {  # veth END_A END_B: create the pair (both ends down) unless END_A already exists
   if ! ip link show dev "$1" >/dev/null 2>&1; then
     ip link add "$1" mtu "$INNER_MTU" type veth peer name "$2" mtu "$INNER_MTU"
   fi
-  ip link set dev "$1" mtu "$INNER_MTU" up
 }
 
 [ -e /run/netns/A2 ] || ip netns add A2
@@ -91,10 +90,31 @@ if ip link show dev b2.2 >/dev/null 2>&1; then
   ip link set dev b2.2 netns B2
 fi
 veth b12.1 b12.2
-ip link set dev b12.2 mtu "$INNER_MTU" up
 veth b13.1 b13.2
-ip link set dev b13.2 mtu "$INNER_MTU" up
 veth b23.1 b23.2
+
+# Every port joins its bridge in one transaction and before any veth has carrier: the first
+# BPDUs (a proposal among them) then find the port at the far end already on its bridge.
+ovs-vsctl \
+  -- --may-exist add-port br2 a2.1 -- set port a2.1 other_config:rstp-port-admin-edge=true \
+  -- --may-exist add-port br3 b2.1 -- set port b2.1 other_config:rstp-port-admin-edge=true \
+  -- --may-exist add-port br2 b12.1 \
+  -- --may-exist add-port br1 b12.2 \
+  -- --may-exist add-port br3 b13.1 \
+  -- --may-exist add-port br1 b13.2 \
+  -- --may-exist add-port br3 b23.1 \
+  -- --may-exist add-port br2 b23.2
+# RSTP takes a port as edge when it runs its state machines on it while it is marked edge and
+# has no carrier; this makes them run now (else the port proves itself edge only after 3 s).
+ovs-appctl rstp/tcn br2 >/dev/null
+ovs-appctl rstp/tcn br3 >/dev/null
+ip link set dev a2.1 mtu "$INNER_MTU" up
+ip link set dev b2.1 mtu "$INNER_MTU" up
+ip link set dev b12.1 mtu "$INNER_MTU" up
+ip link set dev b12.2 mtu "$INNER_MTU" up
+ip link set dev b13.1 mtu "$INNER_MTU" up
+ip link set dev b13.2 mtu "$INNER_MTU" up
+ip link set dev b23.1 mtu "$INNER_MTU" up
 ip link set dev b23.2 mtu "$INNER_MTU" up
 ip netns exec A2 ip link set dev lo up
 ip netns exec A2 ip link set dev a2.2 mtu "$INNER_MTU" up
@@ -102,14 +122,6 @@ ip netns exec A2 ip addr replace 192.168.10.10/24 dev a2.2
 ip netns exec B2 ip link set dev lo up
 ip netns exec B2 ip link set dev b2.2 mtu "$INNER_MTU" up
 ip netns exec B2 ip addr replace 192.168.10.11/24 dev b2.2
-ovs-vsctl --may-exist add-port br2 a2.1
-ovs-vsctl --may-exist add-port br3 b2.1
-ovs-vsctl --may-exist add-port br2 b12.1
-ovs-vsctl --may-exist add-port br1 b12.2
-ovs-vsctl --may-exist add-port br3 b13.1
-ovs-vsctl --may-exist add-port br1 b13.2
-ovs-vsctl --may-exist add-port br3 b23.1
-ovs-vsctl --may-exist add-port br2 b23.2
 
 # --- tunnels: one vxlan port on br1 per remote node ---
 # (options as a whole map: a run repairs a changed key or remote instead of adding to it)
