@@ -88,7 +88,7 @@ def plan_underlay(lab: Lab) -> list[Planned]:
 
 # ---- spanning tree ----------------------------------------------------------------------
 def run_stp_checks(lab: Lab, runners: Mapping[str, Runner], timeout: float,
-                   interval: float = 0.3) -> list[Check]:
+                   interval: float = 0.1) -> list[Check]:
     """Poll every node until the lab's mode is on for every bridge, every port reports its
     state, nothing is still moving and the forwarding links of all nodes form one spanning
     tree; that must hold on two polls in a row. A bridge without loop protection or a node
@@ -236,8 +236,9 @@ def run_tunnel_checks(lab: Lab, runners: Mapping[str, Runner]) -> list[Check]:
         scale = getattr(rx, "timeout_scale", 1.0)
         name = f"{lab.kind.label} carrying {src.name} -> {dst.name} seen on {receiver.name}"
         start = capture_start(lab, src.address, dst.address, limit)
-        # Two echo requests per round: what the capture waits for.
-        probe = ns_exec(src.name, f"ping -n -q -c 2 -i 0.2 -w 3 {dst.address}")
+        # Two echo requests per round: what the capture waits for (root may send them 50 ms
+        # apart; verification runs as root on every provider).
+        probe = ns_exec(src.name, f"ping -n -q -c 2 -i 0.05 -w 3 {dst.address}")
         started = time.monotonic()
         try:
             ready = rx.run(start, timeout=30 * scale)

@@ -4,7 +4,9 @@ the README's list is generated from it (`python -m labgen.stages`) and the tests
 The order follows Open vSwitch's own system tests: nodes and OVS first, then the underlay,
 spanning tree, the overlay, proof that traffic crossed the tunnel, and path MTU. Stages with
 the same `group` may run at the same time (they need the groups before them, not each
-other); tunnel and mtu do not share one: on an emulated VM both at once starve the guest.
+other). A stage runs in a group of its own, after its group, on the providers in its
+`apart_on`: tunnel and mtu share a group on namespaces, but on an emulated VM both at once
+starve the guest.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ class Stage:
     group: int
     proves: str         # what passing this stage proves, in one sentence (README, JSON)
     run: Run            # (lab, runners, settle timeout) -> checks
+    apart_on: tuple[str, ...] = ()      # providers on which it does not share its group
 
 
 STAGES: tuple[Stage, ...] = (
@@ -48,21 +51,22 @@ STAGES: tuple[Stage, ...] = (
           "echo requests of a cross-node ping, each with the tunnel's protocol or port and its key "
           "or VNI as tcpdump decodes them (tunnel kinds table); the pings start once tcpdump says it is listening, never after a fixed delay",
           lambda lab, r, _: run_tunnel_checks(lab, r)),
-    Stage("mtu", 7, "no frame can be black-holed: no interface on an overlay path (namespace and "
+    Stage("mtu", 6, "no frame can be black-holed: no interface on an overlay path (namespace and "
           "bridge ends, loop veths, bridge ports) is above the inner MTU, the underlay carries the "
           "inner MTU plus the tunnel overhead, a don't-fragment frame of exactly the inner MTU "
           "crosses the tunnel both ways, and one byte more is refused by the sender's kernel "
           "naming that MTU",
-          lambda lab, r, _: run_planned(plan_mtu(lab), r)),
+          lambda lab, r, _: run_planned(plan_mtu(lab), r), apart_on=("libvirt",)),
 )
 
 NAMES = tuple(s.name for s in STAGES)
 
 
-def groups() -> list[list[Stage]]:
-    out: dict[int, list[Stage]] = {}
-    for s in STAGES:
-        out.setdefault(s.group, []).append(s)
+def groups(provider: str | None = None) -> list[list[Stage]]:
+    """The stages in the groups they run in, in order, for a lab of `provider`."""
+    out: dict[tuple[int, int], list[Stage]] = {}
+    for i, s in enumerate(STAGES):
+        out.setdefault((s.group, i if provider in s.apart_on else -1), []).append(s)
     return [out[g] for g in sorted(out)]
 
 

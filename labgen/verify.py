@@ -22,7 +22,7 @@ def verify(lab: Lab, runners: Mapping[str, Runner], timeout: float | None = None
     settle = timeout if timeout is not None else lab.settle_timeout
     report = Report(lab.name, lab.provider, lab.tunnel)
     failed_stage = None
-    for group in groups():
+    for group in groups(lab.provider):
         if failed_stage:
             report.checks += [Check(s.name, f"{s.name} checks", "-", "", None,
                                     f"not run: stage '{failed_stage}' failed") for s in group]
