@@ -164,6 +164,15 @@ class Lab:
     def domain_prefix(self) -> str:
         return f"{self.host_prefix}-"
 
+    def underlay_mac(self, node: str) -> str:
+        """The MAC of a VM's underlay NIC: the Vagrantfile sets it and the node script finds
+        the NIC by it (Vagrant leaves that NIC alone). QEMU's prefix, two bytes of the lab
+        name, the node's number: distinct within a lab and, mostly, across labs."""
+        import zlib
+        h = zlib.crc32(self.name.encode()) & 0xFFFF
+        k = [n.name for n in self.nodes].index(node) + 1
+        return f"52:54:00:{h >> 8:02x}:{h & 0xFF:02x}:{k:02x}"
+
     def host_netns(self, node: str) -> str:
         """The host's name for an emulated node's network namespace."""
         return f"{self.host_prefix}-{node}"

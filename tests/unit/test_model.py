@@ -148,6 +148,14 @@ def test_root_is_pinned_to_node1_br1(stp, key):
                for n in lb.nodes for br in lb.bridges)
 
 
+def test_underlay_macs_are_distinct_and_stable():
+    lb = lab(nodes=8, name="maclab")
+    macs = [lb.underlay_mac(n.name) for n in lb.nodes]
+    assert len(set(macs)) == 8 and all(re.fullmatch(r"52:54:00(:[0-9a-f]{2}){3}", m) for m in macs)
+    assert macs == [lab(nodes=8, name="maclab").underlay_mac(n.name) for n in lb.nodes]
+    assert lab(name="other").underlay_mac("node1") != macs[0]
+
+
 def test_host_ports_are_edge_ports_under_rstp_only():
     assert lab(stp="rstp").host_port_config == {"other_config:rstp-port-admin-edge": "true"}
     assert lab(stp="stp").host_port_config == {}

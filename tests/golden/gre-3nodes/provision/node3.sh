@@ -32,7 +32,7 @@ ovs-vsctl --timeout=30 wait-until Open_vSwitch . >/dev/null
 # --- the article's kernel settings (before any namespace exists, so they are inherited) --
 sysctl -q -w net.ipv4.ip_forward=1 net.ipv4.conf.default.rp_filter=0
 
-# --- the underlay NIC: found by its address, not assumed to be eth1 ----------------------
+# --- the underlay NIC: found by its address, not assumed to be eth1 ----------------
 # Remembered in OVS's database, because the netdev layout moves the address off the NIC.
 nic=$(ovs-vsctl --if-exists get Open_vSwitch . external_ids:labgen-underlay-nic | tr -d '"')
 if [ -z "$nic" ]; then
@@ -61,9 +61,11 @@ fi
 
 # --- bridges, with loop protection on before any loop port exists ------------------------
 # (the bridges' own ports carry overlay frames too: pinned to the inner MTU)
-ovs-vsctl --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 other_config:stp-priority=8192 -- set interface br1 mtu_request="$INNER_MTU"
-ovs-vsctl --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br2 mtu_request="$INNER_MTU"
-ovs-vsctl --may-exist add-br br3 -- set bridge br3 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br3 mtu_request="$INNER_MTU"
+# (one transaction: each ovs-vsctl call waits until ovs-vswitchd has applied it)
+ovs-vsctl \
+  -- --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 other_config:stp-priority=8192 -- set interface br1 mtu_request="$INNER_MTU" \
+  -- --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br2 mtu_request="$INNER_MTU" \
+  -- --may-exist add-br br3 -- set bridge br3 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br3 mtu_request="$INNER_MTU"
 
 # --- veth pairs: namespaces onto br2/br3, and the article's bridge loop -----------------
 veth() {  # veth END_A END_B: create the pair (both ends down) unless END_A already exists

@@ -6,6 +6,7 @@ set -euo pipefail
 
 NODE=node2
 UNDERLAY_CIDR=10.10.10.2/24
+UNDERLAY_MAC=52:54:00:8a:14:02
 UNDERLAY_MTU=1500
 INNER_MTU=1462
 DATAPATH=system
@@ -52,16 +53,31 @@ elif command -v iptables >/dev/null 2>&1; then
   fi
 fi
 
-# --- the underlay NIC: found by its address, not assumed to be eth1 ----------------------
+# --- the underlay NIC: found by its address or MAC, not assumed to be eth1 ----------------
 # Remembered in OVS's database, because the netdev layout moves the address off the NIC.
 nic=$(ovs-vsctl --if-exists get Open_vSwitch . external_ids:labgen-underlay-nic | tr -d '"')
 if [ -z "$nic" ]; then
   nic=$(ip -o -4 addr show | awk -v a="$UNDERLAY_CIDR" '$4 == a { print $2; exit }')
+  # Vagrant does not configure this NIC (auto_config: false; its guest network step costs
+  # ~25 s on an emulated guest): it carries the MAC the Vagrantfile gave it.
   if [ -z "$nic" ]; then
-    echo "labgen[$NODE]: no interface holds the underlay address $UNDERLAY_CIDR" >&2
+    for dev in /sys/class/net/*; do
+      if [ "$(cat "$dev/address" 2>/dev/null)" = "$UNDERLAY_MAC" ]; then nic=${dev##*/}; fi
+    done
+  fi
+  if [ -z "$nic" ]; then
+    echo "labgen[$NODE]: no interface holds the underlay address $UNDERLAY_CIDR or the MAC $UNDERLAY_MAC" >&2
     exit 1
   fi
   ovs-vsctl set Open_vSwitch . external_ids:labgen-underlay-nic="$nic"
+fi
+# NetworkManager, where it runs, would take an unconfigured NIC for DHCP and drop the address.
+if command -v nmcli >/dev/null 2>&1 && nmcli -t -f RUNNING general 2>/dev/null | grep -qx running; then
+  nmcli device set "$nic" managed no
+fi
+# Set on every run: a guest that rebooted has lost it (nothing in the guest's own config).
+if ! ip -o -4 addr show dev "$nic" | grep -q " $UNDERLAY_CIDR "; then
+  ip addr add "$UNDERLAY_CIDR" dev "$nic"
 fi
 # The underlay MTU is set, not assumed: the inner MTU below is computed from it.
 ip link set dev "$nic" mtu "$UNDERLAY_MTU" up
@@ -69,9 +85,11 @@ log "underlay $UNDERLAY_CIDR on $nic"
 
 # --- bridges, with loop protection on before any loop port exists ------------------------
 # (the bridges' own ports carry overlay frames too: pinned to the inner MTU)
-ovs-vsctl --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 other_config:stp-priority=8192 -- set interface br1 mtu_request="$INNER_MTU"
-ovs-vsctl --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br2 mtu_request="$INNER_MTU"
-ovs-vsctl --may-exist add-br br3 -- set bridge br3 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br3 mtu_request="$INNER_MTU"
+# (one transaction: each ovs-vsctl call waits until ovs-vswitchd has applied it)
+ovs-vsctl \
+  -- --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 other_config:stp-priority=8192 -- set interface br1 mtu_request="$INNER_MTU" \
+  -- --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br2 mtu_request="$INNER_MTU" \
+  -- --may-exist add-br br3 -- set bridge br3 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br3 mtu_request="$INNER_MTU"
 
 # --- veth pairs: namespaces onto br2/br3, and the article's bridge loop -----------------
 veth() {  # veth END_A END_B: create the pair (both ends down) unless END_A already exists
