@@ -39,10 +39,20 @@ sysctl -q -w net.ipv4.ip_forward=1 net.ipv4.conf.default.rp_filter=0
 # --- let the tunnel in through an active firewall, never switching it off ---------------
 # Only GRE (IP protocol 47), only from the underlay 10.10.10.0/24. (The userspace datapath reads
 # the NIC before netfilter, so this is for the kernel datapath only.)
-if command -v firewall-cmd >/dev/null 2>&1 && firewall-cmd --state >/dev/null 2>&1; then
+# firewall-cmd is a Python program: ~5-10 s per call on an emulated guest. So systemd is
+# asked whether firewalld runs, and the rule is added without asking first (firewalld
+# takes a rule it already has as a warning, exit 0): two calls, not up to five.
+firewalld_running() {
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    systemctl is-active --quiet firewalld
+  else
+    firewall-cmd --state >/dev/null 2>&1
+  fi
+}
+if command -v firewall-cmd >/dev/null 2>&1 && firewalld_running; then
   rule='rule family="ipv4" source address="10.10.10.0/24" protocol value="gre" accept'
-  firewall-cmd -q --query-rich-rule="$rule" || firewall-cmd -q --add-rich-rule="$rule"
-  firewall-cmd -q --permanent --query-rich-rule="$rule" || firewall-cmd -q --permanent --add-rich-rule="$rule"
+  firewall-cmd -q --add-rich-rule="$rule"
+  firewall-cmd -q --permanent --add-rich-rule="$rule"
   log "firewalld: admitted GRE (IP protocol 47) from 10.10.10.0/24"
 elif command -v iptables >/dev/null 2>&1; then
   rules=$(iptables -S INPUT 2>/dev/null || true)
