@@ -68,25 +68,30 @@ ovs-vsctl \
   -- --may-exist add-br br3 -- set bridge br3 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br3 mtu_request="$INNER_MTU"
 
 # --- veth pairs: namespaces onto br2/br3, and the article's bridge loop -----------------
-veth() {  # veth END_A END_B: create the pair (both ends down) unless END_A already exists
-  if ! ip link show dev "$1" >/dev/null 2>&1; then
-    ip link add "$1" mtu "$INNER_MTU" type veth peer name "$2" mtu "$INNER_MTU"
-  fi
-}
+# Every `ip` is a process (~0.3 s each on an emulated guest): the links are listed once and
+# the changes go to one `ip -batch` per step.
+links=" $(ip -o link show | awk -F': ' '{ sub(/@.*/, "", $2); printf "%s ", $2 }')"
+have() { case "$links" in *" $1 "*) return 0 ;; esac; return 1; }
 
 [ -e /run/netns/A1 ] || ip netns add A1
 [ -e /run/netns/B1 ] || ip netns add B1
-veth a1.1 a1.2
-if ip link show dev a1.2 >/dev/null 2>&1; then
-  ip link set dev a1.2 netns A1
-fi
-veth b1.1 b1.2
-if ip link show dev b1.2 >/dev/null 2>&1; then
-  ip link set dev b1.2 netns B1
-fi
-veth b12.1 b12.2
-veth b13.1 b13.2
-veth b23.1 b23.2
+# New pairs (both ends down); each namespace end moved into its namespace.
+batch=""
+have a1.1 || batch="${batch}link add a1.1 mtu $INNER_MTU type veth peer name a1.2 mtu $INNER_MTU
+"
+if ! have a1.1 || have a1.2; then batch="${batch}link set dev a1.2 netns A1
+"; fi
+have b1.1 || batch="${batch}link add b1.1 mtu $INNER_MTU type veth peer name b1.2 mtu $INNER_MTU
+"
+if ! have b1.1 || have b1.2; then batch="${batch}link set dev b1.2 netns B1
+"; fi
+have b12.1 || batch="${batch}link add b12.1 mtu $INNER_MTU type veth peer name b12.2 mtu $INNER_MTU
+"
+have b13.1 || batch="${batch}link add b13.1 mtu $INNER_MTU type veth peer name b13.2 mtu $INNER_MTU
+"
+have b23.1 || batch="${batch}link add b23.1 mtu $INNER_MTU type veth peer name b23.2 mtu $INNER_MTU
+"
+if [ -n "$batch" ]; then printf '%s' "$batch" | ip -batch -; fi
 
 # Every port joins its bridge in one transaction and before any veth has carrier: the first
 # BPDUs (a proposal among them) then find the port at the far end already on its bridge.
@@ -99,22 +104,28 @@ ovs-vsctl \
   -- --may-exist add-port br1 b13.2 \
   -- --may-exist add-port br3 b23.1 \
   -- --may-exist add-port br2 b23.2
-ip link set dev a1.1 mtu "$INNER_MTU" up
-ip link set dev b1.1 mtu "$INNER_MTU" up
-ip link set dev b12.1 mtu "$INNER_MTU" up
-ip link set dev b12.2 mtu "$INNER_MTU" up
-ip link set dev b13.1 mtu "$INNER_MTU" up
-ip link set dev b13.2 mtu "$INNER_MTU" up
-ip link set dev b23.1 mtu "$INNER_MTU" up
-ip link set dev b23.2 mtu "$INNER_MTU" up
-ip netns exec A1 ip link set dev lo up
-ip netns exec A1 ip link set dev a1.2 mtu "$INNER_MTU" up
-ip netns exec A1 ip addr replace 192.168.10.1/24 dev a1.2
+ip -batch - <<EOF
+link set dev a1.1 mtu $INNER_MTU up
+link set dev b1.1 mtu $INNER_MTU up
+link set dev b12.1 mtu $INNER_MTU up
+link set dev b12.2 mtu $INNER_MTU up
+link set dev b13.1 mtu $INNER_MTU up
+link set dev b13.2 mtu $INNER_MTU up
+link set dev b23.1 mtu $INNER_MTU up
+link set dev b23.2 mtu $INNER_MTU up
+EOF
+ip -n A1 -batch - <<EOF
+link set dev lo up
+link set dev a1.2 mtu $INNER_MTU up
+addr replace 192.168.10.1/24 dev a1.2
+EOF
 # userspace datapath: no checksum offload on the inner veth, else TCP arrives corrupted
 ip netns exec A1 ethtool -K a1.2 tx off >/dev/null
-ip netns exec B1 ip link set dev lo up
-ip netns exec B1 ip link set dev b1.2 mtu "$INNER_MTU" up
-ip netns exec B1 ip addr replace 192.168.10.2/24 dev b1.2
+ip -n B1 -batch - <<EOF
+link set dev lo up
+link set dev b1.2 mtu $INNER_MTU up
+addr replace 192.168.10.2/24 dev b1.2
+EOF
 # userspace datapath: no checksum offload on the inner veth, else TCP arrives corrupted
 ip netns exec B1 ethtool -K b1.2 tx off >/dev/null
 
