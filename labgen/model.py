@@ -165,9 +165,10 @@ class Lab:
         return f"{self.host_prefix}-"
 
     def underlay_mac(self, node: str) -> str:
-        """The MAC of a VM's underlay NIC: the Vagrantfile sets it and the node script finds
-        the NIC by it (Vagrant leaves that NIC alone). QEMU's prefix, two bytes of the lab
-        name, the node's number: distinct within a lab and, mostly, across labs."""
+        """The MAC of a node's underlay NIC, set by the Vagrantfile or the netns provider: the
+        node script finds a VM's NIC by it (Vagrant leaves that NIC alone), and on the
+        userspace datapath tells OVS the other nodes' MACs up front. QEMU's prefix, two bytes
+        of the lab name, the node's number: distinct within a lab and, mostly, across labs."""
         import zlib
         h = zlib.crc32(self.name.encode()) & 0xFFFF
         k = [n.name for n in self.nodes].index(node) + 1

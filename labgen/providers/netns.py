@@ -182,7 +182,9 @@ class NetnsProvider:
                 f"--uts={h / (node.name + '.uts')}", "--propagation", "private", "--",
                 "sh", "-ec", f"{private}; mount -t sysfs sysfs /sys; hostname {node.name}")
             # The underlay cable: eth1 in the node, its peer on the switch's bridge.
-            _sh("ip", "link", "add", "eth1", "netns", ns, "mtu", str(lab.underlay_mtu), "type", "veth",
+            # (eth1 takes the model's MAC: the other nodes' scripts know it in advance)
+            _sh("ip", "link", "add", "eth1", "netns", ns, "address", lab.underlay_mac(node.name),
+                "mtu", str(lab.underlay_mtu), "type", "veth",
                 "peer", "name", node.name, "netns", sw, "mtu", str(lab.underlay_mtu))
             _sh("ip", "-n", sw, "link", "set", node.name, "master", SWITCH_BRIDGE, "up")
             _sh("ip", "-n", ns, "link", "set", "lo", "up")

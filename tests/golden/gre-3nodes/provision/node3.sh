@@ -6,6 +6,7 @@ set -euo pipefail
 
 NODE=node3
 UNDERLAY_CIDR=10.10.10.3/24
+UNDERLAY_MAC=52:54:00:8a:14:03
 UNDERLAY_MTU=1500
 INNER_MTU=1462
 DATAPATH=netdev
@@ -38,7 +39,7 @@ nic=$(ovs-vsctl --if-exists get Open_vSwitch . external_ids:labgen-underlay-nic 
 if [ -z "$nic" ]; then
   nic=$(ip -o -4 addr show | awk -v a="$UNDERLAY_CIDR" '$4 == a { print $2; exit }')
   if [ -z "$nic" ]; then
-    echo "labgen[$NODE]: no interface holds the underlay address $UNDERLAY_CIDR" >&2
+    echo "labgen[$NODE]: no interface holds the underlay address $UNDERLAY_CIDR or the MAC $UNDERLAY_MAC" >&2
     exit 1
   fi
   ovs-vsctl set Open_vSwitch . external_ids:labgen-underlay-nic="$nic"
@@ -49,8 +50,8 @@ log "underlay $UNDERLAY_CIDR on $nic"
 
 # --- userspace datapath: tunnels leave through br-phy, which holds the underlay address ---
 # (with the address left on the NIC, native tunnel routing fails)
-ovs-vsctl --may-exist add-br br-phy -- set bridge br-phy datapath_type=netdev
-ovs-vsctl --may-exist add-port br-phy "$nic"
+ovs-vsctl --may-exist add-br br-phy -- set bridge br-phy datapath_type=netdev other_config:hwaddr="$UNDERLAY_MAC" \
+  -- --may-exist add-port br-phy "$nic"
 ip link set dev br-phy mtu "$UNDERLAY_MTU" up
 if ip -o -4 addr show dev "$nic" | grep -q " $UNDERLAY_CIDR "; then
   ip addr del "$UNDERLAY_CIDR" dev "$nic"
@@ -131,6 +132,11 @@ ip netns exec B3 ethtool -K b3.2 tx off >/dev/null
 
 # --- tunnels: one gre port on br1 per remote node ---
 # (options as a whole map: a run repairs a changed key or remote instead of adding to it)
+# The userspace datapath drops a tunnel's packets while it asks for the remote's MAC: the
+# first BPDUs among them, and spanning tree then waits for the next hello (2 s). Every
+# node's underlay MAC is the model's, so the remotes' are set up front.
+ovs-appctl tnl/neigh/set br-phy 10.10.10.1 52:54:00:8a:14:01 >/dev/null
+ovs-appctl tnl/neigh/set br-phy 10.10.10.2 52:54:00:8a:14:02 >/dev/null
 ovs-vsctl --may-exist add-port br1 gre-node1 -- set interface gre-node1 type=gre options='{remote_ip=10.10.10.1}'
 ovs-vsctl --may-exist add-port br1 gre-node2 -- set interface gre-node2 type=gre options='{remote_ip=10.10.10.2}'
 
