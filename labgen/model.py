@@ -211,6 +211,11 @@ class Lab:
             cfg |= {"other_config:stp-forward-delay": "4", "other_config:stp-max-age": "6"}
         return cfg
 
+    @property
+    def root_node(self) -> str:
+        """The node whose br1 is the root of the lab's spanning tree (bridge_config)."""
+        return self.nodes[0].name
+
     def bridge_config(self, node: str, bridge: str) -> dict[str, str]:
         """OVS Bridge columns for one bridge of one node: loop protection on, and a pinned
         root. node1's br1 is the root of the whole lab and every other node's br1 the root of
@@ -219,7 +224,7 @@ class Lab:
         cfg = dict(self.stp_config)
         if bridge == TUNNEL_BRIDGE:
             key = "other_config:rstp-priority" if self.stp == "rstp" else "other_config:stp-priority"
-            cfg[key] = ROOT_PRIORITY if node == self.nodes[0].name else NODE_ROOT_PRIORITY
+            cfg[key] = ROOT_PRIORITY if node == self.root_node else NODE_ROOT_PRIORITY
         return cfg
 
     @property

@@ -90,6 +90,11 @@ def test_golden_files_hold_the_articles_topology():
     for port, bridge in (("b12.1", "br2"), ("b12.2", "br1"), ("b13.1", "br3"), ("b13.2", "br1"),
                          ("b23.1", "br3"), ("b23.2", "br2")):
         assert re.search(rf"--may-exist add-port {bridge} {re.escape(port)}( \\)?\n", gre)
+    # The root node adds its tunnel last, every other node early: the root's first BPDUs then
+    # find the far port already there.
+    gre2 = (GOLDEN / "gre" / "provision" / "node2.sh").read_text()
+    assert gre.index("add-port br2 b23.2") < gre.index("add-port br1 gre-node2")
+    assert gre2.index("add-port br1 gre-node1") < gre2.index("add-port br2 a2.1")
     # The pinned root: node1's br1 wins the whole lab.
     assert "add-br br1 -- set bridge br1 datapath_type=\"$DATAPATH\" stp_enable=true" in gre
     assert "other_config:stp-priority=4096" in gre

@@ -100,6 +100,13 @@ ovs-vsctl \
   -- --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br2 mtu_request="$INNER_MTU" \
   -- --may-exist add-br br3 -- set bridge br3 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br3 mtu_request="$INNER_MTU"
 
+# --- tunnels: one geneve port on br1 per remote node ---
+# (options as a whole map: a run repairs a changed key or remote instead of adding to it)
+# Added early here, before the root node node1 adds its own: a BPDU that arrives
+# before the far port exists is lost, and spanning tree then waits for the next hello (2 s).
+ovs-vsctl --may-exist add-port br1 geneve-node1 -- set interface geneve-node1 type=geneve options='{remote_ip=10.10.10.1,key=5000}'
+
+
 # --- veth pairs: namespaces onto br2/br3, and the article's bridge loop -----------------
 # Every `ip` is a process (~0.3 s each on an emulated guest): the links are listed once and
 # the changes go to one `ip -batch` per step.
@@ -157,9 +164,5 @@ link set dev lo up
 link set dev b2.2 mtu $INNER_MTU up
 addr replace 192.168.10.11/24 dev b2.2
 EOF
-
-# --- tunnels: one geneve port on br1 per remote node ---
-# (options as a whole map: a run repairs a changed key or remote instead of adding to it)
-ovs-vsctl --may-exist add-port br1 geneve-node1 -- set interface geneve-node1 type=geneve options='{remote_ip=10.10.10.1,key=5000}'
 
 log "provisioned: A2, B2 on br1/br2/br3, 1 geneve tunnel(s)"

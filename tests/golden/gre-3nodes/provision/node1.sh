@@ -132,9 +132,10 @@ ip netns exec B1 ethtool -K b1.2 tx off >/dev/null
 
 # --- tunnels: one gre port on br1 per remote node ---
 # (options as a whole map: a run repairs a changed key or remote instead of adding to it)
-# The userspace datapath drops a tunnel's packets while it asks for the remote's MAC: the
-# first BPDUs among them, and spanning tree then waits for the next hello (2 s). Every
-# node's underlay MAC is the model's, so the remotes' are set up front.
+# Added last on node1, whose br1 is the root: a BPDU that arrives
+# before the far port exists is lost, and spanning tree then waits for the next hello (2 s).
+# The userspace datapath also drops a tunnel's packets while it asks for the remote's MAC;
+# every node's underlay MAC is the model's, so the remotes' are set up front.
 ovs-appctl tnl/neigh/set br-phy 10.10.10.2 52:54:00:8a:14:02 >/dev/null
 ovs-appctl tnl/neigh/set br-phy 10.10.10.3 52:54:00:8a:14:03 >/dev/null
 ovs-vsctl --may-exist add-port br1 gre-node2 -- set interface gre-node2 type=gre options='{remote_ip=10.10.10.2}'

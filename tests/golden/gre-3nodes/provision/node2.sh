@@ -68,6 +68,18 @@ ovs-vsctl \
   -- --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br2 mtu_request="$INNER_MTU" \
   -- --may-exist add-br br3 -- set bridge br3 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br3 mtu_request="$INNER_MTU"
 
+# --- tunnels: one gre port on br1 per remote node ---
+# (options as a whole map: a run repairs a changed key or remote instead of adding to it)
+# Added early here, before the root node node1 adds its own: a BPDU that arrives
+# before the far port exists is lost, and spanning tree then waits for the next hello (2 s).
+# The userspace datapath also drops a tunnel's packets while it asks for the remote's MAC;
+# every node's underlay MAC is the model's, so the remotes' are set up front.
+ovs-appctl tnl/neigh/set br-phy 10.10.10.1 52:54:00:8a:14:01 >/dev/null
+ovs-appctl tnl/neigh/set br-phy 10.10.10.3 52:54:00:8a:14:03 >/dev/null
+ovs-vsctl --may-exist add-port br1 gre-node1 -- set interface gre-node1 type=gre options='{remote_ip=10.10.10.1}'
+ovs-vsctl --may-exist add-port br1 gre-node3 -- set interface gre-node3 type=gre options='{remote_ip=10.10.10.3}'
+
+
 # --- veth pairs: namespaces onto br2/br3, and the article's bridge loop -----------------
 # Every `ip` is a process (~0.3 s each on an emulated guest): the links are listed once and
 # the changes go to one `ip -batch` per step.
@@ -129,15 +141,5 @@ addr replace 192.168.10.11/24 dev b2.2
 EOF
 # userspace datapath: no checksum offload on the inner veth, else TCP arrives corrupted
 ip netns exec B2 ethtool -K b2.2 tx off >/dev/null
-
-# --- tunnels: one gre port on br1 per remote node ---
-# (options as a whole map: a run repairs a changed key or remote instead of adding to it)
-# The userspace datapath drops a tunnel's packets while it asks for the remote's MAC: the
-# first BPDUs among them, and spanning tree then waits for the next hello (2 s). Every
-# node's underlay MAC is the model's, so the remotes' are set up front.
-ovs-appctl tnl/neigh/set br-phy 10.10.10.1 52:54:00:8a:14:01 >/dev/null
-ovs-appctl tnl/neigh/set br-phy 10.10.10.3 52:54:00:8a:14:03 >/dev/null
-ovs-vsctl --may-exist add-port br1 gre-node1 -- set interface gre-node1 type=gre options='{remote_ip=10.10.10.1}'
-ovs-vsctl --may-exist add-port br1 gre-node3 -- set interface gre-node3 type=gre options='{remote_ip=10.10.10.3}'
 
 log "provisioned: A2, B2 on br1/br2/br3, 2 gre tunnel(s)"
