@@ -44,7 +44,7 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
 
 
 def environment() -> jinja2.Environment:
-    import jinja2   # only the verbs that render need it (verify and status do not: ~0.03 s)
+    import jinja2  # only the verbs that render need it (verify and status do not: ~0.03 s)
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(resource_dir("templates"))),
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,

@@ -124,7 +124,7 @@ def write_junit(report: Report, path: Path) -> None:
     errors = len(report.errors)
     failures = len(report.failed) - errors
     skipped = sum(1 for c in report.checks if c.passed is None)
-    import xml.etree.ElementTree as ET   # only for --junit
+    import xml.etree.ElementTree as ET  # only for --junit
     suite = ET.Element("testsuite", name=f"labgen.{report.lab}", tests=str(len(report.checks)),
                        failures=str(failures), errors=str(errors), skipped=str(skipped),
                        time=f"{report.seconds:.3f}")
