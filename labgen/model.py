@@ -230,9 +230,9 @@ class Lab:
     @property
     def host_port_config(self) -> dict[str, str]:
         """OVS Port columns for a bridge port whose far end is a namespace (a host, never a
-        bridge). RSTP: an edge port forwards at once. It must be set in the transaction that
-        adds the port: OVS decides edge-ness when the port starts, and otherwise finds it only
-        after the 3 s migrate time (docs/benchmarks.md)."""
+        bridge). RSTP: an edge port forwards at once. OVS takes the setting only while the
+        port has no carrier (the node script adds the ports before their veths come up);
+        otherwise it finds the edge only after the 3 s migrate time (docs/benchmarks.md)."""
         if self.stp == "rstp":
             return {"other_config:rstp-port-admin-edge": "true"}
         return {}

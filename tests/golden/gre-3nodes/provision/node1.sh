@@ -33,11 +33,18 @@ ovs-vsctl --timeout=30 wait-until Open_vSwitch . >/dev/null
 # --- the article's kernel settings (before any namespace exists, so they are inherited) --
 sysctl -q -w net.ipv4.ip_forward=1 net.ipv4.conf.default.rp_filter=0
 
-# --- the underlay NIC: found by its address, not assumed to be eth1 ----------------
+# --- the underlay NIC: found by its address or MAC, not assumed to be eth1 ----------------
 # Remembered in OVS's database, because the netdev layout moves the address off the NIC.
 nic=$(ovs-vsctl --if-exists get Open_vSwitch . external_ids:labgen-underlay-nic | tr -d '"')
 if [ -z "$nic" ]; then
   nic=$(ip -o -4 addr show | awk -v a="$UNDERLAY_CIDR" '$4 == a { print $2; exit }')
+  # Every provider gives this NIC the model's MAC; on VMs it has no address yet (Vagrant's
+  # guest network step, ~25 s on an emulated guest, is skipped: auto_config false).
+  if [ -z "$nic" ]; then
+    for dev in /sys/class/net/*; do
+      if [ "$(cat "$dev/address" 2>/dev/null)" = "$UNDERLAY_MAC" ]; then nic=${dev##*/}; fi
+    done
+  fi
   if [ -z "$nic" ]; then
     echo "labgen[$NODE]: no interface holds the underlay address $UNDERLAY_CIDR or the MAC $UNDERLAY_MAC" >&2
     exit 1

@@ -33,11 +33,18 @@ ovs-vsctl --timeout=30 wait-until Open_vSwitch . >/dev/null
 # --- the article's kernel settings (before any namespace exists, so they are inherited) --
 sysctl -q -w net.ipv4.ip_forward=1 net.ipv4.conf.default.rp_filter=0
 
-# --- the underlay NIC: found by its address, not assumed to be eth1 ----------------
+# --- the underlay NIC: found by its address or MAC, not assumed to be eth1 ----------------
 # Remembered in OVS's database, because the netdev layout moves the address off the NIC.
 nic=$(ovs-vsctl --if-exists get Open_vSwitch . external_ids:labgen-underlay-nic | tr -d '"')
 if [ -z "$nic" ]; then
   nic=$(ip -o -4 addr show | awk -v a="$UNDERLAY_CIDR" '$4 == a { print $2; exit }')
+  # Every provider gives this NIC the model's MAC; on VMs it has no address yet (Vagrant's
+  # guest network step, ~25 s on an emulated guest, is skipped: auto_config false).
+  if [ -z "$nic" ]; then
+    for dev in /sys/class/net/*; do
+      if [ "$(cat "$dev/address" 2>/dev/null)" = "$UNDERLAY_MAC" ]; then nic=${dev##*/}; fi
+    done
+  fi
   if [ -z "$nic" ]; then
     echo "labgen[$NODE]: no interface holds the underlay address $UNDERLAY_CIDR or the MAC $UNDERLAY_MAC" >&2
     exit 1
@@ -78,7 +85,6 @@ ovs-appctl tnl/neigh/set br-phy 10.10.10.1 52:54:00:8a:14:01 >/dev/null
 ovs-appctl tnl/neigh/set br-phy 10.10.10.2 52:54:00:8a:14:02 >/dev/null
 ovs-vsctl --may-exist add-port br1 gre-node1 -- set interface gre-node1 type=gre options='{remote_ip=10.10.10.1}'
 ovs-vsctl --may-exist add-port br1 gre-node2 -- set interface gre-node2 type=gre options='{remote_ip=10.10.10.2}'
-
 
 # --- veth pairs: namespaces onto br2/br3, and the article's bridge loop -----------------
 # Every `ip` is a process (~0.3 s each on an emulated guest): the links are listed once and

@@ -67,8 +67,8 @@ fi
 nic=$(ovs-vsctl --if-exists get Open_vSwitch . external_ids:labgen-underlay-nic | tr -d '"')
 if [ -z "$nic" ]; then
   nic=$(ip -o -4 addr show | awk -v a="$UNDERLAY_CIDR" '$4 == a { print $2; exit }')
-  # Vagrant does not configure this NIC (auto_config: false; its guest network step costs
-  # ~25 s on an emulated guest): it carries the MAC the Vagrantfile gave it.
+  # Every provider gives this NIC the model's MAC; on VMs it has no address yet (Vagrant's
+  # guest network step, ~25 s on an emulated guest, is skipped: auto_config false).
   if [ -z "$nic" ]; then
     for dev in /sys/class/net/*; do
       if [ "$(cat "$dev/address" 2>/dev/null)" = "$UNDERLAY_MAC" ]; then nic=${dev##*/}; fi

@@ -67,8 +67,8 @@ fi
 nic=$(ovs-vsctl --if-exists get Open_vSwitch . external_ids:labgen-underlay-nic | tr -d '"')
 if [ -z "$nic" ]; then
   nic=$(ip -o -4 addr show | awk -v a="$UNDERLAY_CIDR" '$4 == a { print $2; exit }')
-  # Vagrant does not configure this NIC (auto_config: false; its guest network step costs
-  # ~25 s on an emulated guest): it carries the MAC the Vagrantfile gave it.
+  # Every provider gives this NIC the model's MAC; on VMs it has no address yet (Vagrant's
+  # guest network step, ~25 s on an emulated guest, is skipped: auto_config false).
   if [ -z "$nic" ]; then
     for dev in /sys/class/net/*; do
       if [ "$(cat "$dev/address" 2>/dev/null)" = "$UNDERLAY_MAC" ]; then nic=${dev##*/}; fi
@@ -105,7 +105,6 @@ ovs-vsctl \
 # Added early here, before the root node node1 adds its own: a BPDU that arrives
 # before the far port exists is lost, and spanning tree then waits for the next hello (2 s).
 ovs-vsctl --may-exist add-port br1 gre-node1 -- set interface gre-node1 type=gre options='{remote_ip=10.10.10.1}'
-
 
 # --- veth pairs: namespaces onto br2/br3, and the article's bridge loop -----------------
 # Every `ip` is a process (~0.3 s each on an emulated guest): the links are listed once and
