@@ -17,6 +17,8 @@ from .providers import NAMES as PROVIDERS
 from .resources import resource_dir
 
 FAMILIES = ("rhel", "debian", "host")
+# Vagrant's guest plugin of each family ("host" boxes are never Vagrant's).
+VAGRANT_GUESTS = {"rhel": "redhat", "debian": "debian", "host": "linux"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,12 @@ class Box:
     url: str = ""       # download URL, when the box is not in Vagrant's catalog
     note: str = ""      # shown in `labgen boxes`, e.g. end of life
     build: str = ""     # name for `labgen box build`, for boxes made locally
+
+    @property
+    def vagrant_guest(self) -> str:
+        """Vagrant's guest type for this box. Named, so that Vagrant does not detect it: its
+        detection runs ~40 probe commands over SSH, ~21 s on an emulated guest."""
+        return VAGRANT_GUESTS[self.family]
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

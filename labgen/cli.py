@@ -12,16 +12,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from . import __version__, lifecycle, providers, tunnels
 from . import boxes as box_catalog
 from .errors import ExitCode, LabgenError
 from .model import Lab, Options, build_lab
 from .render import load_lab
+from .term import err, out
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from . import nodeio
     from .results import Report
 from .report import (
@@ -41,13 +42,16 @@ app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_e
 box_app = typer.Typer(no_args_is_help=True, help="Build boxes locally.")
 app.add_typer(box_app, name="box")
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
-# CI logs and pipes are not terminals: rich would squeeze tables into 80 columns there.
-# They get 100 columns (tables are laid out to fit), or what COLUMNS says.
-for _c in (out, err):
-    if not _c.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
-        _c.width = PLAIN_WIDTH
+
+
+def tables() -> Console:
+    """The rich console for tables on standard output (rich is loaded only for these).
+    CI logs and pipes are not terminals: rich would squeeze tables into 80 columns there;
+    they get 100 columns (tables are laid out to fit), or what COLUMNS says."""
+    console = out.rich
+    if not console.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
+        console.width = PLAIN_WIDTH
+    return console
 
 
 class ProgressPrinter:
@@ -58,18 +62,17 @@ class ProgressPrinter:
 
     def __call__(self, node: str, message: str) -> None:
         # One line each, however long (a URL, a path): logs are read line by line.
-        err.print(f"[dim]{time.monotonic() - self.started:6.1f}s[/] [bold]{node}[/]: {escape(message)}",
-                  soft_wrap=True, highlight=False)
+        err.line((f"{time.monotonic() - self.started:6.1f}s", "dim"), " ", (node, "bold"), f": {message}")
 
 
 def fail(message: str, code: int = ExitCode.USAGE) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    err.line(("error:", "bold red"), f" {message}")
     raise typer.Exit(code)
 
 
 def _version(value: bool) -> None:
     if value:
-        out.print(f"labgen {__version__}")
+        out.line(f"labgen {__version__}")
         raise typer.Exit()
 
 
@@ -141,11 +144,11 @@ def render(lab: Lab, lab_dir: Path, force: bool) -> None:
         written = lifecycle.render(lab, lab_dir, force)
     except LabgenError as exc:
         fail(str(exc), exc.exit_code)
-    out.print(f"rendered lab [bold]{lab.name}[/] ({lab.tunnel}, {len(lab.nodes)} nodes, "
-              f"provider {lab.provider}) in {lab_dir}/")
+    out.line("rendered lab ", (lab.name, "bold"), f" ({lab.tunnel}, {len(lab.nodes)} nodes, "
+             f"provider {lab.provider}) in {lab_dir}/")
     for path in written:
-        out.print(f"  {path.relative_to(lab_dir)}")
-    out.print(f"next: labgen up {lab_dir}  (or labgen create to render, boot and verify in one go)")
+        out.line(f"  {path.relative_to(lab_dir)}")
+    out.line(f"next: labgen up {lab_dir}  (or labgen create to render, boot and verify in one go)")
 
 
 @app.command()
@@ -193,22 +196,22 @@ def _quiet_destroy(lab: Lab, lab_dir: Path, say: ProgressPrinter) -> None:
     try:
         lifecycle.destroy(lab, lab_dir, say)
     except LabgenError as exc:
-        err.print(f"[red]tear-down failed too:[/] {exc}")
+        err.line(("tear-down failed too:", "red"), f" {exc}")
 
 
 def _emit(report: Report, json_out: bool, junit: Path | None, lab_dir: Path) -> None:
     if json_out:
         print(to_json(report))
     else:
-        print_report(report, out)
+        print_report(report, tables())
     if junit:
         write_junit(report, junit)
     if not report.passed:
         for line in report.findings:
-            err.print(line, markup=False, highlight=False)
-        err.print(f"diagnostics per node: {lab_dir / 'diagnostics'}/", highlight=False)
+            err.line(line)
+        err.line(f"diagnostics per node: {lab_dir / 'diagnostics'}/")
     elif json_out:
-        err.print(summary(report), markup=False)
+        err.line(summary(report))
 
 
 LabDir = Annotated[Path | None, typer.Argument(help="Lab directory (default: . or the only ./lab-*).", show_default=False)]
@@ -268,7 +271,8 @@ def status(lab_dir: LabDir = None,
     if json_out:
         print(status_json(states))
     else:
-        out.print(status_table(lab, lab_dir, states, is_plain(out)))
+        console = tables()
+        console.print(status_table(lab, lab_dir, states, is_plain(console)))
     raise typer.Exit(ExitCode.OK if all(s.state == "running" for s in states) else ExitCode.NOT_RUNNING)
 
 
@@ -340,8 +344,7 @@ def capture(
     from . import nodeio
     try:
         t = _node_target(node, lab_dir)
-        nodeio.run_capture(t, count, write, note=lambda s: err.print(f"capture {node}: {s}", markup=False,
-                                                                      highlight=False, soft_wrap=True))
+        nodeio.run_capture(t, count, write, note=lambda s: err.line(f"capture {node}: {s}"))
     except LabgenError as exc:
         fail(str(exc), exc.exit_code)
 
@@ -354,7 +357,8 @@ def boxes() -> None:
         catalog = box_catalog.catalog()
     except LabgenError as exc:
         fail(str(exc), exc.exit_code)
-    out.print(boxes_table(catalog, is_plain(out)))
+    console = tables()
+    console.print(boxes_table(catalog, is_plain(console)))
 
 
 @app.command()
@@ -372,8 +376,7 @@ def doctor(
         fail(str(exc), exc.exit_code)
     style = {"ok": "green", "note": "yellow", "problem": "red", "fix": "yellow"}
     for ln in lines:
-        out.print(f"[{style[ln.kind]}]{ln.kind}[/] {ln.provider}: {escape(ln.text)}",
-                  soft_wrap=True, highlight=False)
+        out.line((ln.kind, style[ln.kind]), f" {ln.provider}: {ln.text}")
     raise typer.Exit(ExitCode.FAILED if any(ln.kind == "problem" for ln in lines) else ExitCode.OK)
 
 
@@ -409,11 +412,10 @@ def main() -> None:
         # One line, like every other error: what is wrong, and where help is.
         ctx = getattr(exc, "ctx", None)
         cmd = ctx.command_path if ctx else "labgen"
-        err.print(f"[bold red]error:[/] {getattr(exc, 'format_message', exc.__str__)()} (see {cmd} --help)",
-                  soft_wrap=True)
+        err.line(("error:", "bold red"), f" {getattr(exc, 'format_message', exc.__str__)()} (see {cmd} --help)")
         sys.exit(ExitCode.USAGE)
     except (typer.Abort, KeyboardInterrupt):
-        err.print("interrupted")
+        err.line("interrupted")
         sys.exit(ExitCode.INTERRUPTED)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -146,15 +146,22 @@ def _missing_parents(target: Path) -> list[Path]:
 def _write_tree(root: Path, files: dict[str, str]) -> list[str]:
     """Write every file below root (which exists); returns the relative paths."""
     written = []
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w") as fh:
-            fh.write(text)
-        os.chmod(path, 0o755 if rel.endswith(".sh") else 0o644)
-        written.append(rel)
-    (root / "logs").mkdir(exist_ok=True)
-    if draw_svg(root / "topology.dot"):
+    svg = _start_svg(root / "topology.svg", files.get("topology.dot"))
+    try:
+        for rel, text in files.items():
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "w") as fh:
+                fh.write(text)
+            os.chmod(path, 0o755 if rel.endswith(".sh") else 0o644)
+            written.append(rel)
+        (root / "logs").mkdir(exist_ok=True)
+    except BaseException:
+        if svg is not None:     # nothing of a failed write may appear later
+            svg.kill()
+            svg.wait()
+        raise
+    if svg is not None and _finish_svg(svg, root / "topology.svg"):
         written.append("topology.svg")
     return written
 
@@ -203,17 +210,31 @@ def write_lab(lab: Lab, target: Path, force: bool = False) -> list[Path]:
     return [target / rel for rel in rels]
 
 
-def draw_svg(dot_file: Path) -> Path | None:
-    """topology.svg when Graphviz is installed; the .dot and the README's Mermaid always exist."""
-    if shutil.which("dot") is None:
+def _start_svg(svg: Path, dot: str | None) -> subprocess.Popen[str] | None:
+    """Start Graphviz on the .dot text, when it is installed; it draws while the other
+    files are written (it takes about as long as the rest of `render`)."""
+    if dot is None or shutil.which("dot") is None:
         return None
-    svg = dot_file.with_suffix(".svg")
-    proc = subprocess.run(["dot", "-Tsvg", "-o", str(svg), str(dot_file)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
+    try:
+        proc = subprocess.Popen(["dot", "-Tsvg", "-o", str(svg)], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    except OSError:
+        return None
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(dot)       # a few hundred bytes: fits the pipe, never blocks
+        proc.stdin.close()
+    except OSError:
+        pass                        # dot exited early: its exit status says it failed
+    return proc
+
+
+def _finish_svg(proc: subprocess.Popen[str], svg: Path) -> bool:
+    """topology.svg when Graphviz drew it; the .dot and the README's Mermaid always exist."""
+    if proc.wait() != 0:
         svg.unlink(missing_ok=True)     # e.g. a disk that filled up half way
-        return None
-    return svg
+        return False
+    return True
 
 
 def load_lab(directory: Path) -> Lab:

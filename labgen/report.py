@@ -5,15 +5,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich import box as rich_box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 from .results import Report
 
 if TYPE_CHECKING:
     from pathlib import Path as _Path
+
+    from rich.console import Console
+    from rich.table import Table
 
     from .boxes import Box
     from .model import Lab
@@ -32,6 +30,9 @@ def is_plain(console: Console) -> bool:
 def new_table(title: str, plain: bool) -> Table:
     """A table that reads well where it goes: coloured, with a ruled header, in a terminal;
     in a log or a pipe, plain space-separated columns (box=None: no box-drawing at all)."""
+    # rich only where a table is printed: the other commands do without it (labgen/term.py).
+    from rich import box as rich_box
+    from rich.table import Table
     if plain:
         return Table(title=title, title_justify="left", box=None, pad_edge=False,
                      title_style="", header_style="", safe_box=True)
@@ -55,6 +56,7 @@ _FIXED = {"stage": 8, "node": 5, "result": 7, "s": 5}
 
 def table(report: Report, width: int = PLAIN_WIDTH, plain: bool = True) -> Table:
     """One row per check, every evidence cell one line, the whole table within `width`."""
+    from rich.text import Text
     title = f"labgen verify: lab {report.lab} ({report.tunnel}, {report.provider})"
     t = new_table(title, plain)
     # One space of padding either side of each column, none at the outer edges; a boxed
