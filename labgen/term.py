@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ Part = str | tuple[str, str]
 
 _SGR = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33"}
 _COLOURS = {"red", "green", "yellow"}
+_LOCK = threading.Lock()
 
 
 class Stream:
@@ -65,7 +67,9 @@ class Stream:
                 body, style = part
                 on = self.sgr(style)
                 text.append(f"{on}{body}\x1b[0m" if on else body)
-        print("".join(text), file=self.file, flush=True)
+        with _LOCK:     # one write per line: lines from progress threads never interleave
+            self.file.write("".join(text) + "\n")
+            self.file.flush()
 
     @property
     def rich(self) -> Console:
