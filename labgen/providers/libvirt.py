@@ -364,7 +364,7 @@ class LibvirtProvider:
                 for hv in hosts(lab)]
         for run in runs:
             run.peers = [r for r in runs if r is not run]
-            (run.project / ".vagrant" / "labgen-ssh-config").unlink(missing_ok=True)
+            _ssh_config_cache(run.project).unlink(missing_ok=True)
         # Two URIs may reach ONE libvirtd (the same machine by two names): then one host after
         # the other up to the domains' start, then side by side, so that its box volume and
         # management network are created once, not raced. Distinct hosts start together.
@@ -466,14 +466,22 @@ class LibvirtProvider:
         return SSHRunner(node, self._ssh[node])
 
     def _ssh_config(self, project: Path) -> str:
-        """`vagrant ssh-config` costs seconds: take it once per up, keep it beside Vagrant's state."""
-        cache = project / ".vagrant" / "labgen-ssh-config"
+        cache = _ssh_config_cache(project)
         ids = list((project / ".vagrant" / "machines").glob("*/libvirt/id"))
         if cache.exists() and all(cache.stat().st_mtime >= f.stat().st_mtime for f in ids):
             return cache.read_text()
-        text = vagrant_cli.ssh_config(project)
-        cache.write_text(text)
-        return text
+        return _fetch_ssh_config(project)
+
+
+def _ssh_config_cache(project: Path) -> Path:
+    return project / ".vagrant" / "labgen-ssh-config"
+
+
+def _fetch_ssh_config(project: Path) -> str:
+    """`vagrant ssh-config` costs seconds: taken once per up, kept beside Vagrant's state."""
+    text = vagrant_cli.ssh_config(project)
+    _ssh_config_cache(project).write_text(text)
+    return text
 
 
 class _Bringup:
@@ -486,6 +494,7 @@ class _Bringup:
         self.error: tuple[int, list[str]] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._thread = threading.Thread(target=self._run, name=f"vagrant-up-{hv.name}", daemon=True)
+        self._prefetch: threading.Thread | None = None
         self.peers: list[_Bringup] = []     # killed when this one fails: no point going on
         self.stopped_for: str | None = None     # the peer whose failure stopped this one
 
@@ -508,15 +517,30 @@ class _Bringup:
                     _track(line, stage, self.progress)
                     if any(s != "creating" for s in stage.values()):
                         self.past_creation.set()
+                    if self._prefetch is None and set(stage) >= set(self.hv.nodes) and \
+                            all(s in ("provisioning", "provisioned") for s in stage.values()):
+                        self._prefetch = threading.Thread(target=self._prefetch_ssh_config, daemon=True)
+                        self._prefetch.start()
         except subprocess.CalledProcessError as exc:
             self.error = (exc.returncode, tail)
         except OSError as exc:
             self.error = (-1, [str(exc)])
         finally:
             self.past_creation.set()
+            if self._prefetch is not None:
+                self._prefetch.join()
         if self.error is not None and self.stopped_for is None:
             for peer in self.peers:
                 peer.kill(because=self.hv.name)
+
+    def _prefetch_ssh_config(self) -> None:
+        """How verify will reach the guests, asked while they provision: `vagrant ssh-config`
+        costs ~3-4 s of Ruby and libvirt calls, and (unlike `up`) takes no machine lock.
+        On failure verify asks again."""
+        try:
+            _fetch_ssh_config(self.project)
+        except (ProviderError, OSError, subprocess.SubprocessError):
+            pass
 
     def kill(self, because: str | None = None) -> None:
         if self._proc is not None and self._proc.poll() is None:

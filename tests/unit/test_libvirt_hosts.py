@@ -136,3 +136,33 @@ esac""")
     finally:
         guard.cancel()
     assert not fired and started.exists()
+
+
+def test_ssh_config_is_fetched_while_the_guests_provision(tmp_path, monkeypatch):
+    """Once every node of a project runs its provisioner, `vagrant ssh-config` runs beside
+    `vagrant up` (it takes no machine lock) and its answer is what verify later reads: the
+    stand-in `up` goes on only after ssh-config was asked (an event, not a clock)."""
+    lab = build_lab(Options(tunnel="gre", libvirt_driver="qemu", name="x"))
+    lab_dir = tmp_path / "lab"
+    write_lab(lab, lab_dir)
+    monkeypatch.setattr("labgen.boxfetch.ensure_box", lambda *a, **k: False)
+    monkeypatch.setattr("labgen.providers.libvirt.kvm_group_drift", lambda *a: None)
+    asked = tmp_path / "ssh-config-asked"
+    fake(tmp_path, monkeypatch, "vagrant", f"""
+case "$1" in
+  up) mkdir -p .vagrant/machines/node1/libvirt .vagrant/machines/node2/libvirt
+      touch .vagrant/machines/node1/libvirt/id .vagrant/machines/node2/libvirt/id
+      echo "==> node1: Running provisioner: labgen node1 (shell)..."
+      echo "==> node2: Running provisioner: labgen node2 (shell)..."
+      i=0; while [ ! -e "{asked}" ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done
+      [ -e "{asked}" ] && echo "    node1: labgen[node1]: provisioned" ;;
+  ssh-config) touch "{asked}"
+      printf 'Host node1\\n  HostName 10.0.0.1\\n  User vagrant\\n  Port 22\\n  IdentityFile /k\\n'
+      printf 'Host node2\\n  HostName 10.0.0.2\\n  User vagrant\\n  Port 22\\n  IdentityFile /k\\n' ;;
+esac""")
+    seen: list[tuple[str, str]] = []
+    provider = LibvirtProvider()
+    provider.up(lab, lab_dir, lambda who, what: seen.append((who, what)))
+    assert ("node1", "provisioned") in seen     # up went on only because ssh-config was asked
+    fake(tmp_path, monkeypatch, "vagrant", "exit 1")    # from now on, Vagrant would fail
+    assert provider.runner(lab, lab_dir, "node2").target.host == "10.0.0.2"
