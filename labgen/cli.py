@@ -43,7 +43,6 @@ box_app = typer.Typer(no_args_is_help=True, help="Build boxes locally.")
 app.add_typer(box_app, name="box")
 
 
-
 def tables() -> Console:
     """The rich console for tables on standard output (rich is loaded only for these).
     CI logs and pipes are not terminals: rich would squeeze tables into 80 columns there;
