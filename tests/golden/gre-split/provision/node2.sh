@@ -47,8 +47,9 @@ sysctl -q -w net.ipv4.ip_forward=1 net.ipv4.conf.default.rp_filter=0
 # Only GRE (IP protocol 47), only from the underlay 10.10.10.0/24. (The userspace datapath reads
 # the NIC before netfilter, so this is for the kernel datapath only.)
 # firewall-cmd is a Python program: ~5-10 s per call on an emulated guest. So systemd is
-# asked whether firewalld runs, and the rule is added without asking first (firewalld
-# takes a rule it already has as a warning, exit 0): two calls, not up to five.
+# asked whether firewalld runs, and the rule goes to firewalld's own D-Bus interface through
+# systemd's busctl (a C program), the runtime and the permanent default zone alike; a rule
+# firewalld already has (ALREADY_ENABLED) is no error. firewall-cmd where busctl is missing.
 firewalld_running() {
   if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
     systemctl is-active --quiet firewalld
@@ -56,10 +57,32 @@ firewalld_running() {
     firewall-cmd --state >/dev/null 2>&1
   fi
 }
+firewalld_call() {   # OBJECT INTERFACE METHOD SIGNATURE ARGS...: its answer, without the type
+  local out
+  if ! out=$(busctl --system call org.fedoraproject.FirewallD1 "$1" "org.fedoraproject.FirewallD1$2" \
+      "${@:3}" 2>&1); then
+    case "$out" in *ALREADY_ENABLED*) return 0 ;; esac
+    echo "$out" >&2
+    return 1
+  fi
+  out=${out#* \"}
+  echo "${out%\"}"
+}
+firewalld_admit() {
+  local zone path
+  firewalld_call /org/fedoraproject/FirewallD1 .zone addRichRule ssi "" "$1" 0 >/dev/null &&
+    zone=$(firewalld_call /org/fedoraproject/FirewallD1 "" getDefaultZone) &&
+    path=$(firewalld_call /org/fedoraproject/FirewallD1/config .config getZoneByName s "$zone") &&
+    firewalld_call "$path" .config.zone addRichRule s "$1" >/dev/null
+}
 if command -v firewall-cmd >/dev/null 2>&1 && firewalld_running; then
   rule='rule family="ipv4" source address="10.10.10.0/24" protocol value="gre" accept'
-  firewall-cmd -q --add-rich-rule="$rule"
-  firewall-cmd -q --permanent --add-rich-rule="$rule"
+  if command -v busctl >/dev/null 2>&1; then
+    firewalld_admit "$rule"
+  else
+    firewall-cmd -q --add-rich-rule="$rule"
+    firewall-cmd -q --permanent --add-rich-rule="$rule"
+  fi
   log "firewalld: admitted GRE (IP protocol 47) from 10.10.10.0/24"
 elif command -v iptables >/dev/null 2>&1; then
   rules=$(iptables -S INPUT 2>/dev/null || true)
