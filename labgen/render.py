@@ -73,7 +73,7 @@ def render_files(lab: Lab) -> dict[str, str]:
     node_tpl = env.get_template("node.sh.j2")
     for node in lab.nodes:
         files[f"provision/{node.name}.sh"] = node_tpl.render(
-            lab=lab, node=node, persist_hostname=provider.persist_hostname)
+            lab=lab, node=node, owns_system_files=provider.owns_system_files)
     return files
 
 

@@ -46,7 +46,8 @@ class Provider(Protocol):
     name: ClassVar[str]
     default_box: ClassVar[str]
     datapaths: ClassVar[tuple[str, ...]]     # OVS datapaths it can run; the first is the default
-    persist_hostname: ClassVar[bool]         # may the node script write /etc/hostname?
+    owns_system_files: ClassVar[bool]        # may the node script change the node's system files
+                                             # (/etc/hostname, /etc/hosts, logind's linger)?
 
     def validate(self, opts: Options, underlay: IPv4Network, datapath: str) -> None:
         """Refuse options this provider cannot honour (InputError, one line with the fix)."""

@@ -107,7 +107,7 @@ class LibvirtProvider:
     name: ClassVar[str] = "libvirt"
     default_box: ClassVar[str] = "centos/stream9"
     datapaths: ClassVar[tuple[str, ...]] = ("system", "netdev")
-    persist_hostname: ClassVar[bool] = True      # VMs keep their hostname across reboots
+    owns_system_files: ClassVar[bool] = True     # a VM is a whole machine of the lab's own
 
     # ---- the model's questions ------------------------------------------------------------
     def validate(self, opts: Options, underlay: IPv4Network, datapath: str) -> None:

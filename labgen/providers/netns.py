@@ -70,7 +70,7 @@ class NetnsProvider:
     name: ClassVar[str] = "netns"
     default_box: ClassVar[str] = "host"
     datapaths: ClassVar[tuple[str, ...]] = ("netdev",)
-    persist_hostname: ClassVar[bool] = False   # an emulated node must not touch the host's files
+    owns_system_files: ClassVar[bool] = False  # an emulated node must not touch the host's files
 
     # ---- the model's questions ------------------------------------------------------------
     def validate(self, opts: Options, underlay: IPv4Network, datapath: str) -> None:
