@@ -16,7 +16,7 @@ from .batch import Planned
 from .model import Lab, Node
 from .results import Check
 from .runner import Result, Runner, RunnerError
-from .spantree import STATE_COMMAND, bridge_problems, judge_tree, parse_state
+from .spantree import bridge_problems, judge_tree, parse_state, state_command
 
 
 def ns_exec(ns: str, cmd: str) -> str:
@@ -94,13 +94,14 @@ def run_stp_checks(lab: Lab, runners: Mapping[str, Runner], timeout: float,
     tree; that must hold on two polls in a row. A bridge without loop protection or a node
     that does not answer will not heal by waiting: those fail at once."""
     mode = lab.stp.upper()
+    command = state_command(lab.stp)
     started = time.monotonic()
     deadline = started + timeout
     held = False
     while True:
         with ThreadPoolExecutor(max_workers=len(lab.nodes)) as pool:
             polled = dict(zip([n.name for n in lab.nodes],
-                              pool.map(lambda n: _poll(runners[n.name], STATE_COMMAND), lab.nodes), strict=False))
+                              pool.map(lambda n: _poll(runners[n.name], command), lab.nodes), strict=False))
         states, node_problems, static = {}, {}, False
         for node, (text, err) in polled.items():
             if err is not None:
@@ -127,11 +128,11 @@ def run_stp_checks(lab: Lab, runners: Mapping[str, Runner], timeout: float,
         evidence = "; ".join(problems) if problems else \
             f"{mode} on {', '.join(lab.bridges)}; {sum(len(b.ports) for b in states[n.name].values())} ports reporting"
         checks.append(Check("stp", f"{mode} on {', '.join(lab.bridges)}, every port reporting", n.name,
-                            STATE_COMMAND, not problems, evidence, seconds,
+                            command, not problems, evidence, seconds,
                             error=bool(problems) and n.name not in states))
     name = f"forwarding links form one spanning tree of all {len(lab.nodes) * len(lab.bridges)} bridges"
     if verdict is None:
-        checks.append(Check("stp", name, "all", STATE_COMMAND, False,
+        checks.append(Check("stp", name, "all", command, False,
                             "not judged: the state of every node is needed", seconds))
     else:
         n_links = len(lab.nodes) * len(lab.bridges) - 1
@@ -141,7 +142,7 @@ def run_stp_checks(lab: Lab, runners: Mapping[str, Runner], timeout: float,
             evidence = "; ".join(verdict.problems) or f"{verdict.forwarding_links} links forward, a tree needs {n_links}"
             if time.monotonic() >= deadline and not static:
                 evidence = f"after {timeout:g} s: {evidence}"
-        checks.append(Check("stp", name, "all", STATE_COMMAND, verdict.ok, evidence, seconds))
+        checks.append(Check("stp", name, "all", command, verdict.ok, evidence, seconds))
     return checks
 
 

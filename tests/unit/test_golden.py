@@ -90,11 +90,18 @@ def test_golden_files_hold_the_articles_topology():
     for port, bridge in (("b12.1", "br2"), ("b12.2", "br1"), ("b13.1", "br3"), ("b13.2", "br1"),
                          ("b23.1", "br3"), ("b23.2", "br2")):
         assert re.search(rf"--may-exist add-port {bridge} {re.escape(port)}( \\)?\n", gre)
-    # The root node adds its tunnel last, every other node early: the root's first BPDUs then
-    # find the far port already there.
+    # The root node adds its tunnel last, every other node early (before its veths have
+    # carrier): the root's first BPDUs then find the far port already there.
     gre2 = (GOLDEN / "gre" / "provision" / "node2.sh").read_text()
-    assert gre.index("add-port br2 b23.2") < gre.index("add-port br1 gre-node2")
-    assert gre2.index("add-port br1 gre-node1") < gre2.index("add-port br2 a2.1")
+    assert gre.index("link set dev a1.2 mtu") < gre.index("add-port br1 gre-node2")
+    assert gre2.index("add-port br1 gre-node1") < gre2.index("link set dev a2.1 mtu")
+    # Bridges and ports in one transaction; the veths exist before it (all spanning tree
+    # timers start together); br-phy gets its address only after that transaction.
+    for script in (gre, gre2):
+        txn = script[script.index("ovs-vsctl \\\n  -- --may-exist add-br br1"):]
+        txn = txn[:txn.index("\n\n")]
+        assert all(f"add-port {b} {p}" in txn for p, b in (("b12.1", "br2"), ("b23.2", "br2")))
+        assert script.index("| ip -batch -") < script.index("add-br br1")
     # The pinned root: node1's br1 wins the whole lab.
     assert "add-br br1 -- set bridge br1 datapath_type=\"$DATAPATH\" stp_enable=true" in gre
     assert "other_config:stp-priority=4096" in gre
@@ -117,3 +124,8 @@ def test_golden_files_hold_the_articles_topology():
         assert ports == [f"gre-node{j}" for j in (1, 2, 3) if j != k]
     assert "addr replace 192.168.10.20/24 dev a3.2" in tri[3]
     assert "DATAPATH=netdev" in tri[1] and "Vagrantfile" not in os.listdir(GOLDEN / "gre-3nodes")
+    # Userspace datapath: br-phy is not waited for (the datapath is made while the veths are),
+    # and gets the underlay address only after the bridges' transaction.
+    t1 = tri[1]
+    assert t1.index("--no-wait --may-exist add-br br-phy") < t1.index("| ip -batch -") \
+        < t1.index("add-br br1") < t1.index('ip addr add "$UNDERLAY_CIDR" dev br-phy')

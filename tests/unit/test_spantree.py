@@ -8,7 +8,17 @@ import pytest
 from support import OUTPUTS
 
 from labgen.model import Options, build_lab
-from labgen.spantree import BridgeState, PortState, bridge_problems, judge_tree, links, parse_state
+from labgen.spantree import (
+    STATE_COMMAND,
+    WAKE_COMMAND,
+    BridgeState,
+    PortState,
+    bridge_problems,
+    judge_tree,
+    links,
+    parse_state,
+    state_command,
+)
 
 
 def lab(mode: str, nodes: int = 2, tunnel: str = "gre"):
@@ -144,3 +154,12 @@ def test_n_node_labs_tree_and_loop(nodes, mode):
     cut = tree_links[-1]
     verdict = judge_tree(the_lab, _synthetic(the_lab, blocked | {cut.a}))
     assert not verdict.ok and any(p.startswith("cut off from the other bridges") for p in verdict.problems)
+
+
+def test_802_1d_polls_wake_ovs_vswitchd_first_and_rstp_polls_do_not():
+    """802.1D's timers advance only when ovs-vswitchd's loop runs: each poll wakes it first,
+    best effort (a vswitchd that does not answer must still leave the state read to judge)."""
+    stp = state_command("stp")
+    assert stp.startswith(WAKE_COMMAND + "; ") and stp.endswith(STATE_COMMAND)
+    assert "&&" not in stp.split(STATE_COMMAND)[0]
+    assert state_command("rstp") == STATE_COMMAND

@@ -123,20 +123,6 @@ fi
 ip link set dev "$nic" mtu "$UNDERLAY_MTU" up
 log "underlay $UNDERLAY_CIDR on $nic"
 
-# --- bridges, with loop protection on before any loop port exists ------------------------
-# (the bridges' own ports carry overlay frames too: pinned to the inner MTU)
-# (one transaction: each ovs-vsctl call waits until ovs-vswitchd has applied it)
-ovs-vsctl \
-  -- --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 other_config:stp-priority=8192 -- set interface br1 mtu_request="$INNER_MTU" \
-  -- --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br2 mtu_request="$INNER_MTU" \
-  -- --may-exist add-br br3 -- set bridge br3 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br3 mtu_request="$INNER_MTU"
-
-# --- tunnels: one geneve port on br1 per remote node ---
-# (options as a whole map: a run repairs a changed key or remote instead of adding to it)
-# Added early here, before the root node node1 adds its own: a BPDU that arrives
-# before the far port exists is lost, and spanning tree then waits for the next hello (2 s).
-ovs-vsctl --may-exist add-port br1 geneve-node1 -- set interface geneve-node1 type=geneve options='{remote_ip=10.10.10.1,key=5000}'
-
 # --- veth pairs: namespaces onto br2/br3, and the article's bridge loop -----------------
 # Every `ip` is a process (~0.3 s each on an emulated guest): the links are listed once and
 # the changes go to one `ip -batch` per step.
@@ -163,9 +149,15 @@ have b23.1 || batch="${batch}link add b23.1 mtu $INNER_MTU type veth peer name b
 "
 if [ -n "$batch" ]; then printf '%s' "$batch" | ip -batch -; fi
 
-# Every port joins its bridge in one transaction and before any veth has carrier: the first
-# BPDUs (a proposal among them) then find the port at the far end already on its bridge.
+# --- bridges and their ports: one transaction (each ovs-vsctl call waits until ovs-vswitchd
+# has applied it), so every spanning tree timer starts at once ----------------------------
+# Loop protection is on before any loop port exists, and every port joins before any veth
+# has carrier: the first BPDUs (a proposal among them) then find the port at the far end
+# already on its bridge. The bridges' own ports carry overlay frames too: inner MTU.
 ovs-vsctl \
+  -- --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 other_config:stp-priority=8192 -- set interface br1 mtu_request="$INNER_MTU" \
+  -- --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br2 mtu_request="$INNER_MTU" \
+  -- --may-exist add-br br3 -- set bridge br3 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br3 mtu_request="$INNER_MTU" \
   -- --may-exist add-port br2 a2.1 \
   -- --may-exist add-port br3 b2.1 \
   -- --may-exist add-port br2 b12.1 \
@@ -174,6 +166,13 @@ ovs-vsctl \
   -- --may-exist add-port br1 b13.2 \
   -- --may-exist add-port br3 b23.1 \
   -- --may-exist add-port br2 b23.2
+# --- tunnels: one geneve port on br1 per remote node ---
+# (options as a whole map: a run repairs a changed key or remote instead of adding to it)
+# Added early here, before the root node node1 adds its own: a BPDU that arrives
+# before the far port exists is lost, and spanning tree then waits for the next hello (2 s).
+ovs-vsctl --may-exist add-port br1 geneve-node1 -- set interface geneve-node1 type=geneve options='{remote_ip=10.10.10.1,key=5000}'
+
+
 ip -batch - <<EOF
 link set dev a2.1 mtu $INNER_MTU up
 link set dev b2.1 mtu $INNER_MTU up

@@ -57,23 +57,11 @@ log "underlay $UNDERLAY_CIDR on $nic"
 
 # --- userspace datapath: tunnels leave through br-phy, which holds the underlay address ---
 # (with the address left on the NIC, native tunnel routing fails)
-ovs-vsctl --may-exist add-br br-phy -- set bridge br-phy datapath_type=netdev other_config:hwaddr="$UNDERLAY_MAC" \
+# Not waited for: ovs-vswitchd makes the userspace datapath now (~0.2 s, it first times the
+# CPU's clock) while the namespaces and veths below are made; the bridges' transaction waits
+# for both, and br-phy gets its address after it.
+ovs-vsctl --no-wait --may-exist add-br br-phy -- set bridge br-phy datapath_type=netdev other_config:hwaddr="$UNDERLAY_MAC" \
   -- --may-exist add-port br-phy "$nic"
-ip link set dev br-phy mtu "$UNDERLAY_MTU" up
-if ip -o -4 addr show dev "$nic" | grep -q " $UNDERLAY_CIDR "; then
-  ip addr del "$UNDERLAY_CIDR" dev "$nic"
-fi
-if ! ip -o -4 addr show dev br-phy | grep -q " $UNDERLAY_CIDR "; then
-  ip addr add "$UNDERLAY_CIDR" dev br-phy
-fi
-
-# --- bridges, with loop protection on before any loop port exists ------------------------
-# (the bridges' own ports carry overlay frames too: pinned to the inner MTU)
-# (one transaction: each ovs-vsctl call waits until ovs-vswitchd has applied it)
-ovs-vsctl \
-  -- --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 other_config:stp-priority=4096 -- set interface br1 mtu_request="$INNER_MTU" \
-  -- --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br2 mtu_request="$INNER_MTU" \
-  -- --may-exist add-br br3 -- set bridge br3 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br3 mtu_request="$INNER_MTU"
 
 # --- veth pairs: namespaces onto br2/br3, and the article's bridge loop -----------------
 # Every `ip` is a process (~0.3 s each on an emulated guest): the links are listed once and
@@ -101,9 +89,15 @@ have b23.1 || batch="${batch}link add b23.1 mtu $INNER_MTU type veth peer name b
 "
 if [ -n "$batch" ]; then printf '%s' "$batch" | ip -batch -; fi
 
-# Every port joins its bridge in one transaction and before any veth has carrier: the first
-# BPDUs (a proposal among them) then find the port at the far end already on its bridge.
+# --- bridges and their ports: one transaction (each ovs-vsctl call waits until ovs-vswitchd
+# has applied it), so every spanning tree timer starts at once ----------------------------
+# Loop protection is on before any loop port exists, and every port joins before any veth
+# has carrier: the first BPDUs (a proposal among them) then find the port at the far end
+# already on its bridge. The bridges' own ports carry overlay frames too: inner MTU.
 ovs-vsctl \
+  -- --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 other_config:stp-priority=4096 -- set interface br1 mtu_request="$INNER_MTU" \
+  -- --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br2 mtu_request="$INNER_MTU" \
+  -- --may-exist add-br br3 -- set bridge br3 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br3 mtu_request="$INNER_MTU" \
   -- --may-exist add-port br2 a1.1 \
   -- --may-exist add-port br3 b1.1 \
   -- --may-exist add-port br2 b12.1 \
@@ -112,6 +106,14 @@ ovs-vsctl \
   -- --may-exist add-port br1 b13.2 \
   -- --may-exist add-port br3 b23.1 \
   -- --may-exist add-port br2 b23.2
+ip link set dev br-phy mtu "$UNDERLAY_MTU" up
+if ip -o -4 addr show dev "$nic" | grep -q " $UNDERLAY_CIDR "; then
+  ip addr del "$UNDERLAY_CIDR" dev "$nic"
+fi
+if ! ip -o -4 addr show dev br-phy | grep -q " $UNDERLAY_CIDR "; then
+  ip addr add "$UNDERLAY_CIDR" dev br-phy
+fi
+
 ip -batch - <<EOF
 link set dev a1.1 mtu $INNER_MTU up
 link set dev b1.1 mtu $INNER_MTU up
