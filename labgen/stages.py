@@ -43,7 +43,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("stp", 4, "STP/RSTP is on for every bridge of every node and every port reports its "
           "role and state; from all nodes together, the links whose both ends forward (loop veths "
           "and tunnels) form one spanning tree: no loop, no bridge cut off, one root; polled until "
-          "it holds twice in a row, with a timeout",
+          "it holds twice in a row, with a timeout (with STP each poll first wakes ovs-vswitchd, which "
+          "runs its STP timers only when its loop wakes: else a port forwards up to a second late "
+          "at each state change)",
           lambda lab, r, settle: run_stp_checks(lab, r, settle)),
     Stage("overlay", 5, "every namespace pings every other namespace, on its own node and across",
           lambda lab, r, settle: run_planned(plan_overlay(lab, min(settle, 15.0)), r)),
