@@ -102,6 +102,14 @@ def test_golden_files_hold_the_articles_topology():
         txn = txn[:txn.index("\n\n")]
         assert all(f"add-port {b} {p}" in txn for p, b in (("b12.1", "br2"), ("b23.2", "br2")))
         assert script.index("| ip -batch -") < script.index("add-br br1")
+    # VMs: udev runs nothing for the lab's own links (a late rule file; netns nodes own no
+    # system files and get none).
+    rule = next(ln for ln in gre.splitlines() if ln.startswith("udev_rule="))
+    names = rule.split('KERNEL=="')[1].split('"')[0].split("|")
+    assert sorted(names) == sorted(["br1", "br2", "br3", "a1.1", "a1.2", "b1.1", "b1.2", "b12.1", "b12.2",
+                                    "b13.1", "b13.2", "b23.1", "b23.2"])
+    assert 'RUN="/bin/true", TAG-="systemd"' in rule and "rules.d/99-zz-labgen.rules" in gre
+    assert gre.index("udev_rule=") < gre.index("| ip -batch -")
     # The pinned root: node1's br1 wins the whole lab.
     assert "add-br br1 -- set bridge br1 datapath_type=\"$DATAPATH\" stp_enable=true" in gre
     assert "other_config:stp-priority=4096" in gre
@@ -124,6 +132,7 @@ def test_golden_files_hold_the_articles_topology():
         assert ports == [f"gre-node{j}" for j in (1, 2, 3) if j != k]
     assert "addr replace 192.168.10.20/24 dev a3.2" in tri[3]
     assert "DATAPATH=netdev" in tri[1] and "Vagrantfile" not in os.listdir(GOLDEN / "gre-3nodes")
+    assert "udev" not in tri[1]
     # Userspace datapath: br-phy is not waited for (the datapath is made while the veths are),
     # and gets the underlay address only after the bridges' transaction.
     t1 = tri[1]

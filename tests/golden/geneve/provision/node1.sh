@@ -123,6 +123,17 @@ fi
 ip link set dev "$nic" mtu "$UNDERLAY_MTU" up
 log "underlay $UNDERLAY_CIDR on $nic"
 
+# --- udev: nothing to run for the lab's own links ----------------------------------------
+# Each new link cost the guest ~0.6-0.9 s of udev work (Debian runs ifupdown's hotplug
+# script for it, systemd-sysctl and a device unit follow), all while the script and the first
+# login after it waited for the one emulated CPU (docs/benchmarks.md). A late rule file: "="
+# replaces the list of programs the earlier files queued.
+udev_rule='SUBSYSTEM=="net", KERNEL=="br1|br2|br3|a1.1|b1.1|b12.1|b13.1|b23.1|a1.2|b1.2|b12.2|b13.2|b23.2", RUN="/bin/true", TAG-="systemd", ENV{NM_UNMANAGED}="1"'
+if [ "$(cat /etc/udev/rules.d/99-zz-labgen.rules 2>/dev/null)" != "$udev_rule" ]; then
+  echo "$udev_rule" > /etc/udev/rules.d/99-zz-labgen.rules
+  udevadm control --reload || true
+fi
+
 # --- veth pairs: namespaces onto br2/br3, and the article's bridge loop -----------------
 # Every `ip` is a process (~0.3 s each on an emulated guest): the links are listed once and
 # the changes go to one `ip -batch` per step.
