@@ -129,7 +129,7 @@ log "underlay $UNDERLAY_CIDR on $nic"
 # login after it waited for the one emulated CPU (docs/benchmarks.md). A late rule file: "="
 # replaces the list of programs the earlier files queued.
 udev_rule='SUBSYSTEM=="net", KERNEL=="br1|br2|br3|a1.1|b1.1|b12.1|b13.1|b23.1|a1.2|b1.2|b12.2|b13.2|b23.2", RUN="/bin/true", TAG-="systemd", ENV{NM_UNMANAGED}="1"'
-if [ "$(cat /etc/udev/rules.d/99-zz-labgen.rules 2>/dev/null)" != "$udev_rule" ]; then
+if [ -d /etc/udev/rules.d ] && [ "$(cat /etc/udev/rules.d/99-zz-labgen.rules 2>/dev/null)" != "$udev_rule" ]; then
   echo "$udev_rule" > /etc/udev/rules.d/99-zz-labgen.rules
   udevadm control --reload || true
 fi
