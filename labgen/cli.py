@@ -407,7 +407,7 @@ def _invoked(argv: list[str]) -> typer.Typer:
     if not argv or "_LABGEN_COMPLETE" in os.environ:
         return app
     for info in app.registered_commands:
-        if (info.name or info.callback.__name__.replace("_", "-")) == argv[0]:  # type: ignore[union-attr]
+        if (info.name or typer.main.get_command_name(info.callback.__name__)) == argv[0]:  # type: ignore[union-attr]
             one = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
             one.registered_callback, one.registered_commands = app.registered_callback, [info]
             one.info = app.info

@@ -103,6 +103,12 @@ class Node:
     veths: tuple[Veth, ...]
     tunnels: tuple[Tunnel, ...]
 
+    @property
+    def veth_ends(self) -> tuple[str, ...]:
+        """Both ends of every veth: each is made on the node itself (a namespace end is
+        moved into its namespace afterwards)."""
+        return tuple(v.a for v in self.veths) + tuple(v.b for v in self.veths)
+
 
 @dataclass(frozen=True)
 class LibvirtSettings:
