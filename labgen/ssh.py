@@ -1,15 +1,15 @@
 """SSHRunner: the Runner for Vagrant VMs, one paramiko connection per node.
 
 Verification fires many short commands at a node, often from several threads at once, so
-the runner opens ONE SSH connection lazily and multiplexes every command over it as its own
-channel (paramiko's Transport is thread-safe for that). Connection details come from
-`vagrant ssh-config`, which parse_ssh_config() reads.
+the runner opens ONE SSH connection lazily and multiplexes the commands over it (paramiko's
+Transport is thread-safe for that): each thread's command goes to an idle root shell of the
+runner (rootshell.py: one channel and one sudo each, reused), or to a new one. Connection
+details come from `vagrant ssh-config`, which parse_ssh_config() reads.
 """
 from __future__ import annotations
 
 import logging
 import re
-import select
 import shlex
 import socket
 import threading
@@ -19,6 +19,7 @@ from typing import Any
 
 import paramiko
 
+from labgen.rootshell import SHELL, RootShell
 from labgen.runner import TIMEOUT_EXIT, Result, RunnerError
 
 # paramiko logs connection failures with full tracebacks from its transport thread; with no
@@ -26,7 +27,6 @@ from labgen.runner import TIMEOUT_EXIT, Result, RunnerError
 # A NullHandler silences that fallback but still lets an application's own handlers see them.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
-_CHUNK = 65536
 _OPTION = re.compile(r"(\S+?)\s*(?:=|\s)\s*(.*)")
 
 
@@ -194,6 +194,9 @@ class SSHRunner:
         self._client: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
         self._sessions = threading.BoundedSemaphore(self.max_sessions)
+        # Root shells not running a command now. A new one is opened only when none is idle,
+        # so there are never more shells than commands at once (<= max_sessions).
+        self._idle: list[RootShell] = []
 
     @classmethod
     def from_ssh_config(cls, node: str, text: str, **kwargs: Any) -> SSHRunner:
@@ -292,46 +295,51 @@ class SSHRunner:
         finally:
             self._sessions.release()
 
+    def _shell(self) -> RootShell:
+        """An idle root shell on the current connection, or a new one."""
+        transport = self._connected()
+        with self._lock:
+            while self._idle:
+                shell = self._idle.pop()
+                if shell.transport is transport and shell.usable:
+                    return shell
+                shell.close()       # from a dropped connection, or ended
+        transport, chan = self._open_channel(remote_command(SHELL, self.target.user, self.sudo))
+        return RootShell(transport, chan)
+
     def _run(self, command: str, timeout: float, deadline: float) -> Result:
-        transport, chan = self._open_channel(remote_command(command, self.target.user, self.sudo))
-        out: list[bytes] = []
-        err: list[bytes] = []
         timed_out = Result(command, TIMEOUT_EXIT, "", f"timed out after {timeout:g} s")
-        with chan:  # closes the channel (and its select pipe) however we leave
-            # Drain both streams as data arrives (waiting for the exit first would deadlock
-            # once a large output fills the SSH window) until the server's EOF. Not until the
-            # exit-status: sshd may send that while output is still in flight, and stopping
-            # there loses the tail (seen with 1 MB on stderr under load).
-            while True:
-                while chan.recv_ready():
-                    out.append(chan.recv(_CHUNK))
-                while chan.recv_stderr_ready():
-                    err.append(chan.recv_stderr(_CHUNK))
-                if (chan.eof_received or chan.closed) and not chan.recv_ready() \
-                        and not chan.recv_stderr_ready():
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    # Closing the channel is all SSH offers; a command that ignores its
-                    # closed stdout/stderr (e.g. sleep) runs on until it ends by itself.
-                    return replace(timed_out, stdout=_text(out))
-                # The channel's fileno becomes readable on new data, EOF or close; the cap
-                # is only a safety net.
-                select.select([chan], [], [], min(remaining, 0.5))
-            # The exit-status (or the close, if there is none) follows the EOF closely.
-            if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
-                return replace(timed_out, stdout=_text(out))
-            code = chan.exit_status
-        if code == -1 and not transport.is_active():
-            # No exit status because the connection died under the command.
-            self._drop(transport)
-            raise RunnerError(f"{self.node}: SSH connection to {self.address} was lost "
-                              f"while running: {command}")
-        # -1 on a live connection: killed by a signal (paramiko does not parse exit-signal).
-        return Result(command, code, _text(out), _text(err))
+        while True:
+            shell = self._shell()
+            got = shell.run(command, deadline)
+            if not got.ended:
+                break
+            if not shell.transport.is_active():
+                # The connection died under the command (or before it).
+                self._drop(shell.transport)
+                raise RunnerError(f"{self.node}: SSH connection to {self.address} was lost "
+                                  f"while running: {command}")
+            if not (shell.used and not got.out and not got.err):
+                # A new shell that ended at once: sudo refused, or the node's shell is not
+                # usable. Its own words and exit status are the result.
+                code = got.code if got.code is not None else 255
+                return Result(command, code, _text([got.out]), _text([got.err]))
+            # A shell that had worked ended while idle: the command never ran; try a new one.
+        if got.timed_out:
+            # Closing the shell's channel is all SSH offers; a command that ignores its closed
+            # stdout/stderr (e.g. sleep) runs on until it ends by itself.
+            return replace(timed_out, stdout=_text([got.out]))
+        if shell.usable:
+            with self._lock:
+                self._idle.append(shell)
+        assert got.code is not None
+        return Result(command, got.code, _text([got.out]), _text([got.err]))
 
     def close(self) -> None:
         with self._lock:
+            for shell in self._idle:
+                shell.close()
+            self._idle.clear()
             if self._client is not None:
                 self._client.close()
                 self._client = None

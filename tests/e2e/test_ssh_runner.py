@@ -81,6 +81,44 @@ def test_timeout_keeps_partial_stdout(runner):
     assert res.stdout == "started\n"  # what arrived before the deadline is kept
 
 
+def test_one_root_shell_serves_command_after_command(runner):
+    # One channel (and, for a non-root user, one sudo) for many commands: each command is
+    # its own `sh -c`, child of the same long-lived shell.
+    parents = {runner.run("echo $PPID").stdout for _ in range(4)}
+    assert len(parents) == 1 and parents.pop().strip().isdigit()
+
+
+def test_a_command_cannot_disturb_the_next(runner):
+    home = runner.run("pwd").stdout
+    res = runner.run("cd /tmp; x=1; exit 4")
+    assert res.exit_code == 4
+    assert runner.run('pwd; echo "${x:-unset}"').stdout == home + "unset\n"
+    res = runner.run("echo 'unbalanced")      # a syntax error stays inside its own sh -c
+    assert res.exit_code == 2 and res.stderr.strip()   # sh's own complaint
+    assert runner.run("echo next").stdout == "next\n"
+
+
+def test_a_command_reads_no_input(runner):
+    # Its stdin is /dev/null, not the commands that follow it.
+    start = time.monotonic()
+    res = runner.run("cat; echo done", timeout=10)
+    assert (res.exit_code, res.stdout) == (0, "done\n")
+    assert time.monotonic() - start < 5
+
+
+def test_output_without_final_newline_and_marker_lookalikes(runner):
+    res = runner.run("printf 'no newline'; printf '@@labgen-0000 0\\n' >&2")
+    assert res.stdout == "no newline"
+    assert res.stderr == "@@labgen-0000 0\n"
+    assert runner.run("printf x").stdout == "x"
+
+
+def test_killed_command_reports_128_plus_signal(runner):
+    res = runner.run("kill -KILL $$")
+    assert res.exit_code == 137
+    assert runner.run("echo alive").stdout == "alive\n"
+
+
 def test_concurrent_runs_share_one_connection(runner):
     runner.run("true")
     transport = runner.transport
