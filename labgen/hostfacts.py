@@ -54,17 +54,34 @@ def kvm_usable(dev: Path = Path("/dev/kvm"), cpuinfo: Path = Path("/proc/cpuinfo
     return re.search(r"^flags\s*:.*\b(vmx|svm)\b", flags, re.M) is not None
 
 
-def kvm_group_drift(dev: Path = Path("/dev/kvm")) -> tuple[int, int] | None:
-    """(its group, kvm's) when /dev/kvm exists but is not in group kvm, as on a machine with
-    no udev to apply Debian's rule (kvm: group kvm, mode 0660). Then libvirt's QEMU user may
-    not open it while QEMU's probe can, so libvirt finds its cached capabilities stale on
-    every call and probes QEMU again: seconds per call, minutes per `vagrant up`."""
+def kvm_access_drift(dev: Path = Path("/dev/kvm")) -> str | None:
+    """What is wrong, when /dev/kvm exists but is not in group kvm with group read-write
+    (Debian's udev rule: group kvm, mode 0660), as on a machine with no udev to apply it.
+    Then libvirt's QEMU user (in group kvm) may not open it while QEMU's probe can, so libvirt
+    finds its cached capabilities stale on every call and probes QEMU again: seconds per
+    call, minutes per `vagrant up` (docs/benchmarks.md). None when all is well or no kvm."""
     import grp
     try:
-        gid, kvm = dev.stat().st_gid, grp.getgrnam("kvm").gr_gid
+        st, kvm = dev.stat(), grp.getgrnam("kvm").gr_gid
     except (OSError, KeyError):
         return None
-    return None if gid == kvm else (gid, kvm)
+    wrong = []
+    if st.st_gid != kvm:
+        try:
+            group = grp.getgrgid(st.st_gid).gr_name
+        except KeyError:
+            group = str(st.st_gid)
+        wrong.append(f"in group {group}, not kvm")
+    if st.st_mode & 0o060 != 0o060:
+        wrong.append(f"mode {st.st_mode & 0o7777:04o}, not group read-write")
+    return f"{dev} is {' and '.join(wrong)}" if wrong else None
+
+
+def fix_kvm_access(dev: Path = Path("/dev/kvm")) -> None:
+    """What udev does at boot where there is one: group kvm, group read-write (needs root)."""
+    import grp
+    os.chown(dev, -1, grp.getgrnam("kvm").gr_gid)
+    os.chmod(dev, dev.stat().st_mode & 0o7777 | 0o660)
 
 
 def is_root() -> bool:

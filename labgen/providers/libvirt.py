@@ -8,7 +8,6 @@ progress; on failure the error shows the last lines and where the logs are.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import socket
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from .. import vagrant as vagrant_cli
 from ..errors import HostError, InputError, ProviderError
-from ..hostfacts import is_root, kvm_group_drift, kvm_usable
+from ..hostfacts import fix_kvm_access, is_root, kvm_access_drift, kvm_usable
 from ..hypervisors import LOCAL_URI, Hypervisor, UdpLink, links, plan
 from ..model import Lab, LibvirtSettings, Options, node_names
 from . import NodeStatus, Progress
@@ -259,10 +258,10 @@ class LibvirtProvider:
         """What is fine but worth knowing before create (for labgen doctor)."""
         from ..boxfetch import missing_note
         notes = []
-        drift = kvm_group_drift()
+        drift = kvm_access_drift()
         if drift and any(not hv.remote for hv in hosts(lab)):
-            notes.append(f"/dev/kvm is in group {drift[0]}, not kvm (no udev here?): libvirt probes "
-                         f"QEMU again on every call, seconds each; fix: chgrp kvm /dev/kvm "
+            notes.append(f"{drift} (no udev here?): libvirt probes QEMU again on every call, "
+                         f"seconds each; fix: chgrp kvm /dev/kvm && chmod g+rw /dev/kvm "
                          f"(labgen create does it when run as root)")
         if _settings(lab).driver == "qemu":
             notes.append("KVM is not usable here; VMs use software emulation (qemu driver), "
@@ -353,12 +352,11 @@ class LibvirtProvider:
                    log=self._log(lab, lab_dir, hosts(lab)[0]))
         if _settings(lab).driver == "qemu":
             progress("lab", "software emulation (qemu driver): about a minute per boot")
-        drift = kvm_group_drift()
+        drift = kvm_access_drift()
         if drift and is_root() and any(not hv.remote for hv in hosts(lab)):
-            # What udev does at boot where there is one; see kvm_group_drift.
-            os.chown("/dev/kvm", -1, drift[1])
-            progress("lab", f"/dev/kvm had group {drift[0]}, not kvm (no udev here): set it to "
-                            f"kvm, else libvirt probes QEMU again on every call")
+            fix_kvm_access()    # what udev does at boot where there is one
+            progress("lab", f"{drift} (no udev here): set it to group kvm, read-write, "
+                            f"else libvirt probes QEMU again on every call")
         self._ssh = None
         runs = [_Bringup(hv, self._project(lab, lab_dir, hv), self._log(lab, lab_dir, hv), progress)
                 for hv in hosts(lab)]

@@ -90,21 +90,30 @@ esac""")
     assert seen.index(("node1", "booting")) < seen.index(("node2", "creating"))
 
 
-def test_kvm_group_drift_is_seen_and_named(tmp_path):
-    """/dev/kvm outside group kvm (no udev) is what made libvirt probe QEMU on every call."""
+def test_kvm_access_drift_is_seen_named_and_fixed(tmp_path):
+    """/dev/kvm outside group kvm, or without group read-write (no udev), is what made
+    libvirt probe QEMU on every call; fix_kvm_access does what udev's rule does."""
     import grp
 
-    from labgen.hostfacts import kvm_group_drift
+    from labgen.hostfacts import fix_kvm_access, kvm_access_drift
     kvm = grp.getgrnam("kvm").gr_gid if "kvm" in {g.gr_name for g in grp.getgrall()} else None
     if kvm is None or os.geteuid() != 0:
         pytest.skip("needs root and a kvm group to give a stand-in device a group")
     dev = tmp_path / "kvm"
     dev.touch()
     os.chown(dev, -1, 65534)
-    assert kvm_group_drift(dev) == (65534, kvm)
+    os.chmod(dev, 0o660)
+    assert kvm_access_drift(dev) == f"{dev} is in group {grp.getgrgid(65534).gr_name}, not kvm"
     os.chown(dev, -1, kvm)
-    assert kvm_group_drift(dev) is None
-    assert kvm_group_drift(tmp_path / "absent") is None
+    assert kvm_access_drift(dev) is None
+    os.chmod(dev, 0o600)        # seen on a machine of this kind: root:kvm 0600
+    assert kvm_access_drift(dev) == f"{dev} is mode 0600, not group read-write"
+    os.chown(dev, -1, 0)
+    assert "in group root, not kvm and mode 0600" in kvm_access_drift(dev)
+    fix_kvm_access(dev)
+    assert kvm_access_drift(dev) is None
+    assert (dev.stat().st_gid, dev.stat().st_mode & 0o777) == (kvm, 0o660)
+    assert kvm_access_drift(tmp_path / "absent") is None
 
 
 def test_distinct_hosts_start_together(split_lab, tmp_path, monkeypatch):
@@ -146,7 +155,7 @@ def test_ssh_config_is_fetched_while_the_guests_provision(tmp_path, monkeypatch)
     lab_dir = tmp_path / "lab"
     write_lab(lab, lab_dir)
     monkeypatch.setattr("labgen.boxfetch.ensure_box", lambda *a, **k: False)
-    monkeypatch.setattr("labgen.providers.libvirt.kvm_group_drift", lambda *a: None)
+    monkeypatch.setattr("labgen.providers.libvirt.kvm_access_drift", lambda *a: None)
     asked = tmp_path / "ssh-config-asked"
     fake(tmp_path, monkeypatch, "vagrant", f"""
 case "$1" in
