@@ -119,6 +119,20 @@ def test_killed_command_reports_128_plus_signal(runner):
     assert runner.run("echo alive").stdout == "alive\n"
 
 
+def test_an_idle_shell_that_died_is_replaced(runner, tmp_path):
+    # The node killed it between two commands (an OOM kill, a restarted sshd): the next
+    # command runs once, in a new shell, wherever the runner notices the death.
+    import os
+    import signal
+    shell_pid = int(runner.run("echo $PPID").stdout)
+    os.kill(shell_pid, signal.SIGKILL)      # our own shell on this host's sshd, by its PID
+    marks = tmp_path / "ran"
+    res = runner.run(f"echo once >> {marks}; echo $PPID")
+    assert res.ok, res.output
+    assert int(res.stdout) != shell_pid
+    assert marks.read_text() == "once\n"
+
+
 def test_concurrent_runs_share_one_connection(runner):
     runner.run("true")
     transport = runner.transport
