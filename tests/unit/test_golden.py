@@ -90,17 +90,15 @@ def test_golden_files_hold_the_articles_topology():
     for port, bridge in (("b12.1", "br2"), ("b12.2", "br1"), ("b13.1", "br3"), ("b13.2", "br1"),
                          ("b23.1", "br3"), ("b23.2", "br2")):
         assert re.search(rf"--may-exist add-port {bridge} {re.escape(port)}( \\)?\n", gre)
-    # The root node adds its tunnel last, every other node early (before its veths have
-    # carrier): the root's first BPDUs then find the far port already there.
+    # Bridges, ports and (802.1D: it times a port from its join) the tunnel in one
+    # transaction; the veths exist before it (all spanning tree timers start together).
     gre2 = (GOLDEN / "gre" / "provision" / "node2.sh").read_text()
-    assert gre.index("link set dev a1.2 mtu") < gre.index("add-port br1 gre-node2")
-    assert gre2.index("add-port br1 gre-node1") < gre2.index("link set dev a2.1 mtu")
-    # Bridges and ports in one transaction; the veths exist before it (all spanning tree
-    # timers start together); br-phy gets its address only after that transaction.
-    for script in (gre, gre2):
+    for script, tunnel in ((gre, "gre-node2"), (gre2, "gre-node1")):
         txn = script[script.index("ovs-vsctl \\\n  -- --may-exist add-br br1"):]
         txn = txn[:txn.index("\n\n")]
         assert all(f"add-port {b} {p}" in txn for p, b in (("b12.1", "br2"), ("b23.2", "br2")))
+        assert f"-- --may-exist add-port br1 {tunnel} -- set interface {tunnel} type=gre" in txn
+        assert script.count(f"add-port br1 {tunnel}") == 1
         assert script.index("| ip -batch -") < script.index("add-br br1")
     # VMs: udev runs nothing for the lab's own links (a late rule file; netns nodes own no
     # system files and get none).
@@ -125,6 +123,12 @@ def test_golden_files_hold_the_articles_topology():
     assert "other_config:rstp-priority=8192" in vx
     assert "add-port br2 a2.1 -- set port a2.1 other_config:rstp-port-admin-edge=true" in vx
     assert vx.index("add-port br2 a2.1") < vx.index("rstp/tcn br2") < vx.index("link set dev a2.2 mtu")
+    # RSTP: the root node adds its tunnel last, every other node early (before its veths have
+    # carrier): the root's first proposal then finds the far port already there.
+    vx1 = (GOLDEN / "vxlan" / "provision" / "node1.sh").read_text()
+    assert vx1.index("link set dev a1.2 mtu") < vx1.index("add-port br1 vxlan-node2")
+    assert vx.index("add-port br1 vxlan-node1") < vx.index("link set dev a2.1 mtu")
+    assert "add-port br2 b23.2 \\\n" not in vx     # the transaction ends before the tunnel
 
     tri = {k: (GOLDEN / "gre-3nodes" / "provision" / f"node{k}.sh").read_text() for k in (1, 2, 3)}
     for k, script in tri.items():

@@ -165,6 +165,10 @@ if [ -n "$batch" ]; then printf '%s' "$batch" | ip -batch -; fi
 # Loop protection is on before any loop port exists, and every port joins before any veth
 # has carrier: the first BPDUs (a proposal among them) then find the port at the far end
 # already on its bridge. The bridges' own ports carry overlay frames too: inner MTU.
+# The geneve ports (one per remote node, on br1) join here too: 802.1D times a port
+# from its join, and every node's br1 is pinned as its own root, so a BPDU
+# lost before the far port exists changes no role. (Options as a whole map: a run repairs a
+# changed key or remote instead of adding to it.)
 ovs-vsctl \
   -- --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 other_config:stp-priority=4096 -- set interface br1 mtu_request="$INNER_MTU" \
   -- --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br2 mtu_request="$INNER_MTU" \
@@ -176,7 +180,8 @@ ovs-vsctl \
   -- --may-exist add-port br3 b13.1 \
   -- --may-exist add-port br1 b13.2 \
   -- --may-exist add-port br3 b23.1 \
-  -- --may-exist add-port br2 b23.2
+  -- --may-exist add-port br2 b23.2 \
+  -- --may-exist add-port br1 geneve-node2 -- set interface geneve-node2 type=geneve options='{remote_ip=10.10.10.2,key=5000}'
 
 ip -batch - <<EOF
 link set dev a1.1 mtu $INNER_MTU up
@@ -198,11 +203,5 @@ link set dev lo up
 link set dev b1.2 mtu $INNER_MTU up
 addr replace 192.168.10.2/24 dev b1.2
 EOF
-
-# --- tunnels: one geneve port on br1 per remote node ---
-# (options as a whole map: a run repairs a changed key or remote instead of adding to it)
-# Added last on node1, whose br1 is the root: a BPDU that arrives
-# before the far port exists is lost, and spanning tree then waits for the next hello (2 s).
-ovs-vsctl --may-exist add-port br1 geneve-node2 -- set interface geneve-node2 type=geneve options='{remote_ip=10.10.10.2,key=5000}'
 
 log "provisioned: A1, B1 on br1/br2/br3, 1 geneve tunnel(s)"

@@ -94,6 +94,15 @@ if [ -n "$batch" ]; then printf '%s' "$batch" | ip -batch -; fi
 # Loop protection is on before any loop port exists, and every port joins before any veth
 # has carrier: the first BPDUs (a proposal among them) then find the port at the far end
 # already on its bridge. The bridges' own ports carry overlay frames too: inner MTU.
+# The gre ports (one per remote node, on br1) join here too: 802.1D times a port
+# from its join, and every node's br1 is pinned as its own root, so a BPDU
+# lost before the far port exists changes no role. (Options as a whole map: a run repairs a
+# changed key or remote instead of adding to it.)
+# The userspace datapath drops a tunnel's packets while it asks for the remote's MAC; every
+# node's underlay MAC is the model's, so the remotes' are set up front.
+ovs-appctl tnl/neigh/set br-phy 10.10.10.2 52:54:00:8a:14:02 >/dev/null
+ovs-appctl tnl/neigh/set br-phy 10.10.10.3 52:54:00:8a:14:03 >/dev/null
+
 ovs-vsctl \
   -- --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 other_config:stp-priority=4096 -- set interface br1 mtu_request="$INNER_MTU" \
   -- --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br2 mtu_request="$INNER_MTU" \
@@ -105,7 +114,9 @@ ovs-vsctl \
   -- --may-exist add-port br3 b13.1 \
   -- --may-exist add-port br1 b13.2 \
   -- --may-exist add-port br3 b23.1 \
-  -- --may-exist add-port br2 b23.2
+  -- --may-exist add-port br2 b23.2 \
+  -- --may-exist add-port br1 gre-node2 -- set interface gre-node2 type=gre options='{remote_ip=10.10.10.2}' \
+  -- --may-exist add-port br1 gre-node3 -- set interface gre-node3 type=gre options='{remote_ip=10.10.10.3}'
 ip link set dev br-phy mtu "$UNDERLAY_MTU" up
 if ip -o -4 addr show dev "$nic" | grep -q " $UNDERLAY_CIDR "; then
   ip addr del "$UNDERLAY_CIDR" dev "$nic"
@@ -138,16 +149,5 @@ addr replace 192.168.10.2/24 dev b1.2
 EOF
 # userspace datapath: no checksum offload on the inner veth, else TCP arrives corrupted
 ip netns exec B1 ethtool -K b1.2 tx off >/dev/null
-
-# --- tunnels: one gre port on br1 per remote node ---
-# (options as a whole map: a run repairs a changed key or remote instead of adding to it)
-# Added last on node1, whose br1 is the root: a BPDU that arrives
-# before the far port exists is lost, and spanning tree then waits for the next hello (2 s).
-# The userspace datapath also drops a tunnel's packets while it asks for the remote's MAC;
-# every node's underlay MAC is the model's, so the remotes' are set up front.
-ovs-appctl tnl/neigh/set br-phy 10.10.10.2 52:54:00:8a:14:02 >/dev/null
-ovs-appctl tnl/neigh/set br-phy 10.10.10.3 52:54:00:8a:14:03 >/dev/null
-ovs-vsctl --may-exist add-port br1 gre-node2 -- set interface gre-node2 type=gre options='{remote_ip=10.10.10.2}'
-ovs-vsctl --may-exist add-port br1 gre-node3 -- set interface gre-node3 type=gre options='{remote_ip=10.10.10.3}'
 
 log "provisioned: A1, B1 on br1/br2/br3, 2 gre tunnel(s)"

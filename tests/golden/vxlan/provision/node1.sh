@@ -205,7 +205,7 @@ EOF
 
 # --- tunnels: one vxlan port on br1 per remote node ---
 # (options as a whole map: a run repairs a changed key or remote instead of adding to it)
-# Added last on node1, whose br1 is the root: a BPDU that arrives
+# Added last on node1, whose br1 is the root: an RSTP proposal that arrives
 # before the far port exists is lost, and spanning tree then waits for the next hello (2 s).
 ovs-vsctl --may-exist add-port br1 vxlan-node2 -- set interface vxlan-node2 type=vxlan options='{remote_ip=10.10.10.2,key=5000}'
 

@@ -179,7 +179,7 @@ ovs-vsctl \
   -- --may-exist add-port br2 b23.2
 # --- tunnels: one vxlan port on br1 per remote node ---
 # (options as a whole map: a run repairs a changed key or remote instead of adding to it)
-# Added early here, before the root node node1 adds its own: a BPDU that arrives
+# Added early here, before the root node node1 adds its own: an RSTP proposal that arrives
 # before the far port exists is lost, and spanning tree then waits for the next hello (2 s).
 ovs-vsctl --may-exist add-port br1 vxlan-node1 -- set interface vxlan-node1 type=vxlan options='{remote_ip=10.10.10.1,key=5000}'
 
