@@ -77,6 +77,10 @@ def kvm_access_drift(dev: Path = Path("/dev/kvm")) -> str | None:
     return f"{dev} is {' and '.join(wrong)}" if wrong else None
 
 
+# What fix_kvm_access does, as a command for the user.
+KVM_FIX = "chgrp kvm /dev/kvm && chmod g+rw /dev/kvm"
+
+
 def fix_kvm_access(dev: Path = Path("/dev/kvm")) -> None:
     """What udev does at boot where there is one: group kvm, group read-write (needs root)."""
     import grp

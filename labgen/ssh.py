@@ -319,21 +319,22 @@ class SSHRunner:
                 self._drop(shell.transport)
                 raise RunnerError(f"{self.node}: SSH connection to {self.address} was lost "
                                   f"while running: {command}")
-            if not (shell.used and not got.out and not got.err):
+            died_idle = shell.used and not got.out and not got.err
+            if not died_idle:
                 # A new shell that ended at once: sudo refused, or the node's shell is not
                 # usable. Its own words and exit status are the result.
                 code = got.code if got.code is not None else 255
-                return Result(command, code, _text([got.out]), _text([got.err]))
+                return Result(command, code, _text(got.out), _text(got.err))
             # A shell that had worked ended while idle: the command never ran; try a new one.
         if got.timed_out:
             # Closing the shell's channel is all SSH offers; a command that ignores its closed
             # stdout/stderr (e.g. sleep) runs on until it ends by itself.
-            return replace(timed_out, stdout=_text([got.out]))
+            return replace(timed_out, stdout=_text(got.out))
         if shell.usable:
             with self._lock:
                 self._idle.append(shell)
         assert got.code is not None
-        return Result(command, got.code, _text([got.out]), _text([got.err]))
+        return Result(command, got.code, _text(got.out), _text(got.err))
 
     def close(self) -> None:
         with self._lock:
@@ -345,6 +346,6 @@ class SSHRunner:
                 self._client = None
 
 
-def _text(chunks: list[bytes]) -> str:
-    # Join before decoding so a multi-byte character split across chunks survives.
-    return b"".join(chunks).decode("utf-8", errors="replace")
+def _text(data: bytes) -> str:
+    # Decoded whole, so a multi-byte character split across reads survives.
+    return data.decode("utf-8", errors="replace")

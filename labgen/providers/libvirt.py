@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from .. import vagrant as vagrant_cli
 from ..errors import HostError, InputError, ProviderError
-from ..hostfacts import fix_kvm_access, is_root, kvm_access_drift, kvm_usable
+from ..hostfacts import KVM_FIX, fix_kvm_access, is_root, kvm_access_drift, kvm_usable
 from ..hypervisors import LOCAL_URI, Hypervisor, UdpLink, links, plan
 from ..model import Lab, LibvirtSettings, Options, node_names
 from . import NodeStatus, Progress
@@ -261,7 +261,7 @@ class LibvirtProvider:
         drift = kvm_access_drift()
         if drift and any(not hv.remote for hv in hosts(lab)):
             notes.append(f"{drift} (no udev here?): libvirt probes QEMU again on every call, "
-                         f"seconds each; fix: chgrp kvm /dev/kvm && chmod g+rw /dev/kvm "
+                         f"seconds each; fix: {KVM_FIX} "
                          f"(labgen create does it when run as root)")
         if _settings(lab).driver == "qemu":
             notes.append("KVM is not usable here; VMs use software emulation (qemu driver), "
