@@ -38,9 +38,9 @@ STAGES = [
     (re.compile(r"Waiting for machine to boot"), "waiting for SSH"),
     (re.compile(r"Machine booted and ready"), "SSH ready"),
     (re.compile(r"Configuring and enabling network interfaces"), "configuring the underlay NIC"),
-    (re.compile(r"Machine already provisioned|Running provisioner"), "provisioning"),
-    (re.compile(r"labgen\[node\d+\]: provisioned"), "provisioned"),
 ]
+# Stages before a guest has its address: `vagrant ssh-config` cannot answer for it yet.
+BEFORE_ADDRESS = ("creating", "booting", "waiting for an IP address")
 _NODE_LINE = re.compile(r"^(?:==> )?(node\d+): (.*)$")
 TAIL = 12
 
@@ -358,8 +358,9 @@ class LibvirtProvider:
             progress("lab", f"{drift} (no udev here): set it to group kvm, read-write, "
                             f"else libvirt probes QEMU again on every call")
         self._ssh = None
-        runs = [_Bringup(hv, self._project(lab, lab_dir, hv), self._log(lab, lab_dir, hv), progress)
-                for hv in hosts(lab)]
+        scripts = {n.name: lab_dir / "provision" / f"{n.name}.sh" for n in lab.nodes}
+        runs = [_Bringup(hv, self._project(lab, lab_dir, hv), self._log(lab, lab_dir, hv), progress,
+                         scripts, lab_dir / "logs") for hv in hosts(lab)]
         for run in runs:
             run.peers = [r for r in runs if r is not run]
             _ssh_config_cache(run.project).unlink(missing_ok=True)
@@ -371,7 +372,7 @@ class LibvirtProvider:
             for before, run in zip([None, *runs], runs, strict=False):
                 if before is not None and shared:
                     before.past_creation.wait()
-                if any(r.error is not None for r in runs):
+                if any(r.failed for r in runs):
                     break
                 run.start()
             for run in runs:
@@ -382,12 +383,14 @@ class LibvirtProvider:
             for run in runs:
                 run.join()
             raise
-        failed = [r for r in runs if r.error is not None and r.stopped_for is None]
+        failed = [r for r in runs if r.failed and r.stopped_for is None]
         if failed:
             raise ProviderError("; ".join(self._failure(lab, lab_dir, r) for r in failed))
         progress("lab", "all nodes provisioned")
 
     def _failure(self, lab: Lab, lab_dir: Path, run: _Bringup) -> str:
+        if run.script_errors:       # vagrant was stopped for it, if it still ran
+            return "; ".join(run.script_errors)
         code, tail = run.error or (0, [])
         where = f" on host {run.hv.name}" if _settings(lab).split else ""
         msg = f"vagrant up failed{where} (exit {code}): {' | '.join(tail[-6:])} (full log: {run.log})"
@@ -478,27 +481,41 @@ def _ssh_config_cache(project: Path) -> Path:
 def _fetch_ssh_config(project: Path) -> str:
     """`vagrant ssh-config` costs seconds: taken once per up, kept beside Vagrant's state."""
     text = vagrant_cli.ssh_config(project)
+    _ssh_config_cache(project).parent.mkdir(exist_ok=True)
     _ssh_config_cache(project).write_text(text)
     return text
 
 
 class _Bringup:
-    """`vagrant up` of one host's project in a thread: its lines to the log and to progress,
-    an event once its domains are past creation, and a kill for Ctrl-C or a failed peer."""
+    """`vagrant up --no-provision` of one host's project in a thread: its lines to the log and
+    to progress, an event once its domains are past creation, each node's script run over SSH
+    as soon as Vagrant reports the guest ready (labgen/providers/nodescript.py), and a kill
+    for Ctrl-C or a failed peer."""
 
-    def __init__(self, hv: Hypervisor, project: Path, log: Path, progress: Progress):
+    def __init__(self, hv: Hypervisor, project: Path, log: Path, progress: Progress,
+                 scripts: dict[str, Path], logs: Path):
         self.hv, self.project, self.log, self.progress = hv, project, log, progress
+        self.scripts, self.logs = scripts, logs
         self.past_creation = threading.Event()
-        self.error: tuple[int, list[str]] | None = None
+        self.error: tuple[int, list[str]] | None = None     # vagrant up's exit code and last lines
+        self.script_errors: list[str] = []                  # node scripts that failed
         self._proc: subprocess.Popen[bytes] | None = None
         self._thread = threading.Thread(target=self._run, name=f"vagrant-up-{hv.name}", daemon=True)
         self._prefetch: threading.Thread | None = None
+        self._config_lock = threading.Lock()
+        self._scripts: dict[str, threading.Thread] = {}
+        self.runners: dict[str, SSHRunner] = {}
+        self._halted = False
         self.peers: list[_Bringup] = []     # killed when this one fails: no point going on
         self.stopped_for: str | None = None     # the peer whose failure stopped this one
 
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or bool(self.script_errors)
+
     def start(self) -> None:
-        # --provision: a running lab is provisioned again (the scripts change nothing).
-        self._proc = vagrant_cli.start(["up", "--provider", "libvirt", "--provision"], cwd=self.project)
+        # The scripts are labgen's to run (below), on a new lab and on a running one alike.
+        self._proc = vagrant_cli.start(["up", "--provider", "libvirt", "--no-provision"], cwd=self.project)
         self._thread.start()
 
     def _run(self) -> None:
@@ -512,51 +529,117 @@ class _Bringup:
                     log.write(line + "\n")
                     log.flush()
                     tail = [*tail[-TAIL + 1:], line]
-                    _track(line, stage, self.progress)
+                    node = _track(line, stage, self.progress)
                     if any(s != "creating" for s in stage.values()):
                         self.past_creation.set()
                     if self._prefetch is None and set(stage) >= set(self.hv.nodes) and \
-                            all(s in ("provisioning", "provisioned") for s in stage.values()):
+                            not any(s in BEFORE_ADDRESS for s in stage.values()):
                         self._prefetch = threading.Thread(target=self._prefetch_ssh_config, daemon=True)
                         self._prefetch.start()
+                    if node is not None and stage[node] == "SSH ready":
+                        self._start_script(node)
         except subprocess.CalledProcessError as exc:
             self.error = (exc.returncode, tail)
         except OSError as exc:
             self.error = (-1, [str(exc)])
         finally:
             self.past_creation.set()
-            if self._prefetch is not None:
-                self._prefetch.join()
-        if self.error is not None and self.stopped_for is None:
+        if self.error is not None:
+            self._halt()        # vagrant up failed: the scripts that run have no lab to finish
+        else:
+            # A running lab: Vagrant reports no boot, and the scripts run now.
+            for node in self.hv.nodes:
+                self._start_script(node)
+        for thread in list(self._scripts.values()):
+            thread.join()
+        if self._prefetch is not None:
+            self._prefetch.join()
+        if self.failed and self.stopped_for is None:
             for peer in self.peers:
                 peer.kill(because=self.hv.name)
 
     def _prefetch_ssh_config(self) -> None:
-        """How verify will reach the guests, asked while they provision: `vagrant ssh-config`
-        costs ~3-4 s of Ruby and libvirt calls, and (unlike `up`) takes no machine lock.
-        On failure verify asks again."""
+        """How to reach the guests, asked once each has its address (while they boot):
+        `vagrant ssh-config` costs ~3-4 s of Ruby and libvirt calls, and (unlike `up`) takes
+        no machine lock. On failure it is asked again when a node needs it."""
         try:
-            _fetch_ssh_config(self.project)
+            with self._config_lock:
+                _fetch_ssh_config(self.project)
         except (ProviderError, OSError, subprocess.SubprocessError):
             pass
 
+    def _target(self, node: str) -> SSHTarget:
+        from ..ssh import parse_ssh_config
+        if self._prefetch is not None:
+            self._prefetch.join()
+        targets: dict[str, SSHTarget] = {}
+        with self._config_lock:
+            cache = _ssh_config_cache(self.project)
+            try:
+                if cache.exists():
+                    targets = parse_ssh_config(cache.read_text())
+                if node not in targets:
+                    targets = parse_ssh_config(_fetch_ssh_config(self.project))
+            except ValueError as exc:       # no Host block at all
+                raise ProviderError(f"{node}: vagrant ssh-config gave no address: {exc}") from exc
+        if node not in targets:
+            raise ProviderError(f"{node}: vagrant ssh-config gave no address for it")
+        return targets[node]
+
+    def _start_script(self, node: str) -> None:
+        if node in self._scripts or self._halted:
+            return
+        self._scripts[node] = threading.Thread(target=self._script, args=(node,),
+                                               name=f"provision-{node}", daemon=True)
+        self._scripts[node].start()
+
+    def _script(self, node: str) -> None:
+        from ..ssh import SSHRunner
+        from .nodescript import provision
+        try:
+            runner = self.runners[node] = SSHRunner(node, self._target(node))
+            self.progress(node, "provisioning")
+            took = provision(runner, node, self.scripts[node], self.logs / f"{node}-provision.log")
+        except Exception as exc:    # any failure must reach up(), not die with the thread
+            if not self._halted:    # else: stopped by another failure, which is the cause
+                self.script_errors.append(str(exc) if isinstance(exc, ProviderError)
+                                          else f"{node}: provisioning failed: {exc}")
+                self._halt()
+                for peer in self.peers:
+                    peer.kill(because=self.hv.name)
+            return
+        finally:
+            if node in self.runners:
+                self.runners[node].close()
+        self.progress(node, f"provisioned in {took:.1f} s")
+
     def kill(self, because: str | None = None) -> None:
-        if self._proc is not None and self._proc.poll() is None:
+        """Stop vagrant and the scripts (Ctrl-C; or a failure of the peer `because`)."""
+        if because is not None and self.stopped_for is None:
             self.stopped_for = because
+        self._halt()
+
+    def _halt(self) -> None:
+        self._halted = True
+        if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
+        for runner in list(self.runners.values()):
+            runner.close()      # a running script's channel closes: its run() returns
 
     def join(self) -> None:
         if self._thread.is_alive():
             self._thread.join()
 
 
-def _track(line: str, stage: dict[str, str], progress: Progress) -> None:
+def _track(line: str, stage: dict[str, str], progress: Progress) -> str | None:
+    """The node whose stage this line of Vagrant's changed, if any."""
     m = _NODE_LINE.match(line.strip())
     if not m:
-        return
+        return None
     node, text = m.groups()
     for pattern, name in STAGES:
         if pattern.search(text) and stage.get(node) != name:
             stage[node] = name
             progress(node, name)
-            return
+            return node
+    return None

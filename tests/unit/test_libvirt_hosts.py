@@ -147,31 +147,68 @@ esac""")
     assert not fired and started.exists()
 
 
-def test_ssh_config_is_fetched_while_the_guests_provision(tmp_path, monkeypatch):
-    """Once every node of a project runs its provisioner, `vagrant ssh-config` runs beside
-    `vagrant up` (it takes no machine lock) and its answer is what verify later reads: the
-    stand-in `up` goes on only after ssh-config was asked (an event, not a clock)."""
+def test_ssh_config_is_asked_while_the_guests_boot_and_scripts_start_at_ssh_ready(tmp_path, monkeypatch):
+    """Once every node of a project has its address, `vagrant ssh-config` runs beside
+    `vagrant up` (it takes no machine lock): the stand-in `up` reports the guests ready only
+    after ssh-config was asked (an event, not a clock). Each node's script then starts at its
+    own "ready" line, while `up` still runs, on the address ssh-config gave; its answer is
+    also what verify later reads. (The script's run over SSH: tests/e2e/test_ssh_runner.py.)"""
     lab = build_lab(Options(tunnel="gre", libvirt_driver="qemu", name="x"))
     lab_dir = tmp_path / "lab"
     write_lab(lab, lab_dir)
     monkeypatch.setattr("labgen.boxfetch.ensure_box", lambda *a, **k: False)
     monkeypatch.setattr("labgen.providers.libvirt.kvm_access_drift", lambda *a: None)
-    asked = tmp_path / "ssh-config-asked"
+    asked, ran = tmp_path / "ssh-config-asked", tmp_path / "scripts-ran"
     fake(tmp_path, monkeypatch, "vagrant", f"""
 case "$1" in
-  up) mkdir -p .vagrant/machines/node1/libvirt .vagrant/machines/node2/libvirt
+  up) [ "$2 $3 $4" = "--provider libvirt --no-provision" ] || exit 3
+      mkdir -p .vagrant/machines/node1/libvirt .vagrant/machines/node2/libvirt
       touch .vagrant/machines/node1/libvirt/id .vagrant/machines/node2/libvirt/id
-      echo "==> node1: Running provisioner: labgen node1 (shell)..."
-      echo "==> node2: Running provisioner: labgen node2 (shell)..."
+      echo "==> node1: Waiting for machine to boot. This may take a few minutes..."
+      echo "==> node2: Waiting for machine to boot. This may take a few minutes..."
       i=0; while [ ! -e "{asked}" ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done
-      [ -e "{asked}" ] && echo "    node1: labgen[node1]: provisioned" ;;
+      [ -e "{asked}" ] || exit 4
+      echo "==> node1: Machine booted and ready!"
+      echo "==> node2: Machine booted and ready!"
+      i=0; while [ "$(cat "{ran}" 2>/dev/null | wc -l)" -lt 2 ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done ;;
   ssh-config) touch "{asked}"
       printf 'Host node1\\n  HostName 10.0.0.1\\n  User vagrant\\n  Port 22\\n  IdentityFile /k\\n'
       printf 'Host node2\\n  HostName 10.0.0.2\\n  User vagrant\\n  Port 22\\n  IdentityFile /k\\n' ;;
 esac""")
+
+    def script(runner, node, path, log, timeout=0.0):
+        with open(ran, "a") as fh:
+            fh.write(f"{node} {runner.target.host} {path.name}\n")
+        return 0.5
+    monkeypatch.setattr("labgen.providers.nodescript.provision", script)
     seen: list[tuple[str, str]] = []
     provider = LibvirtProvider()
     provider.up(lab, lab_dir, lambda who, what: seen.append((who, what)))
-    assert ("node1", "provisioned") in seen     # up went on only because ssh-config was asked
+    # up ended only because both scripts ran while it waited: they started at "ready"
+    assert sorted(ran.read_text().splitlines()) == ["node1 10.0.0.1 node1.sh", "node2 10.0.0.2 node2.sh"]
+    assert ("node1", "provisioned in 0.5 s") in seen
     fake(tmp_path, monkeypatch, "vagrant", "exit 1")    # from now on, Vagrant would fail
     assert provider.runner(lab, lab_dir, "node2").target.host == "10.0.0.2"
+
+
+def test_a_failed_node_script_is_the_error_and_stops_vagrant(tmp_path, monkeypatch):
+    """node1's script fails while `vagrant up` still runs: up stops it and names the script's
+    failure, not Vagrant's exit."""
+    lab = build_lab(Options(tunnel="gre", libvirt_driver="qemu", name="x"))
+    lab_dir = tmp_path / "lab"
+    write_lab(lab, lab_dir)
+    monkeypatch.setattr("labgen.boxfetch.ensure_box", lambda *a, **k: False)
+    monkeypatch.setattr("labgen.providers.libvirt.kvm_access_drift", lambda *a: None)
+    fake(tmp_path, monkeypatch, "vagrant", """
+case "$1" in
+  up) echo "==> node1: Machine booted and ready!"
+      exec sleep 600 ;;
+  ssh-config) printf 'Host node1\\n  HostName 10.0.0.1\\n  User vagrant\\n  Port 22\\n  IdentityFile /k\\n' ;;
+esac""")
+
+    def script(runner, node, path, log, timeout=0.0):
+        raise ProviderError(f"{node}: provisioning failed (exit 1), see {log}: boom")
+    monkeypatch.setattr("labgen.providers.nodescript.provision", script)
+    with pytest.raises(ProviderError) as err:
+        LibvirtProvider().up(lab, lab_dir, lambda who, what: None)
+    assert str(err.value).startswith("node1: provisioning failed (exit 1)") and "vagrant up" not in str(err.value)

@@ -1,0 +1,49 @@
+"""A node's provisioning script, run as root over the node's SSH connection (VMs).
+
+Vagrant's shell provisioner would do the same, but only after its own steps that follow the
+guest's first SSH answer (fstab, a directory, an upload, a chown, each its own SSH session):
+~4 s on an emulated guest before the script's first line (docs/benchmarks.md). labgen starts
+the script itself as soon as Vagrant reports the guest ready, on the connection that verify
+then uses. The Vagrantfile keeps the provisioner, so `vagrant up` / `vagrant provision` in
+the lab dir still give the same lab.
+"""
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+
+from ..errors import ProviderError
+from ..runner import Runner, RunnerError
+
+# Root's own directory for it, not /tmp: a fixed name in a world-writable directory could be
+# someone else's symlink.
+REMOTE_DIR = "/var/lib/labgen"
+# A box without Open vSwitch installs it from the network first: minutes on an emulated guest.
+TIMEOUT = 1800.0
+
+
+def command(node: str, script: str, remote_dir: str = REMOTE_DIR) -> str:
+    """One command that stores the script on the node (to run again by hand) and runs it,
+    its stderr into its stdout, in the order written."""
+    path = shlex.quote(f"{remote_dir}/provision-{node}.sh")
+    return (f"mkdir -p {shlex.quote(remote_dir)} && printf '%s' {shlex.quote(script)} > {path} && "
+            f"exec bash {path} 2>&1")
+
+
+def provision(runner: Runner, node: str, script: Path, log: Path,
+              timeout: float = TIMEOUT, remote_dir: str = REMOTE_DIR) -> float:
+    """Run `script` on the node; its output goes to `log`. Returns the seconds it took;
+    raises ProviderError (the exit code and the log's last lines) when it fails."""
+    started = time.monotonic()
+    try:
+        res = runner.run(command(node, script.read_text(), remote_dir), timeout=timeout)
+    except RunnerError as exc:
+        raise ProviderError(f"{node}: provisioning failed: {exc}") from exc
+    log.parent.mkdir(exist_ok=True)
+    log.write_text(res.stdout + res.stderr)
+    if not res.ok:
+        tail = " | ".join(ln.strip() for ln in (res.stdout + res.stderr).splitlines()[-5:] if ln.strip())
+        raise ProviderError(f"{node}: provisioning failed (exit {res.exit_code}), see {log}: "
+                            f"{tail or 'no output'}")
+    return time.monotonic() - started
