@@ -16,7 +16,7 @@ from labgen.render import render_files
 
 pytestmark = pytest.mark.netns
 
-START, END = "# --- let the tunnel in through an active firewall", "# --- the underlay NIC"
+START, END = "# --- let the tunnel in through an active firewall", "# --- links up, namespace addresses"
 
 
 @pytest.fixture(autouse=True)

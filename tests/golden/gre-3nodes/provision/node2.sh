@@ -13,11 +13,6 @@ DATAPATH=netdev
 
 log() { echo "labgen[$NODE]: $*"; }
 
-# --- hostname ---------------------------------------------------------------------------
-if [ "$(hostname)" != "$NODE" ]; then
-  hostname "$NODE"
-fi
-
 # --- Open vSwitch and tcpdump (install only what is missing; the box file says how) ------
 if ! command -v ovs-vsctl >/dev/null 2>&1 || ! command -v tcpdump >/dev/null 2>&1; then
   log "installing Open vSwitch and tcpdump (host)"
@@ -124,7 +119,16 @@ fi
 if ! ip -o -4 addr show dev br-phy | grep -q " $UNDERLAY_CIDR "; then
   ip addr add "$UNDERLAY_CIDR" dev br-phy
 fi
+# Spanning tree's timers run from the transaction above (802.1D: twice the forward delay).
+# What the bridges do not need comes after it, so that on an emulated guest, whose one CPU
+# runs one step at a time, it runs while they wait rather than before.
 
+# --- hostname ---------------------------------------------------------------------------
+if [ "$(hostname)" != "$NODE" ]; then
+  hostname "$NODE"
+fi
+
+# --- links up, namespace addresses ----------------------------------------------------
 ip -batch - <<EOF
 link set dev a2.1 mtu $INNER_MTU up
 link set dev b2.1 mtu $INNER_MTU up
