@@ -16,7 +16,9 @@ from labgen.render import render_files
 
 pytestmark = pytest.mark.netns
 
-START, END = "# --- let the tunnel in through an active firewall", "# --- links up, namespace addresses"
+START = "# --- let the tunnel in through an active firewall"
+# What may follow the step: the next section (RSTP labs) or the script's last line (802.1D).
+ENDS = ("\n# --- ", '\nlog "provisioned')
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +29,8 @@ def _iptables():
 
 def firewall_step(lab) -> str:
     script = render_files(lab)["provision/node1.sh"]
-    return script[script.index(START):script.index(END)]
+    start = script.index(START)
+    return script[start:min(i for i in (script.find(e, start) for e in ENDS) if i > 0)]
 
 
 def in_fresh_netns(script: str) -> str:

@@ -119,14 +119,6 @@ fi
 if ! ip -o -4 addr show dev br-phy | grep -q " $UNDERLAY_CIDR "; then
   ip addr add "$UNDERLAY_CIDR" dev br-phy
 fi
-# Spanning tree's timers run from the transaction above (802.1D: twice the forward delay).
-# What the bridges do not need comes after it, so that on an emulated guest, whose one CPU
-# runs one step at a time, it runs while they wait rather than before.
-
-# --- hostname ---------------------------------------------------------------------------
-if [ "$(hostname)" != "$NODE" ]; then
-  hostname "$NODE"
-fi
 
 # --- links up, namespace addresses ----------------------------------------------------
 ip -batch - <<EOF
@@ -153,5 +145,14 @@ addr replace 192.168.10.2/24 dev b1.2
 EOF
 # userspace datapath: no checksum offload on the inner veth, else TCP arrives corrupted
 ip netns exec B1 ethtool -K b1.2 tx off >/dev/null
+
+# 802.1D times each port from its join (a tunnel) or its carrier (a veth): the steps above start
+# every timer. What the bridges do not need comes last, so that on an emulated guest, whose one
+# CPU runs one step at a time, it runs while those timers run rather than before them.
+
+# --- hostname ---------------------------------------------------------------------------
+if [ "$(hostname)" != "$NODE" ]; then
+  hostname "$NODE"
+fi
 
 log "provisioned: A1, B1 on br1/br2/br3, 2 gre tunnel(s)"

@@ -118,9 +118,32 @@ ovs-vsctl \
   -- --may-exist add-port br3 b23.1 \
   -- --may-exist add-port br2 b23.2 \
   -- --may-exist add-port br1 gre-node2 -- set interface gre-node2 type=gre options='{remote_ip=10.10.10.2}'
-# Spanning tree's timers run from the transaction above (802.1D: twice the forward delay).
-# What the bridges do not need comes after it, so that on an emulated guest, whose one CPU
-# runs one step at a time, it runs while they wait rather than before.
+
+# --- links up, namespace addresses ----------------------------------------------------
+ip -batch - <<EOF
+link set dev a1.1 mtu $INNER_MTU up
+link set dev b1.1 mtu $INNER_MTU up
+link set dev b12.1 mtu $INNER_MTU up
+link set dev b12.2 mtu $INNER_MTU up
+link set dev b13.1 mtu $INNER_MTU up
+link set dev b13.2 mtu $INNER_MTU up
+link set dev b23.1 mtu $INNER_MTU up
+link set dev b23.2 mtu $INNER_MTU up
+EOF
+ip -n A1 -batch - <<EOF
+link set dev lo up
+link set dev a1.2 mtu $INNER_MTU up
+addr replace 192.168.10.1/24 dev a1.2
+EOF
+ip -n B1 -batch - <<EOF
+link set dev lo up
+link set dev b1.2 mtu $INNER_MTU up
+addr replace 192.168.10.2/24 dev b1.2
+EOF
+
+# 802.1D times each port from its join (a tunnel) or its carrier (a veth): the steps above start
+# every timer. What the bridges do not need comes last, so that on an emulated guest, whose one
+# CPU runs one step at a time, it runs while those timers run rather than before them.
 
 # --- hostname ---------------------------------------------------------------------------
 if [ "$(hostname)" != "$NODE" ]; then
@@ -186,27 +209,5 @@ elif command -v iptables >/dev/null 2>&1; then
     log "iptables: admitted GRE (IP protocol 47) from 10.10.10.0/24"
   fi
 fi
-
-# --- links up, namespace addresses ----------------------------------------------------
-ip -batch - <<EOF
-link set dev a1.1 mtu $INNER_MTU up
-link set dev b1.1 mtu $INNER_MTU up
-link set dev b12.1 mtu $INNER_MTU up
-link set dev b12.2 mtu $INNER_MTU up
-link set dev b13.1 mtu $INNER_MTU up
-link set dev b13.2 mtu $INNER_MTU up
-link set dev b23.1 mtu $INNER_MTU up
-link set dev b23.2 mtu $INNER_MTU up
-EOF
-ip -n A1 -batch - <<EOF
-link set dev lo up
-link set dev a1.2 mtu $INNER_MTU up
-addr replace 192.168.10.1/24 dev a1.2
-EOF
-ip -n B1 -batch - <<EOF
-link set dev lo up
-link set dev b1.2 mtu $INNER_MTU up
-addr replace 192.168.10.2/24 dev b1.2
-EOF
 
 log "provisioned: A1, B1 on br1/br2/br3, 1 gre tunnel(s)"

@@ -28,6 +28,71 @@ ovs-vsctl --timeout=30 wait-until Open_vSwitch . >/dev/null
 # --- the article's kernel settings (before any namespace exists, so they are inherited) --
 sysctl -q -w net.ipv4.ip_forward=1 net.ipv4.conf.default.rp_filter=0
 
+# --- hostname ---------------------------------------------------------------------------
+if [ "$(hostname)" != "$NODE" ]; then
+  hostname "$NODE"
+  echo "$NODE" > /etc/hostname
+fi
+grep -q "[[:space:]]$NODE\$" /etc/hosts || echo "127.0.1.1 $NODE" >> /etc/hosts
+
+# --- the SSH user's logins (labgen verify, exec) ------------------------------------------
+# Its systemd manager kept running between logins: else every new login starts it first,
+# ~3 s on an emulated guest.
+if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ] && [ ! -e "/var/lib/systemd/linger/$SUDO_USER" ] \
+    && command -v loginctl >/dev/null 2>&1; then
+  loginctl enable-linger "$SUDO_USER" || log "loginctl enable-linger $SUDO_USER failed (logins stay slower)"
+fi
+
+# --- let the tunnel in through an active firewall, never switching it off ---------------
+# Only VXLAN (UDP 4789), only from the underlay 10.10.10.0/24. (The userspace datapath reads
+# the NIC before netfilter, so this is for the kernel datapath only.)
+# firewall-cmd is a Python program: ~5-10 s per call on an emulated guest. So systemd is
+# asked whether firewalld runs, and the rule goes to firewalld's own D-Bus interface through
+# systemd's busctl (a C program), the runtime and the permanent default zone alike; a rule
+# firewalld already has (ALREADY_ENABLED) is no error. firewall-cmd where busctl is missing.
+firewalld_running() {
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    systemctl is-active --quiet firewalld
+  else
+    firewall-cmd --state >/dev/null 2>&1
+  fi
+}
+firewalld_call() {   # OBJECT INTERFACE METHOD SIGNATURE ARGS...: its answer, without the type
+  local out
+  if ! out=$(busctl --system call org.fedoraproject.FirewallD1 "$1" "org.fedoraproject.FirewallD1$2" \
+      "${@:3}" 2>&1); then
+    case "$out" in *ALREADY_ENABLED*) return 0 ;; esac
+    echo "$out" >&2
+    return 1
+  fi
+  out=${out#* \"}
+  echo "${out%\"}"
+}
+firewalld_admit() {
+  local zone path
+  firewalld_call /org/fedoraproject/FirewallD1 .zone addRichRule ssi "" "$1" 0 >/dev/null &&
+    zone=$(firewalld_call /org/fedoraproject/FirewallD1 "" getDefaultZone) &&
+    path=$(firewalld_call /org/fedoraproject/FirewallD1/config .config getZoneByName s "$zone") &&
+    firewalld_call "$path" .config.zone addRichRule s "$1" >/dev/null
+}
+if command -v firewall-cmd >/dev/null 2>&1 && firewalld_running; then
+  rule='rule family="ipv4" source address="10.10.10.0/24" port port="4789" protocol="udp" accept'
+  if command -v busctl >/dev/null 2>&1; then
+    firewalld_admit "$rule"
+  else
+    firewall-cmd -q --add-rich-rule="$rule"
+    firewall-cmd -q --permanent --add-rich-rule="$rule"
+  fi
+  log "firewalld: admitted VXLAN (UDP 4789) from 10.10.10.0/24"
+elif command -v iptables >/dev/null 2>&1; then
+  rules=$(iptables -S INPUT 2>/dev/null || true)
+  if [ -n "$rules" ] && [ "$rules" != "-P INPUT ACCEPT" ]; then
+    iptables -C INPUT -s 10.10.10.0/24 -p udp --dport 4789 -j ACCEPT 2>/dev/null ||
+      iptables -I INPUT -s 10.10.10.0/24 -p udp --dport 4789 -j ACCEPT
+    log "iptables: admitted VXLAN (UDP 4789) from 10.10.10.0/24"
+  fi
+fi
+
 # --- the underlay NIC: found by its address or MAC, not assumed to be eth1 ----------------
 # Remembered in OVS's database, because the netdev layout moves the address off the NIC.
 nic=$(ovs-vsctl --if-exists get Open_vSwitch . external_ids:labgen-underlay-nic | tr -d '"')
@@ -112,75 +177,6 @@ ovs-vsctl \
   -- --may-exist add-port br1 b13.2 \
   -- --may-exist add-port br3 b23.1 \
   -- --may-exist add-port br2 b23.2
-# Spanning tree's timers run from the transaction above (802.1D: twice the forward delay).
-# What the bridges do not need comes after it, so that on an emulated guest, whose one CPU
-# runs one step at a time, it runs while they wait rather than before.
-
-# --- hostname ---------------------------------------------------------------------------
-if [ "$(hostname)" != "$NODE" ]; then
-  hostname "$NODE"
-  echo "$NODE" > /etc/hostname
-fi
-grep -q "[[:space:]]$NODE\$" /etc/hosts || echo "127.0.1.1 $NODE" >> /etc/hosts
-
-# --- the SSH user's logins (labgen verify, exec) ------------------------------------------
-# Its systemd manager kept running between logins: else every new login starts it first,
-# ~3 s on an emulated guest.
-if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ] && [ ! -e "/var/lib/systemd/linger/$SUDO_USER" ] \
-    && command -v loginctl >/dev/null 2>&1; then
-  loginctl enable-linger "$SUDO_USER" || log "loginctl enable-linger $SUDO_USER failed (logins stay slower)"
-fi
-
-# --- let the tunnel in through an active firewall, never switching it off ---------------
-# Only VXLAN (UDP 4789), only from the underlay 10.10.10.0/24. (The userspace datapath reads
-# the NIC before netfilter, so this is for the kernel datapath only.)
-# firewall-cmd is a Python program: ~5-10 s per call on an emulated guest. So systemd is
-# asked whether firewalld runs, and the rule goes to firewalld's own D-Bus interface through
-# systemd's busctl (a C program), the runtime and the permanent default zone alike; a rule
-# firewalld already has (ALREADY_ENABLED) is no error. firewall-cmd where busctl is missing.
-firewalld_running() {
-  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-    systemctl is-active --quiet firewalld
-  else
-    firewall-cmd --state >/dev/null 2>&1
-  fi
-}
-firewalld_call() {   # OBJECT INTERFACE METHOD SIGNATURE ARGS...: its answer, without the type
-  local out
-  if ! out=$(busctl --system call org.fedoraproject.FirewallD1 "$1" "org.fedoraproject.FirewallD1$2" \
-      "${@:3}" 2>&1); then
-    case "$out" in *ALREADY_ENABLED*) return 0 ;; esac
-    echo "$out" >&2
-    return 1
-  fi
-  out=${out#* \"}
-  echo "${out%\"}"
-}
-firewalld_admit() {
-  local zone path
-  firewalld_call /org/fedoraproject/FirewallD1 .zone addRichRule ssi "" "$1" 0 >/dev/null &&
-    zone=$(firewalld_call /org/fedoraproject/FirewallD1 "" getDefaultZone) &&
-    path=$(firewalld_call /org/fedoraproject/FirewallD1/config .config getZoneByName s "$zone") &&
-    firewalld_call "$path" .config.zone addRichRule s "$1" >/dev/null
-}
-if command -v firewall-cmd >/dev/null 2>&1 && firewalld_running; then
-  rule='rule family="ipv4" source address="10.10.10.0/24" port port="4789" protocol="udp" accept'
-  if command -v busctl >/dev/null 2>&1; then
-    firewalld_admit "$rule"
-  else
-    firewall-cmd -q --add-rich-rule="$rule"
-    firewall-cmd -q --permanent --add-rich-rule="$rule"
-  fi
-  log "firewalld: admitted VXLAN (UDP 4789) from 10.10.10.0/24"
-elif command -v iptables >/dev/null 2>&1; then
-  rules=$(iptables -S INPUT 2>/dev/null || true)
-  if [ -n "$rules" ] && [ "$rules" != "-P INPUT ACCEPT" ]; then
-    iptables -C INPUT -s 10.10.10.0/24 -p udp --dport 4789 -j ACCEPT 2>/dev/null ||
-      iptables -I INPUT -s 10.10.10.0/24 -p udp --dport 4789 -j ACCEPT
-    log "iptables: admitted VXLAN (UDP 4789) from 10.10.10.0/24"
-  fi
-fi
-
 # --- tunnels: one vxlan port on br1 per remote node ---
 # (options as a whole map: a run repairs a changed key or remote instead of adding to it)
 # Added early here, before the root node node1 adds its own: an RSTP proposal that arrives
@@ -191,6 +187,7 @@ ovs-vsctl --may-exist add-port br1 vxlan-node1 -- set interface vxlan-node1 type
 # has no carrier; this makes them run now (else the port proves itself edge only after 3 s).
 ovs-appctl rstp/tcn br2 >/dev/null
 ovs-appctl rstp/tcn br3 >/dev/null
+
 # --- links up, namespace addresses ----------------------------------------------------
 ip -batch - <<EOF
 link set dev a2.1 mtu $INNER_MTU up
