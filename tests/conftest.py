@@ -69,3 +69,12 @@ def sshd(tmp_path_factory):
     """A real OpenSSH server on loopback, one per module (support.sshd.Server): the SSH
     runner's tests and exec/capture over SSH (tests/e2e)."""
     yield from ssh_server.serve(tmp_path_factory)
+
+
+@pytest.fixture
+def ssh_runner(sshd):
+    """An SSHRunner for "node1" on that server, closed after the test."""
+    from labgen.ssh import SSHRunner
+    r = SSHRunner("node1", sshd.target(), connect_timeout=5)
+    yield r
+    r.close()

@@ -10,19 +10,11 @@ from support import sshd as ssh_server
 
 from labgen.errors import ProviderError
 from labgen.providers.nodescript import provision
-from labgen.ssh import SSHRunner
 
 pytestmark = pytest.mark.skipif(not ssh_server.available(), reason="needs root, /usr/sbin/sshd and ssh-keygen")
 
 
-@pytest.fixture
-def runner(sshd):
-    r = SSHRunner("node1", sshd.target(), connect_timeout=5)
-    yield r
-    r.close()
-
-
-def test_script_runs_is_kept_and_logs_both_streams_in_order(runner, tmp_path):
+def test_script_runs_is_kept_and_logs_both_streams_in_order(ssh_runner, tmp_path):
     script = tmp_path / "node1.sh"
     # Quotes, a heredoc and a non-ASCII character: the script arrives exactly as written.
     script.write_text("""#!/usr/bin/env bash
@@ -36,25 +28,25 @@ echo last
 """)
     remote = tmp_path / "remote"
     log = tmp_path / "logs" / "node1-provision.log"
-    took = provision(runner, "node1", script, log, timeout=30, remote_dir=str(remote))
+    took = provision(ssh_runner, "node1", script, log, timeout=30, remote_dir=str(remote))
     assert took > 0
     assert log.read_text() == "one 'two' \"three\" é\nto-stderr\nlast\n"
     assert (remote / "provision-node1.sh").read_text() == script.read_text()
     assert (remote / "made").read_text() == "$HOME stays literal\n"
 
 
-def test_failing_script_is_one_error_with_its_exit_and_last_lines(runner, tmp_path):
+def test_failing_script_is_one_error_with_its_exit_and_last_lines(ssh_runner, tmp_path):
     script = tmp_path / "node1.sh"
     script.write_text("echo starting\necho 'no such package: openvswitch' >&2\nexit 3\n")
     log = tmp_path / "node1-provision.log"
     with pytest.raises(ProviderError) as err:
-        provision(runner, "node1", script, log, timeout=30, remote_dir=str(tmp_path / "remote"))
+        provision(ssh_runner, "node1", script, log, timeout=30, remote_dir=str(tmp_path / "remote"))
     assert str(err.value) == (f"node1: provisioning failed (exit 3), see {log}: "
                               f"starting | no such package: openvswitch")
     assert log.read_text() == "starting\nno such package: openvswitch\n"
 
 
-def test_closing_the_runner_ends_a_running_script_with_an_error(runner, tmp_path):
+def test_closing_the_runner_ends_a_running_script_with_an_error(ssh_runner, tmp_path):
     """What a failed peer or Ctrl-C does (the provider's _halt): the runner is closed and
     provision() returns at once with an error, not after the script."""
     started, release = tmp_path / "started", tmp_path / "release"
@@ -65,7 +57,7 @@ def test_closing_the_runner_ends_a_running_script_with_an_error(runner, tmp_path
 
     def run() -> None:
         try:
-            provision(runner, "node1", script, tmp_path / "log", timeout=60,
+            provision(ssh_runner, "node1", script, tmp_path / "log", timeout=60,
                       remote_dir=str(tmp_path / "remote"))
         except ProviderError as exc:
             failed.append(str(exc))
@@ -78,7 +70,7 @@ def test_closing_the_runner_ends_a_running_script_with_an_error(runner, tmp_path
                 break
             tick.wait(0.05)
         assert started.exists()
-        runner.close()
+        ssh_runner.close()
         worker.join(timeout=30)
         assert not worker.is_alive()
         assert failed and failed[0].startswith("node1: provisioning failed")

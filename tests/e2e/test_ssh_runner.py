@@ -19,10 +19,8 @@ pytestmark = pytest.mark.skipif(not ssh_server.available(), reason="needs root, 
 
 
 @pytest.fixture
-def runner(sshd):
-    r = SSHRunner("node1", sshd.target(), connect_timeout=5)
-    yield r
-    r.close()
+def runner(ssh_runner):
+    return ssh_runner
 
 
 # --- commands over a live connection -----------------------------------------------------
