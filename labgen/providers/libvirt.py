@@ -383,7 +383,8 @@ class LibvirtProvider:
             for run in runs:
                 run.join()
             raise
-        failed = [r for r in runs if r.failed and r.stopped_for is None]
+        # The run that failed first is the cause; two that failed at once stopped each other.
+        failed = [r for r in runs if r.failed and r.stopped_for is None] or [r for r in runs if r.failed]
         if failed:
             raise ProviderError("; ".join(self._failure(lab, lab_dir, r) for r in failed))
         progress("lab", "all nodes provisioned")
