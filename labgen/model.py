@@ -236,9 +236,10 @@ class Lab:
     @property
     def tunnels_with_bridges(self) -> bool:
         """Whether the node script adds the tunnel ports in the bridges' own transaction.
-        802.1D (OVS's stp.c) starts a port's timers when it joins its bridge, carrier or not,
-        and forwards 2 x forward delay later: a tunnel added after the rest of the script
-        forwards that much later (on an emulated VM ~1-1.5 s). A BPDU lost because the far
+        802.1D (OVS's stp.c) starts a tunnel port's timers when it joins its bridge (a tunnel
+        has no carrier; a veth port's start at its carrier) and forwards 2 x forward delay
+        later: a tunnel added after the rest of the script forwards that much later (on an
+        emulated VM ~1-1.5 s). A BPDU lost because the far
         tunnel port is not there yet costs nothing: every node's br1 is pinned as its own
         root (bridge_config), so the root's first hello that arrives changes no port's role
         and the timers run on. RSTP is different: a proposal that finds no far port is

@@ -505,7 +505,7 @@ class _Bringup:
         self._prefetch: threading.Thread | None = None
         self._config_lock = threading.Lock()
         self._scripts: dict[str, threading.Thread] = {}
-        self.runners: dict[str, SSHRunner] = {}
+        self._runners: dict[str, SSHRunner] = {}
         self._halted = False
         self.peers: list[_Bringup] = []     # killed when this one fails: no point going on
         self.stopped_for: str | None = None     # the peer whose failure stopped this one
@@ -598,7 +598,7 @@ class _Bringup:
         from ..ssh import SSHRunner
         from .nodescript import provision
         try:
-            runner = self.runners[node] = SSHRunner(node, self._target(node))
+            runner = self._runners[node] = SSHRunner(node, self._target(node))
             self.progress(node, "provisioning")
             took = provision(runner, node, self.scripts[node], self.logs / f"{node}-provision.log")
         except Exception as exc:    # any failure must reach up(), not die with the thread
@@ -610,8 +610,8 @@ class _Bringup:
                     peer.kill(because=self.hv.name)
             return
         finally:
-            if node in self.runners:
-                self.runners[node].close()
+            if node in self._runners:
+                self._runners[node].close()
         self.progress(node, f"provisioned in {took:.1f} s")
 
     def kill(self, because: str | None = None) -> None:
@@ -624,7 +624,7 @@ class _Bringup:
         self._halted = True
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
-        for runner in list(self.runners.values()):
+        for runner in list(self._runners.values()):
             runner.close()      # a running script's channel closes: its run() returns
 
     def join(self) -> None:

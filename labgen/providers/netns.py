@@ -22,6 +22,7 @@ from ..hostfacts import DEBIAN_PACKAGES, is_root, missing_line, missing_tools
 from ..model import HANDLE_ROOT, Lab, Options
 from ..runner import LocalRunner
 from . import NodeStatus, Progress
+from .nodescript import failure
 
 if TYPE_CHECKING:
     import jinja2
@@ -201,8 +202,7 @@ class NetnsProvider:
             proc = subprocess.run([*self.enter(lab, node), "bash", str(script)],
                                   stdout=fh, stderr=subprocess.STDOUT, timeout=300)
         if proc.returncode != 0:
-            tail = "".join(log.read_text().splitlines(keepends=True)[-5:]).strip()
-            raise ProviderError(f"{node}: provisioning failed (exit {proc.returncode}), see {log}: {tail}")
+            raise failure(node, proc.returncode, log, log.read_text())
         progress(node, f"provisioned in {time.monotonic() - started:.1f} s")
 
     def destroy(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:

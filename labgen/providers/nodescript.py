@@ -3,9 +3,9 @@
 Vagrant's shell provisioner would do the same, but only after its own steps that follow the
 guest's first SSH answer (fstab, a directory, an upload, a chown, each its own SSH session):
 ~4 s on an emulated guest before the script's first line (docs/benchmarks.md). labgen starts
-the script itself as soon as Vagrant reports the guest ready, on the connection that verify
-then uses. The Vagrantfile keeps the provisioner, so `vagrant up` / `vagrant provision` in
-the lab dir still give the same lab.
+the script itself as soon as Vagrant reports the guest ready. The Vagrantfile keeps the
+provisioner, so `vagrant up` / `vagrant provision` in the lab dir still give the same lab.
+failure() is every provider's one line for a script that failed.
 """
 from __future__ import annotations
 
@@ -43,7 +43,11 @@ def provision(runner: Runner, node: str, script: Path, log: Path,
     log.parent.mkdir(exist_ok=True)
     log.write_text(res.stdout + res.stderr)
     if not res.ok:
-        tail = " | ".join(ln.strip() for ln in (res.stdout + res.stderr).splitlines()[-5:] if ln.strip())
-        raise ProviderError(f"{node}: provisioning failed (exit {res.exit_code}), see {log}: "
-                            f"{tail or 'no output'}")
+        raise failure(node, res.exit_code, log, res.stdout + res.stderr)
     return time.monotonic() - started
+
+
+def failure(node: str, code: int, log: Path, output: str) -> ProviderError:
+    """One line for a node script that exited `code`: where its log is, and its last lines."""
+    tail = " | ".join(ln.strip() for ln in output.splitlines()[-5:] if ln.strip())
+    return ProviderError(f"{node}: provisioning failed (exit {code}), see {log}: {tail or 'no output'}")

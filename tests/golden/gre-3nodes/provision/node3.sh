@@ -89,8 +89,8 @@ if [ -n "$batch" ]; then printf '%s' "$batch" | ip -batch -; fi
 # Loop protection is on before any loop port exists, and every port joins before any veth
 # has carrier: the first BPDUs (a proposal among them) then find the port at the far end
 # already on its bridge. The bridges' own ports carry overlay frames too: inner MTU.
-# The gre ports (one per remote node, on br1) join here too: 802.1D times a port
-# from its join, and every node's br1 is pinned as its own root, so a BPDU
+# The gre ports (one per remote node, on br1) join here too: 802.1D times a tunnel
+# port (it has no carrier) from its join, and every node's br1 is pinned as its own root, so a BPDU
 # lost before the far port exists changes no role. (Options as a whole map: a run repairs a
 # changed key or remote instead of adding to it.)
 # The userspace datapath drops a tunnel's packets while it asks for the remote's MAC; every
