@@ -243,8 +243,29 @@ class Lab:
         tunnel port is not there yet costs nothing: every node's br1 is pinned as its own
         root (bridge_config), so the root's first hello that arrives changes no port's role
         and the timers run on. RSTP is different: a proposal that finds no far port is
-        answered only after a hello time, so the root node adds its tunnel last."""
+        answered only after a hello time, so the root node adds its tunnel last
+        (tunnels_last)."""
         return self.stp == "stp"
+
+    def tunnels_last(self, node: str) -> bool:
+        """Whether `node` adds its tunnel ports at the end of its script, once every other
+        node's underlay address answers; every other node adds them in its bridges'
+        transaction, before it sets that address. RSTP only, root node only.
+
+        OVS's RSTP forwards a designated port that faces an alternate one only 3 ticks after
+        the last BPDU it received (docs/benchmarks.md), and a BPDU sent before the far
+        tunnel port exists is lost until the next hello (2 s). When the root's tunnels join
+        last, every far port exists: the root's first BPDUs change the root on every other
+        node, whose ports all send their new information at once, and the whole mesh
+        settles in one exchange."""
+        return self.stp == "rstp" and node == self.root_node
+
+    @property
+    def peer_wait(self) -> float:
+        """How long the root node of an RSTP lab waits for the other nodes' underlay
+        addresses before it adds its tunnels anyway (tunnels_last). VMs boot and provision
+        each at its own pace."""
+        return 20.0 if self.provider == "netns" else 120.0
 
     @property
     def host_port_config(self) -> dict[str, str]:

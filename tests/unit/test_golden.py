@@ -122,13 +122,21 @@ def test_golden_files_hold_the_articles_topology():
     # edge ports, seen by RSTP without carrier (rstp/tcn) before the namespace ends come up.
     assert "other_config:rstp-priority=8192" in vx
     assert "add-port br2 a2.1 -- set port a2.1 other_config:rstp-port-admin-edge=true" in vx
-    assert vx.index("add-port br2 a2.1") < vx.index("rstp/tcn br2") < vx.index("link set dev a2.2 mtu")
-    # RSTP: the root node adds its tunnel last, every other node early (before its veths have
-    # carrier): the root's first proposal then finds the far port already there.
+    assert vx.index("add-port br2 a2.1") < vx.index("ovs-appctl rstp/tcn >") < vx.index("link set dev a2.2 mtu")
+    # RSTP: every other node adds its tunnel in its bridges' transaction, before it sets its
+    # underlay address; the root node adds its own last, once the others' addresses answer:
+    # the root's first proposal then finds every far port already there.
     vx1 = (GOLDEN / "vxlan" / "provision" / "node1.sh").read_text()
-    assert vx1.index("link set dev a1.2 mtu") < vx1.index("add-port br1 vxlan-node2")
-    assert vx.index("add-port br1 vxlan-node1") < vx.index("link set dev a2.1 mtu")
-    assert "add-port br2 b23.2 \\\n" not in vx     # the transaction ends before the tunnel
+    txn = vx[vx.index("ovs-vsctl \\\n  -- --may-exist add-br br1"):]
+    txn = txn[:txn.index("\n\n")]
+    assert "-- --may-exist add-port br1 vxlan-node1 -- set interface vxlan-node1 type=vxlan" in txn
+    assert vx.count("add-port br1 vxlan-node1") == 1
+    assert vx.index("add-port br1 vxlan-node1") < vx.index('ip addr add "$UNDERLAY_CIDR" dev "$nic"') \
+        < vx.index("link set dev a2.1 mtu")
+    assert vx1.count("add-port br1 vxlan-node2") == 1
+    assert vx1.index("link set dev a1.2 mtu") < vx1.index('ping -n -q -c 1 -i 0.05 -w 120 "$peer"') \
+        < vx1.index("add-port br1 vxlan-node2")
+    assert 'remotes="10.10.10.2"' in vx1 and "ping" not in vx
 
     tri = {k: (GOLDEN / "gre-3nodes" / "provision" / f"node{k}.sh").read_text() for k in (1, 2, 3)}
     for k, script in tri.items():
@@ -140,5 +148,6 @@ def test_golden_files_hold_the_articles_topology():
     # Userspace datapath: br-phy is not waited for (the datapath is made while the veths are),
     # and gets the underlay address only after the bridges' transaction.
     t1 = tri[1]
-    assert t1.index("--no-wait --may-exist add-br br-phy") < t1.index("| ip -batch -") \
-        < t1.index("add-br br1") < t1.index('ip addr add "$UNDERLAY_CIDR" dev br-phy')
+    assert t1.index("--may-exist add-br br-phy") < t1.index("| ip -batch -") \
+        < t1.index("add-br br1") < t1.index('then echo "addr add $UNDERLAY_CIDR dev br-phy"')
+    assert "ovs-vsctl --no-wait ${new_nic:+set Open_vSwitch . external_ids:labgen-underlay-nic" in t1

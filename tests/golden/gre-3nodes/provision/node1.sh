@@ -19,32 +19,41 @@ if ! command -v ovs-vsctl >/dev/null 2>&1 || ! command -v tcpdump >/dev/null 2>&
   echo "labgen: Open vSwitch and tcpdump are missing on this host: apt-get install openvswitch-switch tcpdump ethtool" >&2
   exit 1
 fi
-if ! ovs-vsctl --timeout=5 show >/dev/null 2>&1; then
+# One ovs-vsctl asks both whether OVS answers and which NIC an earlier run took for the
+# underlay (remembered in OVS's database: the netdev layout moves the address off the NIC).
+# Every process counts: 8 emulated nodes share two cores, an emulated guest has one CPU.
+if ! nic=$(ovs-vsctl --timeout=5 --if-exists get Open_vSwitch . external_ids:labgen-underlay-nic 2>/dev/null); then
   log "starting Open vSwitch"
   /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random --no-full-hostname --no-mlockall --no-monitor
+  nic=$(ovs-vsctl --timeout=30 wait-until Open_vSwitch . -- --if-exists get Open_vSwitch . external_ids:labgen-underlay-nic)
 fi
-ovs-vsctl --timeout=30 wait-until Open_vSwitch . >/dev/null
+nic=${nic//\"/}
 
 # --- the article's kernel settings (before any namespace exists, so they are inherited) --
 sysctl -q -w net.ipv4.ip_forward=1 net.ipv4.conf.default.rp_filter=0
 
 # --- the underlay NIC: found by its address or MAC, not assumed to be eth1 ----------------
-# Remembered in OVS's database, because the netdev layout moves the address off the NIC.
-nic=$(ovs-vsctl --if-exists get Open_vSwitch . external_ids:labgen-underlay-nic | tr -d '"')
+# Every IPv4 address, listed once ("DEV:CIDR" words).
+addrs=" $(ip -o -4 addr show | while read -r _ dev _ cidr _; do printf '%s ' "$dev:$cidr"; done)"
+has_addr() { case "$addrs" in *" $1:$2 "*) return 0 ;; esac; return 1; }
+new_nic=
 if [ -z "$nic" ]; then
-  nic=$(ip -o -4 addr show | awk -v a="$UNDERLAY_CIDR" '$4 == a { print $2; exit }')
+  for word in $addrs; do
+    if [ "${word#*:}" = "$UNDERLAY_CIDR" ]; then nic=${word%%:*}; break; fi
+  done
   # Every provider gives this NIC the model's MAC; on VMs it has no address yet (Vagrant's
   # guest network step, ~25 s on an emulated guest, is skipped: auto_config false).
   if [ -z "$nic" ]; then
     for dev in /sys/class/net/*; do
-      if [ "$(cat "$dev/address" 2>/dev/null)" = "$UNDERLAY_MAC" ]; then nic=${dev##*/}; fi
+      mac=; read -r mac <"$dev/address" 2>/dev/null || true
+      if [ "$mac" = "$UNDERLAY_MAC" ]; then nic=${dev##*/}; fi
     done
   fi
   if [ -z "$nic" ]; then
     echo "labgen[$NODE]: no interface holds the underlay address $UNDERLAY_CIDR or the MAC $UNDERLAY_MAC" >&2
     exit 1
   fi
-  ovs-vsctl set Open_vSwitch . external_ids:labgen-underlay-nic="$nic"
+  new_nic=1     # remembered in br-phy's call below
 fi
 # The underlay MTU is set, not assumed: the inner MTU below is computed from it.
 ip link set dev "$nic" mtu "$UNDERLAY_MTU" up
@@ -54,28 +63,31 @@ log "underlay $UNDERLAY_CIDR on $nic"
 # (with the address left on the NIC, native tunnel routing fails)
 # Not waited for: ovs-vswitchd makes the userspace datapath now (~0.2 s, it first times the
 # CPU's clock) while the namespaces and veths below are made; the bridges' transaction waits
-# for both, and br-phy gets its address after it.
-ovs-vsctl --no-wait --may-exist add-br br-phy -- set bridge br-phy datapath_type=netdev other_config:hwaddr="$UNDERLAY_MAC" \
+# for both, and br-phy gets its address after it. (A NIC found just now is remembered in the
+# same call.)
+ovs-vsctl --no-wait ${new_nic:+set Open_vSwitch . external_ids:labgen-underlay-nic="$nic" --} \
+  --may-exist add-br br-phy -- set bridge br-phy datapath_type=netdev other_config:hwaddr="$UNDERLAY_MAC" \
   -- --may-exist add-port br-phy "$nic"
 
-# --- veth pairs: namespaces onto br2/br3, and the article's bridge loop -----------------
+# --- namespaces and veth pairs: namespaces onto br2/br3, and the article's bridge loop -----
 # Every `ip` is a process (~0.3 s each on an emulated guest): the links are listed once and
 # the changes go to one `ip -batch` per step.
-links=" $(ip -o link show | awk -F': ' '{ sub(/@.*/, "", $2); printf "%s ", $2 }')"
+links=" $(ip -o link show | while IFS=': ' read -r _ name _; do printf '%s ' "${name%@*}"; done)"
 have() { case "$links" in *" $1 "*) return 0 ;; esac; return 1; }
 
-[ -e /run/netns/A1 ] || ip netns add A1
-[ -e /run/netns/B1 ] || ip netns add B1
-# New pairs (both ends down); each namespace end moved into its namespace.
+# New namespaces and pairs (both ends down); each namespace end then moves into its namespace.
 batch=""
+moves=""
+[ -e /run/netns/A1 ] || batch="${batch}netns add A1
+"
+[ -e /run/netns/B1 ] || batch="${batch}netns add B1
+"
 have a1.1 || batch="${batch}link add a1.1 mtu $INNER_MTU type veth peer name a1.2 mtu $INNER_MTU
 "
-if ! have a1.1 || have a1.2; then batch="${batch}link set dev a1.2 netns A1
-"; fi
+if ! have a1.1 || have a1.2; then moves="${moves} a1.2:A1"; fi
 have b1.1 || batch="${batch}link add b1.1 mtu $INNER_MTU type veth peer name b1.2 mtu $INNER_MTU
 "
-if ! have b1.1 || have b1.2; then batch="${batch}link set dev b1.2 netns B1
-"; fi
+if ! have b1.1 || have b1.2; then moves="${moves} b1.2:B1"; fi
 have b12.1 || batch="${batch}link add b12.1 mtu $INNER_MTU type veth peer name b12.2 mtu $INNER_MTU
 "
 have b13.1 || batch="${batch}link add b13.1 mtu $INNER_MTU type veth peer name b13.2 mtu $INNER_MTU
@@ -83,6 +95,17 @@ have b13.1 || batch="${batch}link add b13.1 mtu $INNER_MTU type veth peer name b
 have b23.1 || batch="${batch}link add b23.1 mtu $INNER_MTU type veth peer name b23.2 mtu $INNER_MTU
 "
 if [ -n "$batch" ]; then printf '%s' "$batch" | ip -batch -; fi
+if [ -n "$moves" ]; then
+  batch=""
+  for move in $moves; do
+    # userspace datapath: no checksum offload on the namespace end, else TCP arrives
+    # corrupted (set before the move: the setting goes with the device)
+    ethtool -K "${move%%:*}" tx off >/dev/null
+    batch="${batch}link set dev ${move%%:*} netns ${move#*:}
+"
+  done
+  printf '%s' "$batch" | ip -batch -
+fi
 
 # --- bridges and their ports: one transaction (each ovs-vsctl call waits until ovs-vswitchd
 # has applied it), so every spanning tree timer starts at once ----------------------------
@@ -91,8 +114,8 @@ if [ -n "$batch" ]; then printf '%s' "$batch" | ip -batch -; fi
 # already on its bridge. The bridges' own ports carry overlay frames too: inner MTU.
 # The gre ports (one per remote node, on br1) join here too: 802.1D times a tunnel
 # port (it has no carrier) from its join, and every node's br1 is pinned as its own root, so a BPDU
-# lost before the far port exists changes no role. (Options as a whole map: a run repairs a
-# changed key or remote instead of adding to it.)
+# lost before the far port exists changes no role.
+# (Options as a whole map: a run repairs a changed key or remote instead of adding to it.)
 # The userspace datapath drops a tunnel's packets while it asks for the remote's MAC; every
 # node's underlay MAC is the model's, so the remotes' are set up front.
 ovs-appctl tnl/neigh/set br-phy 10.10.10.2 52:54:00:8a:14:02 >/dev/null
@@ -112,13 +135,14 @@ ovs-vsctl \
   -- --may-exist add-port br2 b23.2 \
   -- --may-exist add-port br1 gre-node2 -- set interface gre-node2 type=gre options='{remote_ip=10.10.10.2}' \
   -- --may-exist add-port br1 gre-node3 -- set interface gre-node3 type=gre options='{remote_ip=10.10.10.3}'
-ip link set dev br-phy mtu "$UNDERLAY_MTU" up
-if ip -o -4 addr show dev "$nic" | grep -q " $UNDERLAY_CIDR "; then
-  ip addr del "$UNDERLAY_CIDR" dev "$nic"
-fi
-if ! ip -o -4 addr show dev br-phy | grep -q " $UNDERLAY_CIDR "; then
-  ip addr add "$UNDERLAY_CIDR" dev br-phy
-fi
+
+# The underlay address moves from the NIC to br-phy (the addresses listed above still hold:
+# nothing in between changed them).
+ip -batch - <<EOF
+link set dev br-phy mtu $UNDERLAY_MTU up
+$(if has_addr "$nic" "$UNDERLAY_CIDR"; then echo "addr del $UNDERLAY_CIDR dev $nic"; fi)
+$(if ! has_addr br-phy "$UNDERLAY_CIDR"; then echo "addr add $UNDERLAY_CIDR dev br-phy"; fi)
+EOF
 
 # --- links up, namespace addresses ----------------------------------------------------
 ip -batch - <<EOF
@@ -136,22 +160,19 @@ link set dev lo up
 link set dev a1.2 mtu $INNER_MTU up
 addr replace 192.168.10.1/24 dev a1.2
 EOF
-# userspace datapath: no checksum offload on the inner veth, else TCP arrives corrupted
-ip netns exec A1 ethtool -K a1.2 tx off >/dev/null
 ip -n B1 -batch - <<EOF
 link set dev lo up
 link set dev b1.2 mtu $INNER_MTU up
 addr replace 192.168.10.2/24 dev b1.2
 EOF
-# userspace datapath: no checksum offload on the inner veth, else TCP arrives corrupted
-ip netns exec B1 ethtool -K b1.2 tx off >/dev/null
 
 # 802.1D times each port from its join (a tunnel) or its carrier (a veth): the steps above start
 # every timer. What the bridges do not need comes last, so that on an emulated guest, whose one
 # CPU runs one step at a time, it runs while those timers run rather than before them.
 
 # --- hostname ---------------------------------------------------------------------------
-if [ "$(hostname)" != "$NODE" ]; then
+read -r host </proc/sys/kernel/hostname    # a builtin: no process
+if [ "$host" != "$NODE" ]; then
   hostname "$NODE"
 fi
 

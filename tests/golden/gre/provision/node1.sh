@@ -20,25 +20,33 @@ if ! command -v ovs-vsctl >/dev/null 2>&1 || ! command -v tcpdump >/dev/null 2>&
   ovs_pkg=$(dnf -q repoquery --qf '%{name}' 'openvswitch3.*' 2>/dev/null | grep -E '^openvswitch3\.[0-9]+$' | sort -V | tail -n 1)
   dnf install -y "${ovs_pkg:?no openvswitch3.x package found in the NFV SIG repository}" tcpdump
 fi
-if ! ovs-vsctl --timeout=5 show >/dev/null 2>&1; then
+# One ovs-vsctl asks both whether OVS answers and which NIC an earlier run took for the
+# underlay (remembered in OVS's database: the netdev layout moves the address off the NIC).
+# Every process counts: 8 emulated nodes share two cores, an emulated guest has one CPU.
+if ! nic=$(ovs-vsctl --timeout=5 --if-exists get Open_vSwitch . external_ids:labgen-underlay-nic 2>/dev/null); then
   log "starting Open vSwitch"
   systemctl enable --now openvswitch
+  nic=$(ovs-vsctl --timeout=30 wait-until Open_vSwitch . -- --if-exists get Open_vSwitch . external_ids:labgen-underlay-nic)
 fi
-ovs-vsctl --timeout=30 wait-until Open_vSwitch . >/dev/null
+nic=${nic//\"/}
 
 # --- the article's kernel settings (before any namespace exists, so they are inherited) --
 sysctl -q -w net.ipv4.ip_forward=1 net.ipv4.conf.default.rp_filter=0
 
 # --- the underlay NIC: found by its address or MAC, not assumed to be eth1 ----------------
-# Remembered in OVS's database, because the netdev layout moves the address off the NIC.
-nic=$(ovs-vsctl --if-exists get Open_vSwitch . external_ids:labgen-underlay-nic | tr -d '"')
+# Every IPv4 address, listed once ("DEV:CIDR" words).
+addrs=" $(ip -o -4 addr show | while read -r _ dev _ cidr _; do printf '%s ' "$dev:$cidr"; done)"
+has_addr() { case "$addrs" in *" $1:$2 "*) return 0 ;; esac; return 1; }
 if [ -z "$nic" ]; then
-  nic=$(ip -o -4 addr show | awk -v a="$UNDERLAY_CIDR" '$4 == a { print $2; exit }')
+  for word in $addrs; do
+    if [ "${word#*:}" = "$UNDERLAY_CIDR" ]; then nic=${word%%:*}; break; fi
+  done
   # Every provider gives this NIC the model's MAC; on VMs it has no address yet (Vagrant's
   # guest network step, ~25 s on an emulated guest, is skipped: auto_config false).
   if [ -z "$nic" ]; then
     for dev in /sys/class/net/*; do
-      if [ "$(cat "$dev/address" 2>/dev/null)" = "$UNDERLAY_MAC" ]; then nic=${dev##*/}; fi
+      mac=; read -r mac <"$dev/address" 2>/dev/null || true
+      if [ "$mac" = "$UNDERLAY_MAC" ]; then nic=${dev##*/}; fi
     done
   fi
   if [ -z "$nic" ]; then
@@ -50,10 +58,6 @@ fi
 # NetworkManager, where it runs, would take an unconfigured NIC for DHCP and drop the address.
 if command -v nmcli >/dev/null 2>&1 && nmcli -t -f RUNNING general 2>/dev/null | grep -qx running; then
   nmcli device set "$nic" managed no
-fi
-# Set on every run: a guest that rebooted has lost it (nothing in the guest's own config).
-if ! ip -o -4 addr show dev "$nic" | grep -q " $UNDERLAY_CIDR "; then
-  ip addr add "$UNDERLAY_CIDR" dev "$nic"
 fi
 # The underlay MTU is set, not assumed: the inner MTU below is computed from it.
 ip link set dev "$nic" mtu "$UNDERLAY_MTU" up
@@ -70,24 +74,25 @@ if [ -d /etc/udev/rules.d ] && [ "$(cat /etc/udev/rules.d/99-zz-labgen.rules 2>/
   udevadm control --reload || true
 fi
 
-# --- veth pairs: namespaces onto br2/br3, and the article's bridge loop -----------------
+# --- namespaces and veth pairs: namespaces onto br2/br3, and the article's bridge loop -----
 # Every `ip` is a process (~0.3 s each on an emulated guest): the links are listed once and
 # the changes go to one `ip -batch` per step.
-links=" $(ip -o link show | awk -F': ' '{ sub(/@.*/, "", $2); printf "%s ", $2 }')"
+links=" $(ip -o link show | while IFS=': ' read -r _ name _; do printf '%s ' "${name%@*}"; done)"
 have() { case "$links" in *" $1 "*) return 0 ;; esac; return 1; }
 
-[ -e /run/netns/A1 ] || ip netns add A1
-[ -e /run/netns/B1 ] || ip netns add B1
-# New pairs (both ends down); each namespace end moved into its namespace.
+# New namespaces and pairs (both ends down); each namespace end then moves into its namespace.
 batch=""
+moves=""
+[ -e /run/netns/A1 ] || batch="${batch}netns add A1
+"
+[ -e /run/netns/B1 ] || batch="${batch}netns add B1
+"
 have a1.1 || batch="${batch}link add a1.1 mtu $INNER_MTU type veth peer name a1.2 mtu $INNER_MTU
 "
-if ! have a1.1 || have a1.2; then batch="${batch}link set dev a1.2 netns A1
-"; fi
+if ! have a1.1 || have a1.2; then moves="${moves} a1.2:A1"; fi
 have b1.1 || batch="${batch}link add b1.1 mtu $INNER_MTU type veth peer name b1.2 mtu $INNER_MTU
 "
-if ! have b1.1 || have b1.2; then batch="${batch}link set dev b1.2 netns B1
-"; fi
+if ! have b1.1 || have b1.2; then moves="${moves} b1.2:B1"; fi
 have b12.1 || batch="${batch}link add b12.1 mtu $INNER_MTU type veth peer name b12.2 mtu $INNER_MTU
 "
 have b13.1 || batch="${batch}link add b13.1 mtu $INNER_MTU type veth peer name b13.2 mtu $INNER_MTU
@@ -95,6 +100,14 @@ have b13.1 || batch="${batch}link add b13.1 mtu $INNER_MTU type veth peer name b
 have b23.1 || batch="${batch}link add b23.1 mtu $INNER_MTU type veth peer name b23.2 mtu $INNER_MTU
 "
 if [ -n "$batch" ]; then printf '%s' "$batch" | ip -batch -; fi
+if [ -n "$moves" ]; then
+  batch=""
+  for move in $moves; do
+    batch="${batch}link set dev ${move%%:*} netns ${move#*:}
+"
+  done
+  printf '%s' "$batch" | ip -batch -
+fi
 
 # --- bridges and their ports: one transaction (each ovs-vsctl call waits until ovs-vswitchd
 # has applied it), so every spanning tree timer starts at once ----------------------------
@@ -103,8 +116,8 @@ if [ -n "$batch" ]; then printf '%s' "$batch" | ip -batch -; fi
 # already on its bridge. The bridges' own ports carry overlay frames too: inner MTU.
 # The gre ports (one per remote node, on br1) join here too: 802.1D times a tunnel
 # port (it has no carrier) from its join, and every node's br1 is pinned as its own root, so a BPDU
-# lost before the far port exists changes no role. (Options as a whole map: a run repairs a
-# changed key or remote instead of adding to it.)
+# lost before the far port exists changes no role.
+# (Options as a whole map: a run repairs a changed key or remote instead of adding to it.)
 ovs-vsctl \
   -- --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 other_config:stp-priority=4096 -- set interface br1 mtu_request="$INNER_MTU" \
   -- --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br2 mtu_request="$INNER_MTU" \
@@ -118,6 +131,10 @@ ovs-vsctl \
   -- --may-exist add-port br3 b23.1 \
   -- --may-exist add-port br2 b23.2 \
   -- --may-exist add-port br1 gre-node2 -- set interface gre-node2 type=gre options='{remote_ip=10.10.10.2}'
+
+# Set on every run (a guest that rebooted has lost it: nothing in the guest's own config),
+# and only now: the root node adds its tunnels once this address answers.
+has_addr "$nic" "$UNDERLAY_CIDR" || ip addr add "$UNDERLAY_CIDR" dev "$nic"
 
 # --- links up, namespace addresses ----------------------------------------------------
 ip -batch - <<EOF
@@ -146,7 +163,8 @@ EOF
 # CPU runs one step at a time, it runs while those timers run rather than before them.
 
 # --- hostname ---------------------------------------------------------------------------
-if [ "$(hostname)" != "$NODE" ]; then
+read -r host </proc/sys/kernel/hostname    # a builtin: no process
+if [ "$host" != "$NODE" ]; then
   hostname "$NODE"
   echo "$NODE" > /etc/hostname
 fi

@@ -19,17 +19,22 @@ if ! command -v ovs-vsctl >/dev/null 2>&1 || ! command -v tcpdump >/dev/null 2>&
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q openvswitch-switch tcpdump
 fi
-if ! ovs-vsctl --timeout=5 show >/dev/null 2>&1; then
+# One ovs-vsctl asks both whether OVS answers and which NIC an earlier run took for the
+# underlay (remembered in OVS's database: the netdev layout moves the address off the NIC).
+# Every process counts: 8 emulated nodes share two cores, an emulated guest has one CPU.
+if ! nic=$(ovs-vsctl --timeout=5 --if-exists get Open_vSwitch . external_ids:labgen-underlay-nic 2>/dev/null); then
   log "starting Open vSwitch"
   systemctl enable --now openvswitch-switch
+  nic=$(ovs-vsctl --timeout=30 wait-until Open_vSwitch . -- --if-exists get Open_vSwitch . external_ids:labgen-underlay-nic)
 fi
-ovs-vsctl --timeout=30 wait-until Open_vSwitch . >/dev/null
+nic=${nic//\"/}
 
 # --- the article's kernel settings (before any namespace exists, so they are inherited) --
 sysctl -q -w net.ipv4.ip_forward=1 net.ipv4.conf.default.rp_filter=0
 
 # --- hostname ---------------------------------------------------------------------------
-if [ "$(hostname)" != "$NODE" ]; then
+read -r host </proc/sys/kernel/hostname    # a builtin: no process
+if [ "$host" != "$NODE" ]; then
   hostname "$NODE"
   echo "$NODE" > /etc/hostname
 fi
@@ -94,15 +99,19 @@ elif command -v iptables >/dev/null 2>&1; then
 fi
 
 # --- the underlay NIC: found by its address or MAC, not assumed to be eth1 ----------------
-# Remembered in OVS's database, because the netdev layout moves the address off the NIC.
-nic=$(ovs-vsctl --if-exists get Open_vSwitch . external_ids:labgen-underlay-nic | tr -d '"')
+# Every IPv4 address, listed once ("DEV:CIDR" words).
+addrs=" $(ip -o -4 addr show | while read -r _ dev _ cidr _; do printf '%s ' "$dev:$cidr"; done)"
+has_addr() { case "$addrs" in *" $1:$2 "*) return 0 ;; esac; return 1; }
 if [ -z "$nic" ]; then
-  nic=$(ip -o -4 addr show | awk -v a="$UNDERLAY_CIDR" '$4 == a { print $2; exit }')
+  for word in $addrs; do
+    if [ "${word#*:}" = "$UNDERLAY_CIDR" ]; then nic=${word%%:*}; break; fi
+  done
   # Every provider gives this NIC the model's MAC; on VMs it has no address yet (Vagrant's
   # guest network step, ~25 s on an emulated guest, is skipped: auto_config false).
   if [ -z "$nic" ]; then
     for dev in /sys/class/net/*; do
-      if [ "$(cat "$dev/address" 2>/dev/null)" = "$UNDERLAY_MAC" ]; then nic=${dev##*/}; fi
+      mac=; read -r mac <"$dev/address" 2>/dev/null || true
+      if [ "$mac" = "$UNDERLAY_MAC" ]; then nic=${dev##*/}; fi
     done
   fi
   if [ -z "$nic" ]; then
@@ -114,10 +123,6 @@ fi
 # NetworkManager, where it runs, would take an unconfigured NIC for DHCP and drop the address.
 if command -v nmcli >/dev/null 2>&1 && nmcli -t -f RUNNING general 2>/dev/null | grep -qx running; then
   nmcli device set "$nic" managed no
-fi
-# Set on every run: a guest that rebooted has lost it (nothing in the guest's own config).
-if ! ip -o -4 addr show dev "$nic" | grep -q " $UNDERLAY_CIDR "; then
-  ip addr add "$UNDERLAY_CIDR" dev "$nic"
 fi
 # The underlay MTU is set, not assumed: the inner MTU below is computed from it.
 ip link set dev "$nic" mtu "$UNDERLAY_MTU" up
@@ -134,24 +139,25 @@ if [ -d /etc/udev/rules.d ] && [ "$(cat /etc/udev/rules.d/99-zz-labgen.rules 2>/
   udevadm control --reload || true
 fi
 
-# --- veth pairs: namespaces onto br2/br3, and the article's bridge loop -----------------
+# --- namespaces and veth pairs: namespaces onto br2/br3, and the article's bridge loop -----
 # Every `ip` is a process (~0.3 s each on an emulated guest): the links are listed once and
 # the changes go to one `ip -batch` per step.
-links=" $(ip -o link show | awk -F': ' '{ sub(/@.*/, "", $2); printf "%s ", $2 }')"
+links=" $(ip -o link show | while IFS=': ' read -r _ name _; do printf '%s ' "${name%@*}"; done)"
 have() { case "$links" in *" $1 "*) return 0 ;; esac; return 1; }
 
-[ -e /run/netns/A1 ] || ip netns add A1
-[ -e /run/netns/B1 ] || ip netns add B1
-# New pairs (both ends down); each namespace end moved into its namespace.
+# New namespaces and pairs (both ends down); each namespace end then moves into its namespace.
 batch=""
+moves=""
+[ -e /run/netns/A1 ] || batch="${batch}netns add A1
+"
+[ -e /run/netns/B1 ] || batch="${batch}netns add B1
+"
 have a1.1 || batch="${batch}link add a1.1 mtu $INNER_MTU type veth peer name a1.2 mtu $INNER_MTU
 "
-if ! have a1.1 || have a1.2; then batch="${batch}link set dev a1.2 netns A1
-"; fi
+if ! have a1.1 || have a1.2; then moves="${moves} a1.2:A1"; fi
 have b1.1 || batch="${batch}link add b1.1 mtu $INNER_MTU type veth peer name b1.2 mtu $INNER_MTU
 "
-if ! have b1.1 || have b1.2; then batch="${batch}link set dev b1.2 netns B1
-"; fi
+if ! have b1.1 || have b1.2; then moves="${moves} b1.2:B1"; fi
 have b12.1 || batch="${batch}link add b12.1 mtu $INNER_MTU type veth peer name b12.2 mtu $INNER_MTU
 "
 have b13.1 || batch="${batch}link add b13.1 mtu $INNER_MTU type veth peer name b13.2 mtu $INNER_MTU
@@ -159,6 +165,14 @@ have b13.1 || batch="${batch}link add b13.1 mtu $INNER_MTU type veth peer name b
 have b23.1 || batch="${batch}link add b23.1 mtu $INNER_MTU type veth peer name b23.2 mtu $INNER_MTU
 "
 if [ -n "$batch" ]; then printf '%s' "$batch" | ip -batch -; fi
+if [ -n "$moves" ]; then
+  batch=""
+  for move in $moves; do
+    batch="${batch}link set dev ${move%%:*} netns ${move#*:}
+"
+  done
+  printf '%s' "$batch" | ip -batch -
+fi
 
 # --- bridges and their ports: one transaction (each ovs-vsctl call waits until ovs-vswitchd
 # has applied it), so every spanning tree timer starts at once ----------------------------
@@ -177,10 +191,14 @@ ovs-vsctl \
   -- --may-exist add-port br1 b13.2 \
   -- --may-exist add-port br3 b23.1 \
   -- --may-exist add-port br2 b23.2
+
+# Set on every run (a guest that rebooted has lost it: nothing in the guest's own config),
+# and only now: the root node adds its tunnels once this address answers.
+has_addr "$nic" "$UNDERLAY_CIDR" || ip addr add "$UNDERLAY_CIDR" dev "$nic"
 # RSTP takes a port as edge when it runs its state machines on it while it is marked edge and
 # has no carrier; this makes them run now (else the port proves itself edge only after 3 s).
-ovs-appctl rstp/tcn br2 >/dev/null
-ovs-appctl rstp/tcn br3 >/dev/null
+# (one call runs them on every bridge)
+ovs-appctl rstp/tcn >/dev/null
 
 # --- links up, namespace addresses ----------------------------------------------------
 ip -batch - <<EOF
@@ -204,10 +222,23 @@ link set dev b1.2 mtu $INNER_MTU up
 addr replace 192.168.10.2/24 dev b1.2
 EOF
 
-# --- tunnels: one vxlan port on br1 per remote node ---
-# (options as a whole map: a run repairs a changed key or remote instead of adding to it)
-# Added last on node1, whose br1 is the root: an RSTP proposal that arrives
-# before the far port exists is lost, and spanning tree then waits for the next hello (2 s).
-ovs-vsctl --may-exist add-port br1 vxlan-node2 -- set interface vxlan-node2 type=vxlan options='{remote_ip=10.10.10.2,key=5000}'
-
+# --- tunnels, last: node1's br1 is the root of the lab's spanning tree ------------
+# Every other node adds its tunnel ports before it sets its underlay address, so once every
+# address answers, every far port exists: the root's first BPDUs then reach them all, and
+# the whole mesh settles in one exchange (an RSTP BPDU that finds no port is answered only
+# after a hello time). The wait is bounded: a node that does not answer (ICMP filtered,
+# still provisioning) delays the tunnels by at most 120 s, and spanning tree then settles
+# on its hellos.
+remotes="10.10.10.2"
+peers=""
+for peer in $remotes; do
+  ping -n -q -c 1 -i 0.05 -w 120 "$peer" >/dev/null 2>&1 &
+  peers="$peers $!:$peer"
+done
+for p in $peers; do
+  wait "${p%%:*}" || log "${p#*:} did not answer on the underlay within 120 s: adding the tunnels anyway"
+done
+# One transaction: each ovs-vsctl call waits for ovs-vswitchd to reconfigure every bridge.
+ovs-vsctl \
+  -- --may-exist add-port br1 vxlan-node2 -- set interface vxlan-node2 type=vxlan options='{remote_ip=10.10.10.2,key=5000}'
 log "provisioned: A1, B1 on br1/br2/br3, 1 vxlan tunnel(s)"
