@@ -33,24 +33,50 @@ class Planned:
     command: str
     timeout: float = 30.0
     judge: Judge = _exit_ok
+    netns: str | None = None    # run `command` inside this network namespace of the node
+
+    @property
+    def shown(self) -> str:
+        """The check's command as one line a user can run on the node."""
+        return ns_exec(self.netns, self.command) if self.netns else self.command
+
+
+def ns_exec(ns: str, cmd: str) -> str:
+    return f"ip netns exec {ns} {cmd}"
 
 
 MARK = "@@labgen-check"
 
 
-def batch_script(commands: list[str]) -> str:
+def _job(i: int, cmd: str) -> str:
+    """One check as a background job: its output to $d/I, its exit code and milliseconds to
+    $d/I.rc (the clock is bash's $EPOCHREALTIME: no `date` processes)."""
+    us = "10#${%s//[.,]/}"      # $EPOCHREALTIME in microseconds (either decimal sign)
+    return (f'{{ s=$EPOCHREALTIME; ( {cmd}\n) >"$d/{i}" 2>&1; rc=$?; e=$EPOCHREALTIME; '
+            f'echo "$rc $(( ({us % "e"} - {us % "s"}) / 1000 ))" >"$d/{i}.rc"; }} &')
+
+
+def batch_script(commands: list[str], netns: list[str | None] | None = None) -> str:
     """One bash script that runs `commands` concurrently on the node and prints, for each,
-    a marker line (index, exit code, milliseconds) and its output.
+    a marker line (index, exit code, milliseconds) and its output. `netns[i]`, when given,
+    is the network namespace command i runs in.
 
     Every process counts: an 8-node lab runs ~30 checks per node at once on 2 cores, and an
-    emulated guest pays ~0.3 s per process. So the clock is bash's $EPOCHREALTIME (not two
-    `date` processes per check), and the results are read back with builtins (no `cat`
-    each); a check costs its background job, its command's subshell and the command."""
-    us = "10#${%s//[.,]/}"      # $EPOCHREALTIME in microseconds (either decimal sign)
+    emulated guest pays ~0.3 s per process. So the results are read back with builtins (no
+    `cat` each), and the commands of one namespace share one `ip netns exec` (a process that
+    also makes a mount namespace): a check costs its background job, its command's subshell
+    and the command."""
+    spaces = netns or [None] * len(commands)
     lines = ['d=$(mktemp -d)']
-    for i, cmd in enumerate(commands):
-        lines.append(f'{{ s=$EPOCHREALTIME; ( {cmd}\n) >"$d/{i}" 2>&1; rc=$?; e=$EPOCHREALTIME; '
-                     f'echo "$rc $(( ({us % "e"} - {us % "s"}) / 1000 ))" >"$d/{i}.rc"; }} &')
+    groups: dict[str, list[str]] = {}
+    for i, (cmd, ns) in enumerate(zip(commands, spaces, strict=True)):
+        if ns:
+            groups.setdefault(ns, []).append(_job(i, cmd))
+        else:
+            lines.append(_job(i, cmd))
+    for ns, jobs in groups.items():
+        inner = "\n".join(['d=$1', *jobs, "wait"])
+        lines.append(f'{ns_exec(ns, "bash -c " + shlex.quote(inner))} _ "$d" &')
     lines.append("wait")
     lines.append(f'for ((i = 0; i < {len(commands)}; i++)); do read -r rc <"$d/$i.rc"; '
                  f'echo "{MARK} $i $rc"; mapfile -t out <"$d/$i"; '
@@ -84,7 +110,8 @@ def _run_node(node: str, planned: list[Planned], runners: Mapping[str, Runner]) 
     runner = runners[node]
     timeout = (max(p.timeout for p in planned) + 5) * getattr(runner, "timeout_scale", 1.0)
     try:
-        res = runner.run(batch_script([p.command for p in planned]), timeout=timeout)
+        res = runner.run(batch_script([p.command for p in planned], [p.netns for p in planned]),
+                         timeout=timeout)
         parts = split_batch(res.stdout, len(planned))
         error = None if parts or res.ok else (one_line(res.output) or f"exit {res.exit_code}")
     except RunnerError as exc:
@@ -98,7 +125,7 @@ def _run_node(node: str, planned: list[Planned], runners: Mapping[str, Runner]) 
         else:
             passed, evidence = False, error or "no result (the node's batch was cut short)"
             seconds, could_not_run = time.monotonic() - started, True
-        checks.append(Check(p.stage, p.name, p.node, p.command, passed, evidence, seconds,
+        checks.append(Check(p.stage, p.name, p.node, p.shown, passed, evidence, seconds,
                             error=could_not_run))
     return checks
 

@@ -12,15 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 from . import judges
-from .batch import Planned
+from .batch import Planned, ns_exec
 from .model import Lab, Node
 from .results import Check
 from .runner import Result, Runner, RunnerError
 from .spantree import bridge_problems, judge_tree, parse_state, state_command
-
-
-def ns_exec(ns: str, cmd: str) -> str:
-    return f"ip netns exec {ns} {cmd}"
 
 
 def ping(wait: float, addr: str, extra: str = "") -> str:
@@ -59,9 +55,8 @@ def plan_config(lab: Lab) -> list[Planned]:
             ns_cidr = f"{ns.address}/{lab.overlay_prefixlen}"
             out.append(Planned(
                 "config", f"{ns.name}: {ns.interface} up with {ns_cidr}", n.name,
-                ns_exec(ns.name, f"ip -o link show dev {ns.interface}") + " && "
-                + ns_exec(ns.name, f"ip -o -4 addr show dev {ns.interface}"),
-                judge=partial(_judge_ns_iface, iface=ns.interface, cidr=ns_cidr)))
+                f"ip -o link show dev {ns.interface} && ip -o -4 addr show dev {ns.interface}",
+                judge=partial(_judge_ns_iface, iface=ns.interface, cidr=ns_cidr), netns=ns.name))
     return out
 
 
@@ -163,8 +158,8 @@ def plan_overlay(lab: Lab, wait: float) -> list[Planned]:
                 continue
             where = "same node" if m is n else f"across to {m.name}"
             out.append(Planned("overlay", f"{src.name} -> {dst.name} {dst.address} ({where})", n.name,
-                               ns_exec(src.name, ping(wait, dst.address)), timeout=wait + 10,
-                               judge=judges.ping_reply))
+                               ping(wait, dst.address), timeout=wait + 10,
+                               judge=judges.ping_reply, netns=src.name))
     return out
 
 
@@ -319,14 +314,14 @@ def plan_mtu(lab: Lab) -> list[Planned]:
     for sender, receiver in pairs(lab):
         src, dst = sender.namespaces[0], receiver.namespaces[0]
         out.append(Planned("mtu", f"{src.name} -> {dst.name}: DF ping, {size} B payload crosses",
-                           sender.name, ns_exec(src.name, ping(4, dst.address, f"-M do -s {size}")),
-                           timeout=15, judge=judges.ping_reply))
+                           sender.name, ping(4, dst.address, f"-M do -s {size}"),
+                           timeout=15, judge=judges.ping_reply, netns=src.name))
         # Not -q: quiet ping hides the kernel's "local error: message too long" line. Only
         # that line passes: ping's wait for a reply (-W) is for the evidence when it fails.
-        over = ns_exec(src.name, f"ping -n -c 1 -W 0.2 -M do -s {size + 1} {dst.address}")
+        over = f"ping -n -c 1 -W 0.2 -M do -s {size + 1} {dst.address}"
         out.append(Planned("mtu", f"{src.name} -> {dst.name}: DF ping, {size + 1} B payload refused",
                            sender.name, over, timeout=10,
-                           judge=partial(judges.refused_locally, inner_mtu=lab.inner_mtu)))
+                           judge=partial(judges.refused_locally, inner_mtu=lab.inner_mtu), netns=src.name))
     return out
 
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .checks import ns_exec
+from .batch import ns_exec
 from .model import Lab, Node
 from .runner import Runner, RunnerError
 

@@ -17,7 +17,9 @@ DEBIAN_PACKAGES: dict[str, str] = {
     # the netns provider and the node script on emulated nodes
     "ovs-vsctl": "openvswitch-switch",
     "ovs-vswitchd": "openvswitch-switch",
-    "/usr/share/openvswitch/scripts/ovs-ctl": "openvswitch-switch",
+    "ovsdb-server": "openvswitch-switch",      # (from openvswitch-common, which it pulls in)
+    "ovsdb-tool": "openvswitch-switch",
+    "/usr/share/openvswitch/vswitch.ovsschema": "openvswitch-switch",
     "ip": "iproute2",
     "tcpdump": "tcpdump",
     "ethtool": "ethtool",

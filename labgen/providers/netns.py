@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from ..errors import HostError, InputError, ProviderError
 from ..hostfacts import DEBIAN_PACKAGES, is_root, missing_line, missing_tools
-from ..model import HANDLE_ROOT, Lab, Options
+from ..model import HANDLE_ROOT, Lab, Node, Options
 from ..runner import LocalRunner
 from . import NodeStatus, Progress
 from .nodescript import failure
@@ -28,20 +28,21 @@ if TYPE_CHECKING:
     import jinja2
 
 NETNS_DIR = Path("/run/netns")
-OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
+OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 # Directories that hold a node's private state: its inner namespaces and its OVS instance.
 PRIVATE_DIRS = ("/run/netns", "/run/openvswitch", "/etc/openvswitch",
                 "/var/lib/openvswitch", "/var/log/openvswitch")
 # Every command the provider and the node script run on this host, and the one file it
 # starts OVS with: labgen tells the Debian package of each (hostfacts.DEBIAN_PACKAGES).
 TOOLS = {cmd: DEBIAN_PACKAGES[cmd] for cmd in (
-    "ovs-vsctl", "ovs-vswitchd", OVS_CTL, "ip", "tcpdump", "ethtool", "ping", "sysctl",
+    "ovs-vsctl", "ovs-vswitchd", "ovsdb-server", "ovsdb-tool", OVS_SCHEMA, "ip", "tcpdump", "ethtool", "ping", "sysctl",
     "unshare", "nsenter", "mountpoint", "mount", "umount")}
 SWITCH_BRIDGE = "ul"
 
 
-def _sh(*argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+def _sh(*argv: str, check: bool = True, timeout: float = 30,
+        input: str | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
     if check and proc.returncode != 0:
         raise ProviderError(f"`{' '.join(argv)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc
@@ -149,12 +150,21 @@ class NetnsProvider:
                 and _is_mountpoint(h / f"{node}.mnt"))
 
     def up(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
+        """Each node's script starts as soon as its namespaces exist, while the next node's
+        are made: creating them is one process after another, and the second core would
+        otherwise idle. A failure waits for the scripts already started (the pool's exit),
+        then the caller tears down what was created."""
         self.check(lab, lab_dir)
-        self._create(lab, lab_dir, progress)
+        self._create_switch(lab, lab_dir, progress)
         with ThreadPoolExecutor(max_workers=len(lab.nodes)) as pool:
-            list(pool.map(lambda n: self._provision(lab, lab_dir, n.name, progress), lab.nodes))
+            started = []
+            for node in lab.nodes:
+                self._create_node(lab, node, progress)
+                started.append(pool.submit(self._provision, lab, lab_dir, node.name, progress))
+            for future in started:
+                future.result()
 
-    def _create(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
+    def _create_switch(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
         h = self.handles(lab)
         if not _is_mountpoint(h):
             h.mkdir(parents=True, exist_ok=True)
@@ -170,27 +180,28 @@ class NetnsProvider:
             _sh("ip", "-n", sw, "link", "add", SWITCH_BRIDGE, "mtu", str(lab.underlay_mtu), "type", "bridge")
             _sh("ip", "-n", sw, "link", "set", SWITCH_BRIDGE, "up")
 
-        for node in lab.nodes:
-            if self.node_running(lab, node.name):
-                continue
+    def _create_node(self, lab: Lab, node: Node, progress: Progress) -> None:
+        if not self.node_running(lab, node.name):
+            h, sw = self.handles(lab), self.switch(lab)
             progress(node.name, "creating namespaces")
             ns = self.netns(lab, node.name)
             for f in (NETNS_DIR / ns, h / f"{node.name}.mnt", h / f"{node.name}.uts"):
                 f.touch()
-            private = "; ".join(f"mkdir -p {d}; mount -t tmpfs -o mode=0755 tmpfs {d}"
-                                for d in PRIVATE_DIRS)
+            # (few processes: 8 nodes are made one after another while scripts run)
+            mounts = "; ".join(f"mount -t tmpfs -o mode=0755 tmpfs {d}" for d in PRIVATE_DIRS)
             _sh("unshare", f"--net={NETNS_DIR / ns}", f"--mount={h / (node.name + '.mnt')}",
                 f"--uts={h / (node.name + '.uts')}", "--propagation", "private", "--",
-                "sh", "-ec", f"{private}; mount -t sysfs sysfs /sys; hostname {node.name}")
-            # The underlay cable: eth1 in the node, its peer on the switch's bridge.
-            # (eth1 takes the model's MAC: the other nodes' scripts know it in advance)
+                "sh", "-ec", f"mkdir -p {' '.join(PRIVATE_DIRS)}; {mounts}; mount -t sysfs sysfs /sys; "
+                             f"echo {node.name} >/proc/sys/kernel/hostname")
+            # The underlay cable: eth1 in the node, its peer on the switch's bridge. eth1 takes
+            # the model's MAC (the other nodes' scripts know it in advance) and, as a VM's NIC,
+            # no address: the node script finds it by its MAC and sets the address itself, after
+            # its tunnel ports (the root node waits for that address: Lab.tunnels_last).
             _sh("ip", "link", "add", "eth1", "netns", ns, "address", lab.underlay_mac(node.name),
                 "mtu", str(lab.underlay_mtu), "type", "veth",
                 "peer", "name", node.name, "netns", sw, "mtu", str(lab.underlay_mtu))
             _sh("ip", "-n", sw, "link", "set", node.name, "master", SWITCH_BRIDGE, "up")
-            _sh("ip", "-n", ns, "link", "set", "lo", "up")
-            _sh("ip", "-n", ns, "addr", "add", f"{node.underlay_ip}/{lab.underlay_prefixlen}", "dev", "eth1")
-            _sh("ip", "-n", ns, "link", "set", "eth1", "up")
+            _sh("ip", "-n", ns, "-batch", "-", input="link set lo up\nlink set eth1 up\n")
 
     def _provision(self, lab: Lab, lab_dir: Path, node: str, progress: Progress) -> None:
         progress(node, "provisioning")

@@ -102,3 +102,21 @@ def test_json_and_junit_reports(tmp_path):
     assert suite.findall("testcase")[3].find("error").get("message") == "node2: cannot connect"
     failure = suite.findall("testcase")[1].find("failure")
     assert failure.get("message") == "100% packet loss"
+
+
+def test_batch_runs_one_namespace_entry_for_all_commands_of_that_namespace(tmp_path):
+    """Commands given a namespace share one `ip netns exec NS bash -c ...`; each still gets its
+    own result, in plan order. (At the process boundary: `ip` here is a stand-in that logs
+    its arguments and runs what follows `netns exec NS`; the real one runs in the netns e2e.)"""
+    fake = tmp_path / "ip"
+    fake.write_text('#!/bin/sh\n[ "$1 $2" = "netns exec" ] || exit 9\necho "$3" >>"$IP_LOG"\nshift 3\nexec "$@"\n')
+    fake.chmod(0o755)
+    log = tmp_path / "log"
+    script = batch_script(["echo a1", "echo plain", "exit 4", "echo b1", "echo a2"],
+                          ["A1", None, "A1", "B1", "A1"])
+    res = LocalRunner("local").run(f"export PATH={tmp_path}:$PATH IP_LOG={log}; {script}", timeout=10)
+    parts = split_batch(res.stdout, 5)
+    assert [parts[i][2] for i in (0, 1, 3, 4)] == ["a1", "plain", "b1", "a2"]
+    assert parts[2][0] == 4
+    entries = log.read_text().splitlines()
+    assert sorted(entries) == ["A1", "B1"]      # one entry per namespace

@@ -41,8 +41,9 @@ if [ -z "$nic" ]; then
   for word in $addrs; do
     if [ "${word#*:}" = "$UNDERLAY_CIDR" ]; then nic=${word%%:*}; break; fi
   done
-  # Every provider gives this NIC the model's MAC; on VMs it has no address yet (Vagrant's
-  # guest network step, ~25 s on an emulated guest, is skipped: auto_config false).
+  # Every provider gives this NIC the model's MAC and no address (on VMs, Vagrant's guest
+  # network step, ~25 s on an emulated guest, is skipped: auto_config false): this script sets
+  # the address, after the tunnel ports.
   if [ -z "$nic" ]; then
     for dev in /sys/class/net/*; do
       mac=; read -r mac <"$dev/address" 2>/dev/null || true
@@ -80,7 +81,12 @@ fi
 links=" $(ip -o link show | while IFS=': ' read -r _ name _; do printf '%s ' "${name%@*}"; done)"
 have() { case "$links" in *" $1 "*) return 0 ;; esac; return 1; }
 
-# New namespaces and pairs (both ends down); each namespace end then moves into its namespace.
+# New namespaces and pairs; each namespace end then moves into its namespace. The loop's
+# pairs (bridge to bridge) come up now, so that their ports join their bridges with carrier:
+# then all of them are on in the same reconfiguration of ovs-vswitchd, before any BPDU is
+# sent. (A pair that gets carrier later comes up on one bridge first, and the first BPDUs
+# from there, a proposal among them, are dropped at the far port: RSTP then waits for the
+# next hello, 2 s.) The namespaces' pairs stay down until their ports are edge ports.
 batch=""
 moves=""
 [ -e /run/netns/A2 ] || batch="${batch}netns add A2
@@ -94,10 +100,16 @@ have b2.1 || batch="${batch}link add b2.1 mtu $INNER_MTU type veth peer name b2.
 "
 if ! have b2.1 || have b2.2; then moves="${moves} b2.2:B2"; fi
 have b12.1 || batch="${batch}link add b12.1 mtu $INNER_MTU type veth peer name b12.2 mtu $INNER_MTU
+link set dev b12.1 up
+link set dev b12.2 up
 "
 have b13.1 || batch="${batch}link add b13.1 mtu $INNER_MTU type veth peer name b13.2 mtu $INNER_MTU
+link set dev b13.1 up
+link set dev b13.2 up
 "
 have b23.1 || batch="${batch}link add b23.1 mtu $INNER_MTU type veth peer name b23.2 mtu $INNER_MTU
+link set dev b23.1 up
+link set dev b23.2 up
 "
 if [ -n "$batch" ]; then printf '%s' "$batch" | ip -batch -; fi
 if [ -n "$moves" ]; then
