@@ -90,7 +90,7 @@ LAB_OPTIONS: dict[str, tuple[Any, Any]] = {
     "box": (str | None, typer.Option(help="Box from the catalog (labgen boxes) (default: the provider's, centos/stream9 for VMs).")),
     "datapath": (str | None, typer.Option(help="OVS datapath: system or netdev (default: system for VMs, netdev for netns).")),
     "stp": (str, typer.Option(help="Loop protection on br1/br2/br3: stp or rstp.")),
-    "stp_timers": (str, typer.Option(help="STP timers: tuned (forward-delay 4, max-age 6) or standard.")),
+    "stp_timers": (str, typer.Option(help="STP timers: tuned (STP: forward-delay 4, max-age 6; RSTP: transmit hold count 10) or standard.")),
     "underlay": (str, typer.Option(help="Underlay network (node k = .k).")),
     "overlay": (str, typer.Option(help="Overlay network of the namespaces.")),
     "underlay_mtu": (int | None, typer.Option(help="Underlay MTU; the inner MTU is this minus the tunnel overhead (default: 1500, 1458 across hosts).")),

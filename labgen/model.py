@@ -210,7 +210,15 @@ class Lab:
     def stp_config(self) -> dict[str, str]:
         """OVS Bridge columns that switch loop protection on (applied at bridge creation)."""
         if self.stp == "rstp":
-            return {"rstp_enable": "true"}
+            cfg = {"rstp_enable": "true"}
+            if self.stp_timers == "tuned":
+                # RSTP's transmit hold count (802.1D-2004: 1-10, OVS default 6): the BPDUs a
+                # port may send per tick. When the root's tunnels join, a port sends 3-5 at
+                # once; at 6 one left over went out a tick later, carrying stale information,
+                # and the far port, which counts its 3 ticks to forwarding from the last BPDU
+                # it received, started again (8 nodes: converged 0.3-1 s later, runs apart).
+                cfg["other_config:rstp-transmit-hold-count"] = "10"
+            return cfg
         cfg = {"stp_enable": "true"}
         if self.stp_timers == "tuned":
             # 802.1D needs 2*(forward_delay-1) >= max_age, else OVS silently raises the delay.

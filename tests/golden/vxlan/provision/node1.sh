@@ -192,9 +192,9 @@ fi
 # has carrier: the first BPDUs (a proposal among them) then find the port at the far end
 # already on its bridge. The bridges' own ports carry overlay frames too: inner MTU.
 ovs-vsctl \
-  -- --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" rstp_enable=true other_config:rstp-priority=4096 -- set interface br1 mtu_request="$INNER_MTU" \
-  -- --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" rstp_enable=true -- set interface br2 mtu_request="$INNER_MTU" \
-  -- --may-exist add-br br3 -- set bridge br3 datapath_type="$DATAPATH" rstp_enable=true -- set interface br3 mtu_request="$INNER_MTU" \
+  -- --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" rstp_enable=true other_config:rstp-transmit-hold-count=10 other_config:rstp-priority=4096 -- set interface br1 mtu_request="$INNER_MTU" \
+  -- --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" rstp_enable=true other_config:rstp-transmit-hold-count=10 -- set interface br2 mtu_request="$INNER_MTU" \
+  -- --may-exist add-br br3 -- set bridge br3 datapath_type="$DATAPATH" rstp_enable=true other_config:rstp-transmit-hold-count=10 -- set interface br3 mtu_request="$INNER_MTU" \
   -- --may-exist add-port br2 a1.1 -- set port a1.1 other_config:rstp-port-admin-edge=true \
   -- --may-exist add-port br3 b1.1 -- set port b1.1 other_config:rstp-port-admin-edge=true \
   -- --may-exist add-port br2 b12.1 \

@@ -195,9 +195,9 @@ fi
 # address is set: the root node node1 adds its own last, once every node's address answers.
 # (Options as a whole map: a run repairs a changed key or remote instead of adding to it.)
 ovs-vsctl \
-  -- --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" rstp_enable=true other_config:rstp-priority=8192 -- set interface br1 mtu_request="$INNER_MTU" \
-  -- --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" rstp_enable=true -- set interface br2 mtu_request="$INNER_MTU" \
-  -- --may-exist add-br br3 -- set bridge br3 datapath_type="$DATAPATH" rstp_enable=true -- set interface br3 mtu_request="$INNER_MTU" \
+  -- --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" rstp_enable=true other_config:rstp-transmit-hold-count=10 other_config:rstp-priority=8192 -- set interface br1 mtu_request="$INNER_MTU" \
+  -- --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" rstp_enable=true other_config:rstp-transmit-hold-count=10 -- set interface br2 mtu_request="$INNER_MTU" \
+  -- --may-exist add-br br3 -- set bridge br3 datapath_type="$DATAPATH" rstp_enable=true other_config:rstp-transmit-hold-count=10 -- set interface br3 mtu_request="$INNER_MTU" \
   -- --may-exist add-port br2 a2.1 -- set port a2.1 other_config:rstp-port-admin-edge=true \
   -- --may-exist add-port br3 b2.1 -- set port b2.1 other_config:rstp-port-admin-edge=true \
   -- --may-exist add-port br2 b12.1 \
