@@ -123,9 +123,10 @@ fi
 
 # --- bridges and their ports: one transaction (each ovs-vsctl call waits until ovs-vswitchd
 # has applied it), so every spanning tree timer starts at once ----------------------------
-# Loop protection is on before any loop port exists, and every port joins before any veth
-# has carrier: the first BPDUs (a proposal among them) then find the port at the far end
-# already on its bridge. The bridges' own ports carry overlay frames too: inner MTU.
+# Loop protection is on before any loop port exists; the loop's ports join with carrier, the
+# namespaces' ports before theirs have any (see above): the first BPDUs (a proposal among
+# them) then find the port at the far end already on. The bridges' own ports carry overlay
+# frames too: inner MTU.
 # The gre ports (one per remote node, on br1) join here too: 802.1D times a tunnel
 # port (it has no carrier) from its join, and every node's br1 is pinned as its own root, so a BPDU
 # lost before the far port exists changes no role.

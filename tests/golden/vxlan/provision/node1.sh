@@ -188,9 +188,10 @@ fi
 
 # --- bridges and their ports: one transaction (each ovs-vsctl call waits until ovs-vswitchd
 # has applied it), so every spanning tree timer starts at once ----------------------------
-# Loop protection is on before any loop port exists, and every port joins before any veth
-# has carrier: the first BPDUs (a proposal among them) then find the port at the far end
-# already on its bridge. The bridges' own ports carry overlay frames too: inner MTU.
+# Loop protection is on before any loop port exists; the loop's ports join with carrier, the
+# namespaces' ports before theirs have any (see above): the first BPDUs (a proposal among
+# them) then find the port at the far end already on. The bridges' own ports carry overlay
+# frames too: inner MTU.
 ovs-vsctl \
   -- --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" rstp_enable=true other_config:rstp-transmit-hold-count=10 other_config:rstp-priority=4096 -- set interface br1 mtu_request="$INNER_MTU" \
   -- --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" rstp_enable=true other_config:rstp-transmit-hold-count=10 -- set interface br2 mtu_request="$INNER_MTU" \

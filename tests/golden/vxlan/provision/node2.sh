@@ -188,9 +188,10 @@ fi
 
 # --- bridges and their ports: one transaction (each ovs-vsctl call waits until ovs-vswitchd
 # has applied it), so every spanning tree timer starts at once ----------------------------
-# Loop protection is on before any loop port exists, and every port joins before any veth
-# has carrier: the first BPDUs (a proposal among them) then find the port at the far end
-# already on its bridge. The bridges' own ports carry overlay frames too: inner MTU.
+# Loop protection is on before any loop port exists; the loop's ports join with carrier, the
+# namespaces' ports before theirs have any (see above): the first BPDUs (a proposal among
+# them) then find the port at the far end already on. The bridges' own ports carry overlay
+# frames too: inner MTU.
 # The vxlan ports (one per remote node, on br1) join here too, before this node's underlay
 # address is set: the root node node1 adds its own last, once every node's address answers.
 # (Options as a whole map: a run repairs a changed key or remote instead of adding to it.)
