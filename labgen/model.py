@@ -242,17 +242,13 @@ class Lab:
         return cfg
 
     @property
-    def tunnels_with_bridges(self) -> bool:
-        """Whether the node script adds the tunnel ports in the bridges' own transaction.
-        802.1D (OVS's stp.c) starts a tunnel port's timers when it joins its bridge (a tunnel
-        has no carrier; a veth port's start at its carrier) and forwards 2 x forward delay
-        later: a tunnel added after the rest of the script forwards that much later (on an
-        emulated VM ~1-1.5 s). A BPDU lost because the far
-        tunnel port is not there yet costs nothing: every node's br1 is pinned as its own
-        root (bridge_config), so the root's first hello that arrives changes no port's role
-        and the timers run on. RSTP is different: a proposal that finds no far port is
-        answered only after a hello time, so the root node adds its tunnel last
-        (tunnels_last)."""
+    def host_steps_last(self) -> bool:
+        """Whether the node script's steps the bridges do not need (hostname, the SSH user's
+        linger, the firewall) come at its end. 802.1D: yes. It times a tunnel port from its
+        join and a veth port from its carrier (OVS's stp.c) and forwards 2 x forward delay
+        later, so those steps run while the timers do (on an emulated VM ~1-1.5 s). RSTP: no,
+        they come first: the firewall must be open before the root node's tunnels join
+        (tunnels_last), whose first BPDUs must reach every node."""
         return self.stp == "stp"
 
     def tunnels_last(self, node: str) -> bool:
