@@ -23,15 +23,16 @@ TAIL = 12           # lines of output kept for an error
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def env() -> dict[str, str]:
-    return {**os.environ, **ENV}
+def env(home: Path | None = None) -> dict[str, str]:
+    return {**os.environ, **ENV, **({"VAGRANT_HOME": str(home)} if home else {})}
 
 
-def run(args: Sequence[str], cwd: Path | None = None,
-        timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
-    """`vagrant ARGS...` to the end, its output captured as text (the caller checks the code)."""
+def run(args: Sequence[str], cwd: Path | None = None, timeout: float = TIMEOUT,
+        home: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`vagrant ARGS...` to the end, its output captured as text (the caller checks the code);
+    with VAGRANT_HOME set to `home` if given."""
     return subprocess.run(["vagrant", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env())
+                          timeout=timeout, env=env(home))
 
 
 def stream(args: Sequence[str], cwd: Path | None = None) -> Generator[str, None, None]:
@@ -117,11 +118,31 @@ def has_box(name: str, version: str | None = None, provider: str = "libvirt") ->
 # ---- a lab's machines
 
 def ssh_config(lab_dir: Path) -> str:
-    """`vagrant ssh-config` of the lab in lab_dir: how to reach each running machine."""
-    res = run(["ssh-config"], cwd=lab_dir)
+    """`vagrant ssh-config` of the lab in lab_dir: how to reach each running machine.
+
+    Asked while `vagrant up` still runs (labgen/providers/libvirt.py), so it runs with a
+    Vagrant home of its own (query_home): any Vagrant command that names a machine takes that
+    machine's lock in the home's machine index for a moment, without waiting, and so does
+    `vagrant up` each time it reads a machine's state while it waits for SSH; when the two
+    met, `up` failed with "Vagrant can't use the requested machine because it is locked"."""
+    res = run(["ssh-config"], cwd=lab_dir, home=query_home(lab_dir))
     if res.returncode != 0:
         raise ProviderError(f"vagrant ssh-config failed: {res.stderr.strip()[-300:]}")
     return res.stdout
+
+
+def query_home(lab_dir: Path) -> Path:
+    """A Vagrant home for queries of the project in lab_dir, kept in its .vagrant (removed
+    with it): the user's home (its boxes, plugins, keys) linked in, all but `data`, which
+    holds the machine index and its locks."""
+    real = Path(os.environ.get("VAGRANT_HOME") or Path.home() / ".vagrant.d")
+    home = lab_dir / ".vagrant" / "labgen-home"
+    home.mkdir(parents=True, exist_ok=True)
+    for entry in real.iterdir() if real.is_dir() else ():
+        link = home / entry.name
+        if entry.name != "data" and not link.is_symlink() and not link.exists():
+            link.symlink_to(entry)
+    return home
 
 
 def last_line(text: str | None) -> str:

@@ -561,8 +561,9 @@ class _Bringup:
 
     def _prefetch_ssh_config(self) -> None:
         """How to reach the guests, asked once each has its address (while they boot):
-        `vagrant ssh-config` costs ~3-4 s of Ruby and libvirt calls, and (unlike `up`) takes
-        no machine lock. On failure it is asked again when a node needs it."""
+        `vagrant ssh-config` costs ~3-4 s of Ruby and libvirt calls. It must not take the
+        machine locks that `up` takes meanwhile (labgen/vagrant.py, ssh_config). On failure
+        it is asked again when a node needs it."""
         try:
             with self._config_lock:
                 _fetch_ssh_config(self.project)

@@ -12,6 +12,7 @@ UDP link between the two hosts' qemu processes."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import time
@@ -21,7 +22,16 @@ from pathlib import Path
 import pytest
 from support import sshd as ssh_server
 from support.cli import labgen
-from support.vm import EMPTY, IPTABLES_DROP, fails_at_overlay_naming, firewalld_rules, libvirt_names, on_node, root_node
+from support.vm import (
+    EMPTY,
+    IPTABLES_DROP,
+    fails_at_overlay_naming,
+    firewalld_rules,
+    libvirt_names,
+    on_node,
+    root_node,
+    vagrant_machine_locks,
+)
 
 from labgen import tunnels
 from labgen.stages import NAMES
@@ -172,6 +182,27 @@ def test_up_again_on_running_vms_changes_nothing(gre_lab):
     assert state() == before
     status = labgen("status", str(lab), "--json")
     assert status.returncode == 0 and {s["stp"] for s in json.loads(status.stdout)} == {"converged"}
+
+
+def test_labgen_reaches_the_nodes_while_vagrant_holds_their_machine_locks(gre_lab):
+    """A CI run lost a lab to this: `vagrant up` failed with "Vagrant can't use the requested
+    machine because it is locked", because labgen's `vagrant ssh-config`, asked while the
+    guests boot, held a machine's lock in Vagrant's machine index just when `up` read that
+    machine's state (both take it without waiting). Here the locks are held as Vagrant holds
+    them: Vagrant itself is refused, and labgen, whose ssh-config must take none of them,
+    still finds and reaches both nodes (its cached ssh-config removed first)."""
+    lab, created, _ = gre_lab
+    assert created.returncode == 0
+    for cache in lab.glob("**/.vagrant/labgen-ssh-config"):
+        cache.unlink()
+    with vagrant_machine_locks(lab) as held:
+        assert held == 2
+        refused = subprocess.run(["vagrant", "status"], cwd=lab / "hosts" / "local", capture_output=True,
+                                 text=True, env={**os.environ, "VAGRANT_CHECKPOINT_DISABLE": "1"}, timeout=300)
+        assert refused.returncode != 0 and "locked" in refused.stderr, refused.stderr
+        for node in ("node1", "node2"):
+            proc = _vm(lab, node, "hostname")
+            assert proc.returncode == 0 and proc.stdout.strip() == node, proc.stderr
 
 
 def test_firewall_dropping_tunnelled_pings_fails_the_overlay(gre_lab):

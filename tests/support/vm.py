@@ -2,7 +2,12 @@
 guests."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 from support.cli import labgen
 
@@ -17,6 +22,26 @@ def libvirt_names(prefix: str) -> dict[str, list[str]]:
         return [ln.split()[0] for ln in out.splitlines() if ln.strip().startswith(prefix)]
     return {"domains": names("list", "--all", "--name"), "networks": names("net-list", "--all", "--name"),
             "volumes": names("vol-list", "default")}
+
+
+@contextlib.contextmanager
+def vagrant_machine_locks(lab_dir) -> Iterator[int]:
+    """Hold the lock of each of the lab's machines in the user's Vagrant machine index, as
+    Vagrant takes it while a command reads a machine's state (flock on
+    VAGRANT_HOME/data/machine-index/UUID.lock); yields how many are held."""
+    index = Path(os.environ.get("VAGRANT_HOME") or Path.home() / ".vagrant.d") / "data" / "machine-index"
+    held = []
+    try:
+        for uuid in Path(lab_dir).glob("**/.vagrant/machines/*/libvirt/index_uuid"):
+            lock = index / f"{uuid.read_text().strip()}.lock"
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+            held.append((fd, lock))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield len(held)
+    finally:
+        for fd, lock in held:
+            os.close(fd)
+            lock.unlink(missing_ok=True)     # as Vagrant does when it lets go
 
 
 # ---- firewalls inside the guests --------------------------------------------------------

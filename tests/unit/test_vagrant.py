@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 from support.fake_vagrant import BOX_ADD, BOX_LIST, fake_vagrant
@@ -69,6 +70,7 @@ def test_run_gets_the_environment_cwd_and_captured_text(monkeypatch, tmp_path):
 
 
 def test_ssh_config_and_its_failure(monkeypatch, tmp_path):
+    monkeypatch.setenv("VAGRANT_HOME", str(tmp_path / "home"))
     fake_vagrant(monkeypatch, tmp_path, output=b"Host node1\n  HostName 192.168.121.5\n")
     assert vagrant.ssh_config(tmp_path) == "Host node1\n  HostName 192.168.121.5\n"
     fake_vagrant(monkeypatch, tmp_path, output=b"",
@@ -76,6 +78,25 @@ def test_ssh_config_and_its_failure(monkeypatch, tmp_path):
     with pytest.raises(ProviderError, match="^vagrant ssh-config failed: The environment has "
                                             "not yet been created.$"):
         vagrant.ssh_config(tmp_path)
+
+
+def test_ssh_config_runs_with_a_home_of_its_own_that_links_all_but_the_machine_index(monkeypatch, tmp_path):
+    """Vagrant's machine locks live in VAGRANT_HOME/data; a query that took them could make
+    a concurrent `vagrant up` fail (labgen/vagrant.py, ssh_config)."""
+    real = tmp_path / "home"
+    for d in ("boxes", "gems", "data/machine-index"):
+        (real / d).mkdir(parents=True)
+    (real / "insecure_private_key").write_text("key")
+    monkeypatch.setenv("VAGRANT_HOME", str(real))
+    fake_vagrant(monkeypatch, tmp_path, body='echo "$VAGRANT_HOME"')
+    project = tmp_path / "lab"
+    project.mkdir()
+    home = Path(vagrant.ssh_config(project).strip())
+    assert home == project / ".vagrant" / "labgen-home"
+    assert sorted(p.name for p in home.iterdir()) == ["boxes", "gems", "insecure_private_key"]
+    assert all((home / n).resolve() == real / n for n in ("boxes", "gems", "insecure_private_key"))
+    assert vagrant.ssh_config(project).strip() == str(home)      # asked again: the same links
+    assert vagrant.run(["status"], cwd=project).stdout.strip() == str(real)     # others: the user's
 
 
 def test_stream_splits_redrawn_lines_and_drops_colour_codes(monkeypatch, tmp_path):
