@@ -85,8 +85,8 @@ def plan_underlay(lab: Lab) -> list[Planned]:
 def run_stp_checks(lab: Lab, runners: Mapping[str, Runner], timeout: float,
                    interval: float = 0.1) -> list[Check]:
     """Poll every node until the lab's mode is on for every bridge, every port reports its
-    state, nothing is still moving and the forwarding links of all nodes form one spanning
-    tree; that must hold on two polls in a row. A bridge without loop protection or a node
+    state, nothing is still moving (spantree.idle_ports: what may) and the forwarding links
+    of all nodes form one spanning tree; that must hold on two polls in a row. A bridge without loop protection or a node
     that does not answer will not heal by waiting: those fail at once."""
     mode = lab.stp.upper()
     command = state_command(lab.stp)
