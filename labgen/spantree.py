@@ -99,9 +99,9 @@ def parse_state(node: str, text: str, mode: str, bridges: tuple[str, ...]) -> di
             st = port["rstp_status"] if mode == "rstp" else port["status"]
             role = st.get("rstp_port_role" if mode == "rstp" else "stp_role")
             state = st.get("rstp_port_state" if mode == "rstp" else "stp_state")
-            vector = tuple(st.get(f"rstp_designated_{k}") for k in ("bridge_id", "path_cost", "port_id"))
+            bid, cost, pid = (st.get(f"rstp_designated_{k}") for k in ("bridge_id", "path_cost", "port_id"))
             br.ports[port["name"]] = PortState(role and role.lower(), state and state.lower(),
-                                               vector if mode == "rstp" and all(vector) else None)  # type: ignore[arg-type]
+                                               (bid, cost, pid) if mode == "rstp" and bid and cost and pid else None)
         out[br.name] = br
     return out
 
@@ -237,18 +237,18 @@ def idle_ports(lab: Lab, state: dict[str, dict[str, BridgeState]]) -> set[tuple[
     if len({br.root_id for bridges in state.values() for br in bridges.values()}) != 1:
         return out
     for link in links(lab):
-        ends = []
+        ends: list[tuple[tuple[str, str, str], PortState, tuple[str, str, str], str | None]] = []
         for node, bridge, port in (link.a, link.b):
             br = state.get(node, {}).get(bridge)
             ps = br.ports.get(port) if br is not None and br.rstp_enable else None
-            if ps is None or ps.vector is None:
+            if br is None or ps is None or ps.vector is None:
                 return set()
-            ends.append(((node, bridge, port), ps, br))
+            ends.append(((node, bridge, port), ps, ps.vector, br.bridge_id))
         designated = [e for e in ends if e[1].role == "designated"]
         if len(designated) != 1:
             return set()
-        (key, d, dbr), (_, o, _) = designated[0], next(e for e in ends if e[1].role != "designated")
-        if o.role not in ("root", "alternate", "backup") or o.vector != d.vector or d.vector[0] != dbr.bridge_id:
+        (key, _, sent, own_id), (_, o, held, _) = designated[0], next(e for e in ends if e[1].role != "designated")
+        if o.role not in ("root", "alternate", "backup") or held != sent or sent[0] != own_id:
             return set()
         if o.role in ("alternate", "backup") and o.state in STABLE_BLOCKED:
             out.add(key)
