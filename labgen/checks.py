@@ -86,8 +86,9 @@ def run_stp_checks(lab: Lab, runners: Mapping[str, Runner], timeout: float,
                    interval: float = 0.1) -> list[Check]:
     """Poll every node until the lab's mode is on for every bridge, every port reports its
     state, nothing is still moving (spantree.idle_ports: what may) and the forwarding links
-    of all nodes form one spanning tree; that must hold on two polls in a row. A bridge without loop protection or a node
-    that does not answer will not heal by waiting: those fail at once."""
+    of all nodes form one spanning tree; that must hold on two polls in a row. A bridge
+    without loop protection or a node that does not answer will not heal by waiting: those
+    fail at once."""
     mode = lab.stp.upper()
     command = state_command(lab.stp)
     started = time.monotonic()

@@ -237,18 +237,17 @@ def idle_ports(lab: Lab, state: dict[str, dict[str, BridgeState]]) -> set[tuple[
     if len({br.root_id for bridges in state.values() for br in bridges.values()}) != 1:
         return out
     for link in links(lab):
-        ends: list[tuple[tuple[str, str, str], PortState, tuple[str, str, str], str | None]] = []
+        ends = []
         for node, bridge, port in (link.a, link.b):
             br = state.get(node, {}).get(bridge)
             ps = br.ports.get(port) if br is not None and br.rstp_enable else None
             if br is None or ps is None or ps.vector is None:
                 return set()
-            ends.append(((node, bridge, port), ps, ps.vector, br.bridge_id))
-        designated = [e for e in ends if e[1].role == "designated"]
-        if len(designated) != 1:
-            return set()
-        (key, _, sent, own_id), (_, o, held, _) = designated[0], next(e for e in ends if e[1].role != "designated")
-        if o.role not in ("root", "alternate", "backup") or held != sent or sent[0] != own_id:
+            ends.append(((node, bridge, port), ps, br.bridge_id))
+        ends.sort(key=lambda e: e[1].role != "designated")     # the designated end first
+        (key, d, own_id), (_, o, _) = ends
+        if d.role != "designated" or o.role not in ("root", "alternate", "backup") \
+                or o.vector != d.vector or d.vector is None or d.vector[0] != own_id:
             return set()
         if o.role in ("alternate", "backup") and o.state in STABLE_BLOCKED:
             out.add(key)

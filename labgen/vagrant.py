@@ -131,11 +131,16 @@ def ssh_config(lab_dir: Path) -> str:
     return res.stdout
 
 
+def user_home() -> Path:
+    """The Vagrant home every other vagrant call uses: VAGRANT_HOME, else ~/.vagrant.d."""
+    return Path(os.environ.get("VAGRANT_HOME") or Path.home() / ".vagrant.d")
+
+
 def query_home(lab_dir: Path) -> Path:
     """A Vagrant home for queries of the project in lab_dir, kept in its .vagrant (removed
     with it): the user's home (its boxes, plugins, keys) linked in, all but `data`, which
     holds the machine index and its locks."""
-    real = Path(os.environ.get("VAGRANT_HOME") or Path.home() / ".vagrant.d")
+    real = user_home()
     home = lab_dir / ".vagrant" / "labgen-home"
     home.mkdir(parents=True, exist_ok=True)
     for entry in real.iterdir() if real.is_dir() else ():

@@ -12,7 +12,6 @@ UDP link between the two hosts' qemu processes."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import time
@@ -33,7 +32,7 @@ from support.vm import (
     vagrant_machine_locks,
 )
 
-from labgen import tunnels
+from labgen import tunnels, vagrant
 from labgen.stages import NAMES
 
 GRE = tunnels.get("gre")
@@ -197,8 +196,7 @@ def test_labgen_reaches_the_nodes_while_vagrant_holds_their_machine_locks(gre_la
         cache.unlink()
     with vagrant_machine_locks(lab) as held:
         assert held == 2
-        refused = subprocess.run(["vagrant", "status"], cwd=lab / "hosts" / "local", capture_output=True,
-                                 text=True, env={**os.environ, "VAGRANT_CHECKPOINT_DISABLE": "1"}, timeout=300)
+        refused = vagrant.run(["status"], cwd=lab / "hosts" / "local", timeout=300)
         assert refused.returncode != 0 and "locked" in refused.stderr, refused.stderr
         for node in ("node1", "node2"):
             proc = _vm(lab, node, "hostname")

@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from labgen import vagrant
 from support.cli import labgen
 
 EMPTY = {"domains": [], "networks": [], "volumes": []}
@@ -29,7 +30,7 @@ def vagrant_machine_locks(lab_dir) -> Iterator[int]:
     """Hold the lock of each of the lab's machines in the user's Vagrant machine index, as
     Vagrant takes it while a command reads a machine's state (flock on
     VAGRANT_HOME/data/machine-index/UUID.lock); yields how many are held."""
-    index = Path(os.environ.get("VAGRANT_HOME") or Path.home() / ".vagrant.d") / "data" / "machine-index"
+    index = vagrant.user_home() / "data" / "machine-index"
     held = []
     try:
         for uuid in Path(lab_dir).glob("**/.vagrant/machines/*/libvirt/index_uuid"):
