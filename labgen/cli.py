@@ -29,6 +29,7 @@ from .report import (
     PLAIN_WIDTH,
     boxes_table,
     is_plain,
+    labs_table,
     print_report,
     status_json,
     status_table,
@@ -164,6 +165,7 @@ def create(
     say = ProgressPrinter()
     try:
         # Host checks come before anything is written: a lab that cannot start is not rendered.
+        lifecycle.owned(lab, lab_dir)      # another directory's lab of this name: refused
         lifecycle.provider_of(lab).check(lab, lab_dir)
         lifecycle.render(lab, lab_dir, force)
     except LabgenError as exc:
@@ -172,9 +174,10 @@ def create(
     code = ExitCode.FAILED
     try:
         with lifecycle.locked(lab_dir):
-            seconds = lifecycle.up(lab, lab_dir, say, keep_on_failure)
+            seconds = lifecycle.up(lab, lab_dir, say, keep_on_failure, done=False)
             say("lab", f"up in {seconds:.1f} s; verifying")
             report = lifecycle.run_verify(lab, lab_dir, timeout, progress=lambda s: say("verify", s))
+            lifecycle.finished(lab, lab_dir)
             _emit(report, json_out, junit, lab_dir)
             code = ExitCode.OK if report.passed else ExitCode.FAILED
             if destroy:
@@ -275,10 +278,35 @@ def status(lab_dir: LabDir = None,
     raise typer.Exit(ExitCode.OK if all(s.state == "running" for s in states) else ExitCode.NOT_RUNNING)
 
 
+HostUris = Annotated[list[str] | None, typer.Option("--host", metavar="URI", help="Also a libvirt host, e.g. qemu+ssh://root@hv-b/system (repeatable).")]
+
+
 @app.command()
-def destroy(lab_dir: LabDir = None) -> None:
-    """Tear the lab down: leaves no namespaces, daemons, domains, networks or volumes."""
+def destroy(
+    lab_dir: LabDir = None,
+    name: Annotated[str | None, typer.Option("--name", help="Remove the lab of this name on this host whose directory is gone (see labgen list).")] = None,
+    provider: Annotated[str | None, typer.Option("--provider", help="With --name: the lab's provider, when both have one of that name.")] = None,
+    host: HostUris = None,
+) -> None:
+    """Tear the lab down: leaves no namespaces, daemons, domains, networks or volumes.
+    Only this directory's lab: another directory's lab of the same name is refused."""
     say = ProgressPrinter()
+    if name is None and (provider or host):
+        fail("--provider and --host go with --name (a lab directory names its own)")
+    if name is not None:
+        from . import inventory
+        if lab_dir is not None:
+            fail("give a lab directory or --name, not both")
+        try:
+            parts = inventory.by_name(name, provider, tuple(host or ()))
+            for found in parts:
+                inventory.refuse_if_owned(found)
+            for found in parts:
+                inventory.remove(found, say)
+        except LabgenError as exc:
+            fail(str(exc), exc.exit_code)
+        say("lab", f"destroyed {parts[0].provider} lab {name}")
+        return
     try:
         lab, lab_dir = _load(lab_dir)
         with lifecycle.locked(lab_dir):
@@ -286,6 +314,67 @@ def destroy(lab_dir: LabDir = None) -> None:
     except LabgenError as exc:
         fail(str(exc), exc.exit_code)
     say("lab", f"destroyed {lab.name}; the files stay in {lab_dir}/")
+
+
+@app.command("list")
+def list_(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    host: HostUris = None,
+) -> None:
+    """Every labgen lab on this host (both providers) and on the libvirt hosts named with
+    --host: name, provider, state (whole, creating, partial, orphaned), nodes, age, directory."""
+    from . import inventory
+    try:
+        found = inventory.find_all(tuple(host or ()))
+    except LabgenError as exc:
+        fail(str(exc), exc.exit_code)
+    if json_out:
+        print(inventory.to_json(found))
+        return
+    if not found:
+        out.line("no labgen labs on this host")
+        return
+    console = tables()
+    console.print(labs_table(found, is_plain(console)))
+
+
+@app.command()
+def prune(
+    yes: Annotated[bool, typer.Option("--yes", help="Remove them; without it, only show what would go.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Also labs that are whole and whose directory exists (a CI run's clean start).")] = False,
+    host: HostUris = None,
+) -> None:
+    """Remove every orphaned or partial labgen lab on this host (namespaces, daemons, links,
+    mounts, domains, volumes, networks named by labgen), never anything labgen did not name,
+    never a create still running. Without --yes: show what would go; exit 1 if anything."""
+    from . import inventory
+    say = ProgressPrinter()
+    try:
+        found = inventory.find_all(tuple(host or ()))
+    except LabgenError as exc:
+        fail(str(exc), exc.exit_code)
+    doomed = [f for f in found if inventory.prunable(f, all_)]
+    for f in found:
+        if f not in doomed:
+            out.line(f"keep: {inventory.describe(f)}")
+    if not doomed:
+        out.line("nothing to prune")
+        raise typer.Exit(ExitCode.OK)
+    failed = 0
+    for f in doomed:
+        if not yes:
+            out.line(f"would remove: {inventory.describe(f)}: {'; '.join(f.resources) or 'its record'}")
+            continue
+        try:
+            inventory.remove(f, say)
+            out.line(f"removed: {inventory.describe(f)}: {'; '.join(f.resources) or 'its record'}")
+        except LabgenError as exc:
+            failed += 1
+            err.line(("error:", "bold red"), f" removing {f.provider} lab {f.name}: {exc}")
+    if not yes:
+        out.line("run labgen prune --yes to remove them")
+        raise typer.Exit(ExitCode.FAILED)
+    raise typer.Exit(ExitCode.PROVIDER if failed else ExitCode.OK)
 
 
 @app.command()
@@ -299,6 +388,11 @@ def shell(node: Annotated[str, typer.Argument(help="Node name, e.g. node1.")] = 
         fail(f"no node {node!r} in lab {lab.name}: use one of {', '.join(n.name for n in lab.nodes)}")
     except LabgenError as exc:
         fail(str(exc), exc.exit_code)
+    try:
+        if lifecycle.owned(lab, lab_dir) is None:
+            fail(f"lab {lab.name!r} in {lab_dir} is not up: run labgen up {lab_dir}")
+    except LabgenError as exc:
+        fail(str(exc), exc.exit_code)
     argv = lifecycle.provider_of(lab).shell_argv(lab, lab_dir, node)
     os.execvp(argv[0], argv)
 
@@ -310,6 +404,7 @@ NodeDir = Annotated[Path | None, typer.Option("--dir", help="Lab directory (defa
 def _node_target(node: str, lab_dir: Path | None, namespace: str | None = None) -> nodeio.Target:
     from . import nodeio
     lab, lab_dir = _load(lab_dir)
+    lifecycle.owned(lab, lab_dir)      # another directory's lab of this name: refused
     return nodeio.target(lab, lab_dir, lifecycle.provider_of(lab), node, namespace)
 
 

@@ -11,10 +11,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import providers
+from . import owner, providers
 from .errors import InputError, LabgenError
 from .locks import hold
 from .model import Lab
+from .owner import NotOwner, Owner
 from .providers import NodeStatus, Progress, Provider
 from .render import LAB_FILE, fs_error, is_lab_dir, load_lab, write_lab
 
@@ -57,31 +58,80 @@ def provider_of(lab: Lab) -> Provider:
     return providers.get(lab.provider)
 
 
+def owned(lab: Lab, lab_dir: Path) -> Owner | None:
+    """The owner recorded on the host for the lab's name, when it is this directory's (None:
+    no lab of that name runs here). Every verb on a running lab asks this first: another
+    directory's lab of the same name is refused (NotOwner), never verified or destroyed."""
+    record = provider_of(lab).record(lab)
+    owner.check(record, lab_dir, lab.name)
+    return record
+
+
+def _unattributed(lab: Lab) -> NotOwner:
+    return NotOwner(f"resources named for lab {lab.name!r} exist on this host but record no owner "
+                    f"(a create killed at its first step, or an older labgen's): "
+                    f"`labgen destroy --name {lab.name}` removes them (`labgen list` shows them)")
+
+
+def _claim(lab: Lab, lab_dir: Path, provider: Provider) -> None:
+    """Record that this directory's lab is being brought up, in the lab dir and on the host,
+    before anything is created (a new lab gets a new id)."""
+    record = owned(lab, lab_dir)
+    if record is None:
+        if provider.exists(lab, lab_dir):
+            raise _unattributed(lab)
+        mine = owner.new_owner(lab.name, lab.provider, tuple(n.name for n in lab.nodes), lab_dir)
+    else:
+        mine = owner.started_by_me(record)
+    owner.write_claim(lab_dir, mine)
+    provider.write_record(lab, mine)
+
+
+def finished(lab: Lab, lab_dir: Path) -> None:
+    """The create or up that this process runs is complete: the lab is whole."""
+    provider = provider_of(lab)
+    record = provider.record(lab)
+    if record is not None and record.unfinished:
+        owner.write_claim(lab_dir, record.done())
+        provider.write_record(lab, record.done())
+
+
 def render(lab: Lab, lab_dir: Path, force: bool) -> list[Path]:
     """Write the lab dir. An existing lab dir whose lab has no resources left may be
-    re-rendered without --force (a failed or destroyed lab is just files)."""
+    re-rendered without --force (a failed or destroyed lab is just files); one whose lab
+    runs under another directory is just files here too."""
     if is_lab_dir(lab_dir) and not force:
         old = load_lab(lab_dir)
-        if provider_of(old).exists(old, lab_dir):
+        try:
+            running = owned(old, lab_dir) is not None
+        except NotOwner:
+            running = False
+        if running:
             raise InputError(f"{lab_dir} holds lab {old.name!r}, which is still up: "
                              f"`labgen destroy {lab_dir}` first")
         force = True
     return write_lab(lab, lab_dir, force=force)
 
 
-def up(lab: Lab, lab_dir: Path, say: Progress, keep_on_failure: bool = False) -> float:
+def up(lab: Lab, lab_dir: Path, say: Progress, keep_on_failure: bool = False,
+       done: bool = True) -> float:
     """Bring the lab up. If that fails or is interrupted, tear down what THIS call created
-    (a lab that was already running stays, whatever its state), unless keep_on_failure."""
+    (a lab that was already running stays, whatever its state), unless keep_on_failure.
+    done=False: the caller calls finished() once its own work (verify) is over."""
     started = time.monotonic()
     provider = provider_of(lab)
     existed = provider.exists(lab, lab_dir)
+    _claim(lab, lab_dir, provider)
     try:
         provider.up(lab, lab_dir, say)
     except BaseException:
         if not existed and not keep_on_failure:
             say("lab", "bring-up failed: tearing down what was created (--keep-on-failure keeps it)")
             provider.destroy(lab, lab_dir, say)
+            owner.drop_claim(lab_dir)
         raise
+    if done:
+        finished(lab, lab_dir)
     return time.monotonic() - started
 
 
@@ -90,7 +140,9 @@ def run_verify(lab: Lab, lab_dir: Path, timeout: float | None,
     from .diagnostics import collect_diagnostics
     from .verify import verify
     provider = provider_of(lab)
-    absent = [s.node for s in provider.status(lab, lab_dir) if s.state != "running"]
+    record = owned(lab, lab_dir)
+    absent = [s.node for s in provider.status(lab, lab_dir) if s.state != "running"] \
+        if record is not None else [n.name for n in lab.nodes]
     if len(absent) == len(lab.nodes):
         raise LabgenError(f"lab {lab.name!r} in {lab_dir} is not up: run labgen up {lab_dir}")
     runners = {n.name: provider.runner(lab, lab_dir, n.name) for n in lab.nodes}
@@ -105,7 +157,13 @@ def run_verify(lab: Lab, lab_dir: Path, timeout: float | None,
 
 
 def destroy(lab: Lab, lab_dir: Path, say: Progress) -> None:
-    provider_of(lab).destroy(lab, lab_dir, say)
+    """Remove this directory's lab; refused (NotOwner) when the lab running under its name
+    is another directory's, or records no owner."""
+    provider = provider_of(lab)
+    if owned(lab, lab_dir) is None and provider.exists(lab, lab_dir):
+        raise _unattributed(lab)
+    provider.destroy(lab, lab_dir, say)
+    owner.drop_claim(lab_dir)
 
 
 def status(lab: Lab, lab_dir: Path) -> list[NodeStatus]:
@@ -114,6 +172,8 @@ def status(lab: Lab, lab_dir: Path) -> list[NodeStatus]:
     from .checks import run_stp_checks
     from .runner import RunnerError
     provider = provider_of(lab)
+    if owned(lab, lab_dir) is None:
+        return [NodeStatus(n.name, "absent", "not running (no lab of this directory here)") for n in lab.nodes]
     result = provider.status(lab, lab_dir)
     runners = {st.node: provider.runner(lab, lab_dir, st.node) for st in result if st.state == "running"}
     try:

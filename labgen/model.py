@@ -32,6 +32,21 @@ def host_prefix(lab_name: str) -> str:
     """Prefix of everything a lab creates on the host: two labs never collide."""
     return f"labgen-{lab_name}"
 
+
+def host_netns(lab_name: str, node: str) -> str:
+    """The host's name for an emulated node's network namespace."""
+    return f"{host_prefix(lab_name)}-{node}"
+
+
+def underlay_switch(lab_name: str) -> str:
+    """The emulated underlay switch's namespace."""
+    return f"{host_prefix(lab_name)}-underlay"
+
+
+def handle_dir(lab_name: str) -> Path:
+    """Where the emulated nodes' namespace handles and the lab's owner record live."""
+    return HANDLE_ROOT / lab_name
+
 # A lab name becomes a libvirt network, a domain prefix and part of host namespace names:
 # lowercase (Vagrant and libvirt trip over uppercase), no shell metacharacters, short.
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
@@ -126,6 +141,13 @@ class LibvirtSettings:
     def split(self) -> bool:
         return len(self.hosts) > 1
 
+    @property
+    def boot_timeout(self) -> int:
+        """Vagrant's wait for a guest's SSH, in seconds. Emulated guests (qemu driver) reached
+        SSH 180-199 s after boot on the slowest machines recorded (docs/benchmarks.md): twice
+        that, rounded up. With KVM, Vagrant's own default."""
+        return 400 if self.driver == "qemu" else 300
+
     def link(self, node: str) -> UdpLink | None:
         return next((ln for ln in self.links if ln.node == node), None)
 
@@ -181,18 +203,15 @@ class Lab:
         return f"52:54:00:{h >> 8:02x}:{h & 0xFF:02x}:{k:02x}"
 
     def host_netns(self, node: str) -> str:
-        """The host's name for an emulated node's network namespace."""
-        return f"{self.host_prefix}-{node}"
+        return host_netns(self.name, node)
 
     @property
     def underlay_switch(self) -> str:
-        """The emulated underlay switch's namespace."""
-        return f"{self.host_prefix}-underlay"
+        return underlay_switch(self.name)
 
     @property
     def handle_dir(self) -> Path:
-        """Where the emulated nodes' namespace handles and the owner file live."""
-        return HANDLE_ROOT / self.name
+        return handle_dir(self.name)
 
     @property
     def underlay_prefixlen(self) -> int:

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .owner import ago
 from .results import Report
 
 if TYPE_CHECKING:
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
     from .boxes import Box
     from .model import Lab
-    from .providers import NodeStatus
+    from .providers import Found, NodeStatus
 
 STYLE = {"passed": "green", "failed": "bold red", "skipped": "yellow"}
 # The widest a table gets when stdout is not a terminal (CI logs, pipes) and COLUMNS is unset.
@@ -162,6 +163,20 @@ def status_table(lab: Lab, lab_dir: _Path, states: list[NodeStatus], plain: bool
 def status_json(states: list[NodeStatus]) -> str:
     return json.dumps([{"node": s.node, "state": s.state, "detail": s.detail, **s.facts}
                        for s in states], indent=2)
+
+
+def labs_table(found: list[Found], plain: bool) -> Table:
+    import time
+    t = new_table("labgen labs on this host", plain)
+    for col in ("name", "provider", "state", "nodes", "age", "directory"):
+        t.add_column(col, overflow="fold")
+    for f in found:
+        rec = f.record
+        where = (rec.dir if rec.dir_exists else f"{rec.dir} (gone)") if rec else "-"
+        age = ago(time.time() - rec.created) if rec else "-"
+        host = "" if f.host == "this host" else f" on {f.host}"
+        t.add_row(f.name, f.provider + host, f.state, f"{len(f.running)}/{len(f.nodes)}", age, where)
+    return t
 
 
 def boxes_table(catalog: dict[str, Box], plain: bool) -> Table:

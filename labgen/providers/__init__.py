@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import jinja2
 
     from ..model import Lab, LibvirtSettings, Options
+    from ..owner import Owner
     from ..runner import Runner
 
 # name -> "module:class", imported only when used (the libvirt provider pulls in paramiko).
@@ -39,6 +40,36 @@ class NodeStatus:
     state: NodeState
     detail: str = ""
     facts: dict[str, str] = field(default_factory=dict)
+
+
+# whole: every node runs and its create finished; creating: a create or up still running;
+# partial: a create, up or destroy that died part way; orphaned: its directory is gone or
+# no longer claims it, or nothing records whose it is.
+LabState = Literal["whole", "creating", "partial", "orphaned"]
+
+
+@dataclass(frozen=True)
+class Found:
+    """A lab found on a host by its names, whatever state it is in (labgen list / prune)."""
+
+    name: str
+    provider: str
+    host: str                       # "this host", or the libvirt host's name
+    record: Owner | None            # who it belongs to, when that is recorded
+    nodes: tuple[str, ...]
+    running: tuple[str, ...]
+    resources: tuple[str, ...]      # what removing it takes away, in words
+
+    @property
+    def state(self) -> LabState:
+        rec = self.record
+        if rec is None or not rec.claimed_by_its_dir():
+            return "orphaned"
+        if rec.creating:
+            return "creating"
+        if rec.unfinished or len(self.running) < len(self.nodes):
+            return "partial"
+        return "whole"
 
 
 class Provider(Protocol):
@@ -68,6 +99,13 @@ class Provider(Protocol):
     def check(self, lab: Lab, lab_dir: Path) -> None:
         """Everything the host needs, before anything is created; raises HostError."""
 
+    # ---- who the lab belongs to (labgen/owner.py) -----------------------------------------
+    def record(self, lab: Lab) -> Owner | None:
+        """The owner recorded on the host for the lab's name (None: nothing recorded)."""
+
+    def write_record(self, lab: Lab, owner: Owner) -> None:
+        """Record the owner on the host, before any other resource of the lab exists."""
+
     # ---- the lab -------------------------------------------------------------------------
     def up(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
         """Create and provision every node; on a running lab, provision again (no changes)."""
@@ -80,6 +118,13 @@ class Provider(Protocol):
 
     def exists(self, lab: Lab, lab_dir: Path) -> bool:
         """Does any resource of this lab exist on the host?"""
+
+    # ---- the whole host --------------------------------------------------------------------
+    def inventory(self, uris: tuple[str, ...] = ()) -> list[Found]:
+        """Every lab of this provider on this host (and the libvirt hosts at uris)."""
+
+    def remove(self, found: Found, progress: Progress) -> None:
+        """Remove everything of a found lab, by its names (its directory may be gone)."""
 
     # ---- the nodes -----------------------------------------------------------------------
     def runner(self, lab: Lab, lab_dir: Path, node: str) -> Runner:

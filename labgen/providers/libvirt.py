@@ -16,14 +16,15 @@ import threading
 import time
 from ipaddress import IPv4Network, ip_address, ip_network
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import vagrant as vagrant_cli
 from ..errors import HostError, InputError, ProviderError
 from ..hostfacts import KVM_FIX, fix_kvm_access, is_root, kvm_access_drift, kvm_usable
 from ..hypervisors import LOCAL_URI, Hypervisor, UdpLink, links, plan
-from ..model import Lab, LibvirtSettings, Options, node_names
-from . import NodeStatus, Progress
+from ..model import Lab, LibvirtSettings, Options, host_prefix, node_names
+from ..owner import Owner
+from . import Found, NodeStatus, Progress
 
 if TYPE_CHECKING:
     import jinja2
@@ -414,6 +415,7 @@ class LibvirtProvider:
             if shutil.which("virsh"):
                 self._remove_leftovers(lab, hv, progress)
             shutil.rmtree(self._project(lab, lab_dir, hv) / ".vagrant", ignore_errors=True)
+        _registry_file(lab.name).unlink(missing_ok=True)     # last: a killed destroy stays listed
         self._ssh = None
 
     def _remove_leftovers(self, lab: Lab, hv: Hypervisor, progress: Progress) -> None:
@@ -427,12 +429,101 @@ class LibvirtProvider:
             progress("lab", f"removing network {lab.libvirt_network}{_on(hv)}")
             _virsh(hv.uri, "net-destroy", lab.libvirt_network)
             _virsh(hv.uri, "net-undefine", lab.libvirt_network)
-        for line in _virsh(hv.uri, "vol-list", "default").stdout.splitlines()[2:]:
-            vol = line.split()[0] if line.split() else ""
+        for vol in _volumes(hv.uri):
             # vagrant-libvirt names a domain's disks DOMAIN.img, DOMAIN-vdb.qcow2, ...
             if any(vol.startswith((f"{dom}.", f"{dom}-")) for dom in ours):
                 progress("lab", f"removing leftover volume {vol}{_on(hv)}")
                 _virsh(hv.uri, "vol-delete", vol, "--pool", "default")
+
+    # ---- who the lab belongs to (labgen/owner.py) -----------------------------------------
+    def record(self, lab: Lab) -> Owner | None:
+        """labgen's registry on this machine; else the description of one of the lab's
+        domains (written from the lab dir's claim when Vagrant defined it), on its host."""
+        record = _read_registry(lab.name)
+        if record is not None or shutil.which("virsh") is None:
+            return record
+        for hv in hosts(lab):
+            existing = _names(_virsh(hv.uri, "list", "--all", "--name"))
+            for dom in self.domains(lab, hv):
+                if dom in existing:
+                    found = Owner.from_json(_virsh(hv.uri, "desc", dom).stdout.strip())
+                    if found is not None:
+                        return found
+        return None
+
+    def write_record(self, lab: Lab, owner: Owner) -> None:
+        _write_registry(lab.name, owner)
+
+    # ---- the whole host ---------------------------------------------------------------------
+    def inventory(self, uris: tuple[str, ...] = ()) -> list[Found]:
+        """Every lab with a labgen-named domain, volume or network on this host's libvirt
+        (and at uris), or a record in labgen's registry; one entry per lab and host."""
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+
+        def entry(name: str, uri: str) -> dict[str, Any]:
+            return found.setdefault((name, uri), {"nodes": set(), "running": set(), "res": [], "desc": None})
+
+        if shutil.which("virsh") is not None:
+            for uri in dict.fromkeys((LOCAL_URI, *uris)):
+                listed = _virsh(uri, "list", "--all", "--name")
+                if listed.returncode != 0:
+                    if uri != LOCAL_URI:
+                        raise HostError(f"libvirt at {uri} does not answer: {vagrant_cli.last_line(listed.stderr)}")
+                    continue
+                running = _names(_virsh(uri, "list", "--name"))
+                for dom in sorted(_names(listed)):
+                    m = _DOMAIN.match(dom)
+                    if m:
+                        e = entry(m.group(1), uri)
+                        e["nodes"].add(m.group(2))
+                        if dom in running:
+                            e["running"].add(m.group(2))
+                        e["res"].append(f"domain {dom}")
+                        if e["desc"] is None:
+                            e["desc"] = Owner.from_json(_virsh(uri, "desc", dom).stdout.strip())
+                for net in sorted(_names(_virsh(uri, "net-list", "--all", "--name"))):
+                    m = _NETWORK.match(net)
+                    if m:
+                        entry(m.group(1), uri)["res"].append(f"network {net}")
+                for vol in _volumes(uri):
+                    m = _VOLUME.match(vol)
+                    if m:
+                        e = entry(m.group(1), uri)
+                        e["nodes"].add(m.group(2))
+                        e["res"].append(f"volume {vol}")
+        for name in _registry_names():
+            if not any(n == name for n, _ in found):
+                entry(name, LOCAL_URI)["res"].append("its record in labgen's registry")
+        out = []
+        for (name, uri), e in sorted(found.items()):
+            record = _read_registry(name) or e["desc"]
+            nodes = set(e["nodes"]) | set(record.nodes if record else ())
+            out.append(Found(name=name, provider=self.name, host="this host" if uri == LOCAL_URI else uri,
+                             record=record, nodes=tuple(sorted(nodes)), running=tuple(sorted(e["running"])),
+                             resources=tuple(e["res"])))
+        return out
+
+    def remove(self, found: Found, progress: Progress) -> None:
+        """By name with virsh alone (the lab's Vagrant project may be gone): its domains with
+        their disks, its leftover volumes, its network; then its record."""
+        uri = LOCAL_URI if found.host == "this host" else found.host
+        on = "" if uri == LOCAL_URI else f" on {uri}"
+        if shutil.which("virsh") is not None:
+            prefix = host_prefix(found.name)
+            for dom in sorted(_names(_virsh(uri, "list", "--all", "--name"))):
+                if (m := _DOMAIN.match(dom)) and m.group(1) == found.name:
+                    progress("lab", f"removing domain {dom}{on}")
+                    _virsh(uri, "destroy", dom)
+                    _virsh(uri, "undefine", dom, "--remove-all-storage", "--nvram")
+            for vol in _volumes(uri):
+                if (m := _VOLUME.match(vol)) and m.group(1) == found.name:
+                    progress("lab", f"removing volume {vol}{on}")
+                    _virsh(uri, "vol-delete", vol, "--pool", "default")
+            if prefix in _names(_virsh(uri, "net-list", "--all", "--name")):
+                progress("lab", f"removing network {prefix}{on}")
+                _virsh(uri, "net-destroy", prefix)
+                _virsh(uri, "net-undefine", prefix)
+        _registry_file(found.name).unlink(missing_ok=True)
 
     def status(self, lab: Lab, lab_dir: Path) -> list[NodeStatus]:
         # libvirt answers in milliseconds; `vagrant status` takes seconds of Ruby start-up.
@@ -645,3 +736,49 @@ def _track(line: str, stage: dict[str, str], progress: Progress) -> str | None:
             progress(node, name)
             return node
     return None
+
+
+# ---- labs by name: labgen's registry and libvirt's labgen-named objects -----------------------
+# Domains labgen-NAME-nodeK, their disks labgen-NAME-nodeK.img / -vdb.qcow2, the underlay
+# network labgen-NAME. A box's image (labgen-VAGRANTSLASH-...) matches none of these.
+_DOMAIN = re.compile(r"^labgen-([a-z][a-z0-9-]*)-(node\d+)$")
+_VOLUME = re.compile(r"^labgen-([a-z][a-z0-9-]*)-(node\d+)[.-]")
+_NETWORK = re.compile(r"^labgen-([a-z][a-z0-9-]*)$")
+
+
+def _volumes(uri: str) -> list[str]:
+    lines = _virsh(uri, "vol-list", "default").stdout.splitlines()[2:]
+    return [ln.split()[0] for ln in lines if ln.split()]
+
+
+def registry_dir() -> Path:
+    """Where labgen records the VM labs this machine started: root's is the system's, a
+    user's (in group libvirt) their own."""
+    if is_root():
+        return Path("/var/lib/labgen/libvirt")
+    import os
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "labgen" / "libvirt"
+
+
+def _registry_file(name: str) -> Path:
+    return registry_dir() / f"{name}.json"
+
+
+def _read_registry(name: str) -> Owner | None:
+    try:
+        return Owner.from_json(_registry_file(name).read_text())
+    except OSError:
+        return None
+
+
+def _write_registry(name: str, owner: Owner) -> None:
+    path = _registry_file(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(owner.to_json() + "\n")
+    tmp.replace(path)
+
+
+def _registry_names() -> list[str]:
+    d = registry_dir()
+    return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []

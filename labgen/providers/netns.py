@@ -9,6 +9,7 @@ the lab name, so several labs with the same addresses run side by side.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -19,9 +20,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 from ..errors import HostError, InputError, ProviderError
 from ..hostfacts import DEBIAN_PACKAGES, is_root, missing_line, missing_tools
-from ..model import HANDLE_ROOT, Lab, Node, Options
+from ..model import HANDLE_ROOT, Lab, Node, Options, handle_dir, host_netns, underlay_switch
+from ..owner import Owner
 from ..runner import LocalRunner
-from . import NodeStatus, Progress
+from . import Found, NodeStatus, Progress
 from .nodescript import failure
 
 if TYPE_CHECKING:
@@ -135,10 +137,19 @@ class NetnsProvider:
         problems = self.host_problems(lab)
         if problems:
             raise HostError(problems[0])
-        owner = self.handles(lab) / "owner"
-        if owner.exists() and owner.read_text().strip() != str(lab_dir.resolve()):
-            raise HostError(f"lab name {lab.name!r} is already used by the running lab in "
-                            f"{owner.read_text().strip()}: pass another --name, or destroy that lab")
+
+    # ---- who the lab belongs to (labgen/owner.py) -----------------------------------------
+    def record(self, lab: Lab) -> Owner | None:
+        return _read_record(lab.name)
+
+    def write_record(self, lab: Lab, owner: Owner) -> None:
+        """Before anything else of the lab exists: a create killed at any later point leaves
+        a lab that `labgen list` can attribute and `labgen destroy` can remove."""
+        h = self.handles(lab)
+        h.mkdir(parents=True, exist_ok=True)
+        tmp = h / (RECORD + ".tmp")
+        tmp.write_text(owner.to_json() + "\n")
+        os.replace(tmp, h / RECORD)
 
     def exists(self, lab: Lab, lab_dir: Path) -> bool:
         names = [self.switch(lab)] + [self.netns(lab, n.name) for n in lab.nodes]
@@ -171,7 +182,6 @@ class NetnsProvider:
             # Mount-namespace handles may only be bind-mounted on a private mount.
             _sh("mount", "--bind", str(h), str(h))
             _sh("mount", "--make-private", str(h))
-        (h / "owner").write_text(str(lab_dir.resolve()) + "\n")
 
         sw = self.switch(lab)
         if not (NETNS_DIR / sw).exists():
@@ -217,64 +227,24 @@ class NetnsProvider:
         progress(node, f"provisioned in {time.monotonic() - started:.1f} s")
 
     def destroy(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
-        h = self.handles(lab)
-        for node in lab.nodes:
-            ns_path = NETNS_DIR / self.netns(lab, node.name)
-            # The mount handle alone is enough to find the node's OVS and inner namespaces:
-            # its /run/netns entry may have been removed by someone else, its daemons not.
-            if _is_mountpoint(h / f"{node.name}.mnt"):
-                progress(node.name, "stopping Open vSwitch, removing namespaces")
-                self._stop_ovs(lab, node.name)
-                _sh(*self._enter_mount(lab, node.name), "ip", "-all", "netns", "delete", check=False)
-            for suffix in (".mnt", ".uts"):
-                _unmount_all(h / f"{node.name}{suffix}")
-                (h / f"{node.name}{suffix}").unlink(missing_ok=True)
-            self._del_netns(ns_path)
-        self._del_netns(NETNS_DIR / self.switch(lab))
-        (h / "owner").unlink(missing_ok=True)
-        _unmount_all(h)
-        if h.exists():
-            try:
-                h.rmdir()
-            except OSError:
-                pass
-        try:
-            HANDLE_ROOT.rmdir()     # only when no other lab uses it
-        except OSError:
-            pass
+        _remove(lab.name, [n.name for n in lab.nodes], progress)
 
-    @staticmethod
-    def _del_netns(path: Path) -> None:
-        _unmount_all(path)
-        path.unlink(missing_ok=True)
+    # ---- the whole host ---------------------------------------------------------------------
+    def inventory(self, uris: tuple[str, ...] = ()) -> list[Found]:
+        """Every netns lab on this host, found by its names (the record may be gone)."""
+        found = []
+        for name in sorted(_lab_names()):
+            record = _read_record(name)
+            nodes = _node_names(name, record)
+            mounts = _mounts()
+            running = [n for n in nodes if _node_up(name, n, mounts)]
+            found.append(Found(name=name, provider=self.name, host="this host", record=record,
+                               nodes=tuple(nodes), running=tuple(running),
+                               resources=tuple(_resources(name, nodes, mounts))))
+        return found
 
-    def _stop_ovs(self, lab: Lab, node: str) -> None:
-        """Kill this node's ovsdb-server and ovs-vswitchd by their pidfiles, and only if the
-        PID really lives in this node's mount namespace (never a stranger's process)."""
-        handle = self.handles(lab) / f"{node}.mnt"
-        out = _sh(*self._enter_mount(lab, node), "sh", "-c", "cat /run/openvswitch/*.pid 2>/dev/null",
-                  check=False).stdout
-        node_mnt = os.stat(handle).st_ino
-        pids = []
-        for token in out.split():
-            if not token.isdigit():
-                continue
-            pid = int(token)
-            try:
-                if os.stat(f"/proc/{pid}/ns/mnt").st_ino == node_mnt:
-                    os.kill(pid, signal.SIGTERM)
-                    pids.append(pid)
-            except (FileNotFoundError, ProcessLookupError, PermissionError):
-                continue
-        deadline = time.monotonic() + 5
-        for pid in pids:
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)    # polling for the exit (no wait() on a non-child), bounded
-            if _alive(pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+    def remove(self, found: Found, progress: Progress) -> None:
+        _remove(found.name, list(found.nodes), progress)
 
     def status(self, lab: Lab, lab_dir: Path) -> list[NodeStatus]:
         result = []
@@ -284,3 +254,159 @@ class NetnsProvider:
                 continue
             result.append(NodeStatus(node.name, "running", f"netns {self.netns(lab, node.name)}"))
         return result
+
+
+# ---- a lab by its name alone: what destroy, list and prune share ------------------------------
+RECORD = "owner.json"       # the lab's Owner, in its handle directory
+_NODE_NS = re.compile(r"^labgen-([a-z][a-z0-9-]*)-(node\d+)$")
+_SWITCH_NS = re.compile(r"^labgen-([a-z][a-z0-9-]*)-underlay$")
+
+
+def _read_record(name: str) -> Owner | None:
+    try:
+        return Owner.from_json((handle_dir(name) / RECORD).read_text())
+    except OSError:
+        return None
+
+
+def _netns_entries() -> list[str]:
+    try:
+        return sorted(p.name for p in NETNS_DIR.iterdir())
+    except OSError:
+        return []
+
+
+def _lab_names() -> set[str]:
+    """Every lab name that has a handle directory or a labgen-named namespace here."""
+    names = {p.name for p in HANDLE_ROOT.iterdir() if p.is_dir()} if HANDLE_ROOT.is_dir() else set()
+    for entry in _netns_entries():
+        m = _NODE_NS.match(entry) or _SWITCH_NS.match(entry)
+        if m:
+            names.add(m.group(1))
+    return names
+
+
+def _node_names(name: str, record: Owner | None) -> list[str]:
+    """The lab's nodes: those its record names, and any other its namespaces or handles show."""
+    nodes = set(record.nodes if record else ())
+    nodes |= {m.group(2) for e in _netns_entries() if (m := _NODE_NS.match(e)) and m.group(1) == name}
+    h = handle_dir(name)
+    if h.is_dir():
+        nodes |= {p.stem for p in h.glob("node*.mnt")}
+    return sorted(nodes, key=lambda n: int(n[4:]) if n[4:].isdigit() else 0)
+
+
+def _mounts() -> set[str]:
+    """Every mount point of this mount namespace (one read, no process per path)."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return set()
+    # field 5 is the mount point, with spaces and the like escaped as octal
+    return {ln.split()[4].encode().decode("unicode_escape") for ln in lines if len(ln.split()) > 4}
+
+
+def _node_up(name: str, node: str, mounts: set[str]) -> bool:
+    return (str(NETNS_DIR / host_netns(name, node)) in mounts
+            and str(handle_dir(name) / f"{node}.mnt") in mounts)
+
+
+def _ns_inode(path: Path, mounts: set[str]) -> int | None:
+    """The namespace a handle holds (only a mounted handle holds one)."""
+    if str(path) not in mounts:
+        return None
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def _lab_processes(name: str, nodes: list[str]) -> list[int]:
+    """Every process that lives in the lab: in a node's network or mount namespace (its OVS
+    daemons, a node script a killed labgen left running) or in a namespace inside a node (a
+    ping or capture of a killed verify). Found by namespace, never by process name."""
+    mounts = _mounts()
+    h = handle_dir(name)
+    net = {_ns_inode(NETNS_DIR / host_netns(name, n), mounts) for n in nodes}
+    net.add(_ns_inode(NETNS_DIR / underlay_switch(name), mounts))
+    mnt = {_ns_inode(h / f"{n}.mnt", mounts) for n in nodes}
+    for n in nodes:
+        if _ns_inode(h / f"{n}.mnt", mounts) is not None:
+            inner = _sh("nsenter", f"--mount={h / (n + '.mnt')}", "--", "sh", "-c",
+                        "stat -L -c %i /run/netns/* 2>/dev/null", check=False).stdout
+            net |= {int(tok) for tok in inner.split() if tok.isdigit()}
+    net.discard(None)
+    mnt.discard(None)
+    pids = []
+    me = os.getpid()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == me:
+            continue
+        try:
+            if os.stat(proc / "ns" / "net").st_ino in net or os.stat(proc / "ns" / "mnt").st_ino in mnt:
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _stop(pids: list[int]) -> None:
+    """SIGTERM, a bounded wait for the exits (no wait() on a non-child: polled), SIGKILL."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = [p for p in pids if _alive(p)]
+        for pid in alive:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5
+        while any(_alive(p) for p in alive) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def _resources(name: str, nodes: list[str], mounts: set[str]) -> list[str]:
+    """What removing the lab takes away, in words (labgen list, labgen prune)."""
+    h = handle_dir(name)
+    out = [f"namespace {e}" for e in _netns_entries()
+           if (m := _NODE_NS.match(e) or _SWITCH_NS.match(e)) and m.group(1) == name]
+    procs = _lab_processes(name, nodes)
+    if procs:
+        out.append(f"{len(procs)} process{'es' if len(procs) > 1 else ''} (pids {', '.join(map(str, procs))})")
+    if h.exists():
+        out.append(f"handles {h}" + (" (mounted)" if str(h) in mounts else ""))
+    return out
+
+
+def _remove(name: str, nodes: list[str], progress: Progress) -> None:
+    """Remove everything of lab `name` on this host, whatever state a killed create or
+    destroy left it in. The owner record goes last: a destroy killed part way leaves a lab
+    that is still listed, and removed by the next destroy or prune."""
+    nodes = sorted(set(nodes) | set(_node_names(name, _read_record(name))))
+    h = handle_dir(name)
+    pids = _lab_processes(name, nodes)
+    if pids:
+        progress("lab", f"stopping {len(pids)} processes of the lab (Open vSwitch, scripts)")
+        _stop(pids)
+    for node in nodes:
+        if _is_mountpoint(h / f"{node}.mnt"):
+            progress(node, "removing namespaces")
+            _sh("nsenter", f"--mount={h / (node + '.mnt')}", "--", "ip", "-all", "netns", "delete", check=False)
+        for suffix in (".mnt", ".uts"):
+            _unmount_all(h / f"{node}{suffix}")
+            (h / f"{node}{suffix}").unlink(missing_ok=True)
+        _del_netns(NETNS_DIR / host_netns(name, node))
+    _del_netns(NETNS_DIR / underlay_switch(name))
+    _unmount_all(h)
+    (h / (RECORD + ".tmp")).unlink(missing_ok=True)
+    (h / RECORD).unlink(missing_ok=True)
+    (h / "owner").unlink(missing_ok=True)     # an older labgen's record
+    for d in (h, HANDLE_ROOT):      # the root only when no other lab uses it
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+
+
+def _del_netns(path: Path) -> None:
+    _unmount_all(path)
+    path.unlink(missing_ok=True)
