@@ -160,8 +160,11 @@ def destroy(lab: Lab, lab_dir: Path, say: Progress) -> None:
     """Remove this directory's lab; refused (NotOwner) when the lab running under its name
     is another directory's, or records no owner."""
     provider = provider_of(lab)
-    if owned(lab, lab_dir) is None and provider.exists(lab, lab_dir):
+    record = owned(lab, lab_dir)
+    if record is None and provider.exists(lab, lab_dir):
         raise _unattributed(lab)
+    if record is not None:      # a destroy killed part way leaves the lab listed as partial
+        provider.write_record(lab, owner.started_by_me(record))
     provider.destroy(lab, lab_dir, say)
     owner.drop_claim(lab_dir)
 

@@ -383,8 +383,12 @@ def _remove(name: str, nodes: list[str], progress: Progress) -> None:
     that is still listed, and removed by the next destroy or prune."""
     nodes = sorted(set(nodes) | set(_node_names(name, _read_record(name))))
     h = handle_dir(name)
-    pids = _lab_processes(name, nodes)
-    if pids:
+    # Again until none is left: a node script that a killed labgen left running may start a
+    # daemon between one look and the next.
+    for _ in range(10):
+        pids = _lab_processes(name, nodes)
+        if not pids:
+            break
         progress("lab", f"stopping {len(pids)} processes of the lab (Open vSwitch, scripts)")
         _stop(pids)
     for node in nodes:

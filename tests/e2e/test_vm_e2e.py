@@ -29,6 +29,7 @@ from support.vm import (
     libvirt_names,
     on_node,
     root_node,
+    sweep,
     vagrant_machine_locks,
 )
 
@@ -80,7 +81,7 @@ def gre_lab(tmp_path_factory, box, hv_b):
     costs minutes on an emulated machine); destroyed at the end, and nothing of it may be
     left on either host."""
     name, lab = "ci-gre", tmp_path_factory.mktemp("vm") / "lab"
-    assert libvirt_names(f"labgen-{name}") == EMPTY
+    sweep(name)
     junit = lab.parent / "junit.xml"
     started = time.monotonic()
     proc = labgen("create", "gre", "--box", box, "--name", name, "--dir", str(lab), "--json",
@@ -267,6 +268,7 @@ def test_iptables_drop_policy_fails_then_up_admits_only_the_tunnel(gre_lab):
     ("someone-else", "10.10.10.254", "free", "libvirt network someone-else already uses the underlay"),
 ])
 def test_libvirt_names_and_subnets_taken_by_others_are_refused(tmp_path, box, net_name, ip, name, fragment):
+    sweep(name)
     xml = tmp_path / "net.xml"
     xml.write_text(f"<network><name>{net_name}</name><ip address='{ip}' netmask='255.255.255.0'/></network>")
     virsh = ["virsh", "-c", "qemu:///system"]

@@ -18,6 +18,7 @@ from support.vm import (
     libvirt_names,
     on_node,
     root_node,
+    sweep,
 )
 
 from labgen import tunnels
@@ -30,7 +31,7 @@ GENEVE = tunnels.get("geneve")
 
 def test_geneve_lab_verifies_through_firewalld_then_iptables(tmp_path_factory, box):
     name, lab = "ci-geneve", tmp_path_factory.mktemp("vm") / "lab"
-    assert libvirt_names(f"labgen-{name}") == EMPTY
+    sweep(name)
     try:
         proc = labgen("create", "geneve", "--box", box, "--name", name, "--vni", "5000",
                       "--dir", str(lab), "--json", timeout=1800)

@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from support.ci import SCRIPT
 from support.cli import labgen
-from support.vm import EMPTY, firewalld_then_iptables, libvirt_names
+from support.vm import EMPTY, firewalld_then_iptables, libvirt_names, sweep
 
 from labgen import tunnels
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.vm
 
 def test_ci_recipe_script_verifies_vxlan_and_leaves_nothing(tmp_path, box):
     name = "ci-vxlan"
-    assert libvirt_names(f"labgen-{name}") == EMPTY
+    sweep(name)
     out = tmp_path / "reports"
     lab = out / ".labs" / "lab-vxlan"
     try:

@@ -25,6 +25,38 @@ def libvirt_names(prefix: str) -> dict[str, list[str]]:
             "volumes": names("vol-list", "default")}
 
 
+# Networks the VM tests define themselves (not labgen-named): a killed run may leave them.
+TEST_NETWORKS = ("someone-else",)
+
+
+def sweep(name: str) -> list[str]:
+    """Before a VM test starts its lab: remove what a killed earlier run left of it (labgen's
+    own listing and removal: through its directory when that still holds it, by name when
+    not), and the networks the tests define. Returns what was removed, for the log."""
+    import json
+    removed = []
+    labs = json.loads(labgen("list", "--json", timeout=120).stdout)["labs"]
+    for lab in labs:
+        if lab["name"] != name or lab["provider"] != "libvirt":
+            continue
+        if lab["dir_exists"] and lab["state"] != "orphaned":
+            proc = labgen("destroy", lab["dir"], timeout=300)
+        else:
+            proc = labgen("destroy", "--name", name, "--provider", "libvirt", timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        removed.append(f"lab {name} ({lab['state']}, {lab['dir']}): {', '.join(lab['resources'])}")
+    virsh = ["virsh", "-c", "qemu:///system"]
+    for net in TEST_NETWORKS:
+        if net in libvirt_names(net)["networks"]:
+            subprocess.run([*virsh, "net-destroy", net], capture_output=True)
+            subprocess.run([*virsh, "net-undefine", net], capture_output=True)
+            removed.append(f"network {net}")
+    if removed:
+        print(f"swept before the test: {'; '.join(removed)}")
+    assert libvirt_names(f"labgen-{name}-") == EMPTY and libvirt_names(f"labgen-{name}")["networks"] == []
+    return removed
+
+
 @contextlib.contextmanager
 def vagrant_machine_locks(lab_dir) -> Iterator[int]:
     """Hold the lock of each of the lab's machines in the user's Vagrant machine index, as

@@ -1,0 +1,127 @@
+"""One lab is one lab (netns, real OVS in real namespaces): every verb acts on its own
+directory's lab only, `labgen list` sees every lab on the host, and a labgen killed with
+SIGKILL at any point leaves a lab that `labgen destroy DIR` (or, with the directory gone,
+`labgen prune --yes`) removes completely."""
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+from support.cli import labgen, labgen_started
+from support.netns import host_state
+
+pytestmark = pytest.mark.netns
+
+
+@pytest.fixture
+def clean_host():
+    before = host_state()
+    yield before
+    after = host_state()
+    assert after == before, f"something was left behind: before={before} after={after}"
+
+
+def listed(name: str) -> dict | None:
+    proc = labgen("list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    return next((lab for lab in json.loads(proc.stdout)["labs"] if lab["name"] == name), None)
+
+
+def test_every_verb_on_another_directory_of_the_same_name_is_refused(tmp_path, clean_host):
+    y, x = tmp_path / "y", tmp_path / "x"
+    made = labgen("create", "gre", "--provider", "netns", "--stp", "rstp", "--name", "own", "--dir", str(y))
+    assert made.returncode == 0, made.stderr
+    try:
+        assert labgen("render", "gre", "--provider", "netns", "--stp", "rstp", "--name", "own",
+                      "--dir", str(x)).returncode == 0
+        shutil.copytree(y, tmp_path / "copy")       # a copy holds y's id, not its path
+        for lab_dir in (x, tmp_path / "copy"):
+            for argv in (["verify", str(lab_dir)], ["status", str(lab_dir)], ["destroy", str(lab_dir)],
+                         ["up", str(lab_dir)], ["exec", "node1", "--dir", str(lab_dir), "--", "true"],
+                         ["capture", "node1", "--dir", str(lab_dir), "-c", "1"],
+                         ["shell", "node1", "--dir", str(lab_dir)],
+                         ["create", "gre", "--provider", "netns", "--stp", "rstp", "--name", "own",
+                          "--dir", str(lab_dir), "--force"]):
+                proc = labgen(*argv)
+                assert proc.returncode == 2, (argv, proc.stdout, proc.stderr)
+                lines = proc.stderr.strip().splitlines()
+                assert len(lines) == 1 and f"lab 'own' on this host belongs to {y}" in lines[0], (argv, lines)
+        # destroy --name is for a lab whose directory is gone: y still holds it
+        by_name = labgen("destroy", "--name", "own")
+        assert by_name.returncode == 2 and f"labgen destroy {y}" in by_name.stderr
+        still = labgen("verify", str(y), "--json")
+        assert still.returncode == 0, still.stdout[-2000:]
+        entry = listed("own")
+        assert entry is not None and entry["state"] == "whole" and entry["dir"] == str(y)
+        assert entry["provider"] == "netns" and (entry["nodes"], entry["running"]) == (2, 2)
+    finally:
+        shutil.rmtree(y)
+    gone = listed("own")
+    assert gone is not None and gone["state"] == "orphaned" and gone["dir_exists"] is False
+    dry = labgen("prune")
+    assert dry.returncode == 1 and "would remove: netns lab 'own'" in dry.stdout
+    assert listed("own") is not None            # without --yes nothing goes
+    pruned = labgen("prune", "--yes")
+    assert pruned.returncode == 0, pruned.stderr
+    assert listed("own") is None
+    assert labgen("prune").returncode == 0      # nothing left to prune
+
+
+def _kill_at(proc: subprocess.Popen, marker: str, timeout: float = 120) -> str:
+    """Read labgen's progress (stderr) until a line holds marker, then SIGKILL labgen alone
+    (its children live on, as when a CI job's main process is killed)."""
+    seen = ""
+    deadline = time.monotonic() + timeout
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
+    while marker not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {marker!r} in labgen's output: {seen[-2000:]}"
+        ready, _, _ = select.select([fd], [], [], left)
+        chunk = os.read(fd, 65536).decode() if ready else ""
+        assert chunk or not ready, f"labgen ended before {marker!r}: {seen[-2000:]}"
+        seen += chunk
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    return seen
+
+
+# (what labgen prints just as it reaches the point, the verb that is killed)
+POINTS = {
+    "underlay switch": ("underlay switch labgen-", "create"),
+    "node script": ("node1: provisioning", "create"),
+    "verify": ("verifying", "create"),
+    "destroy": ("stopping", "destroy"),
+}
+
+
+@pytest.mark.parametrize("cleanup", ["destroy", "prune"])
+@pytest.mark.parametrize("point", list(POINTS))
+def test_sigkill_leaves_a_partial_lab_that_is_removed_completely(tmp_path, clean_host, point, cleanup):
+    marker, verb = POINTS[point]
+    lab_dir = tmp_path / "lab"
+    name = "kill"
+    create = ["create", "gre", "--provider", "netns", "--name", name, "--dir", str(lab_dir)]
+    if verb == "destroy":
+        assert labgen(*create, "--stp", "rstp").returncode == 0
+        proc = labgen_started("destroy", str(lab_dir))
+    else:
+        proc = labgen_started(*create)
+    _kill_at(proc, marker)
+    entry = listed(name)
+    assert entry is not None, "the killed lab is not listed"
+    assert entry["state"] == "partial" and entry["dir"] == str(lab_dir), entry
+    if cleanup == "destroy":
+        proc2 = labgen("destroy", str(lab_dir))
+    else:
+        shutil.rmtree(lab_dir)
+        assert listed(name)["state"] == "orphaned"
+        proc2 = labgen("prune", "--yes")
+    assert proc2.returncode == 0, proc2.stdout + proc2.stderr
+    assert listed(name) is None
