@@ -62,7 +62,7 @@ class Owner:
     @property
     def creating(self) -> bool:
         """A create or up that has not finished, and whose process still runs."""
-        return self.pid != 0 and _start_ticks(self.pid) == self.pid_start
+        return self.pid != 0 and start_ticks(self.pid) == self.pid_start
 
     @property
     def unfinished(self) -> bool:
@@ -96,10 +96,12 @@ def ago(seconds: float) -> str:
     return f"{s // 86400} d ago"
 
 
-def _start_ticks(pid: int) -> int:
-    """A process's start time (clock ticks since boot): PIDs are reused, start times not."""
+def start_ticks(pid: int) -> int:
+    """A live process's start time (clock ticks since boot; -1: no such process, or one that
+    has exited and waits to be reaped): PIDs are reused, start times not."""
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return -1 if fields[0] == "Z" else int(fields[19])
     except (OSError, IndexError, ValueError):
         return -1
 
@@ -108,13 +110,13 @@ def new_owner(lab: str, provider: str, nodes: tuple[str, ...], lab_dir: Path) ->
     """A fresh claim for a lab this process is about to bring up."""
     pid = os.getpid()
     return Owner(lab=lab, id=secrets.token_hex(8), dir=str(lab_dir.resolve()), provider=provider,
-                 nodes=nodes, created=time.time(), pid=pid, pid_start=_start_ticks(pid))
+                 nodes=nodes, created=time.time(), pid=pid, pid_start=start_ticks(pid))
 
 
 def started_by_me(owner: Owner) -> Owner:
     """The same claim, now being brought up (again) by this process."""
     pid = os.getpid()
-    return replace(owner, pid=pid, pid_start=_start_ticks(pid))
+    return replace(owner, pid=pid, pid_start=start_ticks(pid))
 
 
 def read_claim(lab_dir: Path) -> Owner | None:

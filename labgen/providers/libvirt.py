@@ -14,6 +14,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from ipaddress import IPv4Network, ip_address, ip_network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -23,7 +24,7 @@ from ..errors import HostError, InputError, ProviderError
 from ..hostfacts import KVM_FIX, fix_kvm_access, is_root, kvm_access_drift, kvm_usable
 from ..hypervisors import LOCAL_URI, Hypervisor, UdpLink, links, plan
 from ..model import Lab, LibvirtSettings, Options, host_prefix, node_names
-from ..owner import Owner
+from ..owner import Owner, start_ticks
 from . import Found, NodeStatus, Progress
 
 if TYPE_CHECKING:
@@ -364,6 +365,7 @@ class LibvirtProvider:
                          scripts, lab_dir / "logs") for hv in hosts(lab)]
         for run in runs:
             run.peers = [r for r in runs if r is not run]
+            run.started = lambda pid: _note_vagrant(lab.name, pid)
             _ssh_config_cache(run.project).unlink(missing_ok=True)
         # Two URIs may reach ONE libvirtd (the same machine by two names): then one host after
         # the other up to the domains' start, then side by side, so that its box volume and
@@ -401,6 +403,7 @@ class LibvirtProvider:
         return msg
 
     def destroy(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
+        _stop_vagrants(lab.name, progress)      # a killed labgen's vagrant up holds the machines
         for hv in hosts(lab):
             project = self._project(lab, lab_dir, hv)
             if (project / ".vagrant").exists() and shutil.which("vagrant"):
@@ -415,6 +418,7 @@ class LibvirtProvider:
             if shutil.which("virsh"):
                 self._remove_leftovers(lab, hv, progress)
             shutil.rmtree(self._project(lab, lab_dir, hv) / ".vagrant", ignore_errors=True)
+        _registry_file(lab.name).with_suffix(".pids").unlink(missing_ok=True)
         _registry_file(lab.name).unlink(missing_ok=True)     # last: a killed destroy stays listed
         self._ssh = None
 
@@ -508,6 +512,7 @@ class LibvirtProvider:
         their disks, its leftover volumes, its network; then its record."""
         uri = LOCAL_URI if found.host == "this host" else found.host
         on = "" if uri == LOCAL_URI else f" on {uri}"
+        _stop_vagrants(found.name, progress)
         if shutil.which("virsh") is not None:
             prefix = host_prefix(found.name)
             for dom in sorted(_names(_virsh(uri, "list", "--all", "--name"))):
@@ -523,6 +528,7 @@ class LibvirtProvider:
                 progress("lab", f"removing network {prefix}{on}")
                 _virsh(uri, "net-destroy", prefix)
                 _virsh(uri, "net-undefine", prefix)
+        _registry_file(found.name).with_suffix(".pids").unlink(missing_ok=True)
         _registry_file(found.name).unlink(missing_ok=True)
 
     def status(self, lab: Lab, lab_dir: Path) -> list[NodeStatus]:
@@ -599,6 +605,7 @@ class _Bringup:
         self._runners: dict[str, SSHRunner] = {}
         self._halted = False
         self.peers: list[_Bringup] = []     # killed when this one fails: no point going on
+        self.started: Callable[[int], None] = lambda pid: None     # told vagrant's PID
         self.stopped_for: str | None = None     # the peer whose failure stopped this one
 
     @property
@@ -608,6 +615,7 @@ class _Bringup:
     def start(self) -> None:
         # The scripts are labgen's to run (below), on a new lab and on a running one alike.
         self._proc = vagrant_cli.start(["up", "--provider", "libvirt", "--no-provision"], cwd=self.project)
+        self.started(self._proc.pid)
         self._thread.start()
 
     def _run(self) -> None:
@@ -782,3 +790,40 @@ def _write_registry(name: str, owner: Owner) -> None:
 def _registry_names() -> list[str]:
     d = registry_dir()
     return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
+
+
+def _note_vagrant(name: str, pid: int) -> None:
+    """Remember a `vagrant up` this labgen started (PID and start time), so that a destroy or
+    prune after labgen itself was killed can stop it: it would go on creating domains."""
+    path = _registry_file(name).with_suffix(".pids")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(f"{pid} {start_ticks(pid)}\n")
+
+
+def _stop_vagrants(name: str, progress: Progress) -> None:
+    """Stop the `vagrant up` runs noted for lab `name` that still run (the same PID and start
+    time: never a process that merely reuses the number), with their process groups."""
+    import os
+    import signal
+    path = _registry_file(name).with_suffix(".pids")
+    try:
+        noted = [tuple(map(int, ln.split())) for ln in path.read_text().splitlines() if len(ln.split()) == 2]
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid, ticks in noted if start_ticks(pid) == ticks]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = [pid for pid in alive if start_ticks(pid) != -1]
+        for pid in alive:
+            progress("lab", f"stopping vagrant (pid {pid}) of an earlier labgen run")
+            try:
+                if os.getpgid(pid) == pid:
+                    os.killpg(pid, sig)
+                else:
+                    os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while any(start_ticks(p) != -1 for p in alive) and time.monotonic() < deadline:
+            time.sleep(0.1)     # polled: these are not our children, no wait() for them
+    path.unlink(missing_ok=True)
