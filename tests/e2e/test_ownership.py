@@ -4,16 +4,11 @@ SIGKILL at any point leaves a lab that `labgen destroy DIR` (or, with the direct
 `labgen prune --yes`) removes completely."""
 from __future__ import annotations
 
-import json
-import os
-import select
 import shutil
-import signal
-import subprocess
-import time
 
 import pytest
 from support.cli import labgen, labgen_started
+from support.labs import kill_at, listed
 from support.netns import host_state
 
 pytestmark = pytest.mark.netns
@@ -25,12 +20,6 @@ def clean_host():
     yield before
     after = host_state()
     assert after == before, f"something was left behind: before={before} after={after}"
-
-
-def listed(name: str) -> dict | None:
-    proc = labgen("list", "--json")
-    assert proc.returncode == 0, proc.stderr
-    return next((lab for lab in json.loads(proc.stdout)["labs"] if lab["name"] == name), None)
 
 
 def test_every_verb_on_another_directory_of_the_same_name_is_refused(tmp_path, clean_host):
@@ -73,25 +62,6 @@ def test_every_verb_on_another_directory_of_the_same_name_is_refused(tmp_path, c
     assert labgen("prune").returncode == 0      # nothing left to prune
 
 
-def _kill_at(proc: subprocess.Popen, marker: str, timeout: float = 120) -> str:
-    """Read labgen's progress (stderr) until a line holds marker, then SIGKILL labgen alone
-    (its children live on, as when a CI job's main process is killed)."""
-    seen = ""
-    deadline = time.monotonic() + timeout
-    assert proc.stderr is not None
-    fd = proc.stderr.fileno()
-    while marker not in seen:
-        left = deadline - time.monotonic()
-        assert left > 0, f"no {marker!r} in labgen's output: {seen[-2000:]}"
-        ready, _, _ = select.select([fd], [], [], left)
-        chunk = os.read(fd, 65536).decode() if ready else ""
-        assert chunk or not ready, f"labgen ended before {marker!r}: {seen[-2000:]}"
-        seen += chunk
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    return seen
-
-
 # (what labgen prints just as it reaches the point, the verb that is killed)
 POINTS = {
     "underlay switch": ("underlay switch labgen-", "create"),
@@ -113,7 +83,7 @@ def test_sigkill_leaves_a_partial_lab_that_is_removed_completely(tmp_path, clean
         proc = labgen_started("destroy", str(lab_dir))
     else:
         proc = labgen_started(*create)
-    _kill_at(proc, marker)
+    kill_at(proc, marker, timeout=120)
     entry = listed(name)
     assert entry is not None, "the killed lab is not listed"
     assert entry["state"] == "partial" and entry["dir"] == str(lab_dir), entry

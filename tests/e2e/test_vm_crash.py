@@ -1,0 +1,73 @@
+"""A VM create killed with SIGKILL (labgen alone: its vagrant up lives on, as when a CI job's
+main process dies) while Vagrant boots the guests and while a node provisions: `labgen list`
+shows the lab as partial, and `labgen destroy DIR` (or, with the directory deleted, `labgen
+prune --yes`) leaves libvirt exactly as before: no domain, network or volume of the lab, no
+vagrant still running for it. Runs alone (two emulated VMs at a time)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from support.cli import labgen, labgen_started
+from support.labs import kill_at, listed
+from support.vm import sweep
+
+from labgen.owner import start_ticks
+
+pytestmark = pytest.mark.vm
+
+
+def libvirt_objects() -> dict[str, list[str]]:
+    """Every domain, network and volume libvirt has, but the two things that a first VM lab
+    on a host creates to share with every later one: vagrant-libvirt's management network
+    and the box's image in the storage pool."""
+    def names(*args: str) -> list[str]:
+        out = subprocess.run(["virsh", "-c", "qemu:///system", *args], capture_output=True,
+                             text=True, timeout=120).stdout
+        return sorted(ln.split()[0] for ln in out.splitlines() if ln.strip())
+    vols = [v for v in names("vol-list", "default")[2:] if "_vagrant_box_image_" not in v]
+    return {"domains": names("list", "--all", "--name"),
+            "networks": [n for n in names("net-list", "--all", "--name") if n != "vagrant-libvirt"],
+            "volumes": vols}
+
+
+def noted_vagrants(name: str) -> list[tuple[int, int]]:
+    """The vagrant runs labgen noted for the lab (PID, start time) in its registry."""
+    from labgen.providers.libvirt import registry_dir
+    f = registry_dir() / f"{name}.pids"
+    return [tuple(map(int, ln.split())) for ln in f.read_text().splitlines()] if f.exists() else []
+
+
+@pytest.mark.parametrize("point,marker,cleanup", [
+    ("while Vagrant boots the guests", ": booting", "destroy"),
+    ("while a node provisions", ": provisioning", "prune"),
+])
+def test_vm_create_killed_leaves_a_partial_lab_removed_completely(tmp_path, box, point, marker, cleanup):
+    name = "ci-kill"
+    sweep(name)
+    before = libvirt_objects()
+    lab_dir = tmp_path / "lab"
+    proc = labgen_started("create", "gre", "--box", box, "--name", name, "--dir", str(lab_dir))
+    try:
+        kill_at(proc, marker, timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    vagrants = noted_vagrants(name)
+    # the killed labgen's vagrant up goes on by itself: what the clean-up must stop
+    assert any(start_ticks(pid) == ticks for pid, ticks in vagrants), vagrants
+    entry = listed(name, "libvirt")
+    assert entry is not None and entry["state"] == "partial", entry
+    assert entry["dir"] == str(lab_dir)
+    if cleanup == "destroy":
+        done = labgen("destroy", str(lab_dir), timeout=600)
+    else:
+        shutil.rmtree(lab_dir)
+        assert listed(name, "libvirt")["state"] == "orphaned"
+        done = labgen("prune", "--yes", timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert listed(name, "libvirt") is None
+    assert libvirt_objects() == before
+    assert not any(start_ticks(pid) == ticks for pid, ticks in vagrants)
