@@ -16,7 +16,7 @@ import typer
 from . import __version__, lifecycle, providers, tunnels
 from . import boxes as box_catalog
 from .errors import ExitCode, LabgenError
-from .model import Lab, Options, build_lab
+from .model import Lab, Options, build_lab, check_timeout
 from .render import load_lab
 from .term import err, out
 
@@ -35,6 +35,7 @@ from .report import (
     status_table,
     summary,
     to_json,
+    unwritable,
     write_junit,
 )
 
@@ -95,7 +96,7 @@ LAB_OPTIONS: dict[str, tuple[Any, Any]] = {
     "underlay": (str, typer.Option(help="Underlay network (node k = .k).")),
     "overlay": (str, typer.Option(help="Overlay network of the namespaces.")),
     "underlay_mtu": (int | None, typer.Option(help="Underlay MTU; the inner MTU is this minus the tunnel overhead (default: 1500, 1458 across hosts).")),
-    "key": (int | None, typer.Option("--key", "--vni", help="GRE key or VXLAN / Geneve VNI.")),
+    "key": (int | None, typer.Option("--key", help="GRE key or VXLAN / Geneve VNI (or --vni).")),
     "memory": (int, typer.Option(help="MiB of memory per VM.")),
     "cpus": (int, typer.Option(help="vCPUs per VM.")),
     "libvirt_driver": (str, typer.Option(help="libvirt driver: kvm, qemu (software emulation) or auto.")),
@@ -105,6 +106,14 @@ Tunnel = Annotated[str, typer.Argument(help=f"Tunnel type: {', '.join(tunnels.NA
 Dir = Annotated[Path | None, typer.Option("--dir", help="Lab directory (default: ./lab-NAME).")]
 Force = Annotated[bool, typer.Option(help="Write into a directory that is not a labgen lab.")]
 BoxOpt = Annotated[str | None, typer.Option(help="Box from the catalog (labgen boxes).")]
+# --vni is --key by another name: a parameter of its own, so that giving both is refused.
+Vni = Annotated[int | None, typer.Option("--vni", help="The same number as --key (VXLAN and Geneve call it VNI).")]
+
+
+def _given(ctx: typer.Context, param: str) -> bool:
+    """Whether the user gave this option (its value may still equal the default)."""
+    source = ctx.get_parameter_source(param)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 def lab_options(fn: Callable[..., None]) -> Callable[..., None]:
@@ -117,13 +126,24 @@ def lab_options(fn: Callable[..., None]) -> Callable[..., None]:
     defaults["hosts"] = None    # typer's "not given" for a repeatable option
     shared += [inspect.Parameter(field, kw, default=defaults[field], annotation=Annotated[typ, opt])
                for field, (typ, opt) in LAB_OPTIONS.items()]
+    shared.insert([p.name for p in shared].index("key") + 1,
+                  inspect.Parameter("vni", kw, default=None, annotation=Vni))
     shared.append(inspect.Parameter("force", kw, default=False, annotation=Force))
+    shared.append(inspect.Parameter("ctx", kw, annotation=typer.Context))
     own = [p.replace(kind=kw) for name, p in inspect.signature(fn, eval_str=True).parameters.items()
            if name not in ("lab", "lab_dir", "force")]
 
     def command(**values: Any) -> None:
+        ctx = values.pop("ctx")
         given = {f: values.pop(f) for f in LAB_OPTIONS}
-        opts = Options(tunnel=values.pop("tunnel"), **given | {"hosts": tuple(given["hosts"] or ())})
+        named = {f for f in LAB_OPTIONS if _given(ctx, f)}
+        vni = values.pop("vni")
+        if vni is not None:
+            if given["key"] is not None:
+                fail("--key and --vni name the same number: give one")
+            given["key"], named = vni, named | {"key"}
+        opts = Options(tunnel=values.pop("tunnel"), **given | {"hosts": tuple(given["hosts"] or ())},
+                       given=frozenset(named))
         directory, force = values.pop("dir"), values.pop("force")
         try:
             lab = build_lab(opts)
@@ -162,6 +182,10 @@ def create(
     timeout: Annotated[float | None, typer.Option(help="Seconds to wait for spanning tree (default: by STP mode).")] = None,
 ) -> None:
     """Render, bring up and verify a lab; exit 0 only when it is verified."""
+    if destroy and keep_on_failure:
+        fail("--destroy tears the lab down whatever the result and --keep-on-failure keeps a "
+             "failed one: give one")
+    _check_run_options(timeout, junit)
     say = ProgressPrinter()
     try:
         # Host checks come before anything is written: a lab that cannot start is not rendered.
@@ -192,6 +216,18 @@ def create(
             _quiet_destroy(lab, lab_dir, say)
         fail("interrupted" + ("" if keep_on_failure else ": the lab was torn down"), ExitCode.INTERRUPTED)
     raise typer.Exit(code)
+
+
+def _check_run_options(timeout: float | None, junit: Path | None) -> None:
+    """create's and verify's own options, before anything is created or run: a --timeout in
+    range, a --junit file that can be written (else it fails after the lab was built)."""
+    try:
+        check_timeout(timeout)
+    except LabgenError as exc:
+        fail(str(exc), exc.exit_code)
+    problem = unwritable(junit, "--junit", "report.xml") if junit else None
+    if problem:
+        fail(problem)
 
 
 def _quiet_destroy(lab: Lab, lab_dir: Path, say: ProgressPrinter) -> None:
@@ -251,6 +287,7 @@ def verify(
 ) -> None:
     """Prove the lab: nodes, underlay, spanning tree, overlay pings, tunnel capture, MTU.
     Exit 0 all passed, 1 some failed, 2 could not run."""
+    _check_run_options(timeout, junit)
     try:
         lab, lab_dir = _load(lab_dir)
         with lifecycle.locked(lab_dir):
@@ -293,6 +330,8 @@ def destroy(
     say = ProgressPrinter()
     if name is None and (provider or host):
         fail("--provider and --host go with --name (a lab directory names its own)")
+    if provider == "netns" and host:
+        fail("--host names libvirt hosts; the netns provider's labs are on this host: drop --host")
     if name is not None:
         from . import inventory
         if lab_dir is not None:
@@ -436,6 +475,11 @@ def capture(
     """Show the tunnel traffic on a node's underlay NIC, decoded (tcpdump -nn -v): GRE with
     the STP BPDUs inside, or VXLAN on UDP 4789. Stops after --count packets or on Ctrl-C."""
     from . import nodeio
+    if not 0 <= count <= 2**31 - 1:     # tcpdump -c takes a C int
+        fail(f"--count {count} is out of range: give 1 to {2**31 - 1} packets, or 0 to stop only on Ctrl-C")
+    problem = unwritable(write, "--write", "capture.pcap") if write else None
+    if problem:
+        fail(problem)
     try:
         t = _node_target(node, lab_dir)
         nodeio.run_capture(t, count, write, note=lambda s: err.line(f"capture {node}: {s}"))

@@ -23,6 +23,8 @@ STP_MODES = ("stp", "rstp")
 STP_TIMERS = ("tuned", "standard")
 DATAPATHS = ("system", "netdev")
 MIN_NODES, MAX_NODES = 2, 8
+# --timeout of create and verify: seconds spanning tree may take (default: Lab.settle_timeout).
+MAX_TIMEOUT = 3600
 DEFAULT_UNDERLAY_MTU = 1500
 # Where the netns provider keeps a lab's namespace handles (derived names: see Lab).
 HANDLE_ROOT = Path("/run/labgen")
@@ -80,6 +82,9 @@ class Options:
     libvirt_driver: str = "auto"
     name: str | None = None
     hosts: tuple[str, ...] = ()     # "NODE=URI": nodes on other libvirt hosts (hypervisors.py)
+    # The fields the user set (the CLI's flags; the others hold their defaults): a provider
+    # refuses one that means nothing to it. Empty when not known (Options built in code).
+    given: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -379,6 +384,15 @@ def _network(text: str, what: str, flag: str, example: str) -> ipaddress.IPv4Net
     except ValueError:
         # Parses, but only without strict: an address inside the network, not the network.
         raise InputError(f"{what} {text!r} has host bits set: did you mean {flag} {loose}?") from None
+
+
+def check_timeout(seconds: float | None) -> None:
+    """--timeout of create and verify: more than 0 (at 0 spanning tree has no time at all, and
+    every lab fails) and at most MAX_TIMEOUT; not a number or infinite is refused too."""
+    if seconds is not None and not 0 < seconds <= MAX_TIMEOUT:
+        raise InputError(f"--timeout {seconds:g} is out of range: give more than 0 and at most "
+                         f"{MAX_TIMEOUT} seconds to wait for spanning tree, or drop it (30-75 s "
+                         f"by STP mode)")
 
 
 def node_names(count: int) -> list[str]:

@@ -121,6 +121,39 @@ def to_json(report: Report) -> str:
     return json.dumps(report.to_dict(), indent=2)
 
 
+def unwritable(path: Path, flag: str, example: str) -> str | None:
+    """Why the file an option names (--junit, capture's --write) cannot be written, or None:
+    asked before anything is created, and leaving nothing behind. An existing file must open
+    for writing (not truncated here); a new one must be creatable in its directory (a probe,
+    removed at once: only trying tells, e.g. /proc refuses new files even to root); missing
+    directories are made when writing, so the nearest existing one must take a new entry.
+    `example`: a file name to suggest when the path is a directory."""
+    import os
+    import tempfile
+    fix = f"choose another {flag} path"
+    try:
+        if path.is_dir():
+            return f"{flag} {path} is a directory: give a file name in it, e.g. {flag} {path / example}"
+        if path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK))
+            return None
+        parent = next(p for p in path.absolute().parents if p.exists())
+        if not parent.is_dir():
+            return f"cannot write {flag} {path}: {parent} is a file, not a directory: {fix}"
+        if parent == path.absolute().parent:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            path.unlink()
+        else:
+            os.rmdir(tempfile.mkdtemp(prefix=".labgen-probe-", dir=parent))
+    except FileExistsError:
+        return None     # made meanwhile (or a dangling link): writing will follow it
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError) and path.absolute().parent.exists():
+            return f"cannot write {flag} {path}: {path.absolute().parent} takes no new files: {fix}"
+        return f"cannot write {flag} {path}: {(exc.strerror or str(exc)).lower()}: {fix}"
+    return None
+
+
 def write_junit(report: Report, path: Path) -> None:
     # JUnit's own split: <failure> = the check ran and found a fault; <error> = it could not
     # run (node unreachable, timeout, missing binary).

@@ -116,6 +116,9 @@ class LibvirtProvider:
         if opts.memory < MIN_MEMORY_MB:
             raise InputError(f"--memory {opts.memory} MiB is too small for a node running Open "
                              f"vSwitch: use at least {MIN_MEMORY_MB}")
+        if opts.memory > 1 << 20:      # 1 TiB; the host's own size is checked by host_problems
+            raise InputError(f"--memory {opts.memory} MiB is out of range: use {MIN_MEMORY_MB} to "
+                             f"{1 << 20} MiB per VM")
         if not 1 <= opts.cpus <= 64:
             raise InputError(f"--cpus {opts.cpus} is out of range: use 1 to 64")
         if underlay.overlaps(VAGRANT_MGMT_NET):
@@ -215,10 +218,42 @@ class LibvirtProvider:
         if _settings(lab).driver == "kvm" and not kvm_usable():
             problems.append("KVM is not usable on this host: render with --libvirt-driver qemu "
                             "(software emulation, slower) or auto")
+        if not problems:        # every host answers: are they big enough for their VMs?
+            for hv in hosts(lab):
+                problems += self._size_problems(lab, hv)
         if not problems:
             box = self._box_problem(lab)
             if box:
                 problems.append(box)
+        return problems
+
+    @staticmethod
+    def _size_problems(lab: Lab, hv: Hypervisor) -> list[str]:
+        """The VMs a libvirt host is to run against its size (`virsh nodeinfo`): every VM's
+        --memory together within the host's memory, each VM's --cpus within its CPUs. Free
+        memory is not compared: QEMU takes a guest's memory as the guest touches it and the
+        page cache gives way, so what is free now does not tell whether the VMs fit. A host
+        that does not answer is another check's line."""
+        res = _virsh(hv.uri, "nodeinfo")
+        if res.returncode != 0:
+            return []
+        host_cpus = re.search(r"^CPU\(s\):\s*(\d+)\s*$", res.stdout, re.M)
+        host_kib = re.search(r"^Memory size:\s*(\d+)\s*KiB\s*$", res.stdout, re.M)
+        vm, count = _settings(lab), len(hv.nodes)
+        where = f"libvirt host {hv.name}" if hv.remote else "this host"
+
+        def gib(kib: int) -> str:
+            return f"{kib / (1 << 20):.1f}".removesuffix(".0") + " GiB"
+        problems = []
+        need = vm.memory * 1024 * count
+        if host_kib and need > int(host_kib.group(1)):
+            vms, fewer = (f" x {count} nodes", " or fewer --nodes") if count > 1 else ("", "")
+            problems.append(f"--memory {vm.memory}{vms} needs {gib(need)}; {where} has "
+                            f"{gib(int(host_kib.group(1)))}: use a smaller --memory{fewer}")
+        if host_cpus and vm.cpus > int(host_cpus.group(1)):
+            n = host_cpus.group(1)
+            problems.append(f"--cpus {vm.cpus} is more than the {n} CPUs of {where}: "
+                            f"use --cpus {n} or fewer")
         return problems
 
     @staticmethod

@@ -84,6 +84,14 @@ class NetnsProvider:
         if opts.hosts:
             raise InputError("--host places VMs on libvirt hosts; the netns provider runs every "
                              "node on this machine: drop --host or use --provider libvirt")
+        # Options that only size VMs: refused when given, whatever the value (`--memory 1024`
+        # means nothing here either).
+        vm_only = {"memory": "--memory sets a VM's memory", "cpus": "--cpus sets a VM's vCPUs",
+                   "libvirt_driver": "--libvirt-driver picks how libvirt runs the VMs (kvm or qemu)"}
+        for field, what in vm_only.items():
+            if field in opts.given:
+                raise InputError(f"{what}; the netns provider runs no VMs: drop it or use "
+                                 f"--provider libvirt")
 
     def settings(self, opts: Options, kvm_usable: bool | None, lab_name: str) -> None:
         return None

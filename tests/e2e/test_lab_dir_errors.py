@@ -111,3 +111,29 @@ def test_disk_full_rerender_keeps_the_old_lab(tmp_path):
         assert_one_line_error(proc, "no space left on device")
         assert tree(full) == before
         assert b'"tunnel": "gre"' in (lab / "lab.json").read_bytes()
+
+
+def netns_names() -> set[str]:
+    proc = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return {ln.split()[0] for ln in proc.stdout.splitlines() if ln.strip()}
+
+
+def test_unwritable_junit_is_refused_before_the_lab_is_built(tmp_path):
+    """The output file of create is checked first: before, the lab was built and verified and
+    only then the JUnit file failed (exit 1, the lab left running). Now one line, exit 2, and
+    no lab directory, no namespace, no owner record."""
+    name = f"tju{os.getpid() % 100000}"
+    before = netns_names()
+    with mounted(tmp_path / "ro", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs") as ro:
+        for junit, words in (("/proc/labgen-junit.xml", ("cannot write --junit /proc/labgen-junit.xml",
+                                                         "/proc takes no new files")),
+                             (str(ro / "r.xml"), ("read-only file system", "choose another --junit path")),
+                             (str(ro / "reports" / "r.xml"), ("read-only file system",))):
+            proc = labgen("create", "gre", "--provider", "netns", "--name", name, "--dir", str(tmp_path / "lab"),
+                          "--junit", junit, "--destroy", timeout=60)
+            assert_one_line_error(proc, *words)
+            assert not (tmp_path / "lab").exists()
+            assert netns_names() == before
+            assert not Path(f"/run/labgen/{name}").exists()
+        assert tree(ro) == {}
+    assert not Path("/proc/labgen-junit.xml").exists()

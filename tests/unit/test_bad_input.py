@@ -85,6 +85,22 @@ BAD = [
     ("underlay-mtu-too-big", ["gre", "--underlay-mtu", "9001"], "--underlay-mtu 9001 is out of range"),
     ("underlay-on-vagrant-mgmt", ["gre", "--underlay", "192.168.121.0/24"],
      "overlaps vagrant-libvirt's management network 192.168.121.0/24"),
+    ("memory-too-big", ["gre", "--memory", "1048577"], "--memory 1048577 MiB is out of range: use 512 to 1048576"),
+    ("cpus-65", ["gre", "--cpus", "65"], "--cpus 65 is out of range: use 1 to 64"),
+    # Contradicting options: --vni is --key by another name (typer would keep the last one).
+    ("key-and-vni", ["gre", "--key", "5", "--vni", "6"], "--key and --vni name the same number: give one"),
+    ("vni-and-key-equal", ["vxlan", "--vni", "6", "--key", "6"], "--key and --vni name the same number: give one"),
+    # Options that mean nothing to the provider: refused when given, even at their default value.
+    ("memory-netns", ["gre", "--provider", "netns", "--memory", "2048"],
+     "--memory sets a VM's memory; the netns provider runs no VMs: drop it or use --provider libvirt"),
+    ("memory-netns-default-value", ["gre", "--provider", "netns", "--memory", "1024"],
+     "--memory sets a VM's memory; the netns provider runs no VMs"),
+    ("cpus-netns", ["gre", "--provider", "netns", "--cpus", "1"],
+     "--cpus sets a VM's vCPUs; the netns provider runs no VMs: drop it or use --provider libvirt"),
+    ("libvirt-driver-netns", ["gre", "--provider", "netns", "--libvirt-driver", "auto"],
+     "--libvirt-driver picks how libvirt runs the VMs (kvm or qemu); the netns provider runs no VMs"),
+    ("host-netns", ["gre", "--provider", "netns", "--host", "node2=qemu+ssh://root@hv-b/system"],
+     "--host places VMs on libvirt hosts; the netns provider runs every node on this machine"),
 ]
 
 
@@ -145,6 +161,88 @@ def test_existing_lab_that_is_not_running_is_rerendered(tmp_path):
     lab = json.loads((target / "lab.json").read_text())
     assert len(lab["nodes"]) == 3
     assert (target / "provision" / "node3.sh").is_file()
+
+
+def test_key_and_vni_each_alone_set_the_key(tmp_path):
+    for flag in ("--key", "--vni"):
+        d = tmp_path / flag.strip("-")
+        proc = labgen(tmp_path, "render", "vxlan", "--provider", "netns", flag, "7", "--dir", str(d))
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads((d / "lab.json").read_text())["key"] == 7
+
+
+def test_vm_options_are_taken_by_the_libvirt_provider(tmp_path):
+    proc = labgen(tmp_path, "render", "gre", "--memory", "1024", "--cpus", "2", "--libvirt-driver", "qemu",
+                  "--dir", str(tmp_path / "lab"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "lab" / "lab.json").read_text())["libvirt"]["cpus"] == 2
+
+
+# ---- the options of create, verify, capture and destroy: before anything is created ---------
+NAME = f"tbad{os.getpid() % 100000}"    # create's lab: nothing of it may exist afterwards
+# (id, arguments with {tmp} for the test's directory, fragment of the one error line)
+RUN_BAD = [
+    ("create-junit-under-proc", ["create", "gre", "--provider", "netns", "--junit", "/proc/labgen-x.xml"],
+     "cannot write --junit /proc/labgen-x.xml"),
+    ("create-junit-is-a-directory", ["create", "gre", "--provider", "netns", "--junit", "{tmp}"],
+     "--junit {tmp} is a directory: give a file name in it, e.g. --junit {tmp}/report.xml"),
+    ("create-junit-under-a-file", ["create", "gre", "--provider", "netns", "--junit", "{tmp}/afile/r.xml"],
+     "cannot write --junit {tmp}/afile/r.xml: {tmp}/afile is a file, not a directory: choose another --junit path"),
+    ("verify-junit-under-proc", ["verify", "--junit", "/proc/labgen-x.xml"], "cannot write --junit /proc/labgen-x.xml"),
+    ("create-timeout-0", ["create", "gre", "--provider", "netns", "--timeout", "0"],
+     "--timeout 0 is out of range: give more than 0 and at most 3600 seconds"),
+    ("create-timeout-too-long", ["create", "gre", "--provider", "netns", "--timeout", "3601"],
+     "--timeout 3601 is out of range"),
+    ("verify-timeout-negative", ["verify", "--timeout", "-1"], "--timeout -1 is out of range"),
+    ("verify-timeout-nan", ["verify", "--timeout", "nan"], "--timeout nan is out of range"),
+    ("create-destroy-and-keep-on-failure", ["create", "gre", "--provider", "netns", "--destroy", "--keep-on-failure"],
+     "--destroy tears the lab down whatever the result and --keep-on-failure keeps a failed one: give one"),
+    ("create-memory-netns", ["create", "gre", "--provider", "netns", "--memory", "2048"],
+     "--memory sets a VM's memory; the netns provider runs no VMs"),
+    ("capture-count-negative", ["capture", "node1", "--count", "-1"],
+     "--count -1 is out of range: give 1 to 2147483647 packets, or 0 to stop only on Ctrl-C"),
+    ("capture-count-too-big", ["capture", "node1", "--count", "2147483648"], "--count 2147483648 is out of range"),
+    ("capture-write-under-proc", ["capture", "node1", "--write", "/proc/labgen-x.pcap"],
+     "cannot write --write /proc/labgen-x.pcap"),
+    ("capture-write-is-a-directory", ["capture", "node1", "--write", "{tmp}"], "--write {tmp} is a directory"),
+    ("destroy-name-netns-with-host", ["destroy", "--name", "x", "--provider", "netns", "--host",
+                                      "qemu+ssh://root@hv-b/system"], "--host names libvirt hosts"),
+]
+
+
+@pytest.mark.parametrize("args,fragment", [pytest.param(a, f, id=i) for i, a, f in RUN_BAD])
+def test_run_options_are_refused_before_anything_is_created(tmp_path, args, fragment):
+    (tmp_path / "afile").write_text("mine\n")
+    before = contents(tmp_path)
+    argv = [a.format(tmp=tmp_path) for a in args]
+    if argv[0] == "create":
+        argv += ["--name", NAME, "--dir", str(tmp_path / "lab")]
+    proc = labgen(tmp_path, *argv)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert fragment.format(tmp=tmp_path) in error_line(proc)
+    assert proc.stdout == "" and "Traceback" not in proc.stderr
+    assert contents(tmp_path) == before
+    assert not Path(f"/run/labgen/{NAME}").exists()
+    assert not list(Path("/run/netns").glob(f"labgen-{NAME}-*"))
+
+
+def test_distinct_run_options():
+    assert len({i for i, _, _ in RUN_BAD}) == len(RUN_BAD)
+
+
+def test_output_paths_are_probed_without_a_trace(tmp_path):
+    """A --junit that can be written passes the probe and leaves nothing: an existing file
+    keeps its bytes, a new one and the directories it would need are not made (verify then
+    stops for the lab it cannot find, after the probe). --count 0 is in range: Ctrl-C only."""
+    (tmp_path / "old.xml").write_text("keep me\n")
+    before = contents(tmp_path)
+    for args in (["verify", "--junit", "old.xml"], ["verify", "--junit", "new.xml"],
+                 ["verify", "--junit", "reports/ci/new.xml", "--timeout", "0.5"],
+                 ["capture", "node1", "--count", "0", "--write", "x.pcap"]):
+        proc = labgen(tmp_path, *args)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "no lab here" in error_line(proc), args
+        assert contents(tmp_path) == before, args
 
 
 # ---- a --dir that runs into a file -----------------------------------------------------------

@@ -212,3 +212,83 @@ esac""")
     with pytest.raises(ProviderError) as err:
         LibvirtProvider().up(lab, lab_dir, lambda who, what: None)
     assert str(err.value).startswith("node1: provisioning failed (exit 1)") and "vagrant up" not in str(err.value)
+
+
+# ---- VM sizes against the libvirt host (virsh nodeinfo), before anything is created ---------
+# `virsh -c qemu:///system nodeinfo` on this project's CI host (libvirt 9.0.0, Debian 12).
+NODEINFO = """\
+CPU model:           x86_64
+CPU(s):              2
+CPU frequency:       1996 MHz
+CPU socket(s):       1
+Core(s) per socket:  2
+Thread(s) per core:  1
+NUMA cell(s):        1
+Memory size:         24683784 KiB
+
+"""
+
+
+def sized(**kw):
+    return build_lab(Options(tunnel="gre", libvirt_driver="qemu", name="x", **kw))
+
+
+@pytest.mark.parametrize("kw,expected", [
+    ({}, []),
+    ({"memory": 11 * 1024}, []),                # 22 GiB of 23.5: fits
+    ({"memory": 65536}, ["--memory 65536 x 2 nodes needs 128 GiB; this host has 23.5 GiB: "
+                         "use a smaller --memory or fewer --nodes"]),
+    ({"memory": 12 * 1024, "nodes": 2}, ["--memory 12288 x 2 nodes needs 24 GiB; this host has 23.5 GiB: "
+                                         "use a smaller --memory or fewer --nodes"]),
+    ({"cpus": 2}, []),
+    ({"cpus": 4}, ["--cpus 4 is more than the 2 CPUs of this host: use --cpus 2 or fewer"]),
+    ({"cpus": 3, "memory": 1 << 16, "nodes": 3},
+     ["--memory 65536 x 3 nodes needs 192 GiB; this host has 23.5 GiB: use a smaller --memory or fewer --nodes",
+      "--cpus 3 is more than the 2 CPUs of this host: use --cpus 2 or fewer"]),
+])
+def test_vm_sizes_against_the_host(tmp_path, monkeypatch, kw, expected):
+    calls = fake_command(monkeypatch, tmp_path, "virsh", output=NODEINFO.encode())
+    lab = sized(**kw)
+    hv = lab.libvirt.hosts[0]
+    assert LibvirtProvider._size_problems(lab, hv) == expected
+    assert calls.read_text().split() == ["-c", "qemu:///system", "nodeinfo"]
+
+
+def test_vm_sizes_on_each_host_of_a_lab_across_hosts(tmp_path, monkeypatch):
+    """Each host runs one node: its memory alone counts, and the line names the host."""
+    fake_command(monkeypatch, tmp_path, "virsh", output=NODEINFO.encode())
+    lab = build_lab(Options(tunnel="gre", libvirt_driver="qemu", name="x", memory=32768,
+                            hosts=(f"node2={HV_B}",)))
+    local, remote = lab.libvirt.hosts
+    assert LibvirtProvider._size_problems(lab, remote) == [
+        "--memory 32768 needs 32 GiB; libvirt host 127.0.0.1 has 23.5 GiB: use a smaller --memory"]
+    assert LibvirtProvider._size_problems(lab, local) == [
+        "--memory 32768 needs 32 GiB; this host has 23.5 GiB: use a smaller --memory"]
+
+
+@pytest.mark.parametrize("output,code", [(NODEINFO, 1), ("", 0), ("CPU(s): many\nMemory size: lots\n", 0)])
+def test_vm_sizes_unknown_is_no_problem_here(tmp_path, monkeypatch, output, code):
+    """libvirt not answering is another check's line; an answer without the numbers, none."""
+    fake_command(monkeypatch, tmp_path, "virsh", output=output.encode(), body=f"exit {code}")
+    lab = sized(memory=1 << 20, cpus=64)
+    assert LibvirtProvider._size_problems(lab, lab.libvirt.hosts[0]) == []
+
+
+def test_a_lab_too_big_for_the_host_is_refused_by_create_before_anything_is_written(tmp_path, monkeypatch):
+    """Through the real CLI in-process, with this host's tools and libvirt answering through
+    stand-ins: one line, exit 2, no lab directory, no Vagrant run."""
+    from typer.testing import CliRunner
+
+    from labgen.cli import app
+    fake_command(monkeypatch, tmp_path, "virsh", output=NODEINFO.encode())
+    vagrant = fake_command(monkeypatch, tmp_path, "vagrant", output=b"vagrant-libvirt (0.11.2, global)\n")
+    monkeypatch.setattr("labgen.hostfacts.missing_tools", lambda *a, **k: [])
+    d = tmp_path / "lab"
+    result = CliRunner().invoke(app, ["create", "gre", "--name", "tsize", "--libvirt-driver", "qemu",
+                                      "--memory", "65536", "--dir", str(d)])
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert result.exit_code == 2, result.output
+    assert lines == ["error: --memory 65536 x 2 nodes needs 128 GiB; this host has 23.5 GiB: use a smaller "
+                     "--memory or fewer --nodes"]
+    assert not d.exists()
+    assert [c.split()[0] for c in vagrant.read_text().splitlines()] == ["plugin"]

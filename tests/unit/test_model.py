@@ -12,7 +12,7 @@ import pytest
 
 from labgen.errors import InputError
 from labgen.hostfacts import kvm_usable
-from labgen.model import Lab, Options, build_lab
+from labgen.model import Lab, Options, build_lab, check_timeout
 from labgen.render import lab_json
 
 
@@ -252,6 +252,8 @@ BOUNDARIES = [
                  "--underlay-mtu 9001 is out of range", id="underlay-mtu-9000"),
     pytest.param({"memory": 512}, {"vm": (512, 1)}, {"memory": 511}, "--memory 511 MiB is too small",
                  id="memory-512"),
+    pytest.param({"memory": 1 << 20}, {"vm": (1 << 20, 1)}, {"memory": (1 << 20) + 1},
+                 "--memory 1048577 MiB is out of range", id="memory-1-tib"),
     pytest.param({"cpus": 1}, {"vm": (1024, 1)}, {"cpus": 0}, "--cpus 0 is out of range", id="cpus-1"),
     pytest.param({"cpus": 64}, {"vm": (1024, 64)}, {"cpus": 65}, "--cpus 65 is out of range", id="cpus-64"),
     pytest.param({"name": "a"}, {"name": "a", "network": "labgen-a"}, {"name": ""}, "lab name '' is not usable",
@@ -280,6 +282,35 @@ def test_boundaries_are_accepted_and_one_step_past_is_refused(at, holds, past, r
     assert {k: got[k] for k in holds} == holds
     with pytest.raises(InputError, match=re.escape(refusal)):
         vm_lab(**past)
+
+
+@pytest.mark.parametrize("seconds", [0.1, 30, 3600])
+def test_timeouts_in_range(seconds):
+    check_timeout(seconds)
+    check_timeout(None)     # not given: by STP mode
+
+
+@pytest.mark.parametrize("seconds", [0, -1, 3600.5, float("nan"), float("inf")])
+def test_timeouts_out_of_range(seconds):
+    with pytest.raises(InputError, match=f"^--timeout {seconds:g} is out of range: give more than 0 and at most 3600"):
+        check_timeout(seconds)
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("memory", 1024, "--memory sets a VM's memory"),
+    ("cpus", 2, "--cpus sets a VM's vCPUs"),
+    ("libvirt_driver", "qemu", "--libvirt-driver picks how libvirt runs the VMs (kvm or qemu)"),
+])
+def test_vm_options_given_to_netns_are_refused_whatever_their_value(field, value, words):
+    opts = Options(tunnel="gre", provider="netns", **{field: value}, given=frozenset({field}))
+    with pytest.raises(InputError, match=re.escape(f"{words}; the netns provider runs no VMs: drop it "
+                                                   f"or use --provider libvirt")):
+        build_lab(opts)
+    # Not given (the value is the default or was set in code): the netns lab has no VM settings.
+    assert build_lab(Options(tunnel="gre", provider="netns", **{field: value})).libvirt is None
+    # The libvirt provider takes it.
+    vm = build_lab(Options(tunnel="gre", **{"libvirt_driver": "qemu", field: value}, given=frozenset({field})))
+    assert vm.libvirt is not None
 
 
 def test_key_limits_depend_on_the_tunnel():
