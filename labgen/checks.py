@@ -16,7 +16,7 @@ from .batch import Planned, ns_exec
 from .model import Lab, Node
 from .results import Check
 from .runner import Result, Runner, RunnerError
-from .spantree import bridge_problems, judge_tree, parse_state, state_command
+from .spantree import bridge_problems, judge_tree, model_ports, parse_state, state_command
 
 
 def ping(wait: float, addr: str, extra: str = "") -> str:
@@ -28,15 +28,43 @@ UNDERLAY_NIC = "ovs-vsctl --timeout=5 get Open_vSwitch . external_ids:labgen-und
 
 
 # ---- nodes ------------------------------------------------------------------------------
+# Both daemons, each asked for itself: ovsdb-server for the version its database holds (the
+# node's start script writes it there, and it stays after ovs-vswitchd dies), ovs-vswitchd on
+# its own control socket. One section per daemon: its name, its exit code, what it said
+# (judges.ovs_daemons); the check exits non-zero unless both answered.
+OVS_DAEMONS = ('db=$(ovs-vsctl --timeout=5 get Open_vSwitch . ovs_version 2>&1); a=$?; '
+               'sw=$(ovs-appctl --timeout=5 version 2>&1); b=$?; '
+               'printf \'ovsdb-server %s %s\\novs-vswitchd %s %s\\n\' $a "$db" $b "$sw"; [ $a$b = 00 ]')
+
+
 def plan_nodes(lab: Lab) -> list[Planned]:
-    return [Planned("nodes", "Open vSwitch answers", n.name,
-                    "ovs-vsctl --timeout=5 get Open_vSwitch . ovs_version", timeout=15,
-                    judge=judges.ovs_version)
+    return [Planned("nodes", "Open vSwitch answers (ovsdb-server, ovs-vswitchd)", n.name,
+                    OVS_DAEMONS, timeout=15, judge=judges.ovs_daemons)
             for n in lab.nodes]
 
 
 # ---- config -----------------------------------------------------------------------------
+# Every bridge with its ports, every port with its interfaces, every interface with its
+# OpenFlow port number and error: one read of the database (judges.bridge_ports).
+BRIDGE_PORTS = ("ovs-vsctl --timeout=5 -f json -- --columns=name,ports list bridge"
+                " -- --columns=_uuid,name,interfaces list port"
+                " -- --columns=_uuid,name,ofport,error list interface")
+
+
+def veth_listing(node: Node) -> str:
+    """Every veth of the node, then of each of its namespaces (`@@ns NAME` sections; `ip -n`
+    enters the namespace itself: no `ip netns exec` process). Chained with &&: a namespace
+    that cannot be read fails the check."""
+    return " && ".join(["ip -o link show type veth",
+                        *(f"echo '@@ns {ns.name}' && ip -n {ns.name} -o link show type veth"
+                          for ns in node.namespaces)])
+
+
 def plan_config(lab: Lab) -> list[Planned]:
+    """What the node script made and nothing changes by itself: the underlay NIC and its
+    address, every port of the model on its bridge, every veth pair, the tunnel ports'
+    settings, the namespaces' interfaces. A fault here fails at once: no later stage waits
+    for it (spanning tree would poll until its timeout for a port that is not there)."""
     out = []
     want_key = None if lab.key is None else str(lab.key)
     key_word = lab.kind.key_name
@@ -45,33 +73,28 @@ def plan_config(lab: Lab) -> list[Planned]:
         out.append(Planned(
             "config", f"underlay NIC up, {cidr} assigned", n.name,
             f'nic=$({UNDERLAY_NIC}) && ip -o link show dev "$nic" && ip -o -4 addr show',
-            judge=partial(_judge_underlay, cidr=cidr)))
+            judge=partial(judges.underlay_nic, cidr=cidr)))
+        ports = model_ports(lab, n)
+        out.append(Planned(
+            "config", f"every port of the model on {', '.join(lab.bridges)}, opened by OVS", n.name,
+            BRIDGE_PORTS, judge=partial(judges.bridge_ports, want=ports)))
+        pairs = [(v.a, v.b, v.namespace) for v in n.veths]
+        out.append(Planned(
+            "config", f"veth pairs: all {len(pairs)}, each end paired with its own other end", n.name,
+            veth_listing(n), judge=partial(judges.veth_pairs, pairs=pairs)))
         want = {t.port: (t.type, t.remote_ip, want_key) for t in n.tunnels}
         out.append(Planned(
             "config", f"{lab.tunnel} ports on {lab.tunnel_bridge}: type, remote, {key_word}", n.name,
             "ovs-vsctl --timeout=5 -f json --columns=name,type,options,ofport list interface",
-            judge=partial(_judge_tunnels, want=want)))
+            judge=partial(judges.tunnel_ports, want=want)))
         for ns in n.namespaces:
             ns_cidr = f"{ns.address}/{lab.overlay_prefixlen}"
             out.append(Planned(
                 "config", f"{ns.name}: {ns.interface} up with {ns_cidr}", n.name,
                 f"ip -o link show dev {ns.interface} && ip -o -4 addr show dev {ns.interface}",
-                judge=partial(_judge_ns_iface, iface=ns.interface, cidr=ns_cidr), netns=ns.name))
+                judge=partial(judges.interface_with_address, iface=ns.interface, cidr=ns_cidr),
+                netns=ns.name))
     return out
-
-
-def _judge_underlay(res: Result, cidr: str) -> judges.Verdict:
-    return judges.underlay_nic(res, cidr)
-
-
-def _judge_tunnels(res: Result, want: dict[str, tuple[str, str, str | None]]) -> judges.Verdict:
-    if not res.ok:
-        return False, f"ovs-vsctl failed: {judges.one_line(res.output) or res.exit_code}"
-    return judges.tunnel_ports(res.stdout, want)
-
-
-def _judge_ns_iface(res: Result, iface: str, cidr: str) -> judges.Verdict:
-    return judges.interface_with_address(res, iface, cidr)
 
 
 # ---- underlay ---------------------------------------------------------------------------
@@ -303,14 +326,15 @@ def plan_mtu(lab: Lab) -> list[Planned]:
     needed = lab.underlay_mtu
     for n in lab.nodes:
         wanted = overlay_interfaces(lab, n)
-        cmd = "ip -o link; " + "; ".join(f"echo '@@ns {ns}'; " + ns_exec(ns, "ip -o link")
-                                         for ns in wanted if ns)
+        cmd = " && ".join(["ip -o link", *(f"echo '@@ns {ns}' && " + ns_exec(ns, "ip -o link")
+                                           for ns in wanted if ns)])
         out.append(Planned("mtu", f"no overlay interface above the inner MTU {lab.inner_mtu}", n.name, cmd,
-                           judge=partial(_judge_inventory, wanted=wanted, mtu=lab.inner_mtu)))
-        phy = " && ip -o link show dev br-phy" if lab.datapath == "netdev" else ""
+                           judge=partial(judges.mtu_inventory, wanted=wanted, inner_mtu=lab.inner_mtu)))
+        also = ("br-phy",) if lab.datapath == "netdev" else ()
         out.append(Planned("mtu", f"underlay carries {needed} B (inner MTU + tunnel overhead)", n.name,
-                           f'nic=$({UNDERLAY_NIC}) && ip -o link show dev "$nic"{phy}',
-                           judge=partial(_judge_underlay_mtu, needed=needed)))
+                           " && ".join([f'nic=$({UNDERLAY_NIC})', 'ip -o link show dev "$nic"',
+                                        *(f"ip -o link show dev {name}" for name in also)]),
+                           judge=partial(judges.underlay_mtu, needed=needed, also=also)))
     size = lab.max_ping_payload
     for sender, receiver in pairs(lab):
         src, dst = sender.namespaces[0], receiver.namespaces[0]
@@ -325,10 +349,3 @@ def plan_mtu(lab: Lab) -> list[Planned]:
                            judge=partial(judges.refused_locally, inner_mtu=lab.inner_mtu), netns=src.name))
     return out
 
-
-def _judge_inventory(res: Result, wanted: dict[str, list[str]], mtu: int) -> judges.Verdict:
-    return judges.mtu_inventory(res.stdout, wanted, mtu)
-
-
-def _judge_underlay_mtu(res: Result, needed: int) -> judges.Verdict:
-    return judges.underlay_mtu(res, list(judges.links(res.stdout)), needed)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from . import ovsdb
 from .runner import Result
@@ -83,13 +84,55 @@ def refused_locally(res: Result, inner_mtu: int) -> Verdict:
 
 # ---- Open vSwitch -----------------------------------------------------------------------
 _VERSION = re.compile(r'^"?(\d+\.\d+(?:\.\d+)?)"?$')
+_VSWITCHD_VERSION = re.compile(r"^ovs-vswitchd \(Open vSwitch\) (\d+\.\d+(?:\.\d+)?)")
+# checks.OVS_DAEMONS prints one section per daemon: "NAME EXIT first line", then its other lines.
+_DAEMON = re.compile(r"^(ovsdb-server|ovs-vswitchd) (\d+) ?(.*)$")
+DAEMONS = ("ovsdb-server", "ovs-vswitchd")
 
 
-def ovs_version(res: Result) -> Verdict:
-    m = _VERSION.match(res.stdout.strip())
-    if res.ok and m:
-        return True, f"ovs-vswitchd {m.group(1)}"
-    return False, _why_not(res)
+def _daemon_sections(text: str) -> dict[str, tuple[int, list[str]]]:
+    """checks.OVS_DAEMONS' output -> {daemon: (exit code, its lines)}."""
+    out: dict[str, tuple[int, list[str]]] = {}
+    current: list[str] | None = None
+    for ln in text.splitlines():
+        m = _DAEMON.match(ln)
+        if m and m.group(1) not in out:
+            current = [m.group(3)] if m.group(3).strip() else []
+            out[m.group(1)] = (int(m.group(2)), current)
+        elif current is not None and ln.strip():
+            current.append(ln)
+    return out
+
+
+def ovs_daemons(res: Result) -> Verdict:
+    """Both daemons answer, each asked for itself: ovsdb-server with the version its database
+    holds, ovs-vswitchd on its own control socket (ovs-appctl version). The version in the
+    database is written when OVS starts: it stays there after ovs-vswitchd dies. A daemon that
+    does not answer, or is missing from the output, is named."""
+    sections = _daemon_sections(res.stdout)
+    if not sections:
+        return False, f"neither daemon asked: {_why_not(res)}"
+    versions: dict[str, str] = {}
+    wrong = []
+    for daemon in DAEMONS:
+        if daemon not in sections:
+            wrong.append(f"{daemon}: no answer in the output")
+            continue
+        rc, lines = sections[daemon]
+        pattern = _VERSION if daemon == "ovsdb-server" else _VSWITCHD_VERSION
+        m = pattern.match(lines[0].strip()) if lines else None
+        if rc == 0 and m:
+            versions[daemon] = m.group(1)
+            continue
+        # What the client said: its own error line, not the log lines before it.
+        said = [ln for ln in lines if ln.startswith(("ovs-vsctl:", "ovs-appctl:"))] or lines
+        wrong.append(f"{daemon} does not answer: {one_line(chr(10).join(said)) or f'exit {rc}, no output'}")
+    # Each daemon's own line whole (not cut to one evidence width): both are named.
+    if wrong:
+        return False, "; ".join(wrong)
+    if not res.ok:
+        return False, f"both daemons answered, but the check exited {res.exit_code}: {_why_not(res)}"
+    return True, ", ".join(f"{d} {v}" for d, v in versions.items())
 
 
 # ---- links ------------------------------------------------------------------------------
@@ -115,8 +158,23 @@ def _addresses(text: str) -> dict[str, list[str]]:
     return out
 
 
+# A line of `ip -o link` or `ip -o addr` output: an item, not something a command said.
+_IP_LINE = re.compile(r"^\d+:\s+\S")
+
+
+def _failed(res: Result) -> str | None:
+    """Why a check that reads several items fails for its command's exit status alone: what
+    the command said besides the `ip -o` lines it printed; None when it exited 0."""
+    if res.ok:
+        return None
+    said = [ln for ln in res.output.splitlines()
+            if ln.strip() and not _IP_LINE.match(ln) and not ln.startswith(SECTION)]
+    return _why_not(Result(res.command, res.exit_code, "\n".join(said), ""))
+
+
 def interface_with_address(res: Result, iface: str, cidr: str) -> Verdict:
-    """`ip -o link show dev IF; ip -o -4 addr show dev IF`: IF up (admin and carrier) with CIDR."""
+    """`ip -o link show dev IF && ip -o -4 addr show dev IF`: IF up (admin and carrier) with
+    CIDR, and both commands succeeded."""
     found = links(res.stdout).get(iface)
     if found is None:
         return False, f"expected {iface} with {cidr}, found no {iface}: {_why_not(res)}"
@@ -126,11 +184,14 @@ def interface_with_address(res: Result, iface: str, cidr: str) -> Verdict:
         return False, f"expected {iface} up, found {','.join(sorted(flags))}"
     if cidr not in addrs:
         return False, f"expected {cidr} on {iface}, found {', '.join(addrs) or 'no address'}"
+    failed = _failed(res)
+    if failed:
+        return False, f"{iface} up with {cidr}, but the check failed: {failed}"
     return True, f"{iface} up with {cidr}"
 
 
 def underlay_nic(res: Result, cidr: str) -> Verdict:
-    """`ip -o link show dev NIC; ip -o -4 addr`: the NIC is up and some interface (the NIC
+    """`ip -o link show dev NIC && ip -o -4 addr`: the NIC is up and some interface (the NIC
     itself, or br-phy in the userspace layout) holds the underlay address."""
     nic_links = links(res.stdout)
     if len(nic_links) != 1:
@@ -140,57 +201,151 @@ def underlay_nic(res: Result, cidr: str) -> Verdict:
         return False, f"expected {nic} up, found {','.join(sorted(flags))}"
     holders = [i for i, cidrs in _addresses(res.stdout).items() if cidr in cidrs]
     if not holders:
-        return False, f"{nic} up, but no interface holds {cidr}"
+        failed = _failed(res)
+        return False, f"{nic} up, but no interface holds {cidr}" + (f": {failed}" if failed else "")
+    failed = _failed(res)
+    if failed:
+        return False, f"{nic} up, {cidr} on {holders[0]}, but the check failed: {failed}"
     return True, f"{nic} up; {cidr} on {holders[0]}"
 
 
-def mtu_inventory(text: str, wanted: dict[str, list[str]], inner_mtu: int) -> Verdict:
-    """`@@ns NAME` sections of `ip -o link` (the node itself is section "") -> every wanted
-    interface exists with an MTU no larger than the inner MTU."""
-    sections: dict[str, str] = {}
+# Several namespaces in one output: a line `@@ns NAME` starts the section of namespace NAME;
+# the lines before the first are the node's own (section "").
+SECTION = "@@ns "
+
+
+def sections(text: str) -> dict[str, str]:
+    """`@@ns NAME` sections of an output -> {NAME: its lines}; the node itself is ""."""
+    out: dict[str, str] = {"": ""}
     current = ""
     for ln in text.splitlines():
-        if ln.startswith("@@ns "):
-            current = ln.split(None, 1)[1].strip()
+        if ln.startswith(SECTION):
+            current = ln[len(SECTION):].strip()
+            out.setdefault(current, "")
             continue
-        sections[current] = sections.get(current, "") + ln + "\n"
+        out[current] += ln + "\n"
+    return out
+
+
+def _where(name: str, ns: str) -> str:
+    return f"{name} in {ns}" if ns else name
+
+
+def mtu_inventory(res: Result, wanted: dict[str, list[str]], inner_mtu: int) -> Verdict:
+    """`ip -o link` of the node, then of each namespace in its `@@ns NAME` section, chained
+    with && -> every wanted interface exists with an MTU no larger than the inner MTU, and
+    every namespace could be read (a command that failed fails the check)."""
+    parts = sections(res.stdout)
     over, missing, count = [], [], 0
     for where, names in wanted.items():
-        have = links(sections.get(where, ""))
+        have = links(parts.get(where, ""))
         for name in names:
-            label = f"{name} in {where}" if where else name
+            label = _where(name, where)
             if name not in have:
                 missing.append(label)
             elif have[name][1] > inner_mtu:
                 over.append(f"{label} mtu {have[name][1]}")
             else:
                 count += 1
-    if over or missing:
-        parts = []
+    failed = _failed(res)
+    if over or missing or failed:
+        out = []
         if over:
-            parts.append(f"above the inner MTU {inner_mtu}: {', '.join(over)}")
+            out.append(f"above the inner MTU {inner_mtu}: {', '.join(over)}")
         if missing:
-            parts.append(f"missing: {', '.join(missing)}")
-        return False, "; ".join(parts)
+            out.append(f"missing: {', '.join(missing)}")
+        if failed:
+            out.append(f"the listing failed: {failed}")
+        return False, "; ".join(out)
     return True, f"{count} overlay interfaces, none above {inner_mtu}"
 
 
-def underlay_mtu(res: Result, names: list[str], needed: int) -> Verdict:
-    """The underlay interfaces carry the inner MTU plus the tunnel's overhead."""
+def underlay_mtu(res: Result, needed: int, also: tuple[str, ...] = ()) -> Verdict:
+    """`ip -o link show dev NIC && ip -o link show dev ALSO...`: the underlay NIC (whatever
+    its name: the one link that is not in `also`) and every interface in `also` (br-phy in the
+    userspace layout) carry the inner MTU plus the tunnel's overhead. Each must be in the
+    output, and the command must have succeeded."""
     have = links(res.stdout)
-    short = [f"{n} mtu {have[n][1]}" for n in names if n in have and have[n][1] < needed]
-    absent = [n for n in names if n not in have]
-    if absent or not names:
-        return False, f"underlay interface not found: {', '.join(absent) or _why_not(res)}"
+    nics = [n for n in have if n not in also]
+    absent = [n for n in also if n not in have] + ([] if nics else ["the underlay NIC"])
+    failed = _failed(res)
+    if absent or len(nics) > 1 or failed:
+        what = f"underlay interface not found: {', '.join(absent)}" if absent else \
+            f"expected one underlay NIC, found {', '.join(nics)}" if len(nics) > 1 else "the check failed"
+        return False, one_line(f"{what}: {failed}" if failed else what)
+    names = nics + list(also)
+    short = [f"{n} mtu {have[n][1]}" for n in names if have[n][1] < needed]
     if short:
         return False, f"below {needed} (inner MTU + tunnel overhead): {', '.join(short)}"
     return True, f"{', '.join(f'{n} mtu {have[n][1]}' for n in names)} (needs {needed})"
 
 
+# ---- veth pairs -------------------------------------------------------------------------
+# `ip -o link` of a veth end: "7: b12.2@b12.1: <...>" (its peer in the same namespace, by
+# name) or "4: a1.1@if3: <...> ... link-netns A1" (its peer's index in another namespace).
+_PEERED = re.compile(r"^(\d+):\s+([^:@\s]+)@([^:\s]+):\s+<")
+_LINK_NETNS = re.compile(r"\blink-netns (\S+)")
+
+
+def veth_ends(text: str) -> dict[str, tuple[int, str, str | None]]:
+    """`ip -o link` -> {name: (index, peer, peer's namespace as ip names it, or None)} for
+    every link with a peer; the peer is a name, or "ifN" in another namespace."""
+    out = {}
+    for ln in text.splitlines():
+        m = _PEERED.match(ln)
+        if m:
+            ns = _LINK_NETNS.search(ln)
+            out[m.group(2)] = (int(m.group(1)), m.group(3), ns.group(1) if ns else None)
+    return out
+
+
+def veth_pairs(res: Result, pairs: list[tuple[str, str, str | None]]) -> Verdict:
+    """`ip -o link show type veth` of the node, then of each namespace in its `@@ns NAME`
+    section -> for each (end a, end b, namespace of b or None: on the node) both ends exist
+    and each is the other's peer: a pair re-made with another partner, or half of one, is
+    named."""
+    parts = {ns: veth_ends(text) for ns, text in sections(res.stdout).items()}
+    node = parts.get("", {})
+    missing: list[str] = []
+    wrong: list[str] = []
+    for a, b, ns in pairs:
+        here = parts.get(ns or "", {})
+        if a not in node or b not in here:
+            missing.extend(_where(x, w) for x, w, have in ((a, "", node), (b, ns or "", here)) if x not in have)
+            continue
+        (ia, peer_a, ns_a), (ib, peer_b, _) = node[a], here[b]
+        if ns is None:
+            ok = peer_a == b and peer_b == a
+            found = f"{a} paired with {peer_a}, {b} with {peer_b}"
+        else:
+            ok = peer_a == f"if{ib}" and peer_b == f"if{ia}" and ns_a in (None, ns)
+            found = f"{a} (if{ia}) paired with {peer_a} in {ns_a or 'another namespace'}, {b} in {ns} (if{ib}) with {peer_b}"
+        if not ok:
+            wrong.append(f"expected {a} <-> {_where(b, ns or '')}, found {found}")
+    failed = _failed(res)
+    if missing or wrong or failed:
+        out = wrong + ([f"missing: {', '.join(missing)}"] if missing else []) + \
+            ([f"the listing failed: {failed}"] if failed else [])
+        return False, "; ".join(out)
+    return True, f"{len(pairs)} veth pairs, each end paired with its own other end"
+
+
 # ---- tunnel ports -----------------------------------------------------------------------
-def tunnel_ports(text: str, want: dict[str, tuple[str, str, str | None]]) -> Verdict:
+def _vsctl_failed(res: Result) -> str | None:
+    """What a failed `ovs-vsctl -f json` said besides its JSON documents; None on exit 0."""
+    if res.ok:
+        return None
+    said = [ln for ln in res.output.splitlines() if ln.strip() and not ln.lstrip().startswith("{")]
+    return f"ovs-vsctl failed: {_why_not(Result(res.command, res.exit_code, chr(10).join(said), ''))}"
+
+
+def tunnel_ports(res: Result, want: dict[str, tuple[str, str, str | None]]) -> Verdict:
     """`ovs-vsctl -f json list interface` rows -> each wanted port with its type, remote and
     key (GRE key / VXLAN VNI; None = no key or 0) and a real OpenFlow port number."""
+    failed = _vsctl_failed(res)
+    if failed:
+        return False, failed
+    text = res.stdout
     try:
         rows = {r["name"]: r for r in ovsdb.rows(json.loads(text))}
     except (ValueError, KeyError, TypeError):
@@ -215,6 +370,67 @@ def tunnel_ports(text: str, want: dict[str, tuple[str, str, str | None]]) -> Ver
     if bad:
         return False, "; ".join(bad)
     return True, ", ".join(good)
+
+
+# ---- bridge ports -----------------------------------------------------------------------
+def _documents(text: str, count: int) -> list[dict[str, Any]]:
+    """`ovs-vsctl -f json -- list A -- list B ...` prints one JSON document per command."""
+    decoder = json.JSONDecoder()
+    docs, pos, text = [], 0, text.strip()
+    for _ in range(count):
+        doc, end = decoder.raw_decode(text, pos)
+        docs.append(doc)
+        pos = end
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    return docs
+
+
+def bridge_ports(res: Result, want: dict[str, list[str]]) -> Verdict:
+    """checks.BRIDGE_PORTS (bridges, ports, interfaces from OVS's database) -> every port the
+    model puts on each bridge is a port of that bridge, and ovs-vswitchd opened its interface
+    (an OpenFlow port number, no error). A port missing, on another bridge or not opened is
+    named with its bridge; so is a bridge that is not there."""
+    failed = _vsctl_failed(res)
+    if failed:
+        return False, failed
+    try:
+        bridges_doc, ports_doc, ifaces_doc = _documents(res.stdout, 3)
+        bridges = {r["name"]: r for r in ovsdb.rows(bridges_doc)}
+        ports = {r["_uuid"]: r for r in ovsdb.rows(ports_doc)}
+        ifaces = {r["_uuid"]: r for r in ovsdb.rows(ifaces_doc)}
+    except (ValueError, KeyError, TypeError):
+        return False, f"no bridge list from OVS: {one_line(res.stdout) or 'no output'}"
+
+    def as_list(v: object) -> list[object]:
+        return v if isinstance(v, list) else [v]
+
+    where = {ports[u]["name"]: name for name, br in bridges.items() for u in as_list(br["ports"]) if u in ports}
+    missing, unopened, count = [], [], 0
+    for bridge, names in want.items():
+        if bridge not in bridges:
+            missing.append(f"bridge {bridge} missing ({len(names)} ports: {', '.join(names)})")
+            continue
+        on_bridge = {ports[u]["name"]: ports[u] for u in as_list(bridges[bridge]["ports"]) if u in ports}
+        for name in names:
+            port = on_bridge.get(name)
+            if port is None:
+                elsewhere = f" (it is on {where[name]})" if name in where else ""
+                missing.append(f"port {name} missing from {bridge}{elsewhere}")
+                continue
+            rows = [ifaces[u] for u in as_list(port["interfaces"]) if u in ifaces]
+            bad = [r for r in rows if not (isinstance(r["ofport"], int) and r["ofport"] >= 1) or r["error"]]
+            if not rows or bad:
+                r = bad[0] if bad else None
+                why = "no interface" if r is None else \
+                    f"ofport {r['ofport'] if isinstance(r['ofport'], int) else 'none'}" + \
+                    (f": {r['error']}" if r["error"] else "")
+                unopened.append(f"{bridge} {name} not opened by OVS ({why})")
+                continue
+            count += 1
+    if missing or unopened:
+        return False, "; ".join(missing + unopened)
+    return True, f"{count} ports of the model on {', '.join(want)}, each opened by OVS"
 
 
 # ---- captures ---------------------------------------------------------------------------

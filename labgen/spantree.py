@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from .model import Lab
+from .model import Lab, Node
 from .ovsdb import rows
 
 # Prints one node's bridges and ports as two JSON documents: two commands of ONE ovs-vsctl
@@ -117,6 +117,19 @@ class Link:
         if na == nb:
             return f"{na} {pa} ({ba}) <-> {pb} ({bb})"
         return f"{na} {pa} ({ba}) <-> {nb} {pb} ({bb})"
+
+
+def model_ports(lab: Lab, node: Node) -> dict[str, list[str]]:
+    """{bridge: the ports the model puts on it} on one node: the bridge end of every veth
+    (loop veths: both ends), and the tunnel ports on the tunnel bridge. None of them comes or
+    goes by itself: a port missing is a fault no wait heals."""
+    out: dict[str, list[str]] = {b: [] for b in lab.bridges}
+    for v in node.veths:
+        out[v.bridge_a].append(v.a)
+        if v.bridge_b:
+            out[v.bridge_b].append(v.b)
+    out[lab.tunnel_bridge] += [t.port for t in node.tunnels]
+    return out
 
 
 def links(lab: Lab) -> list[Link]:
@@ -255,13 +268,20 @@ def idle_ports(lab: Lab, state: dict[str, dict[str, BridgeState]]) -> set[tuple[
 
 
 def bridge_problems(lab: Lab, bridges: dict[str, BridgeState]) -> list[str]:
-    """One node: the lab's mode on every bridge, and every port reporting a role and state."""
+    """One node: the lab's mode on every bridge, every port of the model on its bridge, and
+    every port reporting a role and state. A problem ending in " missing" or "=false" does
+    not heal by waiting (run_stp_checks stops polling at once)."""
     problems = []
+    node = next(iter(bridges.values())).node if bridges else None
+    want = model_ports(lab, lab.node(node)) if node is not None else {}
     for name in lab.bridges:
         br = bridges.get(name)
         if br is None:
             problems.append(f"{name} missing")
             continue
+        absent = [p for p in want.get(name, []) if p not in br.ports]
+        if absent:
+            problems.append(f"{name}: port {', '.join(absent)} missing")
         if not br.enabled(lab.stp):
             col = "rstp_enable" if lab.stp == "rstp" else "stp_enable"
             problems.append(f"{name}: {col}=false")

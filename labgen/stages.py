@@ -32,11 +32,16 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("nodes", 1, "every node answers and its Open vSwitch daemon reports its version",
+    Stage("nodes", 1, "every node answers, and both Open vSwitch daemons answer for themselves: "
+          "ovsdb-server with the version in its database, ovs-vswitchd on its own control socket "
+          "(a failure names the daemon that does not answer)",
           lambda lab, r, _: run_planned(plan_nodes(lab), r)),
-    Stage("config", 2, "the underlay NIC is up with its address; every tunnel port exists with "
+    Stage("config", 2, "the underlay NIC is up with its address; every port the model puts on a "
+          "bridge (loop and namespace veth ends, tunnel ports) is on that bridge and opened by OVS; "
+          "every veth pair exists with each end paired to its own other end; every tunnel port has "
           "the right type, remote address and key or VNI; every namespace interface is "
-          "up with its address (each failure says what was expected and what was found)",
+          "up with its address (each failure says what was expected and what was found; none of "
+          "this changes by itself, so a fault here fails at once instead of in a later stage's poll)",
           lambda lab, r, _: run_planned(plan_config(lab), r)),
     Stage("underlay", 3, "each node pings every other node's underlay address",
           lambda lab, r, _: run_planned(plan_underlay(lab), r)),

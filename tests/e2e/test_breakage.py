@@ -14,6 +14,7 @@ import pytest
 from support.cli import labgen
 from support.netns import host_state, node_cmd
 
+from labgen import boxes
 from labgen.model import Options, build_lab
 from labgen.stages import NAMES
 
@@ -35,16 +36,45 @@ class Breakage:
     undo: tuple[tuple[str, str], ...] = ()          # what `labgen up` does not repair
     undo_host: str = ""
     evidence: str = ""         # part of the failing check's evidence
+    passes_on: str = ""        # a node on which the same check must still pass
+    within: float = 0.0        # verify must report it within this many seconds (0: no bound)
 
 
 NAMES_OF = build_lab(Options(tunnel="gre", provider="netns", name=LAB))   # the model's host names
 SW = NAMES_OF.underlay_switch
+# ovs-vswitchd alone, killed by the PID its own pidfile names inside the node (no other process
+# is touched); then waited for until it has exited (a zombie holds no socket), bounded.
+KILL_VSWITCHD = ('p=$(cat /run/openvswitch/ovs-vswitchd.pid) && [ "$(cat /proc/$p/comm)" = ovs-vswitchd ] && '
+                 'kill -KILL "$p" && timeout 10 sh -c \'while [ -e /proc/$0 ] && '
+                 '! grep -q "^State:.Z" /proc/$0/status; do sleep 0.05; done\' "$p"')
+# ...and started again as the node's box starts it: `labgen up` starts Open vSwitch only when
+# ovsdb-server does not answer, so it does not restart ovs-vswitchd alone.
+START_VSWITCHD = next(ln for ln in boxes.get("host").start.splitlines() if ln.startswith("ovs-vswitchd "))
 BREAKAGES = [
     Breakage("ovs-killed", "nodes", "Open vSwitch answers", "node2",
              (("node2", "kill -TERM $(cat /run/openvswitch/ovs-vswitchd.pid /run/openvswitch/ovsdb-server.pid)"),),
              evidence="database connection failed"),
+    # The switch daemon alone: its version stays in the database, which the check once read.
+    Breakage("vswitchd-killed", "nodes", "Open vSwitch answers", "node2", (("node2", KILL_VSWITCHD),),
+             undo=(("node2", START_VSWITCHD),), evidence="ovs-vswitchd does not answer", passes_on="node1"),
     Breakage("underlay-nic-down", "config", "underlay NIC up", "node2",
              (("node2", "ip link set dev eth1 down"),), evidence="expected eth1 up"),
+    # A port the model puts on a bridge, gone: no wait heals it, so the config stage names it
+    # at once and spanning tree (which would poll until its timeout) is not run.
+    Breakage("loop-port-deleted", "config", "every port of the model on br1, br2, br3", "node2",
+             (("node2", "ovs-vsctl del-port br2 b12.1"),), evidence="port b12.1 missing from br2",
+             passes_on="node1", within=10),
+    # Two loop veths re-made crosswise: every end exists and is on its bridge, the cabling is wrong.
+    # (`labgen up` keeps an existing veth, and OVS keeps a port bound to a device that was
+    # deleted: the undo removes both, so that up makes them again.)
+    Breakage("veth-pairs-crossed", "config", "veth pairs", "node2",
+             (("node2", "ip link del b13.1 && ip link del b23.1 && "
+                        "ip link add b13.1 mtu 1462 type veth peer name b23.2 mtu 1462 && "
+                        "ip link add b23.1 mtu 1462 type veth peer name b13.2 mtu 1462 && "
+                        "for l in b13.1 b13.2 b23.1 b23.2; do ip link set dev $l up; done"),),
+             undo=(("node2", "ip link del b13.1; ip link del b23.1; ovs-vsctl del-port br3 b13.1 "
+                             "-- del-port br1 b13.2 -- del-port br3 b23.1 -- del-port br2 b23.2"),),
+             evidence="expected b13.1 <-> b13.2, found b13.1 paired with b23.2", passes_on="node1", within=10),
     Breakage("tunnel-port-deleted", "config", "gre ports on br1", "node2",
              (("node2", "ovs-vsctl del-port br1 gre-node1"),), evidence="found no such port"),
     Breakage("tunnel-wrong-remote", "config", "gre ports on br1", "node1",
@@ -63,8 +93,10 @@ BREAKAGES = [
              evidence="no reply"),
     Breakage("rstp-off-on-br2", "stp", "RSTP on br1, br2, br3", "node1",
              (("node1", "ovs-vsctl set bridge br2 rstp_enable=false"),), evidence="br2: rstp_enable=false"),
+    # Both loop links of node2's br3 down (the ports stay on their bridges: a port deleted is
+    # the config stage's, loop-port-deleted).
     Breakage("bridge-cut-off", "stp", "one spanning tree", "all",
-             (("node2", "ovs-vsctl del-port br3 b13.1 -- del-port br3 b23.1"),),
+             (("node2", "ip link set dev b13.1 down && ip link set dev b23.1 down"),),
              evidence="cut off from the other bridges: node2 br3"),
     # B2's traffic dropped by an OpenFlow rule: spanning tree (BPDUs are not IP) is unaffected.
     Breakage("overlay-flow-drop", "overlay", "B2 -> A1", "node2",
@@ -132,6 +164,12 @@ def test_breakage_is_caught_by_the_check_that_names_it(lab, b):
         first = min(NAMES.index(c["stage"]) for c in failing)
         assert NAMES[first] == b.stage, f"{b.id}: an earlier stage failed first: {NAMES[first]}"
         assert all(c["evidence"] and "\n" not in c["evidence"] for c in failing)
+        if b.passes_on:
+            same = [c for c in result["checks"] if c["stage"] == b.stage and b.check in c["name"]
+                    and c["node"] == b.passes_on]
+            assert same and all(c["status"] == "passed" for c in same), same
+        if b.within:
+            assert seconds < b.within, f"{b.id}: reported after {seconds:.1f} s"
         print(f"\nBREAKAGE {b.id}: [{hit[0]['stage']}] {hit[0]['name']} on {hit[0]['node']} "
               f"in {seconds:.1f} s: {hit[0]['evidence']}")
     finally:

@@ -5,11 +5,15 @@ two roots, ports still moving, and 3 to 8 node labs built from the model."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import time
 
 import pytest
 from support import OUTPUTS
 
+from labgen.checks import run_stp_checks
 from labgen.model import Options, build_lab
+from labgen.runner import Result
 from labgen.spantree import (
     STATE_COMMAND,
     WAKE_COMMAND,
@@ -88,6 +92,47 @@ def test_a_bridge_cut_off_is_named():
     assert not verdict.ok
     assert "cut off from the other bridges: node2 br3" in verdict.problems
     assert any("port b13.1 is not on node2 br3" in p for p in verdict.problems)
+
+
+def test_a_port_of_the_model_missing_from_its_bridge_does_not_heal():
+    """A port that is not on its bridge will not come by waiting: bridge_problems names it in a
+    problem that ends in " missing", which stops the poll at once (run_stp_checks)."""
+    state = recorded("rstp")
+    del state["node2"]["br2"].ports["b12.1"]
+    problems = bridge_problems(lab("rstp"), state["node2"])
+    assert problems == ["br2: port b12.1 missing"]
+    assert all(p.endswith(" missing") for p in problems)
+    del state["node2"]["br3"].ports["b13.1"]
+    del state["node2"]["br3"].ports["b23.1"]
+    assert bridge_problems(lab("rstp"), state["node2"]) == ["br2: port b12.1 missing", "br3: port b13.1, b23.1 missing"]
+    assert bridge_problems(lab("rstp"), state["node1"]) == []
+
+
+class Recorded:
+    """A node that answers every poll with its recorded state, less the ports in `drop`."""
+
+    def __init__(self, node: str, drop: tuple[str, ...] = ()):
+        self.node = node
+        bridges, ports = (json.loads(doc) for doc in (OUTPUTS / f"rstp-{node}.json").read_text().split("\n", 1))
+        gone = {row[0][1] for row in ports["data"] if row[1] in drop}
+        for row in bridges["data"]:
+            kept = [u for u in row[-1][1] if u[1] not in gone]
+            row[-1] = ["set", kept]
+        self.text = json.dumps(bridges) + "\n" + json.dumps(ports) + "\n"
+
+    def run(self, command, timeout=30.0):
+        return Result(command, 0, self.text, "")
+
+
+def test_the_stp_stage_fails_at_once_on_a_port_missing_from_its_bridge():
+    the_lab = lab("rstp")
+    started = time.monotonic()
+    checks = run_stp_checks(the_lab, {"node1": Recorded("node1"), "node2": Recorded("node2", ("b12.1",))},
+                            timeout=20)
+    assert time.monotonic() - started < 5          # not the 20 s timeout
+    node2 = next(c for c in checks if c.node == "node2")
+    assert not node2.passed and node2.evidence == "br2: port b12.1 missing"
+    assert next(c for c in checks if c.node == "node1").passed
 
 
 def test_two_roots_and_moving_ports_are_not_converged():

@@ -66,7 +66,8 @@ class AnsweringRunner:
     node = "node1"
 
     def run(self, command, timeout=30.0):
-        return Result(command, 0, "@@labgen-check 0 0 12\n\"3.1.0\"\n", "")
+        return Result(command, 0, "@@labgen-check 0 0 12\novsdb-server 0 \"3.1.0\"\n"
+                      "ovs-vswitchd 0 ovs-vswitchd (Open vSwitch) 3.1.0\n", "")
 
     def close(self):
         pass
@@ -80,7 +81,7 @@ def test_unreachable_node_fails_its_checks_and_skips_later_stages():
     assert "connection refused" in nodes[1].evidence
     assert {c.stage for c in report.checks if c.passed is None} == set(NAMES) - {"nodes"}
     assert nodes[1].status == "error"
-    assert not report.passed and "first failure: [nodes] Open vSwitch answers on node2" in summary(report)
+    assert not report.passed and "first failure: [nodes] Open vSwitch answers (ovsdb-server, ovs-vswitchd) on node2" in summary(report)
 
 
 def test_json_and_junit_reports(tmp_path):
