@@ -72,7 +72,7 @@ def test_rstp_tree_judged_whole_is_one_every_overlay_ping_crosses_at_once(tmp_pa
     from labgen.batch import Planned, run_planned
     from labgen.checks import run_stp_checks
     from labgen.judges import ping_reply
-    from labgen.lifecycle import provider_of
+    from labgen.lifecycle import provider_of, up
     from labgen.render import load_lab
 
     d = tmp_path / "lab"
@@ -82,7 +82,7 @@ def test_rstp_tree_judged_whole_is_one_every_overlay_ping_crosses_at_once(tmp_pa
     lab = load_lab(d)
     provider = provider_of(lab)
     try:
-        provider.up(lab, d, lambda *_: None)
+        up(lab, d, lambda *_: None)     # as labgen up does it: the lab records its owner first
         runners = {n.name: provider.runner(lab, d, n.name) for n in lab.nodes}
         stp = run_stp_checks(lab, runners, 30)
         assert all(c.passed for c in stp), [c.evidence for c in stp]
