@@ -459,7 +459,15 @@ class LibvirtProvider:
 
     def _remove_leftovers(self, lab: Lab, hv: Hypervisor, progress: Progress) -> None:
         ours = self.domains(lab, hv)
+        mine = _read_registry(lab.name)
         for dom in sorted(set(ours) & _names(_virsh(hv.uri, "list", "--all", "--name"))):
+            # A domain of this name whose description names another lab id is someone else's
+            # (another machine's lab of the same name on a shared libvirt host): left alone.
+            desc = Owner.from_json(_virsh(hv.uri, "desc", dom).stdout.strip())
+            if desc is not None and mine is not None and desc.id != mine.id:
+                progress("lab", f"leaving domain {dom}{_on(hv)}: it belongs to {desc.dir} (lab id {desc.id})")
+                ours.remove(dom)
+                continue
             progress("lab", f"removing leftover domain {dom}{_on(hv)}")
             _virsh(hv.uri, "destroy", dom)
             _virsh(hv.uri, "undefine", dom, "--remove-all-storage", "--nvram")
