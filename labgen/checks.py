@@ -237,10 +237,11 @@ def capture_start(lab: Lab, src: str, dst: str, limit: float) -> str:
 
 
 def capture_collect(workdir: str) -> str:
-    """Wait for the capture to end by itself (its packets, or its own timeout) and print it."""
+    """Wait for the capture to end by itself (its packets, or its own timeout), print it and
+    exit with tcpdump's exit code (124: its timeout ended it before it had both packets)."""
     d = shlex.quote(workdir)
     return (f"until [ -e {d}/rc ]; do sleep 0.05; done; "   # polling for the end, see capture_start
-            f"cat {d}/out; cat {d}/err >&2; rm -rf {d}")
+            f"cat {d}/out; cat {d}/err >&2; read -r rc <{d}/rc; rm -rf {d}; exit $rc")
 
 
 def run_tunnel_checks(lab: Lab, runners: Mapping[str, Runner]) -> list[Check]:

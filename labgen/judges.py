@@ -463,4 +463,9 @@ def encapsulated_echo(res: Result, marker: str) -> Verdict:
     wrong = [p for p in echoes if not token.search(p)]
     if wrong:
         return False, f"expected '{marker}' in every packet, found: {one_line(wrong[0])}"
+    if not res.ok:
+        # tcpdump -c 2 exits 0 once it has both: a capture its timeout (or an error) ended is
+        # not the proof, whatever it caught on the way.
+        why = "the capture's timeout ended it" if res.exit_code == 124 else f"tcpdump exited {res.exit_code}"
+        return False, f"{len(echoes)} of 2 encapsulated echo requests captured, then {why}: {one_line(echoes[0])}"
     return True, f"{len(echoes)} captured: {one_line(echoes[0])}"

@@ -335,6 +335,15 @@ def test_encapsulated_echo():
     passed, ev = judges.encapsulated_echo(rec("capture-vxlan-vni42.txt"), "vni 42")
     assert passed and "ICMP echo request" in ev
     assert not judges.encapsulated_echo(rec("capture-vxlan-vni42.txt"), "vni 7")[0]
+    # One of the two packets, then the capture's own timeout: not a pass (tcpdump -c 2 exits 0
+    # only with both; capture_collect exits with tcpdump's code).
+    text = rec("capture-gre.txt").stdout
+    one = "\n".join(ln for ln in text.splitlines() if "seq 2" not in ln).replace("2 packets captured",
+                                                                             "1 packet captured")
+    passed, ev = judges.encapsulated_echo(res(one, TIMEOUT_EXIT), "GREv0")
+    assert not passed and ev.startswith("1 of 2 encapsulated echo requests captured, then the capture's timeout ended it: ")
+    passed, ev = judges.encapsulated_echo(res(text, 1), "GREv0")
+    assert not passed and "then tcpdump exited 1" in ev
     passed, ev = judges.encapsulated_echo(rec("capture-nothing.txt", TIMEOUT_EXIT), "GREv0")
     assert not passed and ev.startswith("no encapsulated echo request captured")
 
