@@ -186,7 +186,10 @@ def status(lab: Lab, lab_dir: Path) -> list[NodeStatus]:
             runner = runners[st.node]
             try:
                 ovs = runner.run("ovs-vsctl --timeout=5 get Open_vSwitch . ovs_version", timeout=10)
-                st.facts["ovs"] = ovs.stdout.strip().strip('"') if ovs.ok else "not answering"
+                # the version is in the database: the switch daemon is asked on its own socket
+                switch = runner.run("ovs-appctl --timeout=5 version", timeout=10) if ovs.ok else ovs
+                st.facts["ovs"] = (ovs.stdout.strip().strip('"') if switch.ok else "ovs-vswitchd not answering") \
+                    if ovs.ok else "ovsdb-server not answering"
                 if ovs.ok:
                     ports = runner.run(f"ovs-vsctl --timeout=5 list-ports {lab.tunnel_bridge}", timeout=10)
                     tunnels = {t.port for t in lab.node(st.node).tunnels}

@@ -9,17 +9,8 @@ import shutil
 import pytest
 from support.cli import labgen, labgen_started
 from support.labs import kill_at, listed
-from support.netns import host_state
 
 pytestmark = pytest.mark.netns
-
-
-@pytest.fixture
-def clean_host():
-    before = host_state()
-    yield before
-    after = host_state()
-    assert after == before, f"something was left behind: before={before} after={after}"
 
 
 def test_every_verb_on_another_directory_of_the_same_name_is_refused(tmp_path, clean_host):

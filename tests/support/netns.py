@@ -49,3 +49,4 @@ def host_state() -> dict[str, list[str]]:
 def checks(proc: subprocess.CompletedProcess) -> list[dict]:
     """The checks of a `--json` report."""
     return json.loads(proc.stdout)["checks"]
+
