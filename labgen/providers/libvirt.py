@@ -384,6 +384,9 @@ class LibvirtProvider:
     def up(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
         from ..boxfetch import ensure_box
         (lab_dir / "logs").mkdir(exist_ok=True)
+        # The vagrant up of a create that was killed goes on, holding the machines' locks:
+        # an up that resumes the lab stops it first.
+        _stop_vagrants(lab.name, progress)
         # A box with a URL or catalog name that is not added yet: fetched once, with progress.
         ensure_box(lab.box, lambda message: progress("box", message),
                    log=self._log(lab, lab_dir, hosts(lab)[0]))
