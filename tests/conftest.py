@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
+from support import bounds
 from support import sshd as ssh_server
 from support.cli import labgen
 
@@ -57,7 +59,7 @@ def pytest_addoption(parser):
 @pytest.fixture(scope="session")
 def box():
     """The locally built labgen/debian12 box (built once, then reused from the cache)."""
-    proc = labgen("box", "build", "debian12", timeout=1800)
+    proc = labgen("box", "build", "debian12", timeout=bounds.BOX_BUILD)
     assert proc.returncode == 0, proc.stderr[-3000:]
     listed = subprocess.run(["vagrant", "box", "list"], capture_output=True, text=True).stdout
     assert "labgen/debian12" in listed and "libvirt" in listed
@@ -78,3 +80,46 @@ def ssh_runner(sshd):
     r = SSHRunner("node1", sshd.target(), connect_timeout=5)
     yield r
     r.close()
+
+
+# ---- CI: no silent skips, a whole-suite budget, the time per marker ----------------------
+def pytest_configure(config):
+    config._labgen_started = time.monotonic()
+    config._labgen_by_marker = {}
+
+
+def pytest_runtest_setup(item):
+    """End the run cleanly (every fixture's teardown runs) once LABGEN_SUITE_BUDGET seconds
+    are used up: default 80 min under CI=true (CI's own limit is 90), none otherwise."""
+    default = "4800" if os.environ.get("CI") == "true" else "0"
+    budget = float(os.environ.get("LABGEN_SUITE_BUDGET", default))
+    used = time.monotonic() - item.config._labgen_started
+    if budget and used > budget:
+        pytest.exit(f"suite budget of {budget / 60:.0f} min used up after {used / 60:.1f} min, "
+                    f"before {item.nodeid}: the run stops here, failed", returncode=1)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI=true a skip is a failure, unless the test is one that only runs when asked
+    for ("opt in" in its reason, listed by -ra): CI installs every tool, and a skip would hide
+    a missing set-up step."""
+    outcome = yield
+    rep = outcome.get_result()
+    marker = next((m for m in ("vm", "netns", "fresh") if m in item.keywords), "unmarked")
+    totals = item.config._labgen_by_marker
+    totals[marker] = totals.get(marker, 0.0) + rep.duration
+    if os.environ.get("CI") == "true" and rep.skipped and not hasattr(rep, "wasxfail"):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        if "opt in" not in reason:
+            rep.outcome = "failed"
+            rep.longrepr = f"skipped under CI=true ({reason}): CI installs every tool a test needs"
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    totals = getattr(config, "_labgen_by_marker", {})
+    if totals:
+        terminalreporter.write_sep("=", "time per marker (setup + call + teardown)")
+        for marker, secs in sorted(totals.items(), key=lambda kv: -kv[1]):
+            terminalreporter.write_line(f"{marker:>9}: {secs:7.0f} s")
+        terminalreporter.write_line(f"{'suite':>9}: {time.monotonic() - config._labgen_started:7.0f} s")

@@ -39,11 +39,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support import README, ROOT
+from support import README, ROOT, bounds
 
 from labgen.boxbuild import resolve_mirror
 
-pytestmark = pytest.mark.fresh
+# (per test, fixture set-up included: a lab boot or a fresh root is inside)
+pytestmark = [pytest.mark.fresh, pytest.mark.timeout(3600)]
 
 CACHE = Path(os.environ.get("LABGEN_FRESH_CACHE", "/var/cache/labgen/fresh"))
 STOCK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -266,7 +267,7 @@ def test_readme_first_command_verifies_on_a_fresh_root(fresh, request):
     first = _readme_commands()[0]
     assert first == "scripts/setup && labgen create gre --provider netns --destroy", first
     for i, part in enumerate(first.split(" && ")):
-        rc, out, secs = fresh.run(part, f"first-{i}", timeout=1800, one_cpu=part.startswith("labgen"))
+        rc, out, secs = fresh.run(part, f"first-{i}", timeout=bounds.FRESH_SETUP, one_cpu=part.startswith("labgen"))
         _say(request.config, f"{fresh.suite}: `{part}` {secs:.0f} s, exit {rc}")
         assert rc == 0, f"`{part}` failed in the fresh {fresh.suite} root (exit {rc}):\n{out[-5000:]}"
     assert re.search(r"^VERIFIED: \d+ passed, 0 failed", out, re.M), out[-3000:]
@@ -300,7 +301,7 @@ NET_XML = """<network><name>fresh-mgmt</name><forward mode='nat'/>
 
 
 def test_vm_setup_installs_what_doctor_and_vagrant_libvirt_need(fresh, request):
-    rc, out, _ = fresh.run("scripts/setup", "setup-netns", timeout=1800)
+    rc, out, _ = fresh.run("scripts/setup", "setup-netns", timeout=bounds.FRESH_SETUP)
     assert rc == 0, out[-5000:]
     # Before --vm: doctor names every missing package, with one apt-get command ...
     rc, out, _ = fresh.run("labgen doctor --provider libvirt", "doctor-before", timeout=300)
@@ -319,7 +320,7 @@ def test_vm_setup_installs_what_doctor_and_vagrant_libvirt_need(fresh, request):
                            timeout=300)
     assert rc == 0, out[-3000:]
 
-    rc, out, secs = fresh.run("scripts/setup --vm", "setup-vm", timeout=2400)
+    rc, out, secs = fresh.run("scripts/setup --vm", "setup-vm", timeout=bounds.FRESH_SETUP)
     assert rc == 0, out[-5000:]
     _say(request.config, f"{fresh.suite}: `scripts/setup --vm` after `scripts/setup` {secs:.0f} s")
     checks = " && ".join(f"command -v {b}" for b in LIBVIRT_BINARIES)

@@ -12,6 +12,8 @@ import pytest
 from labgen import vagrant
 from labgen.boxbuild import build_box
 
+pytestmark = pytest.mark.timeout(1800)     # a box build may be inside (tests/support/bounds.py)
+
 
 @pytest.mark.vm
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("vagrant"),

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
+from support import bounds
 from support.cli import ENV, labgen
 
 from labgen import boxfetch, vagrant
@@ -21,10 +22,12 @@ from labgen.render import load_lab
 
 NAME = f"labgen-test/fetch{os.getpid()}"
 
+pytestmark = pytest.mark.timeout(1800)     # a box build may be inside (tests/support/bounds.py)
+
 
 def box_file() -> Path:
     """The locally built box (built once; a cached build is reused in seconds)."""
-    proc = labgen("box", "build", "debian12", timeout=3600)
+    proc = labgen("box", "build", "debian12", timeout=bounds.BOX_BUILD)
     assert proc.returncode == 0, proc.stderr
     m = re.search(r"ready \((?:reused|built): (\S+\.box)\)", proc.stderr)
     assert m, proc.stderr

@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from support import ROOT
+from support import ROOT, bounds
 from support.ci import GITLAB, SCRIPT, npm_tool
 
 # 4.65.1: the last release that runs on Node 20 (later ones need Node 22).
@@ -37,7 +37,7 @@ def test_script_for_real(tmp_path):
     out = tmp_path / "reports"
     proc = subprocess.run([str(SCRIPT), "--box", "labgen/debian12", "--no-setup", "--out", str(out),
                            "--name-prefix", "rcp", "--tunnels", TUNNELS],
-                          capture_output=True, text=True, timeout=3600)
+                          capture_output=True, text=True, timeout=bounds.CI_RECIPE)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     check_reports(out)
     assert not (out / ".labs").exists()
@@ -67,6 +67,6 @@ def test_gitlab_job_with_gitlab_ci_local(tmp_path):
                            "--variable", "LABGEN_BOX=labgen/debian12", "--variable", "LABGEN_CI_SETUP=0",
                            "--variable", f"LABGEN_TUNNELS={TUNNELS}", "--variable", "LABGEN_CI_NAME_PREFIX=gcl",
                            "--variable", f"VAGRANT_HOME={os.environ.get('VAGRANT_HOME', Path.home() / '.vagrant.d')}",
-                           "labgen"], cwd=project, capture_output=True, text=True, timeout=3600)
+                           "labgen"], cwd=project, capture_output=True, text=True, timeout=bounds.CI_RECIPE)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
     check_reports(project / "labgen-reports")

@@ -9,13 +9,15 @@ import shutil
 import subprocess
 
 import pytest
+from support import bounds
 from support.cli import labgen, labgen_started
 from support.labs import kill_at, listed
 from support.vm import sweep
 
 from labgen.owner import start_ticks
 
-pytestmark = pytest.mark.vm
+# (per test, fixture set-up included: a lab boot or a fresh root is inside)
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
 
 
 def libvirt_objects() -> dict[str, list[str]]:
@@ -50,7 +52,7 @@ def test_vm_create_killed_leaves_a_partial_lab_removed_completely(tmp_path, box,
     lab_dir = tmp_path / "lab"
     proc = labgen_started("create", "gre", "--box", box, "--name", name, "--dir", str(lab_dir))
     try:
-        kill_at(proc, marker, timeout=900)
+        kill_at(proc, marker, timeout=bounds.VM_CREATE)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -62,11 +64,11 @@ def test_vm_create_killed_leaves_a_partial_lab_removed_completely(tmp_path, box,
     assert entry is not None and entry["state"] == "partial", entry
     assert entry["dir"] == str(lab_dir)
     if cleanup == "destroy":
-        done = labgen("destroy", str(lab_dir), timeout=600)
+        done = labgen("destroy", str(lab_dir), timeout=bounds.VM_DESTROY)
     else:
         shutil.rmtree(lab_dir)
         assert listed(name, "libvirt")["state"] == "orphaned"
-        done = labgen("prune", "--yes", timeout=600)
+        done = labgen("prune", "--yes", timeout=bounds.VM_DESTROY)
     assert done.returncode == 0, done.stdout + done.stderr
     assert listed(name, "libvirt") is None
     assert libvirt_objects() == before

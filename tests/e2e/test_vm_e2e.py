@@ -19,6 +19,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from support import bounds
 from support import sshd as ssh_server
 from support.cli import labgen
 from support.vm import (
@@ -39,7 +40,8 @@ from labgen.stages import NAMES
 GRE = tunnels.get("gre")
 RULE = GRE.firewalld_rule("10.10.10.0/24")
 
-pytestmark = pytest.mark.vm
+# (per test, fixture set-up included: a lab boot or a fresh root is inside)
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(2400)]
 
 
 def _vm(lab, node: str, cmd: str) -> subprocess.CompletedProcess:
@@ -85,7 +87,7 @@ def gre_lab(tmp_path_factory, box, hv_b):
     junit = lab.parent / "junit.xml"
     started = time.monotonic()
     proc = labgen("create", "gre", "--box", box, "--name", name, "--dir", str(lab), "--json",
-                  "--junit", str(junit), "--host", f"node2={hv_b}", timeout=1800)
+                  "--junit", str(junit), "--host", f"node2={hv_b}", timeout=bounds.VM_CREATE)
     print(f"split GRE lab: create -> verified in {time.monotonic() - started:.0f} s")
     try:
         yield lab, proc, junit
@@ -93,7 +95,7 @@ def gre_lab(tmp_path_factory, box, hv_b):
         # (a create refused before it wrote anything leaves no lab dir to destroy)
         if (lab / "lab.json").exists():
             ports = [ln["local_port"] for ln in json.loads((lab / "lab.json").read_text())["libvirt"]["links"]]
-            destroyed = labgen("destroy", str(lab), timeout=600)
+            destroyed = labgen("destroy", str(lab), timeout=bounds.VM_DESTROY)
             assert destroyed.returncode == 0, destroyed.stderr
             assert not any(_udp_bound(p) for p in ports)     # no qemu holds a link's socket
         assert libvirt_names(f"labgen-{name}") == EMPTY     # (both "hosts" are this libvirtd)
@@ -176,7 +178,7 @@ def test_up_again_on_running_vms_changes_nothing(gre_lab):
         cmd = "{ sudo ovs-vsctl show; sudo ip -all netns exec ip -o addr; ip -o addr; } | sed 's/valid_lft.*//'"
         return "".join(_vm(lab, n, cmd).stdout for n in ("node1", "node2"))
     before = state()
-    again = labgen("up", str(lab), timeout=900)
+    again = labgen("up", str(lab), timeout=bounds.VM_UP_AGAIN)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "node1: provisioned" in again.stderr and "creating" not in again.stderr
     assert state() == before
@@ -213,7 +215,7 @@ def test_firewall_dropping_tunnelled_pings_fails_the_overlay(gre_lab):
             "prio 1 u32 match ip protocol 47 0xff match u8 1 0xff at 47 action drop")
     assert _vm(lab, "node2", drop).returncode == 0
     try:
-        proc = labgen("verify", str(lab), "--json", timeout=600)
+        proc = labgen("verify", str(lab), "--json", timeout=bounds.VM_VERIFY)
         assert proc.returncode == 1, proc.stdout[-3000:]
         bad = _failing(proc)
         assert {c["stage"] for c in bad} == {"overlay"}, bad
@@ -221,14 +223,14 @@ def test_firewall_dropping_tunnelled_pings_fails_the_overlay(gre_lab):
         assert all(c["evidence"].startswith("no reply") for c in bad), bad
     finally:
         _vm(lab, "node2", "sudo tc qdisc del dev eth1 ingress")
-    assert labgen("verify", str(lab), timeout=600).returncode == 0
+    assert labgen("verify", str(lab), timeout=bounds.VM_VERIFY).returncode == 0
 
 
 def test_namespace_mtu_black_hole_fails_the_mtu_stage_then_up_repairs(gre_lab):
     lab, created, _ = gre_lab
     assert created.returncode == 0
     assert _vm(lab, "node2", "sudo ip link set a2.1 mtu 1500 && sudo ip netns exec A2 ip link set a2.2 mtu 1500").returncode == 0
-    proc = labgen("verify", str(lab), "--json", timeout=600)
+    proc = labgen("verify", str(lab), "--json", timeout=bounds.VM_VERIFY)
     assert proc.returncode == 1, proc.stdout[-3000:]
     bad = _failing(proc)
     assert {c["stage"] for c in bad} == {"mtu"}, bad
@@ -236,8 +238,8 @@ def test_namespace_mtu_black_hole_fails_the_mtu_stage_then_up_repairs(gre_lab):
     inner = json.loads((lab / "lab.json").read_text())["inner_mtu"]     # 1458 - 38 across hosts
     assert "a2.2 in A2 mtu 1500" in names[f"no overlay interface above the inner MTU {inner}"]
     assert "black hole" in names[f"A2 -> A1: DF ping, {inner - 28 + 1} B payload refused"]
-    assert labgen("up", str(lab), timeout=900).returncode == 0
-    assert labgen("verify", str(lab), timeout=600).returncode == 0
+    assert labgen("up", str(lab), timeout=bounds.VM_UP_AGAIN).returncode == 0
+    assert labgen("verify", str(lab), timeout=bounds.VM_VERIFY).returncode == 0
 
 
 # The firewalld breakage runs on the Geneve lab (test_vm_geneve.py), not here: firewalld is
@@ -253,13 +255,13 @@ def test_iptables_drop_policy_fails_then_up_admits_only_the_tunnel(gre_lab):
     assert created.returncode == 0
     node = root_node(lab)
     assert on_node(lab, node, IPTABLES_DROP).returncode == 0
-    proc = labgen("verify", str(lab), "--json", timeout=600)
+    proc = labgen("verify", str(lab), "--json", timeout=bounds.VM_VERIFY)
     fails_at_overlay_naming(proc, node, "iptables", GRE)
-    assert labgen("up", str(lab), timeout=900).returncode == 0
+    assert labgen("up", str(lab), timeout=bounds.VM_UP_AGAIN).returncode == 0
     rules = on_node(lab, node, "iptables -S INPUT").stdout.splitlines()
     assert rules[:2] == ["-P INPUT DROP", "-A INPUT -s 10.10.10.0/24 -p gre -j ACCEPT"], rules
     assert on_node(lab, node, "firewall-cmd --state").returncode != 0     # still iptables
-    proc = labgen("verify", str(lab), "--json", timeout=600)
+    proc = labgen("verify", str(lab), "--json", timeout=bounds.VM_VERIFY)
     assert proc.returncode == 0, proc.stdout[-3000:]
 
 

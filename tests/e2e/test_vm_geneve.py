@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from support import bounds
 from support.cli import labgen
 from support.vm import (
     EMPTY,
@@ -24,7 +25,8 @@ from support.vm import (
 from labgen import tunnels
 from labgen.stages import NAMES
 
-pytestmark = pytest.mark.vm
+# (per test, fixture set-up included: a lab boot or a fresh root is inside)
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(2400)]
 
 GENEVE = tunnels.get("geneve")
 
@@ -34,7 +36,7 @@ def test_geneve_lab_verifies_through_firewalld_then_iptables(tmp_path_factory, b
     sweep(name)
     try:
         proc = labgen("create", "geneve", "--box", box, "--name", name, "--vni", "5000",
-                      "--dir", str(lab), "--json", timeout=1800)
+                      "--dir", str(lab), "--json", timeout=bounds.VM_CREATE)
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
         result = json.loads(proc.stdout)
         assert {s["name"]: s["status"] for s in result["stages"]} == {n: "passed" for n in NAMES}
@@ -55,14 +57,14 @@ def test_geneve_lab_verifies_through_firewalld_then_iptables(tmp_path_factory, b
         rule = GENEVE.firewalld_rule("10.10.10.0/24")
         assert on_node(lab, node, f"firewall-cmd --remove-rich-rule='{rule}'").returncode == 0
         forget_tunnel_flows(lab, node, GENEVE)
-        fails_at_overlay_naming(labgen("verify", str(lab), "--json", timeout=600), node, "firewalld", GENEVE)
+        fails_at_overlay_naming(labgen("verify", str(lab), "--json", timeout=bounds.VM_VERIFY), node, "firewalld", GENEVE)
         # (the file holds the probe's command too: the verdict is the output line of its own)
         assert "firewalld blocks" in (lab / "diagnostics" / f"{node}.txt").read_text().splitlines()
-        assert labgen("up", str(lab), timeout=900).returncode == 0      # puts the rule back
+        assert labgen("up", str(lab), timeout=bounds.VM_UP_AGAIN).returncode == 0      # puts the rule back
 
         firewalld_then_iptables(lab, GENEVE)
     finally:
         if (lab / "lab.json").exists():
-            destroyed = labgen("destroy", str(lab), timeout=600)
+            destroyed = labgen("destroy", str(lab), timeout=bounds.VM_DESTROY)
             assert destroyed.returncode == 0, destroyed.stderr
         assert libvirt_names(f"labgen-{name}") == EMPTY

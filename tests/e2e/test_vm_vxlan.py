@@ -7,17 +7,18 @@ A module of its own so that it boots only after the shared GRE lab of test_vm_e2
 (two emulated VMs at a time keep two cores busy)."""
 from __future__ import annotations
 
-import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
+from support import bounds
 from support.ci import SCRIPT
-from support.cli import labgen
+from support.cli import labgen, run_group
 from support.vm import EMPTY, firewalld_then_iptables, libvirt_names, sweep
 
 from labgen import tunnels
 
-pytestmark = pytest.mark.vm
+# (per test, fixture set-up included: a lab boot or a fresh root is inside)
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(2400)]
 
 
 def test_ci_recipe_script_verifies_vxlan_and_leaves_nothing(tmp_path, box):
@@ -29,15 +30,15 @@ def test_ci_recipe_script_verifies_vxlan_and_leaves_nothing(tmp_path, box):
         _recipe_then_iptables(box, name, out, lab)
     finally:
         if (lab / "lab.json").exists():
-            destroyed = labgen("destroy", str(lab), timeout=600)
+            destroyed = labgen("destroy", str(lab), timeout=bounds.VM_DESTROY)
             assert destroyed.returncode == 0, destroyed.stderr
     assert libvirt_names(f"labgen-{name}") == EMPTY
 
 
 def _recipe_then_iptables(box, name, out, lab):
-    proc = subprocess.run(["bash", str(SCRIPT), "--box", box, "--no-setup", "--tunnels", "vxlan",
-                           "--name-prefix", "ci", "--out", str(out), "--keep", "--", "--vni", "4242"],
-                          capture_output=True, text=True, timeout=1800)
+    proc = run_group(["bash", str(SCRIPT), "--box", box, "--no-setup", "--tunnels", "vxlan",
+                      "--name-prefix", "ci", "--out", str(out), "--keep", "--", "--vni", "4242"],
+                     bounds.CI_RECIPE)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "labgen-ci: vxlan: VERIFIED" in proc.stdout, proc.stdout[-2000:]
     suite = ET.parse(out / "labgen-vxlan.xml").getroot().find("testsuite")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,17 +15,54 @@ ARGV = (sys.executable, "-m", "labgen")
 ENV = {**os.environ, "COLUMNS": "200", "TERM": "dumb"}
 
 
+def run_group(argv: list[str] | tuple[str, ...], timeout: float, input: str | None = None,
+              **kw) -> subprocess.CompletedProcess[str]:
+    """subprocess.run in a session of its own: on its timeout (or when the test is
+    interrupted) the whole process group goes (labgen, Vagrant, ssh, scripts), not only the
+    top process, and subprocess.TimeoutExpired is raised as before."""
+    proc = subprocess.Popen(argv, stdin=None if input is None else subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except BaseException:
+        kill_group(proc)
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def kill_group(proc: subprocess.Popen, grace: float = 10) -> None:
+    """End a process started in its own session, and every process of its group: SIGTERM,
+    a bounded wait for the leader, then SIGKILL to whatever of the group is left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            continue
+        if sig == signal.SIGTERM:
+            try:                    # the leader is gone: its group's stragglers go too
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        break
+    proc.communicate()
+
+
 def labgen(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 240,
            input: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run labgen to its end (env: ENV unless given; input: its stdin)."""
-    return subprocess.run([*ARGV, *args], cwd=cwd, env=ENV if env is None else env, input=input,
-                          capture_output=True, text=True, timeout=timeout)
+    """Run labgen to its end (env: ENV unless given; input: its stdin); in a session of its
+    own, killed with its whole group on timeout."""
+    return run_group([*ARGV, *args], timeout, input=input, cwd=cwd, env=ENV if env is None else env)
 
 
 def labgen_started(*args: str, text: bool = False, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start labgen without waiting (a test that interrupts it); stdout and stderr are pipes."""
+    """Start labgen without waiting (a test that interrupts it); stdout and stderr are pipes.
+    It runs in a session of its own: kill_group(proc) ends it with everything it started."""
     return subprocess.Popen([*ARGV, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=text,
-                            env=ENV if env is None else env)
+                            env=ENV if env is None else env, start_new_session=True)
 
 
 ESC = "\x1b"

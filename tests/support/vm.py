@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from labgen import vagrant
+from support import bounds
 from support.cli import labgen
 
 EMPTY = {"domains": [], "networks": [], "volumes": []}
@@ -40,9 +41,9 @@ def sweep(name: str) -> list[str]:
         if lab["name"] != name or lab["provider"] != "libvirt":
             continue
         if lab["dir_exists"] and lab["state"] != "orphaned":
-            proc = labgen("destroy", lab["dir"], timeout=300)
+            proc = labgen("destroy", lab["dir"], timeout=bounds.VM_DESTROY)
         else:
-            proc = labgen("destroy", "--name", name, "--provider", "libvirt", timeout=300)
+            proc = labgen("destroy", "--name", name, "--provider", "libvirt", timeout=bounds.VM_DESTROY)
         assert proc.returncode == 0, proc.stderr
         removed.append(f"lab {name} ({lab['state']}, {lab['dir']}): {', '.join(lab['resources'])}")
     virsh = ["virsh", "-c", "qemu:///system"]
@@ -133,11 +134,11 @@ def firewalld_then_iptables(lab_dir, kind) -> None:
         assert firewalld_rules(lab_dir, node) == {"state": "running", "rich": rule, "ports": "",
                                                   "protocols": "", "permanent": rule}
     assert on_node(lab_dir, "node2", IPTABLES_DROP).returncode == 0
-    assert labgen("up", str(lab_dir), timeout=900).returncode == 0
+    assert labgen("up", str(lab_dir), timeout=bounds.VM_UP_AGAIN).returncode == 0
     rules = on_node(lab_dir, "node2", "iptables -S INPUT").stdout.splitlines()
     match = f"-p udp -m udp --dport {kind.udp_port}" if kind.udp_port else f"-p {kind.name}"
     assert rules[:2] == ["-P INPUT DROP", f"-A INPUT -s 10.10.10.0/24 {match} -j ACCEPT"], rules
-    again = labgen("verify", str(lab_dir), "--json", timeout=600)
+    again = labgen("verify", str(lab_dir), "--json", timeout=bounds.VM_VERIFY)
     assert again.returncode == 0, again.stdout[-3000:]
 
 
