@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 from collections import deque
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import HostError, ProviderError
 
@@ -31,8 +33,14 @@ def run(args: Sequence[str], cwd: Path | None = None, timeout: float = TIMEOUT,
         home: Path | None = None) -> subprocess.CompletedProcess[str]:
     """`vagrant ARGS...` to the end, its output captured as text (the caller checks the code);
     with VAGRANT_HOME set to `home` if given."""
-    return subprocess.run(["vagrant", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env(home))
+    proc = subprocess.Popen(["vagrant", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True, env=env(home), start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:       # its bound, or Ctrl-C: Vagrant goes with what it started
+        kill(proc)
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def stream(args: Sequence[str], cwd: Path | None = None) -> Generator[str, None, None]:
@@ -47,8 +55,20 @@ def stream(args: Sequence[str], cwd: Path | None = None) -> Generator[str, None,
 def start(args: Sequence[str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
     """`vagrant ARGS...` started, its output (stdout and stderr together) on a pipe for
     lines(); the caller may kill it from another thread (then lines() ends)."""
+    # A session of its own: kill() ends Vagrant with every process it started, and a
+    # destroy after a killed labgen can stop it by its PID as a group (providers/libvirt.py).
     return subprocess.Popen(["vagrant", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env())
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env(),
+                            start_new_session=True)
+
+
+def kill(proc: subprocess.Popen[Any]) -> None:
+    """SIGKILL to a vagrant started here and its whole process group, then reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def lines(proc: subprocess.Popen[bytes]) -> Generator[str, None, None]:
@@ -68,8 +88,7 @@ def lines(proc: subprocess.Popen[bytes]) -> Generator[str, None, None]:
         code = proc.wait()
     finally:
         if proc.poll() is None:     # the caller stopped early, or an exception (Ctrl-C)
-            proc.kill()
-            proc.wait()
+            kill(proc)
         proc.stdout.close()
     if code != 0:
         raise subprocess.CalledProcessError(code, proc.args, output="\n".join(tail))

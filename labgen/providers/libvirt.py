@@ -8,8 +8,10 @@ progress; on failure the error shows the last lines and where the logs are.
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -769,7 +771,10 @@ class _Bringup:
     def _halt(self) -> None:
         self._halted = True
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
+            try:        # Vagrant runs in a session of its own: the whole group goes
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         for runner in list(self._runners.values()):
             runner.close()      # a running script's channel closes: its run() returns
 
@@ -810,7 +815,6 @@ def registry_dir() -> Path:
     user's (in group libvirt) their own."""
     if is_root():
         return Path("/var/lib/labgen/libvirt")
-    import os
     return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "labgen" / "libvirt"
 
 
@@ -850,8 +854,6 @@ def _note_vagrant(name: str, pid: int) -> None:
 def _stop_vagrants(name: str, progress: Progress) -> None:
     """Stop the `vagrant up` runs noted for lab `name` that still run (the same PID and start
     time: never a process that merely reuses the number), with their process groups."""
-    import os
-    import signal
     path = _registry_file(name).with_suffix(".pids")
     try:
         noted = [tuple(map(int, ln.split())) for ln in path.read_text().splitlines() if len(ln.split()) == 2]
