@@ -146,7 +146,9 @@ def test_capture_stops_on_ctrl_c(gre_lab, tmp_path):
     pcap = tmp_path / "ctrl-c.pcap"
     proc = labgen_started("capture", "node1", "--count", "0", "--write", str(pcap), "--dir", str(gre_lab))
     err = b""
-    deadline = time.monotonic() + 30
+    # (a bound for events, not a measure: starting tcpdump in the node takes seconds on a
+    # loaded machine; one CI run missed a 30 s bound while a fresh root was being set up)
+    deadline = time.monotonic() + 120
     try:
         # Wait for tcpdump to say it listens, then for one packet (a BPDU within 2 s).
         while b"listening on" not in err or pcap.stat().st_size <= 24:
