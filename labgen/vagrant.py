@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import subprocess
+import time
 from collections import deque
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
@@ -21,45 +23,100 @@ from .errors import HostError, ProviderError
 ENV = {"VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_BOX_UPDATE_CHECK_DISABLE": "1",
        "VAGRANT_DEFAULT_PROVIDER": "libvirt"}
 TIMEOUT = 120.0     # seconds; Ruby alone takes a few to start
+# A streamed run whose caller names no bound: `vagrant box add` (a box downloaded from a URL,
+# hundreds of MB, or added from the local build in seconds). Past it the run is stuck.
+STREAM_TIMEOUT = 3600.0
+# A whole `vagrant up --no-provision` of one host's machines (they boot side by side), by the
+# libvirt driver in the project's Vagrantfile. Software emulation: SSH at 173-199 s and up at
+# 274-312 s on a slow day (docs/benchmarks.md), up at 467 s on a host whose libvirt re-probed
+# QEMU on every call; KVM guests boot in well under a minute. A few times those, for a hang.
+UP_TIMEOUT = {"qemu": 1800.0, "kvm": 600.0}
 TAIL = 12           # lines of output kept for an error
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_DRIVER = re.compile(r"""^\s*\w+\.driver\s*=\s*['"](\w+)['"]""", re.M)
+
+
+class VagrantTimeout(ProviderError, subprocess.CalledProcessError):
+    """A vagrant run that outlived its bound and was killed with its whole process group. A
+    CalledProcessError too (its output: the last lines), for the callers that handle a vagrant
+    that failed; its message names the command and the bound."""
+
+    def __init__(self, cmd: Sequence[str], timeout: float, output: str = ""):
+        subprocess.CalledProcessError.__init__(self, -signal.SIGKILL, list(cmd), output)
+        self.timeout = timeout
+        self.message = (f"'{' '.join(cmd)}' did not end within its bound of {timeout:g} s: "
+                        f"stopped, with every process it started")
+        Exception.__init__(self, self.message)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def env(home: Path | None = None) -> dict[str, str]:
     return {**os.environ, **ENV, **({"VAGRANT_HOME": str(home)} if home else {})}
 
 
+def up_timeout(project: Path) -> float:
+    """The bound of a whole `vagrant up` of the project in `project`, by the libvirt driver
+    its Vagrantfile names (UP_TIMEOUT); emulation's when it names none."""
+    try:
+        m = _DRIVER.search((project / "Vagrantfile").read_text())
+    except OSError:
+        m = None
+    return UP_TIMEOUT.get(m.group(1) if m else "qemu", UP_TIMEOUT["qemu"])
+
+
 def run(args: Sequence[str], cwd: Path | None = None, timeout: float = TIMEOUT,
         home: Path | None = None) -> subprocess.CompletedProcess[str]:
     """`vagrant ARGS...` to the end, its output captured as text (the caller checks the code);
-    with VAGRANT_HOME set to `home` if given."""
+    with VAGRANT_HOME set to `home` if given. In a session of its own: past `timeout` seconds
+    (or on Ctrl-C) it is killed with every process it started, and past its bound the call
+    raises VagrantTimeout."""
     proc = subprocess.Popen(["vagrant", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, text=True, env=env(home), start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
-    except BaseException:       # its bound, or Ctrl-C: Vagrant goes with what it started
+    except subprocess.TimeoutExpired as exc:
+        kill(proc)
+        said = exc.stdout or b""
+        raise VagrantTimeout(["vagrant", *args], timeout,
+                             said.decode(errors="replace") if isinstance(said, bytes) else said) from None
+    except BaseException:       # Ctrl-C: Vagrant goes with what it started
         kill(proc)
         raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def stream(args: Sequence[str], cwd: Path | None = None) -> Generator[str, None, None]:
+def stream(args: Sequence[str], cwd: Path | None = None,
+           timeout: float | None = STREAM_TIMEOUT) -> Generator[str, None, None]:
     """`vagrant ARGS...`, yielding each line it prints (stdout and stderr together) as it
     comes, stripped, without colour codes and without empty lines. Vagrant redraws a
     progress line with \\r, so \\r ends a line too. Raises CalledProcessError (its output:
-    the last lines) when vagrant exits non-zero; closing the iterator early kills it.
+    the last lines) when vagrant exits non-zero, and VagrantTimeout when it runs past
+    `timeout` seconds (None: no bound); closing the iterator early kills it.
     Started here, not at the first line: a missing vagrant is an OSError from this call."""
-    return lines(start(args, cwd))
+    return lines(start(args, cwd, timeout))
 
 
-def start(args: Sequence[str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
+class Started(subprocess.Popen[bytes]):
+    """A vagrant started by start(), with its bound: seconds, and the monotonic deadline."""
+
+    timeout: float | None = None
+    deadline: float | None = None
+
+
+def start(args: Sequence[str], cwd: Path | None = None, timeout: float | None = None) -> Started:
     """`vagrant ARGS...` started, its output (stdout and stderr together) on a pipe for
-    lines(); the caller may kill it from another thread (then lines() ends)."""
+    lines(), which stops it once `timeout` seconds from now have passed (None: no bound); the
+    caller may kill it from another thread (then lines() ends)."""
     # A session of its own: kill() ends Vagrant with every process it started, and a
     # destroy after a killed labgen can stop it by its PID as a group (providers/libvirt.py).
-    return subprocess.Popen(["vagrant", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env(),
-                            start_new_session=True)
+    proc = Started(["vagrant", *args], cwd=cwd, stdout=subprocess.PIPE,
+                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env(),
+                   start_new_session=True)
+    if timeout is not None:
+        proc.timeout, proc.deadline = timeout, time.monotonic() + timeout
+    return proc
 
 
 def kill(proc: subprocess.Popen[Any]) -> None:
@@ -72,12 +129,26 @@ def kill(proc: subprocess.Popen[Any]) -> None:
 
 
 def lines(proc: subprocess.Popen[bytes]) -> Generator[str, None, None]:
-    """The lines of a started vagrant, as stream() describes them."""
+    """The lines of a started vagrant, as stream() describes them. Past the bound start()
+    was given, vagrant is killed with its whole process group, one last line of labgen's own
+    says so (in the caller's log and its last lines too), and VagrantTimeout is raised."""
     assert proc.stdout is not None
+    deadline = proc.deadline if isinstance(proc, Started) else None
     tail: deque[str] = deque(maxlen=TAIL)
+    timed_out = False
+    fd = proc.stdout.fileno()
     try:
         buf = b""
-        while chunk := os.read(proc.stdout.fileno(), 65536):
+        while True:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([fd], [], [], left)[0]:
+                    timed_out = True
+                    kill(proc)
+                    break
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
             *done, buf = re.split(rb"[\r\n]", buf + chunk)
             for line in _clean(done):
                 tail.append(line)
@@ -90,6 +161,13 @@ def lines(proc: subprocess.Popen[bytes]) -> Generator[str, None, None]:
         if proc.poll() is None:     # the caller stopped early, or an exception (Ctrl-C)
             kill(proc)
         proc.stdout.close()
+    if timed_out:
+        assert isinstance(proc, Started) and proc.timeout is not None
+        error = VagrantTimeout(proc.args, proc.timeout)     # type: ignore[arg-type]
+        tail.append(f"labgen: {error}")
+        yield tail[-1]
+        error.output = "\n".join(tail)
+        raise error
     if code != 0:
         raise subprocess.CalledProcessError(code, proc.args, output="\n".join(tail))
 

@@ -662,7 +662,8 @@ class _Bringup:
 
     def start(self) -> None:
         # The scripts are labgen's to run (below), on a new lab and on a running one alike.
-        self._proc = vagrant_cli.start(["up", "--provider", "libvirt", "--no-provision"], cwd=self.project)
+        self._proc = vagrant_cli.start(["up", "--provider", "libvirt", "--no-provision"], cwd=self.project,
+                                       timeout=vagrant_cli.up_timeout(self.project))
         self.started(self._proc.pid)
         self._thread.start()
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
+from support import GOLDEN
 from support.fake_vagrant import BOX_ADD, BOX_LIST, fake_vagrant
 
 from labgen import vagrant
@@ -150,6 +153,105 @@ def test_stream_without_vagrant_fails_at_the_call(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(FileNotFoundError):
         vagrant.stream(["box", "add", "x"])
+
+
+# ---- bounds: every run in a session of its own, killed whole past its bound
+
+def _wait_written(path: Path, timeout: float = 30) -> int:
+    """The PID the stand-in wrote to path, once it has (bounded)."""
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text().endswith("\n")):
+        assert time.monotonic() < deadline, f"the stand-in vagrant never wrote {path}"
+        threading.Event().wait(0.02)
+    return int(path.read_text())
+
+
+def _gone(pid: int, timeout: float = 30) -> bool:
+    """Whether the process ends within timeout (SIGKILL is delivered asynchronously): no such
+    process, or a zombie nobody reaped yet (dead all the same)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return True
+        except FileNotFoundError:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        threading.Event().wait(0.02)
+
+
+# The stand-in starts a child of its own (as Vagrant starts ssh and the like), then waits.
+TREE = 'sleep 600 & echo $! > "{d}/child"; echo $$ > "{d}/vagrant"; echo booting; exec sleep 600'
+
+
+def test_start_runs_vagrant_in_a_session_of_its_own(monkeypatch, tmp_path):
+    fake_vagrant(monkeypatch, tmp_path, body=TREE.format(d=tmp_path))
+    proc = vagrant.start(["up"])
+    try:
+        assert os.getsid(proc.pid) == os.getpgid(proc.pid) == proc.pid
+        child = _wait_written(tmp_path / "child")
+        assert os.getpgid(child) == proc.pid         # its children: in its group
+    finally:
+        vagrant.kill(proc)
+    assert _gone(child)
+
+
+def test_stream_past_its_bound_kills_the_whole_group_and_names_the_bound(monkeypatch, tmp_path):
+    fake_vagrant(monkeypatch, tmp_path, body=TREE.format(d=tmp_path))
+    proc = vagrant.start(["up", "--no-provision"], timeout=1)
+    child = _wait_written(tmp_path / "child")       # (the bound may pass meanwhile: no matter)
+    seen: list[str] = []
+    with pytest.raises(vagrant.VagrantTimeout) as exc:
+        for line in vagrant.lines(proc):
+            seen.append(line)
+    message = "'vagrant up --no-provision' did not end within its bound of 1 s: stopped, with every process it started"
+    assert str(exc.value) == message
+    assert isinstance(exc.value, ProviderError) and exc.value.exit_code == ProviderError.exit_code
+    # A CalledProcessError too: the libvirt provider's handler of a failed `vagrant up` takes
+    # it, and the last line it logged and shows says why it ended.
+    assert isinstance(exc.value, subprocess.CalledProcessError) and exc.value.returncode == -9
+    assert seen[-1] == f"labgen: {message}" == exc.value.output.splitlines()[-1]
+    assert proc.returncode == -9
+    assert _gone(child) and _gone(int((tmp_path / "vagrant").read_text()))
+
+
+def test_stream_within_its_bound_ends_as_before(monkeypatch, tmp_path):
+    fake_vagrant(monkeypatch, tmp_path, output=b"one\ntwo\n")
+    assert list(vagrant.stream(["box", "add", "x"], timeout=600)) == ["one", "two"]
+    fake_vagrant(monkeypatch, tmp_path, output=b"one\n", body="exit 3")
+    with pytest.raises(subprocess.CalledProcessError) as exc:
+        list(vagrant.stream(["box", "add", "x"], timeout=600))
+    assert exc.value.returncode == 3 and not isinstance(exc.value, vagrant.VagrantTimeout)
+
+
+def test_stream_has_a_bound_unless_its_caller_names_one(monkeypatch):
+    started = []
+    monkeypatch.setattr(vagrant, "start", lambda args, cwd=None, timeout=None: started.append(timeout))
+    monkeypatch.setattr(vagrant, "lines", lambda proc: iter(()))
+    vagrant.stream(["box", "add", "x"])
+    vagrant.stream(["box", "add", "x"], timeout=None)
+    assert started == [vagrant.STREAM_TIMEOUT, None]
+
+
+def test_run_past_its_bound_kills_the_whole_group(monkeypatch, tmp_path):
+    fake_vagrant(monkeypatch, tmp_path, body=TREE.format(d=tmp_path))
+    with pytest.raises(vagrant.VagrantTimeout) as exc:
+        vagrant.run(["destroy", "-f"], timeout=3)
+    assert str(exc.value) == ("'vagrant destroy -f' did not end within its bound of 3 s: "
+                              "stopped, with every process it started")
+    assert "booting" in exc.value.output           # what it printed before
+    assert _gone(_wait_written(tmp_path / "child")) and _gone(_wait_written(tmp_path / "vagrant"))
+
+
+def test_up_bound_follows_the_vagrantfiles_driver(tmp_path):
+    golden = (GOLDEN / "gre" / "Vagrantfile").read_text()
+    assert "lv.driver = 'qemu'" in golden
+    (tmp_path / "Vagrantfile").write_text(golden)
+    assert vagrant.up_timeout(tmp_path) == vagrant.UP_TIMEOUT["qemu"] == 1800
+    (tmp_path / "Vagrantfile").write_text(golden.replace("lv.driver = 'qemu'", "lv.driver = 'kvm'"))
+    assert vagrant.up_timeout(tmp_path) == vagrant.UP_TIMEOUT["kvm"] == 600
+    assert vagrant.up_timeout(tmp_path / "none") == 1800      # unknown: emulation's, the longer
 
 
 def test_last_line():
