@@ -60,7 +60,10 @@ def test_rstp_tree_judged_whole_is_one_every_overlay_ping_crosses_at_once(tmp_pa
     """With RSTP the spanning tree stage does not wait for a designated port facing an
     alternate (spantree.idle_ports). The moment it holds, on 6 freshly made nodes (60 ports
     in the tree), every namespace's first echo request to every other one is answered: one
-    ping each, no second try, so a tree that was judged whole too early loses some."""
+    ping each, no second try, so a tree that was judged whole too early loses some. (The one
+    one-shot probe of this module, on purpose: loss is the claim. A longer -W would not
+    soften it for load alone: it would let the kernel's ARP retries, 1 s apart, cross a tree
+    that became whole seconds late.)"""
     from labgen.batch import Planned, run_planned
     from labgen.checks import run_stp_checks
     from labgen.judges import ping_reply

@@ -3,18 +3,22 @@ fixture, support.sshd). Needs root (sshd wants /run/sshd and to switch users) an
 /usr/sbin/sshd + ssh-keygen. The parts that need no server: tests/unit/test_ssh_config.py."""
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import threading
+import time
+from pathlib import Path
 
 import pytest
-from support import sshd as ssh_server
 from support.sshd import free_port, keygen
 
 from labgen.runner import TIMEOUT_EXIT, RunnerError
 from labgen.ssh import SSHRunner, SSHTarget
 
-pytestmark = pytest.mark.skipif(not ssh_server.available(), reason="needs root, /usr/sbin/sshd and ssh-keygen")
+# (the sshd fixture skips without sshd or ssh-keygen, and fails under CI=true: support.require_tool)
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: sshd wants /run/sshd and to switch users")
 
 
 @pytest.fixture
@@ -61,11 +65,36 @@ def test_utf8_and_invalid_bytes(runner):
     assert res.stdout == "caf\u00e9 \ufffd\n"
 
 
-def test_timeout_then_still_usable(runner):
-    # A runner that waited for the command would return its exit code 0, not the timeout's.
-    res = runner.run("sleep 30", timeout=1)
+def _wait_for(path, timeout: float = 30) -> None:
+    """Until a command over SSH has written `path` (it runs), within a bound."""
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text().endswith("\n")):
+        assert time.monotonic() < deadline, f"{path} was not written within {timeout} s"
+        threading.Event().wait(0.05)
+
+
+def _end(pid_file) -> None:
+    """The command that wrote its PID to pid_file (sshd runs it on this host) ends now."""
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_timeout_then_still_usable(runner, tmp_path):
+    # The runner returns at its deadline while the command still runs (sshd runs it on this
+    # host: its PID is ours to look at); SSH can only close the channel, not end the command.
+    runner.run("true")      # the shell is up (root's login shell here sources a slow ~/.bashrc)
+    pid_file = tmp_path / "pid"
+    res = runner.run(f"echo $$ > {pid_file}; exec sleep 60", timeout=2)
     assert res.exit_code == TIMEOUT_EXIT
-    assert res.stderr == "timed out after 1 s"
+    assert res.stderr == "timed out after 2 s"
+    try:
+        comm = Path(f"/proc/{int(pid_file.read_text())}/comm")
+        assert comm.read_text() == "sleep\n", "the runner waited for the command's end"
+    finally:
+        _end(pid_file)
     assert runner.run("echo after").stdout == "after\n"
 
 
@@ -116,8 +145,6 @@ def test_killed_command_reports_128_plus_signal(runner):
 def test_an_idle_shell_that_died_is_replaced(runner, tmp_path):
     # The node killed it between two commands (an OOM kill, a restarted sshd): the next
     # command runs once, in a new shell, wherever the runner notices the death.
-    import os
-    import signal
     shell_pid = int(runner.run("echo $PPID").stdout)
     os.kill(shell_pid, signal.SIGKILL)      # our own shell on this host's sshd, by its PID
     marks = tmp_path / "ran"
@@ -195,12 +222,23 @@ def test_reconnects_after_drop(runner):
     assert runner.transport is not old and runner.transport.is_active()
 
 
-def test_drop_during_command_raises_then_recovers(runner):
+def test_drop_during_command_raises_then_recovers(runner, tmp_path):
     runner.run("true")
     transport = runner.transport
-    threading.Timer(0.5, transport.close).start()
-    with pytest.raises(RunnerError, match=r"node1: .*127\.0\.0\.1:\d+.*lost"):
-        runner.run("sleep 3", timeout=10)
+    pid_file = tmp_path / "pid"
+
+    def drop_once_it_runs() -> None:     # the connection drops while the command runs
+        _wait_for(pid_file)
+        transport.close()
+
+    dropper = threading.Thread(target=drop_once_it_runs, daemon=True)
+    dropper.start()
+    try:
+        with pytest.raises(RunnerError, match=r"node1: .*127\.0\.0\.1:\d+.*lost"):
+            runner.run(f"echo $$ > {pid_file}; exec sleep 60", timeout=60)
+    finally:
+        dropper.join(30)
+        _end(pid_file)
     assert runner.run("echo ok").stdout == "ok\n"
 
 
