@@ -44,7 +44,7 @@ from support import README, ROOT, bounds
 from labgen.boxbuild import resolve_mirror
 
 # (per test, fixture set-up included: a lab boot or a fresh root is inside)
-pytestmark = [pytest.mark.fresh, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.fresh, pytest.mark.timeout(bounds.TEST_FRESH)]
 
 CACHE = Path(os.environ.get("LABGEN_FRESH_CACHE", "/var/cache/labgen/fresh"))
 STOCK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -141,7 +141,7 @@ class FreshRoot:
         self.aptcache = CACHE / f"apt-{suite}"
         self.pipcache = CACHE / "pip"
 
-    def run(self, cmd: str, name: str, timeout: float = 1800, net: bool = False,
+    def run(self, cmd: str, name: str, timeout: float = bounds.FRESH_SETUP, net: bool = False,
             one_cpu: bool = False) -> tuple[int, str, float]:
         """`cmd` as root in the fresh root (cwd: the clone), with a clean environment.
 
@@ -191,7 +191,7 @@ def _rootfs_tarball(config, suite: str, mirror: str) -> Path:
         log.unlink(missing_ok=True)
         # In a private mount namespace: debootstrap's own /proc and /sys mounts cannot leak.
         rc, text, secs = _run(["unshare", "--mount", "--propagation", "private", "debootstrap",
-                               "--variant=minbase", suite, str(work / "root"), mirror], log, 1800,
+                               "--variant=minbase", suite, str(work / "root"), mirror], log, bounds.DEBOOTSTRAP,
                               env={"PATH": STOCK_PATH, "DEBIAN_FRONTEND": "noninteractive"})
         assert rc == 0, f"debootstrap {suite} failed ({log}):\n{text[-3000:]}"
         for deb in (work / "root/var/cache/apt/archives").glob("*.deb"):

@@ -8,11 +8,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support import bounds
 
 from labgen import vagrant
 from labgen.boxbuild import build_box
 
-pytestmark = pytest.mark.timeout(1800)     # a box build may be inside (tests/support/bounds.py)
+pytestmark = pytest.mark.timeout(bounds.TEST_BOX)     # a box build is inside
 
 
 @pytest.mark.vm

@@ -22,7 +22,7 @@ from labgen.render import load_lab
 
 NAME = f"labgen-test/fetch{os.getpid()}"
 
-pytestmark = pytest.mark.timeout(1800)     # a box build may be inside (tests/support/bounds.py)
+pytestmark = pytest.mark.timeout(bounds.TEST_BOX)     # a box build is inside
 
 
 def box_file() -> Path:

@@ -17,7 +17,7 @@ from support.vm import sweep
 from labgen.owner import start_ticks
 
 # (per test, fixture set-up included: a lab boot or a fresh root is inside)
-pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(bounds.TEST_BOOT)]
 
 
 def libvirt_objects() -> dict[str, list[str]]:

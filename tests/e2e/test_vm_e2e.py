@@ -41,7 +41,7 @@ GRE = tunnels.get("gre")
 RULE = GRE.firewalld_rule("10.10.10.0/24")
 
 # (per test, fixture set-up included: a lab boot or a fresh root is inside)
-pytestmark = [pytest.mark.vm, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(bounds.TEST_BOOT)]
 
 
 def _vm(lab, node: str, cmd: str) -> subprocess.CompletedProcess:

@@ -26,7 +26,7 @@ from labgen import tunnels
 from labgen.stages import NAMES
 
 # (per test, fixture set-up included: a lab boot or a fresh root is inside)
-pytestmark = [pytest.mark.vm, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(bounds.TEST_BOOT)]
 
 GENEVE = tunnels.get("geneve")
 

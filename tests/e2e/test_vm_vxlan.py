@@ -18,7 +18,7 @@ from support.vm import EMPTY, firewalld_then_iptables, libvirt_names, sweep
 from labgen import tunnels
 
 # (per test, fixture set-up included: a lab boot or a fresh root is inside)
-pytestmark = [pytest.mark.vm, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(bounds.TEST_BOOT)]
 
 
 def test_ci_recipe_script_verifies_vxlan_and_leaves_nothing(tmp_path, box):

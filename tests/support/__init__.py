@@ -8,10 +8,15 @@
   support.sshd          a real OpenSSH server on loopback (behind the `sshd` fixture)
   support.golden        the golden render cases, rendered by the real CLI
   support.ci            the CI recipes in examples/ci/ and the npm tools that check them
+  support.bounds        how long each kind of operation may take, from recorded figures
 """
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
+
+import pytest
 
 TESTS = Path(__file__).resolve().parent.parent
 ROOT = TESTS.parent                     # the repository
@@ -27,3 +32,29 @@ def readme_block(name: str) -> str:
     block = re.search(rf"<!-- {name}:.*?-->\n(.*?)<!-- /{name} -->", README.read_text(), re.S)
     assert block, f"README.md lost its generated {name} block"
     return block.group(1).strip()
+
+
+# ---- tests that cannot run here ----------------------------------------------------------
+# Under CI=true a skip is a failure (tests/conftest.py) unless its reason starts with OPT_IN:
+# a test that runs only when asked for, listed by -ra with what it needs.
+OPT_IN = "opt in"
+IN_CI = os.environ.get("CI") == "true"
+
+
+def require_tool(name: str, how: str = "scripts/setup --vm installs it") -> str:
+    """The path of the command `name`. Missing, the test is skipped on a developer's machine
+    and fails under CI=true, whose set-up installs every tool a test needs."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed ({how})"
+        if IN_CI:
+            pytest.fail(f"{message}: CI must run this test", pytrace=False)
+        pytest.skip(message)
+    return path
+
+
+def opt_in(variable: str, what: str) -> pytest.MarkDecorator:
+    """Skip unless the environment sets `variable`=1: a test too slow or too costly for every
+    run. Its reason says so and what it needs (-ra lists it, and CI lets it skip)."""
+    return pytest.mark.skipif(os.environ.get(variable) != "1",
+                              reason=f"{OPT_IN} with {variable}=1: {what}")
