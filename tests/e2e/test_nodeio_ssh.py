@@ -18,6 +18,7 @@ import time
 
 import pytest
 from support import sshd as ssh_server
+from support.cli import ctrl_c_heard
 
 pytestmark = pytest.mark.skipif(
     not (ssh_server.available() and shutil.which("tcpdump")),
@@ -55,7 +56,7 @@ def packets(text: str) -> list[str]:
 
 def driver(sshd, *args, **kwargs):
     return subprocess.Popen([sys.executable, "-c", DRIVER, str(sshd.port), str(sshd.key), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=ctrl_c_heard, **kwargs)
 
 
 @pytest.fixture

@@ -117,12 +117,20 @@ def labgen(*args: str, cwd: Path | None = None, env: dict[str, str] | None = Non
 STARTED: list[subprocess.Popen] = []
 
 
+def ctrl_c_heard() -> None:
+    """In the child: SIGINT back to its default. A shell that starts a job in the background
+    (a CI runner may) sets SIGINT to ignored, the child inherits that, and Python then never
+    turns SIGINT into KeyboardInterrupt: the tests that send it would test nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def labgen_started(*args: str, text: bool = False, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start labgen without waiting (a test that interrupts it); stdout and stderr are pipes.
     It runs in a session of its own: kill_group(proc) ends it with everything it started, and
     one still running when its test ends is killed so (tests/conftest.py, end_started)."""
     proc = subprocess.Popen([*ARGV, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=text,
-                            env=ENV if env is None else env, start_new_session=True)
+                            env=ENV if env is None else env, start_new_session=True,
+                            preexec_fn=ctrl_c_heard)
     STARTED.append(proc)
     return proc
 
