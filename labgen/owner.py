@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .errors import ExitCode, LabgenError
+from .processes import start_ticks
 
 CLAIM = Path(".labgen") / "owner.json"      # in the lab directory
 MARK = "labgen-owner"                       # the record's "kind"
@@ -94,16 +95,6 @@ def ago(seconds: float) -> str:
     if s < 86400:
         return f"{s // 3600} h {s % 3600 // 60} min ago"
     return f"{s // 86400} d ago"
-
-
-def start_ticks(pid: int) -> int:
-    """A live process's start time (clock ticks since boot; -1: no such process, or one that
-    has exited and waits to be reaped): PIDs are reused, start times not."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return -1 if fields[0] == "Z" else int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return -1
 
 
 def new_owner(lab: str, provider: str, nodes: tuple[str, ...], lab_dir: Path) -> Owner:

@@ -26,7 +26,8 @@ from ..errors import HostError, InputError, ProviderError
 from ..hostfacts import KVM_FIX, fix_kvm_access, is_root, kvm_access_drift, kvm_usable
 from ..hypervisors import LOCAL_URI, Hypervisor, UdpLink, links, plan
 from ..model import Lab, LibvirtSettings, Options, host_prefix, node_names
-from ..owner import Owner, start_ticks
+from ..owner import Owner
+from ..processes import start_ticks, stop
 from . import Found, NodeStatus, Progress
 
 if TYPE_CHECKING:
@@ -861,18 +862,7 @@ def _stop_vagrants(name: str, progress: Progress) -> None:
     except (OSError, ValueError):
         return
     alive = [pid for pid, ticks in noted if start_ticks(pid) == ticks]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        alive = [pid for pid in alive if start_ticks(pid) != -1]
-        for pid in alive:
-            progress("lab", f"stopping vagrant (pid {pid}) of an earlier labgen run")
-            try:
-                if os.getpgid(pid) == pid:
-                    os.killpg(pid, sig)
-                else:
-                    os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 10
-        while any(start_ticks(p) != -1 for p in alive) and time.monotonic() < deadline:
-            time.sleep(0.1)     # polled: these are not our children, no wait() for them
+    for pid in alive:
+        progress("lab", f"stopping vagrant (pid {pid}) of an earlier labgen run")
+    stop(alive, grace=10, groups=True)
     path.unlink(missing_ok=True)

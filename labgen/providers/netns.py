@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ from ..errors import HostError, InputError, ProviderError
 from ..hostfacts import DEBIAN_PACKAGES, is_root, missing_line, missing_tools
 from ..model import HANDLE_ROOT, Lab, Node, Options, handle_dir, host_netns, underlay_switch
 from ..owner import Owner
+from ..processes import stop
 from ..runner import LocalRunner
 from . import Found, NodeStatus, Progress
 from .nodescript import failure
@@ -60,14 +60,6 @@ def _unmount_all(path: Path) -> None:
         if not _is_mountpoint(path):
             return
         _sh("umount", str(path), check=False)
-
-
-def _alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie waiting for its reaper."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 class NetnsProvider:
@@ -358,20 +350,6 @@ def _lab_processes(name: str, nodes: list[str]) -> list[int]:
     return pids
 
 
-def _stop(pids: list[int]) -> None:
-    """SIGTERM, a bounded wait for the exits (no wait() on a non-child: polled), SIGKILL."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        alive = [p for p in pids if _alive(p)]
-        for pid in alive:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 5
-        while any(_alive(p) for p in alive) and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-
 def _resources(name: str, nodes: list[str], mounts: set[str]) -> list[str]:
     """What removing the lab takes away, in words (labgen list, labgen prune)."""
     h = handle_dir(name)
@@ -398,7 +376,7 @@ def _remove(name: str, nodes: list[str], progress: Progress) -> None:
         if not pids:
             break
         progress("lab", f"stopping {len(pids)} processes of the lab (Open vSwitch, scripts)")
-        _stop(pids)
+        stop(pids)
     for node in nodes:
         if _is_mountpoint(h / f"{node}.mnt"):
             progress(node, "removing namespaces")

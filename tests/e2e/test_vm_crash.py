@@ -14,7 +14,7 @@ from support.cli import labgen, labgen_started
 from support.labs import kill_at, listed
 from support.vm import sweep
 
-from labgen.owner import start_ticks
+from labgen.processes import start_ticks
 
 # (per test, fixture set-up included: a lab boot or a fresh root is inside)
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(bounds.TEST_BOOT)]

@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 
 from labgen import owner
+from labgen.processes import start_ticks
 from labgen.providers import Found
 
 
@@ -56,7 +57,7 @@ def test_states_whole_creating_partial_orphaned(tmp_path):
     assert _found(done, running=("node1",)).state == "partial"
     # a create whose process is gone: a short-lived child's PID and start time
     child = subprocess.Popen([sys.executable, "-c", "pass"])
-    ticks = owner.start_ticks(child.pid)
+    ticks = start_ticks(child.pid)
     child.wait()
     dead = replace(done, pid=child.pid, pid_start=ticks)
     owner.write_claim(tmp_path, dead)
@@ -70,9 +71,9 @@ def test_states_whole_creating_partial_orphaned(tmp_path):
 
 def test_a_reused_pid_is_not_the_process_that_was_recorded():
     me = os.getpid()
-    assert owner.start_ticks(me) > 0
+    assert start_ticks(me) > 0
     rec = replace(owner.new_owner("gre", "netns", ("node1",), __import__("pathlib").Path(".")),
-                  pid_start=owner.start_ticks(me) + 1)
+                  pid_start=start_ticks(me) + 1)
     assert not rec.creating and rec.unfinished
 
 
