@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
-from . import judges
+from . import judges, tunnels
 from .batch import Planned, ns_exec
 from .model import Lab, Node
 from .results import Check
@@ -84,9 +84,10 @@ def plan_config(lab: Lab) -> list[Planned]:
             veth_listing(n), judge=partial(judges.veth_pairs, pairs=pairs)))
         want = {t.port: (t.type, t.remote_ip, want_key) for t in n.tunnels}
         out.append(Planned(
-            "config", f"{lab.tunnel} ports on {lab.tunnel_bridge}: type, remote, {key_word}", n.name,
+            "config", f"{lab.tunnel} ports on {lab.tunnel_bridge}: type, remote, {key_word}; no other tunnel", n.name,
             "ovs-vsctl --timeout=5 -f json --columns=name,type,options,ofport list interface",
-            judge=partial(judges.tunnel_ports, want=want)))
+            judge=partial(judges.tunnel_ports, want=want,
+                          tunnel_types=tuple(k.ovs_type for k in tunnels.KINDS.values()))))
         for ns in n.namespaces:
             ns_cidr = f"{ns.address}/{lab.overlay_prefixlen}"
             out.append(Planned(

@@ -339,9 +339,11 @@ def _vsctl_failed(res: Result) -> str | None:
     return f"ovs-vsctl failed: {_why_not(Result(res.command, res.exit_code, chr(10).join(said), ''))}"
 
 
-def tunnel_ports(res: Result, want: dict[str, tuple[str, str, str | None]]) -> Verdict:
+def tunnel_ports(res: Result, want: dict[str, tuple[str, str, str | None]],
+                 tunnel_types: tuple[str, ...] = ()) -> Verdict:
     """`ovs-vsctl -f json list interface` rows -> each wanted port with its type, remote and
-    key (GRE key / VXLAN VNI; None = no key or 0) and a real OpenFlow port number."""
+    key (GRE key / VXLAN VNI; None = no key or 0) and a real OpenFlow port number, and no
+    other interface of a tunnel type (a lab provisioned before as another kind keeps none)."""
     failed = _vsctl_failed(res)
     if failed:
         return False, failed
@@ -367,6 +369,11 @@ def tunnel_ports(res: Result, want: dict[str, tuple[str, str, str | None]]) -> V
                        f"{found_key or 'none'}, ofport {ofport}")
         else:
             good.append(f"{port} {kind} to {remote}" + (f" key {want_key}" if want_key else ""))
+    for name, row in sorted(rows.items()):
+        if name not in want and row["type"] in tunnel_types:
+            opts = row["options"] if isinstance(row["options"], dict) else {}
+            bad.append(f"{name}: a {row['type']} port to {opts.get('remote_ip', 'nothing')} "
+                       "that the model does not have")
     if bad:
         return False, "; ".join(bad)
     return True, ", ".join(good)

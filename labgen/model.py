@@ -473,7 +473,7 @@ def build_lab(opts: Options, kvm_usable: bool | None = None) -> Lab:
         for pair, br_a, br_b in LOOP:
             veths.append(Veth(a=f"{pair}.1", bridge_a=br_a, b=f"{pair}.2", bridge_b=br_b))
         ports = tuple(
-            Tunnel(port=f"{tunnel}-node{j}", type=kind.ovs_type, remote_node=f"node{j}", remote_ip=under_ip[j])
+            Tunnel(port=kind.port_name(f"node{j}"), type=kind.ovs_type, remote_node=f"node{j}", remote_ip=under_ip[j])
             for j in range(1, opts.nodes + 1) if j != k
         )
         nodes.append(Node(index=k, name=node_name, underlay_ip=under_ip[k],

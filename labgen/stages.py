@@ -39,7 +39,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("config", 2, "the underlay NIC is up with its address; every port the model puts on a "
           "bridge (loop and namespace veth ends, tunnel ports) is on that bridge and opened by OVS; "
           "every veth pair exists with each end paired to its own other end; every tunnel port has "
-          "the right type, remote address and key or VNI; every namespace interface is "
+          "the right type, remote address and key or VNI, and no tunnel port the model lacks is left "
+          "(a lab provisioned again as another kind); every namespace interface is "
           "up with its address (each failure says what was expected and what was found; none of "
           "this changes by itself, so a fault here fails at once instead of in a later stage's poll)",
           lambda lab, r, _: run_planned(plan_config(lab), r)),

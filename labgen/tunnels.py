@@ -89,6 +89,18 @@ class TunnelKind:
         what = f"-p udp --dport {self.udp_port}" if self.udp_port else f"-p {self.name}"
         return f"-s {underlay} {what}"
 
+    # ---- a lab provisioned again as another kind ------------------------------------------
+    @property
+    def others(self) -> list[TunnelKind]:
+        """The other kinds: what a node provisioned before as one of them may still hold
+        (tunnel ports, firewall rules), which the node script takes away."""
+        return [k for k in KINDS.values() if k is not self]
+
+    def port_name(self, remote_node: str) -> str:
+        """The tunnel port towards remote_node: the model's name, and the pattern the node
+        script recognises as labgen's when it takes another kind's ports away."""
+        return f"{self.name}-{remote_node}"
+
 
 KINDS: dict[str, TunnelKind] = {k.name: k for k in (
     # GRE base header 4 (flags, protocol); the key field adds 4. Key is 32 bits.

@@ -63,3 +63,27 @@ def test_kind_verifies_and_its_overhead_is_exact(tmp_path, kind, key):
         assert re.search(r"2 packets transmitted, 0 received", over.stdout), over.stdout
     finally:
         labgen("destroy", str(d))
+
+
+def test_a_running_lab_provisioned_again_as_each_other_kind_keeps_only_that_kind(tmp_path):
+    """What the VM suite does to share one booted pair between tunnel kinds: render the running
+    lab's directory as another kind (--force), `labgen up`, verify. The node script takes the
+    previous kind's ports away; the config stage would name any left behind."""
+    d, name = tmp_path / "lab", "rekind"
+    common = ["--provider", "netns", "--stp", "rstp", "--name", name, "--dir", str(d)]
+    try:
+        assert labgen("create", "gre", *common).returncode == 0
+        for kind, vni in (("vxlan", "4242"), ("geneve", "5000"), ("gre", "7")):
+            rendered = labgen("render", kind, *common, "--key", vni, "--force")
+            assert rendered.returncode == 0, rendered.stderr
+            up = labgen("up", str(d))
+            assert up.returncode == 0, up.stderr
+            proc = labgen("verify", str(d), "--json")
+            assert proc.returncode == 0, proc.stdout[-3000:]
+            marker = tunnels.get(kind).marker(int(vni))
+            assert all(marker in c["evidence"] for c in json.loads(proc.stdout)["checks"] if c["stage"] == "tunnel")
+            for node, peer in (("node1", "node2"), ("node2", "node1")):
+                ports = node_cmd(name, node, "ovs-vsctl list-ports br1").stdout.split()
+                assert [p for p in ports if "-node" in p] == [tunnels.get(kind).port_name(peer)], ports
+    finally:
+        labgen("destroy", str(d))

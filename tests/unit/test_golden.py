@@ -94,7 +94,7 @@ def test_golden_files_hold_the_articles_topology():
     # transaction; the veths exist before it (all spanning tree timers start together).
     gre2 = (GOLDEN / "gre" / "provision" / "node2.sh").read_text()
     for script, tunnel in ((gre, "gre-node2"), (gre2, "gre-node1")):
-        txn = script[script.index("ovs-vsctl \\\n  -- --may-exist add-br br1"):]
+        txn = script[script.index("ovs-vsctl $stale \\\n  -- --may-exist add-br br1"):]
         txn = txn[:txn.index("\n\n")]
         assert all(f"add-port {b} {p}" in txn for p, b in (("b12.1", "br2"), ("b23.2", "br2")))
         assert f"-- --may-exist add-port br1 {tunnel} -- set interface {tunnel} type=gre" in txn
@@ -127,7 +127,7 @@ def test_golden_files_hold_the_articles_topology():
     # underlay address; the root node adds its own last, once the others' addresses answer:
     # the root's first proposal then finds every far port already there.
     vx1 = (GOLDEN / "vxlan" / "provision" / "node1.sh").read_text()
-    txn = vx[vx.index("ovs-vsctl \\\n  -- --may-exist add-br br1"):]
+    txn = vx[vx.index("ovs-vsctl $stale \\\n  -- --may-exist add-br br1"):]
     txn = txn[:txn.index("\n\n")]
     assert "-- --may-exist add-port br1 vxlan-node1 -- set interface vxlan-node1 type=vxlan" in txn
     assert vx.count("add-port br1 vxlan-node1") == 1

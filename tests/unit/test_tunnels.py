@@ -119,7 +119,7 @@ def test_capture_and_config_read_the_table():
         assert f.startswith(tunnels.get(kind).arriving_filter + " and ")
         assert f"ip[{lb.overhead + 9}] = 1" in f
         names = [p.name for p in plan_config(lb)]
-        assert f"{kind} ports on br1: type, remote, {tunnels.get(kind).key_name}" in names
+        assert f"{kind} ports on br1: type, remote, {tunnels.get(kind).key_name}; no other tunnel" in names
 
 
 def test_kind_names_appear_only_in_the_tunnel_module_or_as_user_facing_text():

@@ -141,7 +141,19 @@ fi
 ovs-appctl tnl/neigh/set br-phy 10.10.10.1 52:54:00:8a:14:01 >/dev/null
 ovs-appctl tnl/neigh/set br-phy 10.10.10.2 52:54:00:8a:14:02 >/dev/null
 
-ovs-vsctl \
+# A lab provisioned again as another tunnel kind (or with fewer nodes): labgen's tunnel ports
+# that the model no longer has leave br1 in the same transaction. Only ports named as
+# labgen names them; anything else on the bridge is left alone.
+stale=""
+if have br1; then
+  for port in $(ovs-vsctl list-ports br1); do
+    case "$port" in
+      gre-node1|gre-node2) ;;
+gre-node*|vxlan-node*|geneve-node*) stale="$stale -- del-port br1 $port" ;;
+    esac
+  done
+fi
+ovs-vsctl $stale \
   -- --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 other_config:stp-priority=8192 -- set interface br1 mtu_request="$INNER_MTU" \
   -- --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br2 mtu_request="$INNER_MTU" \
   -- --may-exist add-br br3 -- set bridge br3 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br3 mtu_request="$INNER_MTU" \

@@ -130,7 +130,19 @@ fi
 # port (it has no carrier) from its join, and every node's br1 is pinned as its own root, so a BPDU
 # lost before the far port exists changes no role.
 # (Options as a whole map: a run repairs a changed key or remote instead of adding to it.)
-ovs-vsctl \
+# A lab provisioned again as another tunnel kind (or with fewer nodes): labgen's tunnel ports
+# that the model no longer has leave br1 in the same transaction. Only ports named as
+# labgen names them; anything else on the bridge is left alone.
+stale=""
+if have br1; then
+  for port in $(ovs-vsctl list-ports br1); do
+    case "$port" in
+      gre-node1) ;;
+gre-node*|vxlan-node*|geneve-node*) stale="$stale -- del-port br1 $port" ;;
+    esac
+  done
+fi
+ovs-vsctl $stale \
   -- --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 other_config:stp-priority=8192 -- set interface br1 mtu_request="$INNER_MTU" \
   -- --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br2 mtu_request="$INNER_MTU" \
   -- --may-exist add-br br3 -- set bridge br3 datapath_type="$DATAPATH" stp_enable=true other_config:stp-forward-delay=4 other_config:stp-max-age=6 -- set interface br3 mtu_request="$INNER_MTU" \
@@ -208,27 +220,48 @@ firewalld_call() {   # OBJECT INTERFACE METHOD SIGNATURE ARGS...: its answer, wi
   local out
   if ! out=$(busctl --system call org.fedoraproject.FirewallD1 "$1" "org.fedoraproject.FirewallD1$2" \
       "${@:3}" 2>&1); then
-    case "$out" in *ALREADY_ENABLED*) return 0 ;; esac
+    case "$out" in *ALREADY_ENABLED*|*NOT_ENABLED*) return 0 ;; esac
     echo "$out" >&2
     return 1
   fi
   out=${out#* \"}
   echo "${out%\"}"
 }
-firewalld_admit() {
-  local zone path
+# The rule of this lab's kind goes in (runtime and permanent default zone); those of the other
+# kinds, which a lab provisioned before as another kind added, go: one listing each, and a
+# removal only for a rule that is there.
+firewalld_set() {   # RULE OTHER...
+  local zone path rule listed
   firewalld_call /org/fedoraproject/FirewallD1 .zone addRichRule ssi "" "$1" 0 >/dev/null &&
     zone=$(firewalld_call /org/fedoraproject/FirewallD1 "" getDefaultZone) &&
     path=$(firewalld_call /org/fedoraproject/FirewallD1/config .config getZoneByName s "$zone") &&
-    firewalld_call "$path" .config.zone addRichRule s "$1" >/dev/null
+    firewalld_call "$path" .config.zone addRichRule s "$1" >/dev/null || return 1
+  shift
+  listed=$(firewalld_call /org/fedoraproject/FirewallD1 .zone getRichRules s "") || return 1
+  for rule in "$@"; do
+    case "${listed//\\/}" in *"$rule"*)
+      firewalld_call /org/fedoraproject/FirewallD1 .zone removeRichRule ss "" "$rule" >/dev/null || return 1 ;;
+    esac
+  done
+  listed=$(firewalld_call "$path" .config.zone getRichRules) || return 1
+  for rule in "$@"; do
+    case "${listed//\\/}" in *"$rule"*)
+      firewalld_call "$path" .config.zone removeRichRule s "$rule" >/dev/null || return 1 ;;
+    esac
+  done
 }
 if command -v firewall-cmd >/dev/null 2>&1 && firewalld_running; then
   rule='rule family="ipv4" source address="10.10.10.0/24" protocol value="gre" accept'
+  others=('rule family="ipv4" source address="10.10.10.0/24" port port="4789" protocol="udp" accept' 'rule family="ipv4" source address="10.10.10.0/24" port port="6081" protocol="udp" accept')
   if command -v busctl >/dev/null 2>&1; then
-    firewalld_admit "$rule"
+    firewalld_set "$rule" "${others[@]}"
   else
     firewall-cmd -q --add-rich-rule="$rule"
     firewall-cmd -q --permanent --add-rich-rule="$rule"
+    for other in "${others[@]}"; do
+      firewall-cmd -q --remove-rich-rule="$other" 2>/dev/null || true
+      firewall-cmd -q --permanent --remove-rich-rule="$other" 2>/dev/null || true
+    done
   fi
   log "firewalld: admitted GRE (IP protocol 47) from 10.10.10.0/24"
 elif command -v iptables >/dev/null 2>&1; then
@@ -236,6 +269,8 @@ elif command -v iptables >/dev/null 2>&1; then
   if [ -n "$rules" ] && [ "$rules" != "-P INPUT ACCEPT" ]; then
     iptables -C INPUT -s 10.10.10.0/24 -p gre -j ACCEPT 2>/dev/null ||
       iptables -I INPUT -s 10.10.10.0/24 -p gre -j ACCEPT
+    while iptables -D INPUT -s 10.10.10.0/24 -p udp --dport 4789 -j ACCEPT 2>/dev/null; do :; done
+    while iptables -D INPUT -s 10.10.10.0/24 -p udp --dport 6081 -j ACCEPT 2>/dev/null; do :; done
     log "iptables: admitted GRE (IP protocol 47) from 10.10.10.0/24"
   fi
 fi
