@@ -1,7 +1,7 @@
 """The CI recipes of examples/ci/ run for real: the one script (examples/ci/labgen-ci.sh) and
 the GitLab job through gitlab-ci-local's shell executor. Each boots two VMs per tunnel, so
 each is opt-in, and labgen's CI does not opt in: a slow-day lab takes 5-9 min, and CI's own
-run of the script on one lab (tests/e2e/test_vm_vxlan.py) covers what it would add:
+run of the script on one lab (the shared GRE lab of tests/e2e/test_vm_e2e.py) covers what it would add:
   LABGEN_TEST_CI_SCRIPT=1        runs labgen-ci.sh --box labgen/debian12 (gre and vxlan)
   LABGEN_TEST_GITLAB_CI_LOCAL=1  runs the GitLab job with gitlab-ci-local's shell executor
                                  (gitlab-ci-local from npm: needs npm, which scripts/setup installs)
@@ -37,7 +37,7 @@ def check_reports(out: Path) -> None:
 
 @pytest.mark.vm
 @opt_in("LABGEN_TEST_CI_SCRIPT", "runs examples/ci/labgen-ci.sh on 2 VMs per tunnel "
-        f"({TUNNELS}; not in CI, which runs the script on one VXLAN lab in test_vm_vxlan.py)")
+        f"({TUNNELS}; not in CI, which runs the script on the shared GRE lab of test_vm_e2e.py)")
 @pytest.mark.timeout(bounds.BOX_BUILD + BOUND)
 def test_script_for_real(tmp_path, box):
     out = tmp_path / "reports"

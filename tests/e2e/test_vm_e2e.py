@@ -1,10 +1,20 @@
 """End-to-end on real VMs: Vagrant + vagrant-libvirt + libvirt + qemu (software emulation
 here), the locally built labgen/debian12 box, OVS's kernel datapath inside the guests,
-verification over SSH. Minutes, not seconds: the tests here share ONE running GRE lab
-(verify, up again, three breakages, firewalld admitting only the tunnel, iptables DROP);
-test_vm_geneve.py and test_vm_vxlan.py boot their labs after it, on one libvirt host.
+verification over SSH. Minutes, not seconds, so every test here shares ONE booted pair of
+VMs (a boot is minutes on an emulated machine; provisioning the running pair again for
+another tunnel kind is seconds):
 
-This GRE lab runs across two libvirt hosts: node1 on qemu:///system, node2 on
+1. The CI recipe's own script (examples/ci/labgen-ci.sh, what the GitHub and GitLab recipes
+   call, so the recipe cannot rot) creates the GRE lab, verifies it with a JUnit report and
+   keeps it (--keep). GRE: the split across hosts, firewalld, up again, machine locks, three
+   breakages, an iptables DROP policy.
+2. The same running VMs rendered as Geneve (`labgen render geneve --force`, `labgen up`):
+   verified; firewalld's rule taken away (the overlay fails, firewalld named) and put back
+   by up; then iptables.
+3. The same VMs as VXLAN with a VNI: verified with a JUnit report; firewalld, then iptables.
+Then destroyed: nothing left on either host.
+
+This lab runs across two libvirt hosts: node1 on qemu:///system, node2 on
 qemu+ssh://root@127.0.0.1/system, this machine's own libvirt reached through a real sshd on
 loopback with a key made for the test. So the remote path is really exercised: libvirt over
 SSH, one Vagrant project per host, the guests' SSH through the host, and the underlay as a
@@ -21,12 +31,16 @@ from pathlib import Path
 import pytest
 from support import bounds
 from support import sshd as ssh_server
-from support.cli import labgen
+from support.ci import SCRIPT
+from support.cli import labgen, run_group
 from support.vm import (
     EMPTY,
     IPTABLES_DROP,
+    back_to_firewalld,
     fails_at_overlay_naming,
     firewalld_rules,
+    firewalld_then_iptables,
+    forget_tunnel_flows,
     libvirt_names,
     on_node,
     root_node,
@@ -37,8 +51,9 @@ from support.vm import (
 from labgen import tunnels, vagrant
 from labgen.stages import NAMES
 
-GRE = tunnels.get("gre")
+GRE, GENEVE, VXLAN = (tunnels.get(k) for k in ("gre", "geneve", "vxlan"))
 RULE = GRE.firewalld_rule("10.10.10.0/24")
+NAME = "ci-gre"         # what the recipe names its GRE lab (--name-prefix ci)
 
 # (per test, fixture set-up included: a lab boot or a fresh root is inside)
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(bounds.TEST_BOOT)]
@@ -79,18 +94,19 @@ def _udp_bound(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def gre_lab(tmp_path_factory, box, hv_b):
-    """ONE running two-VM GRE lab across two libvirt hosts that the tests below share (a lab
-    costs minutes on an emulated machine); destroyed at the end, and nothing of it may be
-    left on either host."""
-    name, lab = "ci-gre", tmp_path_factory.mktemp("vm") / "lab"
-    sweep(name)
-    junit = lab.parent / "junit.xml"
+    """ONE running two-VM lab across two libvirt hosts that every test below shares, created
+    as GRE by the CI recipe's script and kept; destroyed at the end, and nothing of it may be
+    left on either host. Yields (lab dir, the script's run, its reports dir)."""
+    out = tmp_path_factory.mktemp("vm") / "reports"
+    lab = out / ".labs" / "lab-gre"
+    sweep(NAME)
     started = time.monotonic()
-    proc = labgen("create", "gre", "--box", box, "--name", name, "--dir", str(lab), "--json",
-                  "--junit", str(junit), "--host", f"node2={hv_b}", timeout=bounds.VM_CREATE)
-    print(f"split GRE lab: create -> verified in {time.monotonic() - started:.0f} s")
+    proc = run_group(["bash", str(SCRIPT), "--box", box, "--no-setup", "--tunnels", "gre",
+                      "--name-prefix", "ci", "--out", str(out), "--keep", "--",
+                      "--host", f"node2={hv_b}"], bounds.CI_RECIPE)
+    print(f"split GRE lab through the CI script: create -> verified in {time.monotonic() - started:.0f} s")
     try:
-        yield lab, proc, junit
+        yield lab, proc, out
     finally:
         # (a create refused before it wrote anything leaves no lab dir to destroy)
         if (lab / "lab.json").exists():
@@ -98,24 +114,40 @@ def gre_lab(tmp_path_factory, box, hv_b):
             destroyed = labgen("destroy", str(lab), timeout=bounds.VM_DESTROY)
             assert destroyed.returncode == 0, destroyed.stderr
             assert not any(_udp_bound(p) for p in ports)     # no qemu holds a link's socket
-        assert libvirt_names(f"labgen-{name}") == EMPTY     # (both "hosts" are this libvirtd)
+        assert libvirt_names(f"labgen-{NAME}") == EMPTY     # (both "hosts" are this libvirtd)
         assert not list(lab.glob("**/.vagrant"))
 
 
-def test_create_on_vms_verifies(gre_lab):
-    lab, proc, junit = gre_lab
+def _as_kind(lab, box, hv_b, kind, vni: str) -> None:
+    """Render the running lab's directory as another tunnel kind and provision it again:
+    the same VMs, no boot."""
+    rendered = labgen("render", kind, "--box", box, "--name", NAME, "--dir", str(lab), "--vni", vni,
+                      "--host", f"node2={hv_b}", "--force")
+    assert rendered.returncode == 0, rendered.stderr
+    up = labgen("up", str(lab), timeout=bounds.VM_UP_AGAIN)
+    assert up.returncode == 0, up.stderr[-3000:]
+    assert "creating" not in up.stderr and "booting" not in up.stderr, up.stderr[-3000:]
+
+
+def test_ci_script_creates_verifies_and_keeps_the_gre_lab(gre_lab):
+    lab, proc, out = gre_lab
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    result = json.loads(proc.stdout)
-    assert result["passed"] and result["provider"] == "libvirt"
-    tunnel_checks = [c for c in result["checks"] if c["stage"] == "tunnel"]
-    assert len(tunnel_checks) == 2
-    for c in tunnel_checks:
+    assert "labgen-ci: gre: VERIFIED" in proc.stdout, proc.stdout[-2000:]
+    assert f"labgen-ci: kept: {lab}" in proc.stdout
+    suite = ET.parse(out / "labgen-gre.xml").getroot().find("testsuite")
+    assert (suite.get("failures"), suite.get("errors")) == ("0", "0")
+    cases = suite.findall("testcase")
+    tunnel = [c for c in cases if "GRE (IP protocol 47) carrying" in c.get("name")]
+    assert len(tunnel) == 2
+    for c in tunnel:
         # The capture ran inside the receiving VM, on its underlay NIC (kernel datapath).
-        assert "ICMP echo request" in c["evidence"] and "GREv0" in c["evidence"], c["evidence"]
-    assert len([c for c in result["checks"] if c["stage"] == "overlay"]) == 12
-    assert {s["name"]: s["status"] for s in result["stages"]} == {n: "passed" for n in NAMES}
-    assert ET.parse(junit).getroot().find("testsuite").get("failures") == "0"
-    assert "node1: SSH ready" in proc.stderr and "node2: provisioning" in proc.stderr
+        seen = c.find("system-out").text
+        assert "ICMP echo request" in seen and "GREv0" in seen, seen
+    assert len([c for c in cases if c.get("classname", "").endswith(".overlay")]) == 12, \
+        sorted({c.get("classname") for c in cases})
+    assert {c.get("classname", "").rsplit(".", 1)[-1] for c in cases} >= set(NAMES)
+    log = (out / "create-gre.log").read_text()
+    assert "node1: SSH ready" in log and "node2: provisioning" in log
 
 
 def test_the_split_lab_runs_one_project_per_host_joined_by_udp(gre_lab, hv_b):
@@ -126,7 +158,7 @@ def test_the_split_lab_runs_one_project_per_host_joined_by_udp(gre_lab, hv_b):
     assert (lab / "hosts/local/.vagrant").is_dir() and (lab / "hosts/127.0.0.1/.vagrant").is_dir()
     for node in ("node1", "node2"):
         # Each guest's underlay NIC is a UDP socket of its qemu, not a libvirt network.
-        ifaces = subprocess.run(["virsh", "-c", "qemu:///system", "domiflist", f"labgen-ci-gre-{node}"],
+        ifaces = subprocess.run(["virsh", "-c", "qemu:///system", "domiflist", f"labgen-{NAME}-{node}"],
                                 capture_output=True, text=True).stdout
         assert [ln.split()[1] for ln in ifaces.splitlines()[2:] if ln.split()] == ["network", "udp"], ifaces
         # The node script set the underlay MTU that leaves room for the link's 42 bytes.
@@ -162,7 +194,7 @@ def test_firewalld_is_active_and_admits_only_the_tunnel_from_the_underlay(gre_la
     """The box runs firewalld like CentOS; the node script added one rich rule (runtime and
     permanent) and opened nothing else."""
     lab, created, _ = gre_lab
-    assert created.returncode == 0
+    assert created.returncode == 0, "the shared lab was not created: see the first test"
     for node in ("node1", "node2"):
         assert firewalld_rules(lab, node) == {"state": "running", "rich": RULE, "ports": "",
                                               "protocols": "", "permanent": RULE}
@@ -171,7 +203,7 @@ def test_firewalld_is_active_and_admits_only_the_tunnel_from_the_underlay(gre_la
 def test_up_again_on_running_vms_changes_nothing(gre_lab):
     """A second `labgen up` on a running lab (the netlab lesson) provisions again and changes nothing."""
     lab, created, _ = gre_lab
-    assert created.returncode == 0
+    assert created.returncode == 0, "the shared lab was not created: see the first test"
 
     def state() -> str:
         # (lifetimes cut: the DHCP lease on the management NIC counts down)
@@ -194,7 +226,7 @@ def test_labgen_reaches_the_nodes_while_vagrant_holds_their_machine_locks(gre_la
     them: Vagrant itself is refused, and labgen, whose ssh-config must take none of them,
     still finds and reaches both nodes (its cached ssh-config removed first)."""
     lab, created, _ = gre_lab
-    assert created.returncode == 0
+    assert created.returncode == 0, "the shared lab was not created: see the first test"
     for cache in lab.glob("**/.vagrant/labgen-ssh-config"):
         cache.unlink()
     with vagrant_machine_locks(lab) as held:
@@ -210,7 +242,7 @@ def test_firewall_dropping_tunnelled_pings_fails_the_overlay(gre_lab):
     """A filter in node2 drops GRE packets that carry ICMP (inner IP protocol at byte 47 of
     the outer packet): spanning tree still crosses, the cross-node pings do not."""
     lab, created, _ = gre_lab
-    assert created.returncode == 0
+    assert created.returncode == 0, "the shared lab was not created: see the first test"
     drop = ("sudo tc qdisc add dev eth1 ingress && sudo tc filter add dev eth1 parent ffff: protocol ip "
             "prio 1 u32 match ip protocol 47 0xff match u8 1 0xff at 47 action drop")
     assert _vm(lab, "node2", drop).returncode == 0
@@ -228,7 +260,7 @@ def test_firewall_dropping_tunnelled_pings_fails_the_overlay(gre_lab):
 
 def test_namespace_mtu_black_hole_fails_the_mtu_stage_then_up_repairs(gre_lab):
     lab, created, _ = gre_lab
-    assert created.returncode == 0
+    assert created.returncode == 0, "the shared lab was not created: see the first test"
     assert _vm(lab, "node2", "sudo ip link set a2.1 mtu 1500 && sudo ip netns exec A2 ip link set a2.2 mtu 1500").returncode == 0
     proc = labgen("verify", str(lab), "--json", timeout=bounds.VM_VERIFY)
     assert proc.returncode == 1, proc.stdout[-3000:]
@@ -242,7 +274,7 @@ def test_namespace_mtu_black_hole_fails_the_mtu_stage_then_up_repairs(gre_lab):
     assert labgen("verify", str(lab), timeout=bounds.VM_VERIFY).returncode == 0
 
 
-# The firewalld breakage runs on the Geneve lab (test_vm_geneve.py), not here: firewalld is
+# The firewalld breakage runs on the Geneve round (below), not on GRE: firewalld is
 # stateful, and GRE has no ports, so GRE from the peer is a reply to this node's own GRE to it
 # (its BPDUs): a missing firewalld rule for GRE goes unnoticed while both ends send. The
 # iptables policy below has no ESTABLISHED rule, so it stops GRE whatever the node sent.
@@ -252,7 +284,7 @@ def test_iptables_drop_policy_fails_then_up_admits_only_the_tunnel(gre_lab):
     """firewalld on one node, an iptables INPUT policy of DROP on the other (the root's): no
     rule -> the overlay fails, named; labgen up inserts the rule -> VERIFIED."""
     lab, created, _ = gre_lab
-    assert created.returncode == 0
+    assert created.returncode == 0, "the shared lab was not created: see the first test"
     node = root_node(lab)
     assert on_node(lab, node, IPTABLES_DROP).returncode == 0
     proc = labgen("verify", str(lab), "--json", timeout=bounds.VM_VERIFY)
@@ -263,6 +295,74 @@ def test_iptables_drop_policy_fails_then_up_admits_only_the_tunnel(gre_lab):
     assert on_node(lab, node, "firewall-cmd --state").returncode != 0     # still iptables
     proc = labgen("verify", str(lab), "--json", timeout=bounds.VM_VERIFY)
     assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def _firewalld_on_both(lab) -> None:
+    """The GRE and Geneve rounds end with a node on an iptables DROP policy: firewalld back."""
+    for node in ("node1", "node2"):
+        if on_node(lab, node, "systemctl is-active firewalld").stdout.strip() != "active":
+            back_to_firewalld(lab, node)
+
+
+def test_the_running_vms_as_geneve_verify_through_firewalld_then_iptables(gre_lab, box, hv_b):
+    """Geneve on the same VMs: the same stages, the capture proof seeing Geneve-encapsulated
+    echo requests with the lab's VNI, the inner MTU from Geneve's overhead proven by the MTU
+    stage; firewalld on both nodes first (the box's default), its rule taken away (the
+    overlay fails, firewalld named) and put back by labgen up, then iptables with an INPUT
+    policy of DROP on node2 after labgen up."""
+    lab, created, _ = gre_lab
+    assert created.returncode == 0, "the shared lab was not created: see the first test"
+    _firewalld_on_both(lab)
+    _as_kind(lab, box, hv_b, "geneve", "5000")
+    proc = labgen("verify", str(lab), "--json", timeout=bounds.VM_VERIFY)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    result = json.loads(proc.stdout)
+    assert {s["name"]: s["status"] for s in result["stages"]} == {n: "passed" for n in NAMES}
+    tunnel = [c for c in result["checks"] if c["stage"] == "tunnel"]
+    assert len(tunnel) == 2
+    for c in tunnel:
+        assert c["name"].startswith("Geneve (UDP 6081) carrying"), c["name"]
+        assert "6081: Geneve" in c["evidence"] and "vni 0x1388" in c["evidence"], c["evidence"]
+    underlay = json.loads((lab / "lab.json").read_text())["underlay_mtu"]     # 1458 across hosts
+    mtu = {c["name"] for c in result["checks"] if c["stage"] == "mtu"}
+    assert f"underlay carries {underlay} B (inner MTU + tunnel overhead)" in mtu, mtu
+    assert any(n.endswith(f"DF ping, {underlay - GENEVE.overhead(True) - 28} B payload crosses") for n in mtu)
+
+    # A UDP tunnel's packets from the peer are never replies to this node's own (other
+    # source port), so firewalld's default zone rejects them without the rule. Taken off
+    # the node holding the spanning-tree root: it needs no BPDUs from the peer, so only
+    # data stops and the overlay stage is what fails.
+    node = root_node(lab)
+    rule = GENEVE.firewalld_rule("10.10.10.0/24")
+    assert on_node(lab, node, f"firewall-cmd --remove-rich-rule='{rule}'").returncode == 0
+    forget_tunnel_flows(lab, node, GENEVE)
+    fails_at_overlay_naming(labgen("verify", str(lab), "--json", timeout=bounds.VM_VERIFY), node, "firewalld", GENEVE)
+    # (the file holds the probe's command too: the verdict is the output line of its own)
+    assert "firewalld blocks" in (lab / "diagnostics" / f"{node}.txt").read_text().splitlines()
+    assert labgen("up", str(lab), timeout=bounds.VM_UP_AGAIN).returncode == 0      # puts the rule back
+
+    # (the GRE round's rules went when the node script provisioned Geneve: only Geneve's is left)
+    firewalld_then_iptables(lab, GENEVE)
+
+
+def test_the_running_vms_as_vxlan_verify_with_a_junit_report_through_firewalld_then_iptables(gre_lab, box, hv_b):
+    lab, created, _ = gre_lab
+    assert created.returncode == 0, "the shared lab was not created: see the first test"
+    _firewalld_on_both(lab)
+    _as_kind(lab, box, hv_b, "vxlan", "4242")
+    junit = lab.parent / "vxlan.xml"
+    proc = labgen("verify", str(lab), "--junit", str(junit), timeout=bounds.VM_VERIFY)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert (suite.get("failures"), suite.get("errors")) == ("0", "0")
+    cases = {c.get("name"): c for c in suite.findall("testcase")}
+    tunnel = [c for n, c in cases.items() if "VXLAN (UDP 4789) carrying" in n]
+    assert len(tunnel) == 2
+    for c in tunnel:
+        seen = c.find("system-out").text
+        assert "ICMP echo request" in seen and "vni 4242" in seen, seen
+    assert sum("VNI" in n for n in cases) == 2
+    firewalld_then_iptables(lab, VXLAN)
 
 
 @pytest.mark.parametrize("net_name,ip,name,fragment", [

@@ -102,13 +102,28 @@ def forget_tunnel_flows(lab_dir, node: str, kind) -> None:
 
 def firewalld_rules(lab_dir, node: str) -> dict[str, str]:
     """What firewalld admits on node: state, rich rules, and the broad openings labgen must
-    never add (ports, protocols, target)."""
-    out = {}
-    for key, cmd in (("state", "firewall-cmd --state"), ("rich", "firewall-cmd --list-rich-rules"),
-                     ("ports", "firewall-cmd --list-ports"), ("protocols", "firewall-cmd --list-protocols"),
-                     ("permanent", "firewall-cmd --permanent --list-rich-rules")):
-        out[key] = on_node(lab_dir, node, cmd).stdout.strip()
-    return out
+    never add (ports, protocols), runtime and permanent. One login and three firewall-cmd
+    runs (a Python program: seconds each on an emulated guest)."""
+    out = on_node(lab_dir, node, "firewall-cmd --state; echo @@; firewall-cmd --list-all; echo @@; "
+                                 "firewall-cmd --permanent --list-rich-rules").stdout
+    state, listing, permanent = (part.strip() for part in out.split("@@"))
+    found = {"state": state, "rich": "", "ports": "", "protocols": "", "permanent": permanent}
+    lines = listing.splitlines()
+    for i, line in enumerate(lines):
+        key, _, value = line.strip().partition(":")
+        if key in ("ports", "protocols"):
+            found[key] = value.strip()
+        elif key == "rich rules":
+            found["rich"] = "\n".join(ln.strip() for ln in lines[i + 1:] if ln.strip())
+    return found
+
+
+def back_to_firewalld(lab_dir, node: str) -> None:
+    """Undo IPTABLES_DROP: the INPUT chain open and empty again, firewalld running (with its
+    permanent rules) as the box boots it."""
+    cmd = "iptables -P INPUT ACCEPT && iptables -F INPUT && systemctl start firewalld && firewall-cmd --state"
+    proc = on_node(lab_dir, node, cmd)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("running"), proc.stdout + proc.stderr
 
 
 def root_node(lab_dir, nodes=("node1", "node2")) -> str:
