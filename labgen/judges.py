@@ -5,9 +5,7 @@ trip, a version string, the kernel's own refusal). Anything else fails: an empty
 timeout, a missing namespace or binary. Pure functions, tested on recorded real outputs."""
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
 
 from . import ovsdb
 from .runner import Result
@@ -349,7 +347,7 @@ def tunnel_ports(res: Result, want: dict[str, tuple[str, str, str | None]],
         return False, failed
     text = res.stdout
     try:
-        rows = {r["name"]: r for r in ovsdb.rows(json.loads(text))}
+        rows = {r["name"]: r for r in ovsdb.rows(ovsdb.documents(text, 1)[0])}
     except (ValueError, KeyError, TypeError):
         return False, f"no interface list from OVS: {one_line(text) or 'no output'}"
     bad, good = [], []
@@ -380,19 +378,6 @@ def tunnel_ports(res: Result, want: dict[str, tuple[str, str, str | None]],
 
 
 # ---- bridge ports -----------------------------------------------------------------------
-def _documents(text: str, count: int) -> list[dict[str, Any]]:
-    """`ovs-vsctl -f json -- list A -- list B ...` prints one JSON document per command."""
-    decoder = json.JSONDecoder()
-    docs, pos, text = [], 0, text.strip()
-    for _ in range(count):
-        doc, end = decoder.raw_decode(text, pos)
-        docs.append(doc)
-        pos = end
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-    return docs
-
-
 def bridge_ports(res: Result, want: dict[str, list[str]]) -> Verdict:
     """checks.BRIDGE_PORTS (bridges, ports, interfaces from OVS's database) -> every port the
     model puts on each bridge is a port of that bridge, and ovs-vswitchd opened its interface
@@ -402,7 +387,7 @@ def bridge_ports(res: Result, want: dict[str, list[str]]) -> Verdict:
     if failed:
         return False, failed
     try:
-        bridges_doc, ports_doc, ifaces_doc = _documents(res.stdout, 3)
+        bridges_doc, ports_doc, ifaces_doc = ovsdb.documents(res.stdout, 3)
         bridges = {r["name"]: r for r in ovsdb.rows(bridges_doc)}
         ports = {r["_uuid"]: r for r in ovsdb.rows(ports_doc)}
         ifaces = {r["_uuid"]: r for r in ovsdb.rows(ifaces_doc)}

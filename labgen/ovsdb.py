@@ -19,3 +19,15 @@ def value(v: Any) -> Any:
 def rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """One dict per row, keyed by the columns asked for."""
     return [dict(zip(doc["headings"], (value(v) for v in row), strict=False)) for row in doc["data"]]
+
+
+def documents(text: str, count: int) -> list[dict[str, Any]]:
+    """`ovs-vsctl -f json -- list A -- list B ...` -> its `count` JSON documents, one per line.
+    Other lines are skipped: on a loaded machine ovs-vsctl logs to stderr (e.g. "timeval|WARN|
+    Unreasonably long 1383ms poll interval"), and a batched check reads both streams as one.
+    Raises ValueError when fewer documents than `count` are there."""
+    import json
+    docs = [json.loads(ln) for ln in text.splitlines() if ln.startswith("{")]
+    if len(docs) < count:
+        raise ValueError(f"{len(docs)} JSON documents, expected {count}")
+    return docs[:count]

@@ -12,11 +12,10 @@ at 10 characters, which makes `vxlan-node2` and `vxlan-node3` the same).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from .model import Lab, Node
-from .ovsdb import rows
+from .ovsdb import documents, rows
 
 # Prints one node's bridges and ports as two JSON documents: two commands of ONE ovs-vsctl
 # (one read of the database, and one process: on an emulated guest each costs ~0.3-0.5 s,
@@ -78,10 +77,7 @@ class BridgeState:
 def parse_state(node: str, text: str, mode: str, bridges: tuple[str, ...]) -> dict[str, BridgeState]:
     """One node's STATE_COMMAND output -> its loop bridges. Raises ValueError on anything
     that is not the two JSON documents (the caller turns that into failed evidence)."""
-    decoder = json.JSONDecoder()
-    text = text.strip()
-    bridges_doc, end = decoder.raw_decode(text)
-    ports_doc, _ = decoder.raw_decode(text[end:].strip())
+    bridges_doc, ports_doc = documents(text, 2)
     port_rows = {r["_uuid"]: r for r in rows(ports_doc)}
     out: dict[str, BridgeState] = {}
     for row in rows(bridges_doc):
