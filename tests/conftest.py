@@ -13,7 +13,7 @@ import shutil
 import time
 
 import pytest
-from support import OPT_IN, bounds, require_tool
+from support import OPT_IN, bounds, require_tool, sessions
 from support import sshd as ssh_server
 from support.cli import STARTED, kill_group, labgen, run_group
 
@@ -107,6 +107,10 @@ def suite_budget() -> float | None:
 
 
 def pytest_configure(config):
+    # What an earlier test run that was killed as a whole left running (support.sessions):
+    # ended before any test starts, so it holds no VM, lock or core of this run.
+    for what in sessions.end_left():
+        print(f"ended {what}, left by a test run that is gone")
     config._labgen_started = time.monotonic()
     config._labgen_by_marker = {}
     config._labgen_tests_run = 0

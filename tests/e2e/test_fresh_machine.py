@@ -39,7 +39,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support import README, ROOT, bounds
+from support import README, ROOT, bounds, sessions
 
 from labgen.boxbuild import resolve_mirror
 
@@ -124,6 +124,7 @@ def _run(argv: list[str], log: Path, timeout: float, env: dict | None = None,
         out.flush()
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=env)
+        sessions.note(proc.pid)
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

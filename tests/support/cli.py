@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from support import sessions
+
 ARGV = (sys.executable, "-m", "labgen")
 # rich wraps at the terminal width and colours a terminal: a wide dumb one keeps lines whole.
 ENV = {**os.environ, "COLUMNS": "200", "TERM": "dumb"}
@@ -22,10 +24,12 @@ def run_group(argv: list[str] | tuple[str, ...], timeout: float, input: str | No
     a script): on its timeout, or when the test is interrupted or fails while it runs
     (pytest-timeout's signal, Ctrl-C), kill_group ends it with every process it started, not
     only the top one, and the exception goes on (subprocess.TimeoutExpired on the timeout, as
-    subprocess.run raises it)."""
+    subprocess.run raises it). The session is noted (support.sessions): a later run ends it if
+    this whole test run is killed while it runs."""
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, **kw)
+    sessions.note(proc.pid)
     try:
         out, err = proc.communicate(input, timeout=timeout)
     except BaseException:
@@ -131,6 +135,7 @@ def labgen_started(*args: str, text: bool = False, env: dict[str, str] | None = 
     proc = subprocess.Popen([*ARGV, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=text,
                             env=ENV if env is None else env, start_new_session=True,
                             preexec_fn=ctrl_c_heard)
+    sessions.note(proc.pid)
     STARTED.append(proc)
     return proc
 
