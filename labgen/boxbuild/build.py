@@ -27,6 +27,7 @@ REQUIRED_TOOLS: dict[str, str] = {
     "debootstrap": "debootstrap",
     "qemu-img": "qemu-utils",
     "mkfs.ext4": "e2fsprogs",
+    "fstrim": "util-linux",
     "losetup": "mount",
     "mount": "mount",
     "grub-mkimage": "grub-pc-bin",

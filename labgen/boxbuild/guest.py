@@ -1,5 +1,6 @@
 """What the box's root file system gets on top of debootstrap's tree: the vagrant user and
-its key, DHCP on the first NIC, host keys made per VM, firewalld on, the GRUB menu.
+its key, DHCP on the first NIC, host keys made per VM, firewalld on, a boot order that
+reaches SSH early, a small initramfs, the GRUB menu.
 
 Every file's text is a constant here; labgen/boxbuild/version.py digests them, so a change
 to any of them is a new box version.
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import os
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import BoxBuildError
@@ -50,6 +53,105 @@ HostKey /etc/ssh/ssh_host_ed25519_key
 HostKey /etc/ssh/ssh_host_ecdsa_key
 """
 
+# Boot order (issue 27). The VMs run on one emulated vCPU, where a unit that is ordered
+# before another costs its whole start time. Debian orders Open vSwitch before
+# network.target and networking.service (for ifupdown's OVS integration, which labgen never
+# uses: the node script builds its bridges with ovs-vsctl), and ssh.service after
+# network.target. So the management NIC's DHCP (ifup@eth0), network.target and with it
+# systemd-user-sessions (no login before it) and sshd all waited ~60 s for ovsdb-server and
+# ovs-vswitchd. configure() writes copies of these units to /etc/systemd/system without
+# the listed ordering; a listed value missing from the packaged unit fails the build (a
+# changed Debian unit must be looked at again). ovs-record-hostname.service is masked (see
+# MASKED_UNITS), so openvswitch-switch's [Install] no longer names it: `systemctl enable`
+# would otherwise trip on the mask.
+#
+# The management NIC's DHCP (ifup@eth0) also waited for network-pre.target, that is for
+# firewalld (Before=network-pre.target), ~20-40 s of Python on the emulated CPU, before
+# dhclient even started; Vagrant waits for that lease before it tries SSH. Now dhclient
+# runs while firewalld starts. Logins still wait for firewalld: systemd-user-sessions
+# (pam_nologin) is After=network.target, which is After=network-pre.target, so Vagrant's
+# first login and the node script's firewall step always find firewalld active. Before
+# that, only sshd listens on the NIC, and firewalld's default zone lets SSH in anyway.
+UNIT_EDITS: dict[str, dict[str, tuple[str, ...]]] = {
+    # sshd listens on 0.0.0.0: it needs no configured network
+    "ssh.service": {"After": ("network.target",)},
+    "ifup@.service": {"After": ("network-pre.target",)},
+    "ovsdb-server.service": {"Before": ("network.target", "networking.service")},
+    "ovs-vswitchd.service": {"Before": ("network.target", "networking.service")},
+    "openvswitch-switch.service": {"Before": ("network.target",),
+                                   "Also": ("ovs-record-hostname.service",)},
+}
+
+# Open vSwitch is not started at boot: the recipe's `start` (systemctl enable --now
+# openvswitch-switch), which the node script runs while provisioning, starts it. At boot
+# its two daemons (~45 s each of the one emulated CPU, measured) ran while Vagrant waited
+# for SSH. A rebooted provisioned node starts it at boot (enabled then).
+OVS_AT_BOOT = False
+
+# Units that do nothing for a lab and cost boot time or run behind the lab's back on the
+# emulated CPU: apt and dpkg timers, e2scrub (for LVM snapshots, which the box has none
+# of; it took 15 s of each boot), fstrim, and ovs-record-hostname (waits for
+# network-online.target to write the hostname into OVS's external_ids, which labgen does
+# not read; 21 s of each boot).
+MASKED_UNITS = (
+    "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "fstrim.timer",
+    "e2scrub_all.timer", "e2scrub_reap.service", "ovs-record-hostname.service",
+    # systemd loads these modules early on every boot, for a console (drm: the VMs have no
+    # video device), LVM (dm_mod), EFI variables (efi_pstore) and FUSE, none of which the
+    # box has or uses
+    "modprobe@drm.service", "modprobe@dm_mod.service", "modprobe@efi_pstore.service",
+    "modprobe@fuse.service",
+)
+
+# Drivers udev loads on every boot for the emulated PC's other hardware, none of which a
+# lab uses, while the management NIC's virtio_net waits in the same queue (eth0 appeared
+# 70 s after coldplug began on a loaded host): KVM (the emulated CPU advertises SVM), the
+# floppy, the IDE controller (no IDE disk: the box's disk is virtio), USB controllers
+# (no USB device), the PIIX4 SMBus, the PC speaker and RAPL. An explicit modprobe still
+# loads them; only udev's loading by hardware alias is blocked.
+MODPROBE_BLACKLIST = """\
+# labgen box: hardware the lab does not use (labgen/boxbuild/guest.py)
+blacklist kvm
+blacklist kvm_amd
+blacklist kvm_intel
+blacklist floppy
+blacklist ata_piix
+blacklist ata_generic
+blacklist pata_acpi
+blacklist uhci_hcd
+blacklist ehci_pci
+blacklist ehci_hcd
+blacklist i2c_piix4
+blacklist pcspkr
+blacklist intel_rapl_msr
+blacklist intel_rapl_common
+"""
+
+# The initramfs only has to find a virtio disk (the box's Vagrantfile sets disk_bus
+# virtio; virtio-scsi works too) with ext4 on it: MODULES=list with these instead of
+# Debian's MODULES=most (every storage and input driver, 36 MB that the emulated CPU
+# unpacked in 10 s, and udev loaded ata_piix for the empty IDE bus before the root
+# mount). A SATA or IDE disk_bus would need ahci or ata_piix here. Not
+# MODULES=dep: it reads the root device of the machine mkinitramfs runs on, which at build
+# time is the host's loop device. No resume device to look for: the box has no swap.
+INITRAMFS_CONF = """\
+# labgen box: only the modules below, no resume device (labgen/boxbuild/guest.py)
+MODULES=list
+RESUME=none
+# the root fs is ext4 (fsck.ext4 goes in; mkinitramfs cannot probe it at build time)
+FSTYPE=ext4
+# the box has no zstd (debootstrap's minbase); say so rather than be warned
+COMPRESS=gzip
+"""
+INITRAMFS_MODULES = """\
+# labgen box: what finds the root disk under libvirt (virtio; virtio-scsi)
+virtio_pci
+virtio_blk
+virtio_scsi
+sd_mod
+ext4
+"""
+
 KERNEL_ARGS = "console=tty0 console=ttyS0,115200n8 net.ifnames=0 biosdevname=0"
 
 GRUB_CFG = """\
@@ -57,7 +159,7 @@ GRUB_CFG = """\
 serial --unit=0 --speed=115200
 terminal_input serial console
 terminal_output serial console
-set timeout=1
+set timeout=0
 search --no-floppy --fs-uuid --set=root {uuid}
 menuentry "Debian GNU/Linux" {{
     linux /boot/{kernel} root=UUID={uuid} ro {args}
@@ -112,7 +214,8 @@ def configure(root: Path, recipe: BoxRecipe, pubkey: str, fs_uuid: str, mirror: 
               f"deb {mirror} {recipe.suite}-updates main\n")
     # Keep the kernel command line if the guest ever runs update-grub itself.
     write("etc/default/grub.d/labgen.cfg", f'GRUB_CMDLINE_LINUX="{KERNEL_ARGS}"\n'
-                                           "GRUB_TERMINAL=\"serial console\"\n")
+                                           "GRUB_TERMINAL=\"serial console\"\n"
+                                           "GRUB_TIMEOUT=0\n")
 
     # vagrant user: passwordless sudo and Vagrant's insecure key (labs use insert_key=false)
     chroot("useradd", "--create-home", "--shell", "/bin/bash", "--groups", "sudo", "vagrant")
@@ -142,11 +245,33 @@ def configure(root: Path, recipe: BoxRecipe, pubkey: str, fs_uuid: str, mirror: 
     symlink(root / "etc/systemd/system/dbus-org.fedoraproject.FirewallD1.service",
             "/lib/systemd/system/firewalld.service")
 
-    # Emulated CPUs are slow: no apt runs behind the lab's back, and no e2scrub (it is
-    # for LVM snapshots, which the box has none of, yet took 15 s of each boot).
-    for unit in ("apt-daily.timer", "apt-daily-upgrade.timer",
-                 "e2scrub_all.timer", "e2scrub_reap.service"):
-        symlink(root / "etc/systemd/system" / unit, "/dev/null")
+    # Boot order and masked units: see UNIT_EDITS and MASKED_UNITS.
+    units = root / "etc/systemd/system"
+    for name, edits in UNIT_EDITS.items():
+        packaged = root / "lib/systemd/system" / name
+        if not packaged.is_file():
+            raise BoxBuildError(f"{name} not in the root fs: the recipe lacks its package")
+        write(f"etc/systemd/system/{name}", edited_unit(name, packaged.read_text(), edits))
+    # The links `systemctl enable` made point at the packaged file: point them at the copy.
+    for link in sorted(units.rglob("*")):
+        target = Path(os.readlink(link)) if link.is_symlink() else None
+        if target and target.name in UNIT_EDITS and target.parent != Path("/etc/systemd/system"):
+            symlink(link, f"/etc/systemd/system/{target.name}")
+    if not OVS_AT_BOOT:
+        (units / "multi-user.target.wants/openvswitch-switch.service").unlink(missing_ok=True)
+    for unit in MASKED_UNITS:
+        for link in units.glob(f"*.requires/{unit}"):
+            link.unlink()  # a Requires= on a masked unit would fail its requirer
+        symlink(units / unit, "/dev/null")
+
+    write("etc/modprobe.d/labgen.conf", MODPROBE_BLACKLIST)
+
+    # A small initramfs (see INITRAMFS_CONF), made again for the box's kernel.
+    write("etc/initramfs-tools/conf.d/labgen.conf", INITRAMFS_CONF)
+    write("etc/initramfs-tools/modules", INITRAMFS_MODULES)
+    kernel, _initrd = kernel_files(root)
+    with mounted_proc(root, run):
+        chroot("update-initramfs", "-u", "-k", kernel[len("vmlinuz-"):])
 
     # Size and hygiene: no package caches, no host resolver config.
     for pattern in ("var/cache/apt/archives/*.deb", "var/cache/apt/*.bin",
@@ -158,6 +283,42 @@ def configure(root: Path, recipe: BoxRecipe, pubkey: str, fs_uuid: str, mirror: 
     kernel, initrd = kernel_files(root)
     write("boot/grub/grub.cfg", GRUB_CFG.format(uuid=fs_uuid, kernel=kernel,
                                                initrd=initrd, args=KERNEL_ARGS))
+
+
+def edited_unit(name: str, text: str, edits: dict[str, tuple[str, ...]]) -> str:
+    """The unit file text without the values `edits` lists under each key (a line left
+    with no value goes); a listed value the text lacks is an error."""
+    out = [f"# labgen box: /lib/systemd/system/{name} without "
+           + ", ".join(f"{k}={v}" for k, vs in edits.items() for v in vs)
+           + " (labgen/boxbuild/guest.py)"]
+    found: set[tuple[str, str]] = set()
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() in edits and not line.lstrip().startswith("#"):
+            drop = edits[key.strip()]
+            kept = [v for v in value.split() if v not in drop]
+            found |= {(key.strip(), v) for v in value.split() if v in drop}
+            if not kept:
+                continue
+            line = f"{key.strip()}={' '.join(kept)}"
+        out.append(line)
+    missing = [f"{k}={v}" for k, vs in edits.items() for v in vs if (k, v) not in found]
+    if missing:
+        raise BoxBuildError(f"{name} in the root fs has no {', '.join(missing)}: Debian's "
+                            "unit changed; look at UNIT_EDITS in labgen/boxbuild/guest.py again")
+    return "\n".join(out) + "\n"
+
+
+@contextlib.contextmanager
+def mounted_proc(root: Path, run: Run) -> Iterator[None]:
+    """/proc in the chroot while update-initramfs runs (its tools read /proc/self)."""
+    proc = root / "proc"
+    proc.mkdir(exist_ok=True)
+    run(["mount", "-t", "proc", "proc", str(proc)])
+    try:
+        yield
+    finally:
+        run(["umount", str(proc)])  # (disk.mounted unmounts it too if this fails)
 
 
 def kernel_files(root: Path) -> tuple[str, str]:

@@ -12,7 +12,7 @@ from .boxfile import BOX_VAGRANTFILE
 from .recipe import BoxRecipe
 
 # Bump when the build steps change in a way the recipe data does not show.
-BUILD_FORMAT = 1
+BUILD_FORMAT = 2  # 2: units edited and masked, initramfs made again (issue 27)
 
 
 def box_version(recipe: BoxRecipe, pubkey: str = "") -> str:
@@ -23,6 +23,8 @@ def box_version(recipe: BoxRecipe, pubkey: str = "") -> str:
     digest = _digest(
         BUILD_FORMAT, asdict(recipe), pubkey, guest.NETWORK_INTERFACES, guest.SUDOERS,
         guest.SSH_KEYGEN_UNIT, guest.SSHD_HOST_KEYS, guest.KERNEL_ARGS, guest.GRUB_CFG,
+        guest.UNIT_EDITS, guest.OVS_AT_BOOT, guest.MASKED_UNITS, guest.MODPROBE_BLACKLIST,
+        guest.INITRAMFS_CONF, guest.INITRAMFS_MODULES,
         disk.GRUB_EARLY_CFG, disk.GRUB_CORE_MODULES, BOX_VAGRANTFILE,
     )
     return f"{recipe.base_version}.{int(digest[:6], 16)}"

@@ -207,7 +207,7 @@ def test_version_and_rootfs_key_of_the_shipped_recipe_are_unchanged():
     # The box in the cache and in Vagrant on every host carries these: a different value is
     # a rebuild everywhere. Update them only with a deliberate change to the recipe.
     r = get_recipe("debian12")
-    assert box_version(r, VAGRANT_PUB) == "1.0.0.8201999"
+    assert box_version(r, VAGRANT_PUB) == "1.1.0.7651302"
     assert rootfs_key(r) == "e19f7185f648"
 
 
@@ -302,18 +302,18 @@ def fake_host(monkeypatch):
 
 def test_build_box_reuses_without_building(fake_host, tmp_path):
     steps, listed = fake_host
-    listed.add(("labgen/debian12", "libvirt", "1.0.0.8201999"))
-    box = tmp_path / "labgen-debian12-1.0.0.8201999.box"
+    listed.add(("labgen/debian12", "libvirt", "1.1.0.7651302"))
+    box = tmp_path / "labgen-debian12-1.1.0.7651302.box"
     box.write_bytes(b"box")
     lines: list[str] = []
     built = build_box(cache_dir=tmp_path, progress=lines.append)
-    assert built == build.BuiltBox("labgen/debian12", "1.0.0.8201999", box, reused=True)
-    assert steps == [] and lines == [f"reused labgen/debian12 1.0.0.8201999 (libvirt): {box}"]
+    assert built == build.BuiltBox("labgen/debian12", "1.1.0.7651302", box, reused=True)
+    assert steps == [] and lines == [f"reused labgen/debian12 1.1.0.7651302 (libvirt): {box}"]
 
 
 def test_cached_box_missing_from_vagrant_is_only_added(fake_host, tmp_path):
     steps, _listed = fake_host
-    (tmp_path / "labgen-debian12-1.0.0.8201999.box").write_bytes(b"box")
+    (tmp_path / "labgen-debian12-1.1.0.7651302.box").write_bytes(b"box")
     built = build_box(cache_dir=tmp_path, progress=lambda _: None)
     assert steps == ["box add"] and built.reused
 
@@ -342,7 +342,7 @@ def test_full_build_runs_every_step_and_removes_older_boxes(fake_host, tmp_path,
     assert steps == ["debootstrap", "image", "package", "box add"] and not built.reused
     assert not (tmp_path / "labgen-debian12-1.0.0.1.box").exists()
     assert said == ["removed older cached labgen-debian12-1.0.0.1.box"]
-    assert "build labgen/debian12 1.0.0.8201999 action=build" in \
+    assert "build labgen/debian12 1.1.0.7651302 action=build" in \
         (tmp_path / "build-debian12.log").read_text()
 
 
@@ -356,10 +356,42 @@ def debootstrapped(tmp_path) -> Path:
                       ("etc/ssh/ssh_host_rsa_key", "secret"), ("etc/openvswitch/conf.db", "{}"),
                       ("var/cache/apt/archives/x.deb", ""), ("var/lib/apt/lists/a_b", ""),
                       ("etc/resolv.conf", "nameserver 10.0.0.1\n"),
-                      ("var/lib/dbus/machine-id", "abc\n")]:
+                      ("var/lib/dbus/machine-id", "abc\n"), *PACKAGED_UNITS.items()]:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
+    for rel, target in [("etc/systemd/system/sshd.service", "/lib/systemd/system/ssh.service"),
+                        ("etc/systemd/system/multi-user.target.wants/ssh.service",
+                         "/lib/systemd/system/ssh.service"),
+                        ("etc/systemd/system/multi-user.target.wants/openvswitch-switch.service",
+                         "/lib/systemd/system/openvswitch-switch.service"),
+                        ("etc/systemd/system/openvswitch-switch.service.requires/"
+                         "ovs-record-hostname.service",
+                         "/lib/systemd/system/ovs-record-hostname.service")]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).symlink_to(target)
     return root
+
+
+# The lines of Debian 12's units that configure() edits (openssh-server 9.2, openvswitch 3.1).
+PACKAGED_UNITS = {
+    "lib/systemd/system/ssh.service":
+        "[Unit]\nDescription=OpenBSD Secure Shell server\nAfter=network.target auditd.service\n"
+        "[Service]\nExecStart=/usr/sbin/sshd -D $SSHD_OPTS\n"
+        "[Install]\nWantedBy=multi-user.target\nAlias=sshd.service\n",
+    "lib/systemd/system/ifup@.service":
+        "[Unit]\nAfter=local-fs.target network-pre.target apparmor.service systemd-sysctl.service\n"
+        "Before=network.target shutdown.target network-online.target\n",
+    "lib/systemd/system/ovsdb-server.service":
+        "[Unit]\nAfter=systemd-journald.socket network-pre.target dpdk.service local-fs.target\n"
+        "Before=network.target networking.service\nPartOf=openvswitch-switch.service\n",
+    "lib/systemd/system/ovs-vswitchd.service":
+        "[Unit]\nAfter=ovsdb-server.service network-pre.target systemd-udev-settle.service\n"
+        "Before=network.target networking.service\nRequires=ovsdb-server.service\n",
+    "lib/systemd/system/openvswitch-switch.service":
+        "[Unit]\nBefore=network.target\nAfter=network-pre.target ovsdb-server.service "
+        "ovs-vswitchd.service\nPartOf=network.target\n"
+        "[Install]\nWantedBy=multi-user.target\nAlias=ovs.service\nAlso=ovs-record-hostname.service\n",
+}
 
 
 def test_guest_configuration(debootstrapped):
@@ -371,10 +403,14 @@ def test_guest_configuration(debootstrapped):
 
     guest.configure(root, get_recipe("debian12"), VAGRANT_PUB, "UUID-1", "http://m/debian",
                     chroot_run)
-    assert [c[0][2:] for c in ran] == [
-        ["useradd", "--create-home", "--shell", "/bin/bash", "--groups", "sudo", "vagrant"],
-        ["chpasswd"], ["chown", "-R", "vagrant:vagrant", "/home/vagrant/.ssh"]]
-    assert ran[1][1] == "vagrant:vagrant\n" and all(c[0][:2] == ["chroot", str(root)] for c in ran)
+    assert [c[0] for c in ran] == [
+        ["chroot", str(root), *cmd] if cmd[0] not in ("mount", "umount") else cmd for cmd in [
+            ["useradd", "--create-home", "--shell", "/bin/bash", "--groups", "sudo", "vagrant"],
+            ["chpasswd"], ["chown", "-R", "vagrant:vagrant", "/home/vagrant/.ssh"],
+            ["mount", "-t", "proc", "proc", str(root / "proc")],
+            ["update-initramfs", "-u", "-k", "6.1.0-9-amd64"],
+            ["umount", str(root / "proc")]]]
+    assert ran[1][1] == "vagrant:vagrant\n"
 
     def mode(rel: str) -> int:
         return stat.S_IMODE((root / rel).stat().st_mode)
@@ -396,7 +432,30 @@ def test_guest_configuration(debootstrapped):
     assert os.readlink(units / "ssh.service.wants/labgen-ssh-hostkeys.service") == \
         "/etc/systemd/system/labgen-ssh-hostkeys.service"
     assert os.readlink(units / "apt-daily.timer") == "/dev/null"
+    # boot order: sshd and the management NIC wait for neither the network nor OVS
+    ssh = (units / "ssh.service").read_text()
+    assert "\nAfter=auditd.service\n" in ssh and "network.target" not in ssh.split("\n", 1)[1]
+    assert "\nAfter=local-fs.target apparmor.service systemd-sysctl.service\n" in \
+        (units / "ifup@.service").read_text()
+    for name in ("ovsdb-server.service", "ovs-vswitchd.service"):
+        text = (units / name).read_text()
+        assert "\nBefore=" not in text and "\nAfter=" in text, name
+    ovs = (units / "openvswitch-switch.service").read_text()
+    assert "\nBefore=" not in ovs and "\nAlso=" not in ovs and "\nAlias=ovs.service\n" in ovs
+    assert "PartOf=network.target" in ovs
+    for link in ("sshd.service", "multi-user.target.wants/ssh.service"):
+        assert os.readlink(units / link) == "/etc/systemd/system/ssh.service", link
+    # OVS starts when the node script runs the recipe's `start` (systemctl enable --now)
+    assert not (units / "multi-user.target.wants/openvswitch-switch.service").is_symlink()
+    assert os.readlink(units / "ovs-record-hostname.service") == "/dev/null"
+    assert not (units / "openvswitch-switch.service.requires/ovs-record-hostname.service") \
+        .is_symlink()
+    assert os.readlink(units / "modprobe@drm.service") == "/dev/null"
+    assert "blacklist kvm_amd\n" in (root / "etc/modprobe.d/labgen.conf").read_text()
+    assert "MODULES=list" in (root / "etc/initramfs-tools/conf.d/labgen.conf").read_text()
+    assert "virtio_blk" in (root / "etc/initramfs-tools/modules").read_text()
     grub = (root / "boot/grub/grub.cfg").read_text()
+    assert "set timeout=0\n" in grub
     assert "linux /boot/vmlinuz-6.1.0-9-amd64 root=UUID=UUID-1 ro console=tty0" in grub
     assert "initrd /boot/initrd.img-6.1.0-9-amd64" in grub
 
@@ -543,3 +602,12 @@ def test_log_step_times_a_step_and_fails_in_one_line_with_the_last_words(tmp_pat
     assert str(exc.value) == f"step 'bad' failed: sh exited with 3 (two); full log: {log.path}"
     text = log.path.read_text()
     assert "===== " in text and "$ sh -c echo hi\nhi\n" in text and "one\ntwo\n" in text
+
+
+def test_unit_edit_drops_only_the_named_ordering_and_notices_a_changed_unit():
+    text = "[Unit]\nAfter=a.target b.service\nBefore=c.target\n# After=b.service\n"
+    edited = guest.edited_unit("x.service", text, {"After": ("b.service",), "Before": ("c.target",)})
+    assert edited.splitlines()[1:] == ["[Unit]", "After=a.target", "# After=b.service"]
+    assert edited.startswith("# labgen box: /lib/systemd/system/x.service without After=b.service")
+    with pytest.raises(BoxBuildError, match=r"x.service in the root fs has no Before=d.target"):
+        guest.edited_unit("x.service", text, {"Before": ("d.target",)})
