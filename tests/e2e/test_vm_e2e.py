@@ -9,10 +9,14 @@ another tunnel kind is seconds):
    keeps it (--keep). GRE: the split across hosts, firewalld, up again, machine locks, three
    breakages, an iptables DROP policy.
 2. The same running VMs rendered as Geneve (`labgen render geneve --force`, `labgen up`):
-   verified; firewalld's rule taken away (the overlay fails, firewalld named) and put back
-   by up; then iptables.
-3. The same VMs as VXLAN with a VNI: verified with a JUnit report; firewalld, then iptables.
-Then destroyed: nothing left on either host.
+   verified; firewalld's rule taken away (the overlay fails, firewalld named), the other node
+   switched to an iptables DROP policy, and one `labgen up` puts both right.
+3. The same VMs as VXLAN with a VNI, from there (one node on firewalld, one on iptables):
+   `labgen up` swaps Geneve's rule for VXLAN's in both firewalls; verified with a JUnit report.
+4. Last, a crash: node2's guest powered off, `labgen up` killed with SIGKILL while node1
+   provisions and Vagrant boots node2 again; the lab directory deleted; `labgen prune --yes`
+   removes everything of the lab on both hosts and stops that Vagrant.
+Nothing of the lab may be left on either host at the end.
 
 This lab runs across two libvirt hosts: node1 on qemu:///system, node2 on
 qemu+ssh://root@127.0.0.1/system, this machine's own libvirt reached through a real sshd on
@@ -22,6 +26,7 @@ UDP link between the two hosts' qemu processes."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import time
@@ -32,16 +37,17 @@ import pytest
 from support import bounds
 from support import sshd as ssh_server
 from support.ci import SCRIPT
-from support.cli import labgen, run_group
+from support.cli import labgen, labgen_started, run_group
+from support.labs import kill_at, listed
 from support.vm import (
     EMPTY,
     IPTABLES_DROP,
     back_to_firewalld,
     fails_at_overlay_naming,
     firewalld_rules,
-    firewalld_then_iptables,
     forget_tunnel_flows,
     libvirt_names,
+    noted_vagrants,
     on_node,
     root_node,
     sweep,
@@ -49,6 +55,7 @@ from support.vm import (
 )
 
 from labgen import tunnels, vagrant
+from labgen.processes import start_ticks
 from labgen.stages import NAMES
 
 GRE, GENEVE, VXLAN = (tunnels.get(k) for k in ("gre", "geneve", "vxlan"))
@@ -105,15 +112,17 @@ def gre_lab(tmp_path_factory, box, hv_b):
                       "--name-prefix", "ci", "--out", str(out), "--keep", "--",
                       "--host", f"node2={hv_b}"], bounds.CI_RECIPE)
     print(f"split GRE lab through the CI script: create -> verified in {time.monotonic() - started:.0f} s")
+    # (a create refused before it wrote anything leaves no lab dir, no ports)
+    ports = [ln["local_port"] for ln in json.loads((lab / "lab.json").read_text())["libvirt"]["links"]] \
+        if (lab / "lab.json").exists() else []
     try:
         yield lab, proc, out
     finally:
-        # (a create refused before it wrote anything leaves no lab dir to destroy)
+        # (the last test removes the lab itself, with prune: this is for a run that stopped early)
         if (lab / "lab.json").exists():
-            ports = [ln["local_port"] for ln in json.loads((lab / "lab.json").read_text())["libvirt"]["links"]]
             destroyed = labgen("destroy", str(lab), timeout=bounds.VM_DESTROY)
             assert destroyed.returncode == 0, destroyed.stderr
-            assert not any(_udp_bound(p) for p in ports)     # no qemu holds a link's socket
+        assert not any(_udp_bound(p) for p in ports)     # no qemu holds a link's socket
         assert libvirt_names(f"labgen-{NAME}") == EMPTY     # (both "hosts" are this libvirtd)
         assert not list(lab.glob("**/.vagrant"))
 
@@ -304,12 +313,26 @@ def _firewalld_on_both(lab) -> None:
             back_to_firewalld(lab, node)
 
 
-def test_the_running_vms_as_geneve_verify_through_firewalld_then_iptables(gre_lab, box, hv_b):
+def _firewall(lab, node: str) -> str:
+    return "firewalld" if on_node(lab, node, "systemctl is-active firewalld").stdout.strip() == "active" \
+        else "iptables"
+
+
+def _iptables_rules(lab, node: str, kind) -> None:
+    """node's INPUT chain: the DROP policy, the tunnel's rule first, no other kind's rule."""
+    rules = on_node(lab, node, "iptables -S INPUT").stdout.splitlines()
+    match = f"-p udp -m udp --dport {kind.udp_port}" if kind.udp_port else f"-p {kind.name}"
+    assert rules[:2] == ["-P INPUT DROP", f"-A INPUT -s 10.10.10.0/24 {match} -j ACCEPT"], rules
+    others = [r for r in rules if "10.10.10.0/24" in r and match not in r]
+    assert others == [], rules
+
+
+def test_the_running_vms_as_geneve_verify_then_one_up_mends_firewalld_and_iptables(gre_lab, box, hv_b):
     """Geneve on the same VMs: the same stages, the capture proof seeing Geneve-encapsulated
     echo requests with the lab's VNI, the inner MTU from Geneve's overhead proven by the MTU
-    stage; firewalld on both nodes first (the box's default), its rule taken away (the
-    overlay fails, firewalld named) and put back by labgen up, then iptables with an INPUT
-    policy of DROP on node2 after labgen up."""
+    stage; firewalld on both nodes (the box's default) admits exactly Geneve's rule (GRE's
+    went); its rule taken away on one node (the overlay fails, firewalld named), the other node
+    switched to an iptables DROP policy, and one `labgen up` puts both right."""
     lab, created, _ = gre_lab
     assert created.returncode == 0, "the shared lab was not created: see the first test"
     _firewalld_on_both(lab)
@@ -327,28 +350,45 @@ def test_the_running_vms_as_geneve_verify_through_firewalld_then_iptables(gre_la
     mtu = {c["name"] for c in result["checks"] if c["stage"] == "mtu"}
     assert f"underlay carries {underlay} B (inner MTU + tunnel overhead)" in mtu, mtu
     assert any(n.endswith(f"DF ping, {underlay - GENEVE.overhead(True) - 28} B payload crosses") for n in mtu)
+    rule = GENEVE.firewalld_rule("10.10.10.0/24")
+    for node in ("node1", "node2"):
+        assert firewalld_rules(lab, node) == {"state": "running", "rich": rule, "ports": "",
+                                              "protocols": "", "permanent": rule}
 
     # A UDP tunnel's packets from the peer are never replies to this node's own (other
     # source port), so firewalld's default zone rejects them without the rule. Taken off
     # the node holding the spanning-tree root: it needs no BPDUs from the peer, so only
     # data stops and the overlay stage is what fails.
     node = root_node(lab)
-    rule = GENEVE.firewalld_rule("10.10.10.0/24")
+    other = "node2" if node == "node1" else "node1"
     assert on_node(lab, node, f"firewall-cmd --remove-rich-rule='{rule}'").returncode == 0
     forget_tunnel_flows(lab, node, GENEVE)
     fails_at_overlay_naming(labgen("verify", str(lab), "--json", timeout=bounds.VM_VERIFY), node, "firewalld", GENEVE)
     # (the file holds the probe's command too: the verdict is the output line of its own)
     assert "firewalld blocks" in (lab / "diagnostics" / f"{node}.txt").read_text().splitlines()
-    assert labgen("up", str(lab), timeout=bounds.VM_UP_AGAIN).returncode == 0      # puts the rule back
 
-    # (the GRE round's rules went when the node script provisioned Geneve: only Geneve's is left)
-    firewalld_then_iptables(lab, GENEVE)
+    # The rule still off here, the other node on an iptables DROP policy: one up mends both.
+    assert on_node(lab, other, IPTABLES_DROP).returncode == 0
+    assert labgen("up", str(lab), timeout=bounds.VM_UP_AGAIN).returncode == 0
+    assert firewalld_rules(lab, node) == {"state": "running", "rich": rule, "ports": "",
+                                          "protocols": "", "permanent": rule}
+    _iptables_rules(lab, other, GENEVE)
+    again = labgen("verify", str(lab), "--json", timeout=bounds.VM_VERIFY)
+    assert again.returncode == 0, again.stdout[-3000:]
 
 
-def test_the_running_vms_as_vxlan_verify_with_a_junit_report_through_firewalld_then_iptables(gre_lab, box, hv_b):
+def test_the_running_vms_as_vxlan_through_firewalld_and_iptables_verify_with_a_junit_report(gre_lab, box, hv_b):
+    """VXLAN with a VNI on the same VMs, one node on firewalld and one on an iptables DROP
+    policy (as the Geneve round leaves them): `labgen up` swaps Geneve's rule for VXLAN's in
+    both firewalls, and the lab verifies through them with a JUnit report."""
     lab, created, _ = gre_lab
     assert created.returncode == 0, "the shared lab was not created: see the first test"
-    _firewalld_on_both(lab)
+    walls = {n: _firewall(lab, n) for n in ("node1", "node2")}
+    if "iptables" not in walls.values():        # (the Geneve round stopped early)
+        assert on_node(lab, "node2", IPTABLES_DROP).returncode == 0
+    elif "firewalld" not in walls.values():
+        back_to_firewalld(lab, "node1")
+    walls = {n: _firewall(lab, n) for n in ("node1", "node2")}
     _as_kind(lab, box, hv_b, "vxlan", "4242")
     junit = lab.parent / "vxlan.xml"
     proc = labgen("verify", str(lab), "--junit", str(junit), timeout=bounds.VM_VERIFY)
@@ -362,7 +402,44 @@ def test_the_running_vms_as_vxlan_verify_with_a_junit_report_through_firewalld_t
         seen = c.find("system-out").text
         assert "ICMP echo request" in seen and "vni 4242" in seen, seen
     assert sum("VNI" in n for n in cases) == 2
-    firewalld_then_iptables(lab, VXLAN)
+    rule = VXLAN.firewalld_rule("10.10.10.0/24")
+    for node, wall in walls.items():
+        if wall == "firewalld":
+            assert firewalld_rules(lab, node) == {"state": "running", "rich": rule, "ports": "",
+                                                  "protocols": "", "permanent": rule}
+        else:
+            _iptables_rules(lab, node, VXLAN)
+
+
+def test_up_killed_while_a_node_provisions_leaves_a_partial_lab_that_prune_removes(gre_lab):
+    """The shared pair's end. node2's guest powered off (as a crashed guest is), `labgen up`
+    boots it again; labgen alone is killed with SIGKILL when node1 provisions, while Vagrant
+    still boots node2 (it goes on by itself, as when a CI job's main process dies). `labgen
+    list` shows the lab as partial; with its directory deleted, orphaned; `labgen prune --yes`
+    removes it from both hosts and stops that Vagrant."""
+    lab, created, _ = gre_lab
+    assert created.returncode == 0, "the shared lab was not created: see the first test"
+    off = subprocess.run(["virsh", "-c", "qemu:///system", "destroy", f"labgen-{NAME}-node2"],
+                         capture_output=True, text=True, timeout=120)
+    assert off.returncode == 0, off.stderr
+    proc = labgen_started("up", str(lab))
+    try:
+        kill_at(proc, "node1: provisioning", timeout=bounds.VM_CREATE)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    vagrants = noted_vagrants(NAME)
+    assert any(start_ticks(pid) == ticks for pid, ticks in vagrants), vagrants
+    entry = listed(NAME, "libvirt")
+    assert entry is not None and entry["state"] == "partial" and entry["dir"] == str(lab), entry
+    shutil.rmtree(lab)
+    assert listed(NAME, "libvirt")["state"] == "orphaned"
+    done = labgen("prune", "--yes", timeout=bounds.VM_DESTROY)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert listed(NAME, "libvirt") is None
+    assert libvirt_names(f"labgen-{NAME}") == EMPTY
+    assert not any(start_ticks(pid) == ticks for pid, ticks in vagrants)
 
 
 @pytest.mark.parametrize("net_name,ip,name,fragment", [

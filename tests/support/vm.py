@@ -26,6 +26,13 @@ def libvirt_names(prefix: str) -> dict[str, list[str]]:
             "volumes": names("vol-list", "default")}
 
 
+def noted_vagrants(name: str) -> list[tuple[int, int]]:
+    """The vagrant runs labgen noted for the lab (PID, start time) in its registry."""
+    from labgen.providers.libvirt import registry_dir
+    f = registry_dir() / f"{name}.pids"
+    return [tuple(map(int, ln.split())) for ln in f.read_text().splitlines()] if f.exists() else []
+
+
 # Networks the VM tests define themselves (not labgen-named): a killed run may leave them.
 TEST_NETWORKS = ("someone-else",)
 
@@ -137,24 +144,6 @@ def root_node(lab_dir, nodes=("node1", "node2")) -> str:
             if len(ids) == 2 and ids[0] == ids[1]:
                 return node
     raise AssertionError("no node holds the root bridge")
-
-
-def firewalld_then_iptables(lab_dir, kind) -> None:
-    """What every VM lab of a tunnel kind shows about the firewall path: firewalld (the box's
-    default) admits exactly the tunnel's rule on both nodes; node2 switched to an iptables
-    DROP policy gets the tunnel's rule first in INPUT from `labgen up`; the lab verifies
-    again with firewalld on node1 and iptables on node2."""
-    rule = kind.firewalld_rule("10.10.10.0/24")
-    for node in ("node1", "node2"):
-        assert firewalld_rules(lab_dir, node) == {"state": "running", "rich": rule, "ports": "",
-                                                  "protocols": "", "permanent": rule}
-    assert on_node(lab_dir, "node2", IPTABLES_DROP).returncode == 0
-    assert labgen("up", str(lab_dir), timeout=bounds.VM_UP_AGAIN).returncode == 0
-    rules = on_node(lab_dir, "node2", "iptables -S INPUT").stdout.splitlines()
-    match = f"-p udp -m udp --dport {kind.udp_port}" if kind.udp_port else f"-p {kind.name}"
-    assert rules[:2] == ["-P INPUT DROP", f"-A INPUT -s 10.10.10.0/24 {match} -j ACCEPT"], rules
-    again = labgen("verify", str(lab_dir), "--json", timeout=bounds.VM_VERIFY)
-    assert again.returncode == 0, again.stdout[-3000:]
 
 
 def fails_at_overlay_naming(proc, node: str, firewall: str, kind) -> None:
