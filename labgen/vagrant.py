@@ -6,6 +6,7 @@ failure elsewhere kills the vagrant process instead of leaving it creating domai
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -119,6 +120,15 @@ def start(args: Sequence[str], cwd: Path | None = None, timeout: float | None = 
     return proc
 
 
+def _exit_fd(pid: int) -> int | None:
+    """A file descriptor that becomes readable when the process ends (a pidfd; None where
+    the kernel has none: then lines() ends at the pipe's end, as before)."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
 def kill(proc: subprocess.Popen[Any]) -> None:
     """SIGKILL to a vagrant started here and its whole process group, then reap it."""
     try:
@@ -131,36 +141,65 @@ def kill(proc: subprocess.Popen[Any]) -> None:
 def lines(proc: subprocess.Popen[bytes]) -> Generator[str, None, None]:
     """The lines of a started vagrant, as stream() describes them. Past the bound start()
     was given, vagrant is killed with its whole process group, one last line of labgen's own
-    says so (in the caller's log and its last lines too), and VagrantTimeout is raised."""
+    says so (in the caller's log and its last lines too), and VagrantTimeout is raised.
+
+    It ends when vagrant does, not when its pipe closes: a process vagrant leaves behind may
+    hold the pipe open for good (vagrant-libvirt's ssh ProxyCommand to a guest on a remote
+    libvirt host, left running once the guest answered, kept a create waiting after both
+    nodes were provisioned). What vagrant wrote is read to the end, then what it left in its
+    process group is killed."""
     assert proc.stdout is not None
     deadline = proc.deadline if isinstance(proc, Started) else None
     tail: deque[str] = deque(maxlen=TAIL)
     timed_out = False
     fd = proc.stdout.fileno()
+    ended = _exit_fd(proc.pid)
+    buf = b""
+
+    def take(chunk: bytes) -> list[str]:
+        nonlocal buf
+        *done, buf = re.split(rb"[\r\n]", buf + chunk)
+        out = list(_clean(done))
+        tail.extend(out)
+        return out
+
     try:
-        buf = b""
         while True:
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0 or not select.select([fd], [], [], left)[0]:
-                    timed_out = True
-                    kill(proc)
-                    break
-            chunk = os.read(fd, 65536)
-            if not chunk:
+            left = None if deadline is None else deadline - time.monotonic()
+            ready = [] if left is not None and left <= 0 else \
+                select.select([fd] if ended is None else [fd, ended], [], [], left)[0]
+            if not ready:
+                timed_out = True
+                kill(proc)
                 break
-            *done, buf = re.split(rb"[\r\n]", buf + chunk)
-            for line in _clean(done):
-                tail.append(line)
-                yield line
+            if fd in ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                yield from take(chunk)
+                continue
+            # vagrant has ended and the pipe is still open: read what is in it, and stop.
+            while select.select([fd], [], [], 0)[0]:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                yield from take(chunk)
+            break
         for line in _clean([buf]):
             tail.append(line)
             yield line
+        if proc.returncode is None:     # (not killed past its bound above)
+            # Ended but not reaped yet, so its PID still names its group: what it left goes.
+            os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
         code = proc.wait()
     finally:
         if proc.poll() is None:     # the caller stopped early, or an exception (Ctrl-C)
             kill(proc)
         proc.stdout.close()
+        if ended is not None:
+            os.close(ended)
     if timed_out:
         assert isinstance(proc, Started) and proc.timeout is not None
         error = VagrantTimeout(proc.args, proc.timeout)     # type: ignore[arg-type]

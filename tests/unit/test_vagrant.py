@@ -257,3 +257,15 @@ def test_up_bound_follows_the_vagrantfiles_driver(tmp_path):
 def test_last_line():
     assert vagrant.last_line("a\n  b  \n\n") == "b"
     assert vagrant.last_line("") == vagrant.last_line(None) == "no output"
+
+
+def test_lines_end_with_vagrant_though_a_process_it_left_holds_the_pipe(monkeypatch, tmp_path):
+    """vagrant-libvirt left an ssh ProxyCommand running with vagrant's stderr: the pipe never
+    closed and a create waited on it for good. lines() ends when vagrant does, with all it
+    wrote, and kills what it left in its group."""
+    fake_vagrant(monkeypatch, tmp_path, output=b"one\n",
+                 body=f'sleep 600 & echo $! > "{tmp_path}/child"; echo two; echo -n three')
+    proc = vagrant.start(["up"], timeout=600)
+    assert list(vagrant.lines(proc)) == ["one", "two", "three"]
+    assert proc.returncode == 0
+    assert _gone(_wait_written(tmp_path / "child"))
