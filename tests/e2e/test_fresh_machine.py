@@ -39,7 +39,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support import README, ROOT, bounds, sessions
+from support import README, ROOT, bounds, opt_in, sessions
 
 from labgen.boxbuild import resolve_mirror
 
@@ -48,7 +48,10 @@ pytestmark = [pytest.mark.fresh, pytest.mark.timeout(bounds.TEST_FRESH)]
 
 CACHE = Path(os.environ.get("LABGEN_FRESH_CACHE", "/var/cache/labgen/fresh"))
 STOCK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-SUITES = ("bookworm", "trixie")
+# Debian 12, the release labgen is set up on and CI runs on; Debian 13 when asked for: the
+# same two tests again, ~4-5 min that CI's 45-minute budget (issue 24) does not have room for.
+SUITES = ("bookworm", pytest.param("trixie", marks=opt_in(
+    "LABGEN_TEST_FRESH_TRIXIE", "the fresh-root tests again on Debian 13 (trixie): ~4-5 min, not in CI")))
 IN_CI = os.environ.get("CI") == "true"
 
 # Runs under `unshare --mount --pid --fork`: mounts what a booted Debian has, each mount
