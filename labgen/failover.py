@@ -214,15 +214,19 @@ def cut_one(lab: Lab, runners: Mapping[str, Runner], link: LabLink, state: State
         if not r.tree_after_restore.passed:
             r.problems.append(f"after the restore: {r.tree_after_restore.evidence}")
         mark = outage.parse(stream.read(), probes.INTERVAL).last_seq
-        if _wait_stream(stream, lambda rec: rec.answered_after(mark) > 0, settle) is None:
+        back = _wait_stream(stream, lambda rec: rec.answered_after(mark) > 0, settle) is not None
+        if not back:
             r.problems.append(f"no probe from {src.name} to {dst.address} answered within "
                               f"{settle:g} s of the tree holding again after the restore")
         record = outage.parse(stream.stop(), probes.INTERVAL)
         stream = None
+        if back:
+            record = record.through_last_answer()
         r.duplicates = record.duplicates
-        r.cut_outage = outage.outage(record, t_cut, t_restore)
-        r.restore_outage = outage.outage(record, t_restore)
+        r.cut_outage, r.restore_outage = outage.cut_and_restore(record, t_cut, t_restore)
         for what, o in (("cut", r.cut_outage), ("restore", r.restore_outage)):
+            if o.seconds is None and not r.problems:
+                r.problems.append(f"traffic did not come back after the {what}: {o.lost} probes lost")
             if o.seconds is not None and max_outage is not None and o.seconds > max_outage:
                 r.problems.append(f"outage on {what} {o.ms:g} ms is above --max-outage "
                                   f"{max_outage * 1000:g} ms")

@@ -35,6 +35,12 @@ class Record:
     def last_seq(self) -> int:
         return self.probes[-1].seq if self.probes else 0
 
+    def through_last_answer(self) -> Record:
+        """Without the probes after the last answered one: those still in flight when the
+        stream was stopped (only once traffic was seen back: else they are the loss)."""
+        last = max((p.seq for p in self.probes if p.answered is not None), default=0)
+        return Record(tuple(p for p in self.probes if p.seq <= last), self.duplicates)
+
     def answered_after(self, seq: int) -> int:
         """How many probes later than `seq` were answered."""
         return sum(1 for p in self.probes if p.seq > seq and p.answered is not None)
@@ -99,15 +105,15 @@ class Outage:
         return None if self.seconds is None else round(self.seconds * 1000, 1)
 
 
-def outage(record: Record, event: float, until: float = math.inf) -> Outage:
+def outage(record: Record, event: float, until: float = math.inf, since: float = -math.inf) -> Outage:
     """The outage an event caused: the probes sent after the last probe answered before the
     event (one sent just before it may be lost to it) and before `until` (the next event);
     lost = those without a reply; the outage runs from the event to the reply of the first
     probe answered after the last lost one (traffic that came back and stopped again counts
     as one outage to its end), and is 0 when none was lost (the stream's resolution is its
-    interval)."""
+    interval). `since`: no probe sent before it counts (it is the previous event's)."""
     before = [p.sent for p in record.probes if p.sent < event and p.answered is not None]
-    start = max(before) if before else -math.inf
+    start = max([since, *before])
     window = [p for p in record.probes if start < p.sent < until]
     lost = [p for p in window if p.answered is None]
     if not lost:
@@ -116,3 +122,12 @@ def outage(record: Record, event: float, until: float = math.inf) -> Outage:
     if back is None or back.answered is None:
         return Outage(None, len(lost), None)
     return Outage(max(0.0, back.answered - event), len(lost), back.seq)
+
+
+def cut_and_restore(record: Record, cut: float, restore: float) -> tuple[Outage, Outage]:
+    """The outages of a cut and of the restore after it, each probe counted once: the two
+    windows meet at the last probe answered before the restore when traffic came back after
+    the cut (a probe lost after it is the restore's), else at the restore."""
+    answered = [p.sent for p in record.probes if cut < p.sent < restore and p.answered is not None]
+    meet = max(answered) if answered else restore
+    return outage(record, cut, until=meet), outage(record, restore, since=meet)

@@ -42,6 +42,9 @@ def state_command(mode: str) -> str:
 # States a port passes through; a port in one of them is still settling.
 TRANSITIONAL = {"listening", "learning"}
 STABLE_BLOCKED = {"blocking", "discarding", "disabled"}
+# A port whose link is down: 802.1D in OVS keeps its role (designated) but it waits for
+# nothing; it is not on its way anywhere until its link comes back (failover cuts links).
+DOWN = {"disabled"}
 
 
 @dataclass(frozen=True)
@@ -198,7 +201,7 @@ def judge_tree(lab: Lab, state: dict[str, dict[str, BridgeState]]) -> TreeVerdic
     moving = [f"{n} {b} {p} {s.state}" for n, b in vertices
               for p, s in state[n][b].ports.items()
               if state[n][b].enabled(mode) and (n, b, p) not in idle and (s.state in TRANSITIONAL or (
-                  s.role in ("root", "designated") and s.state in STABLE_BLOCKED))]
+                  s.role in ("root", "designated") and s.state in STABLE_BLOCKED - DOWN))]
     roots = {state[n][b].root_id for n, b in vertices if state[n][b].enabled(mode)}
     root = next(iter(roots)) if len(roots) == 1 else None
     if len(roots) > 1:
