@@ -23,6 +23,7 @@ class LabLink:
     ends: tuple[tuple[str, str], ...]   # (node, interface): what a cut takes down
     bridges: Link | None        # the bridge-to-bridge link; None: a namespace's own veth
     spof: str = ""              # why its loss cuts something off ("": it does not)
+    where: str = ""             # a namespace's veth: "a1.1 (br2) <-> a1.2 in A1"
 
     @property
     def key(self) -> str:
@@ -35,8 +36,7 @@ class LabLink:
 
     @property
     def label(self) -> str:
-        return self.bridges.label() if self.bridges else \
-            f"{self.node} {self.ends[0][1]} <-> {self.ends[1][1]}"
+        return self.bridges.label() if self.bridges else f"{self.node} {self.where}"
 
 
 def _stem(veth_end: str) -> str:
@@ -79,7 +79,8 @@ def lab_links(lab: Lab) -> list[LabLink]:
         for v in node.veths:
             if v.bridge_b is None:
                 out.append(LabLink(_stem(v.a), node.name, ((node.name, v.a),), None,
-                                   f"the only link of namespace {v.namespace}"))
+                                   f"the only link of namespace {v.namespace}",
+                                   f"{v.a} ({v.bridge_a}) <-> {v.b} in {v.namespace}"))
     for e in edges:
         cut = _cut_off(vertices, edges, e)
         why = ""

@@ -105,7 +105,11 @@ def test_spanning_tree_off_on_a_bridge_is_reported_as_the_loop_and_nothing_is_cu
         fo = json.loads(proc.stdout)
         assert fo["passed"] is False and fo["tree_before"]["status"] == "failed"
         evidence = fo["tree_before"]["evidence"]
-        assert "node1 br2 runs no RSTP" in evidence and "loop: node1 b" in evidence, evidence
+        # The judge of the stp stage names the bridge that lets a loop through (and the loop
+        # itself, "loop: ...", when the other bridges' ports close it: that depends on which
+        # of their ports RSTP blocked).
+        assert "node1 br2 runs no RSTP: it forwards on every port, nothing stops a loop through it" \
+            in evidence, evidence
         assert not any(ln["cut"] for ln in fo["links"])
         assert all("did not hold before any cut" in ln["note"] for ln in fo["links"] if not ln["spof"])
         assert "the spanning tree did not hold before any cut" in proc.stderr

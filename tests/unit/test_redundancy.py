@@ -18,6 +18,7 @@ def test_two_nodes_every_loop_link_is_redundant_and_the_one_tunnel_is_not():
     assert redundant == [f"node{k}:{p}" for k in (1, 2) for p in ("b12", "b13", "b23")]
     spof = {ln.key: ln.spof for ln in found if ln.spof}
     assert spof["node1:a1"] == "the only link of namespace A1"
+    assert next(ln for ln in found if ln.key == "node1:a1").label == "node1 a1.1 (br2) <-> a1.2 in A1"
     assert spof["node2:b2"] == "the only link of namespace B2"
     # The only tunnel between the two nodes: its loss cuts node2 off (from the root node's br1).
     assert spof["node1:gre-node2"] == "its loss cuts node2 off"
