@@ -29,6 +29,13 @@ from .treepath import probe_pair
 
 State = dict[str, dict[str, BridgeState]]
 Say = Callable[[str, str], None]
+# Draws the tree as it stands: (state, what step, an end of the cut link, the ports that took over).
+Draw = Callable[[State, str, "tuple[str, str, str] | None", "tuple[tuple[str, str, str], ...]"], None]
+
+
+def _no_picture(state: State, step: str, cut: tuple[str, str, str] | None,
+                took_over: tuple[tuple[str, str, str], ...]) -> None:
+    pass
 # Answered probes the stream must have before a cut: it crosses the tree as it stands.
 BASELINE = 5
 
@@ -168,7 +175,8 @@ def _tree(checks: list[Check]) -> Check:
 
 
 def cut_one(lab: Lab, runners: Mapping[str, Runner], link: LabLink, state: State,
-            settle: float, max_outage: float | None, say: Say) -> tuple[LinkResult, State]:
+            settle: float, max_outage: float | None, say: Say,
+            draw: Draw = _no_picture) -> tuple[LinkResult, State]:
     """Cut one link under a probe stream and restore it. Returns the result and the tree
     state after the restore (the next link's "as it stands")."""
     assert link.bridges is not None
@@ -197,6 +205,7 @@ def cut_one(lab: Lab, runners: Mapping[str, Runner], link: LabLink, state: State
         checks, after = poll_tree(lab, runners, settle)
         r.tree_after_cut = _tree(checks)
         r.took_over = _took_over(lab, state, after)
+        draw(after, f"{link.key} cut", link.bridges.a, tuple(r.took_over))
         if not r.tree_after_cut.passed:
             r.problems.append(f"after the cut: {r.tree_after_cut.evidence}")
         mark = outage.parse(stream.read(), probes.INTERVAL).last_seq
@@ -211,6 +220,7 @@ def cut_one(lab: Lab, runners: Mapping[str, Runner], link: LabLink, state: State
             r.problems.append(f"OVS did not report {link.label} back within {settle:g} s of the restore")
         checks, state = poll_tree(lab, runners, settle)
         r.tree_after_restore = _tree(checks)
+        draw(state, f"{link.key} restored", None, ())
         if not r.tree_after_restore.passed:
             r.problems.append(f"after the restore: {r.tree_after_restore.evidence}")
         mark = outage.parse(stream.read(), probes.INTERVAL).last_seq
@@ -270,7 +280,8 @@ def _not_carried(lab: Lab, r: LinkResult, settle: float) -> str:
 
 
 def run_failover(lab: Lab, runners: Mapping[str, Runner], chosen: list[LabLink], settle: float,
-                 max_outage: float | None, say: Say = lambda *_: None) -> FailoverReport:
+                 max_outage: float | None, say: Say = lambda *_: None,
+                 draw: Draw = _no_picture) -> FailoverReport:
     """The tree must hold first (else nothing is cut: a lab with a loop is not made worse);
     then each chosen redundant link in turn. Once the tree does not hold after a restore,
     no further link is cut."""
@@ -278,6 +289,8 @@ def run_failover(lab: Lab, runners: Mapping[str, Runner], chosen: list[LabLink],
     report = FailoverReport(lab.name, lab.provider, lab.tunnel, lab.stp, lab.stp_timers, max_outage)
     say("failover", "judging the spanning tree before any cut")
     report.before, state = poll_tree(lab, runners, settle)
+    if len(state) == len(lab.nodes):
+        draw(state, "before any cut", None, ())
     stop = "" if all(c.passed for c in report.before) else \
         "not cut: the spanning tree did not hold before any cut"
     for link in chosen:
@@ -289,7 +302,7 @@ def run_failover(lab: Lab, runners: Mapping[str, Runner], chosen: list[LabLink],
         elif stop:
             report.links.append(LinkResult(link, note=stop))
         else:
-            result, state = cut_one(lab, runners, link, state, settle, max_outage, say)
+            result, state = cut_one(lab, runners, link, state, settle, max_outage, say, draw)
             report.links.append(result)
             if result.tree_after_restore is None or not result.tree_after_restore.passed:
                 stop = f"not cut: the spanning tree did not hold after {link.key} was restored"

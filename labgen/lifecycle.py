@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .failover import FailoverReport
     from .redundancy import LabLink
     from .results import Report
+    from .spantree import BridgeState
 # The checks, the verification engine and the diagnostics are imported by the verbs that
 # use them: render, up and destroy start faster without them.
 
@@ -170,10 +171,15 @@ def run_failover(lab: Lab, lab_dir: Path, links: list[LabLink], timeout: float |
     if absent:
         raise LabgenError(f"lab {lab.name!r} in {lab_dir} is not up ({', '.join(absent)} not "
                           f"running): run labgen up {lab_dir}")
+    from . import livetree
+
+    def draw(state: dict[str, dict[str, BridgeState]], step: str, cut: tuple[str, str, str] | None,
+             took_over: tuple[tuple[str, str, str], ...]) -> None:
+        livetree.write(lab_dir, livetree.dot_text(lab, state, step, cut, took_over))
     runners = {n.name: provider.runner(lab, lab_dir, n.name) for n in lab.nodes}
     try:
         return run(lab, runners, links, timeout if timeout is not None else lab.settle_timeout,
-                   max_outage, say)
+                   max_outage, say, draw)
     finally:
         for r in runners.values():
             r.close()

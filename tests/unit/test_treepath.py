@@ -108,3 +108,22 @@ def test_the_stp_judge_holds_a_tree_with_a_cut_link_and_its_down_ports_are_not_s
     after[blocked_end[0]][blocked_end[1]].ports[blocked_end[2]] = PortState("root", "learning")
     verdict = judge_tree(the_lab, after)
     assert not verdict.ok and any("still settling" in p for p in verdict.problems)
+
+
+def test_the_live_picture_marks_the_root_the_blocked_link_the_cut_and_the_port_that_took_over():
+    from labgen.livetree import dot_text
+    the_lab, before = lab("rstp"), recorded("rstp")
+    text = dot_text(the_lab, before, "before any cut")
+    assert '"node1_br1" [label="br1 (root)", penwidth=3]' in text
+    assert text.count("style=dashed") == 2 and text.count("(blocked at ") == 2   # one per node
+    assert "CUT" not in text and "took over" not in text
+    alt = blocked_loop_link(the_lab, before, "node1")
+    blocked_end = next(e for e in (alt.bridges.a, alt.bridges.b)
+                       if not before[e[0]][e[1]].ports[e[2]].forwarding)
+    fwd = forwarding_links(the_lab, before)
+    gone = next(ln for ln in lab_links(the_lab) if ln.node == "node1" and ln.bridges in fwd
+                and not ln.tunnel and blocked_end[1] in (ln.bridges.a[1], ln.bridges.b[1]))
+    after = cut(before, gone, {blocked_end: ("root", "forwarding")})
+    text = dot_text(the_lab, after, f"{gone.key} cut", gone.bridges.a, (blocked_end,))
+    assert f'label="{gone.bridges.a[2]} / {gone.bridges.b[2]} CUT"' in text
+    assert f"(took over: {blocked_end[2]})" in text and text.count("style=dashed") == 1
