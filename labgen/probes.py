@@ -3,11 +3,14 @@ started in the background, read while it runs, stopped. `ping -D -O` from one na
 an overlay address: every reply with the time it arrived, every probe still unanswered when
 the next goes out (outage.parse reads both).
 
-The stream is bounded by ping itself (-w: it ends after `limit` seconds whatever happens to
-labgen), runs in a session of its own, and is stopped by the PID ping itself has (`ip netns
-exec` execs it), checked by its name first."""
+The stream is bounded by ping itself (-c: it ends after `limit` seconds' worth of probes
+whatever happens to labgen; not -w, with which iputils' ping exits at its first error, and
+a cut long enough for the source's ARP entry to fail gives "Destination Host Unreachable"),
+runs in a session of its own, and is stopped by the PID ping itself has (`ip netns exec`
+execs it), checked by its name first."""
 from __future__ import annotations
 
+import math
 import shlex
 from dataclasses import dataclass
 
@@ -20,7 +23,7 @@ INTERVAL = 0.01
 
 def start_command(ns: str, dst: str, limit: float, interval: float = INTERVAL) -> str:
     """Starts the stream in the background and prints its work dir once ping runs."""
-    ping = ns_exec(ns, f"ping -D -n -O -i {interval:g} -w {limit:.0f} {dst}")
+    ping = ns_exec(ns, f"ping -D -n -O -i {interval:g} -c {math.ceil(limit / interval)} {dst}")
     inner = f'echo $$ >"$1/pid"; exec {ping} >"$1/out" 2>"$1/err" </dev/null'
     return "\n".join([
         "d=$(mktemp -d /tmp/labgen-probe.XXXXXX)",
