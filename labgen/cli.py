@@ -215,6 +215,7 @@ def create(
             proven = None
             if failover and report.passed:
                 from .redundancy import lab_links
+                _terminate_as_interrupt()
                 proven = lifecycle.run_failover(lab, lab_dir, lab_links(lab), timeout, max_outage, say)
             elif failover:
                 say("failover", "not run: the lab is not verified")
@@ -328,6 +329,16 @@ def verify(
     raise typer.Exit(ExitCode.OK if report.passed else ExitCode.FAILED)
 
 
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (a CI job's timeout, a kill) ends failover as Ctrl-C does: the link it cut is
+    brought back up first. (Python's default for SIGTERM ends at once, mid-cut.)"""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 @app.command()
 def failover(
     lab_dir: LabDir = None,
@@ -345,6 +356,7 @@ def failover(
     _check_run_options(timeout, junit)
     _check_max_outage(max_outage)
     say = ProgressPrinter()
+    _terminate_as_interrupt()
     try:
         lab, lab_dir = _load(lab_dir)
         chosen = select(lab_links(lab), tuple(link or ()))

@@ -210,10 +210,12 @@ def test_an_outage_above_max_outage_exits_1_naming_the_link(stp):
     assert loop_links_up("fo-stp") == {"node1": [], "node2": []}
 
 
-def test_ctrl_c_while_a_link_is_cut_restores_it(stp):
-    """Interrupted right after it cut a link that carried the probes: 802.1D keeps that
-    link's replacement in listening and learning for two forward delays, so the SIGINT
-    lands while the link is down, whatever the machine's speed."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupted_while_a_link_is_cut_restores_it(stp, sig):
+    """Interrupted (Ctrl-C, or SIGTERM as a CI job's timeout sends it) right after it cut a
+    link that carried the probes: 802.1D keeps that link's replacement in listening and
+    learning for two forward delays, so the signal lands while the link is down, whatever
+    the machine's speed."""
     proc = labgen_started("failover", str(stp), "--link", "node1:b12", "--link", "node1:b13", text=True)
     seen, link = "", None
     assert proc.stderr is not None
@@ -229,7 +231,7 @@ def test_ctrl_c_while_a_link_is_cut_restores_it(stp):
                 link = line.split(": probing ")[0].split()[-1]
     after_cut = seen.split(f"{link}: cut (")[1]
     assert f"{link}: restored" not in after_cut
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == ExitCode.INTERRUPTED, seen + err
     assert f"{link}: restored" in after_cut + err, seen + err
