@@ -40,8 +40,16 @@ from .report import (
     unwritable,
 )
 
+
+def _either(words: list[str]) -> str:
+    """'a, b or c': help names every tunnel kind from labgen/tunnels.py."""
+    return f"{', '.join(words[:-1])} or {words[-1]}"
+
+
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Stand up, prove and tear down Open vSwitch GRE/VXLAN overlay labs.")
+                  help="Stand up, prove and tear down Open vSwitch overlay labs: "
+                       f"{_either([k.title for k in tunnels.KINDS.values()])} tunnels "
+                       "between VMs or between network namespaces on this host.")
 box_app = typer.Typer(no_args_is_help=True, help="Build boxes locally.")
 app.add_typer(box_app, name="box")
 
@@ -89,7 +97,7 @@ def root(version: Annotated[bool, typer.Option("--version", callback=_version, i
 LAB_OPTIONS: dict[str, tuple[Any, Any]] = {
     "name": (str | None, typer.Option(help="Lab name: libvirt network, domain and namespace prefix (default: the tunnel type).")),
     "nodes": (int, typer.Option(help="Number of nodes, 2-8 (full tunnel mesh).")),
-    "provider": (str, typer.Option("--provider", help=f"{' or '.join(providers.NAMES)}: Vagrant VMs or namespaces on this host.")),
+    "provider": (str, typer.Option("--provider", help="Where the nodes run: libvirt (Vagrant VMs) or netns (network namespaces on this host).")),
     "box": (str | None, typer.Option(help="Box from the catalog (labgen boxes) (default: the provider's, centos/stream9 for VMs).")),
     "datapath": (str | None, typer.Option(help="OVS datapath: system or netdev (default: system for VMs, netdev for netns).")),
     "stp": (str, typer.Option(help="Loop protection on br1/br2/br3: stp or rstp.")),
@@ -101,7 +109,7 @@ LAB_OPTIONS: dict[str, tuple[Any, Any]] = {
     "memory": (int, typer.Option(help="MiB of memory per VM.")),
     "cpus": (int, typer.Option(help="vCPUs per VM.")),
     "libvirt_driver": (str, typer.Option(help="libvirt driver: kvm, qemu (software emulation) or auto.")),
-    "hosts": (list[str] | None, typer.Option("--host", metavar="NODE=URI", help="Run NODE on another libvirt host, e.g. node2=qemu+ssh://root@hv-b/system (repeatable; others run here).")),
+    "hosts": (list[str] | None, typer.Option("--host", metavar="NODE=URI", help="Run NODE on the libvirt host at URI (repeatable; the other nodes run here).")),
 }
 Tunnel = Annotated[str, typer.Argument(help=f"Tunnel type: {', '.join(tunnels.NAMES[:-1])} or {tunnels.NAMES[-1]}.", show_default=False)]
 Dir = Annotated[Path | None, typer.Option("--dir", help="Lab directory (default: ./lab-NAME).")]
@@ -163,7 +171,9 @@ def lab_options(fn: Callable[..., None]) -> Callable[..., None]:
 @app.command()
 @lab_options
 def render(lab: Lab, lab_dir: Path, force: bool) -> None:
-    """Write a lab directory: Vagrantfile, provision/nodeK.sh, lab.json, topology, README."""
+    """Write a lab directory: Vagrantfile, provision/nodeK.sh, lab.json, topology, README.
+
+    A node on another libvirt host: --host node2=qemu+ssh://root@hv-b/system"""
     try:
         written = lifecycle.render(lab, lab_dir, force)
     except LabgenError as exc:
@@ -188,7 +198,9 @@ def create(
     max_outage: MaxOutage = None,
 ) -> None:
     """Render, bring up and verify a lab; exit 0 only when it is verified (and, with
-    --failover, every redundant link healed)."""
+    --failover, every redundant link healed).
+
+    A node on another libvirt host: --host node2=qemu+ssh://root@hv-b/system"""
     if destroy and keep_on_failure:
         fail("--destroy tears the lab down whatever the result and --keep-on-failure keeps a "
              "failed one: give one")
@@ -316,7 +328,8 @@ def verify(
     junit: Annotated[Path | None, typer.Option(help="Write the result as JUnit XML.")] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds to wait for spanning tree (default: by STP mode).")] = None,
 ) -> None:
-    """Prove the lab: nodes, underlay, spanning tree, overlay pings, tunnel capture, MTU.
+    """Prove the lab: nodes, config, underlay, spanning tree, overlay pings, tunnel capture, MTU.
+
     Exit 0 all passed, 1 some failed, 2 could not run."""
     _check_run_options(timeout, junit)
     try:
@@ -405,6 +418,7 @@ def destroy(
     host: HostUris = None,
 ) -> None:
     """Tear the lab down: leaves no namespaces, daemons, domains, networks or volumes.
+
     Only this directory's lab: another directory's lab of the same name is refused."""
     say = ProgressPrinter()
     if name is None and (provider or host):
@@ -439,8 +453,9 @@ def list_(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     host: HostUris = None,
 ) -> None:
-    """Every labgen lab on this host (both providers) and on the libvirt hosts named with
-    --host: name, provider, state (whole, creating, partial, orphaned), nodes, age, directory."""
+    """Every labgen lab on this host (both providers) and on the libvirt hosts named with --host.
+
+    Per lab: name, provider, state (whole, creating, partial, orphaned), nodes, age, directory."""
     from . import inventory
     try:
         found = inventory.find_all(tuple(host or ()))
@@ -462,9 +477,11 @@ def prune(
     all_: Annotated[bool, typer.Option("--all", help="Also labs that are whole and whose directory exists (a CI run's clean start).")] = False,
     host: HostUris = None,
 ) -> None:
-    """Remove every orphaned or partial labgen lab on this host (namespaces, daemons, links,
-    mounts, domains, volumes, networks named by labgen), never anything labgen did not name,
-    never a create still running. Without --yes: show what would go; exit 1 if anything."""
+    """Remove every orphaned or partial labgen lab on this host.
+
+    Removes namespaces, daemons, links, mounts, domains, volumes and networks named by labgen; never anything labgen did not name, never a create still running.
+
+    Without --yes: show what would go; exit 1 if anything would."""
     from . import inventory
     say = ProgressPrinter()
     try:
@@ -533,8 +550,9 @@ def exec_(
     ns: Annotated[str | None, typer.Option("--ns", help="Run inside this namespace of the node, e.g. A1.")] = None,
     lab_dir: NodeDir = None,
 ) -> None:
-    """Run a command on a node (or in one of its namespaces) and exit with its exit code,
-    e.g. labgen exec node1 --ns A1 -- ping -c 3 192.168.10.2"""
+    """Run a command on a node (or in one of its namespaces) and exit with its exit code.
+
+    Example: labgen exec node1 --ns A1 -- ping -c 3 192.168.10.2"""
     from . import nodeio
     try:
         t = _node_target(node, lab_dir, ns)
@@ -544,15 +562,15 @@ def exec_(
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(help="Show the tunnel traffic on a node's underlay NIC, decoded (tcpdump -nn -v).\n\n"
+             f"Only the lab's tunnel kind: {_either([k.label for k in tunnels.KINDS.values()])}, with "
+             "what it carries (STP BPDUs, pings) decoded inside. Stops after --count packets or on Ctrl-C.")
 def capture(
     node: NodeArg,
     count: Annotated[int, typer.Option("--count", "-c", help="Stop after this many packets (0: only on Ctrl-C).")] = 20,
     write: Annotated[Path | None, typer.Option("--write", "-w", help="Also save the packets to this pcap file.")] = None,
     lab_dir: NodeDir = None,
 ) -> None:
-    """Show the tunnel traffic on a node's underlay NIC, decoded (tcpdump -nn -v): GRE with
-    the STP BPDUs inside, or VXLAN on UDP 4789. Stops after --count packets or on Ctrl-C."""
     from . import nodeio
     if not 0 <= count <= 2**31 - 1:     # tcpdump -c takes a C int
         fail(f"--count {count} is out of range: give 1 to {2**31 - 1} packets, or 0 to stop only on Ctrl-C")
@@ -568,8 +586,9 @@ def capture(
 
 @app.command()
 def boxes() -> None:
-    """The box catalog: one file per box in boxes/, plus the *.toml files in the directories
-    of LABGEN_BOXES_DIR (colon-separated; a box there replaces a shipped one of that name)."""
+    """The box catalog: one file per box in boxes/.
+
+    Also the *.toml files in the directories of LABGEN_BOXES_DIR (colon-separated; a box there replaces a shipped one of that name)."""
     try:
         catalog = box_catalog.catalog()
     except LabgenError as exc:
@@ -585,6 +604,7 @@ def doctor(
     host: Annotated[str | None, typer.Option("--host", metavar="URI", help="Also check this libvirt host, e.g. qemu+ssh://root@hv-b/system.")] = None,
 ) -> None:
     """Check this host for each provider; one line per problem with its fix. Exit 1 if any.
+
     Missing system packages are named with the one apt-get command that installs them all."""
     from .doctor import diagnose
     try:

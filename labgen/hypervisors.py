@@ -6,8 +6,8 @@ local libvirt (qemu:///system). Each host gets its own Vagrant project, because
 vagrant-libvirt drives one libvirt connection per Vagrantfile. Nodes on one host share a
 libvirt network as their underlay; nodes on different hosts cannot, so their underlay NICs
 are joined point to point by a UDP tunnel (libvirt's `<interface type='udp'>`): qemu sends
-each guest Ethernet frame as one UDP datagram to the other host (README: "Labs across
-hypervisors").
+each guest Ethernet frame as one UDP datagram to the other host (README and docs/design.md:
+"Labs across hypervisors").
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The verification stages, declared once: verify runs this table, the JSON report lists it,
-the README's list is generated from it (`python -m labgen.stages`) and the tests read it.
+docs/design.md's list is generated from it (`python -m labgen.stages`) and the tests read it.
 
 The order follows Open vSwitch's own system tests: nodes and OVS first, then the underlay,
 spanning tree, the overlay, proof that traffic crossed the tunnel, and path MTU. Stages with
@@ -26,7 +26,7 @@ Run = Callable[[Lab, Mapping[str, Runner], float], list[Check]]
 class Stage:
     name: str
     group: int
-    proves: str         # what passing this stage proves, in one sentence (README, JSON)
+    proves: str         # what passing this stage proves, in one sentence (docs/design.md, JSON)
     run: Run            # (lab, runners, settle timeout) -> checks
     apart_on: tuple[str, ...] = ()      # providers on which it does not share its group
 
@@ -82,7 +82,7 @@ def groups(provider: str | None = None) -> list[list[Stage]]:
 
 
 def markdown() -> str:
-    """The README's numbered list of what "verified" means."""
+    """docs/design.md's numbered list of what "verified" means."""
     return "\n".join(f"{i}. **{s.name}**: {s.proves};" if i < len(STAGES) else
                      f"{i}. **{s.name}**: {s.proves}."
                      for i, s in enumerate(STAGES, 1))

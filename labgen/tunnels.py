@@ -2,7 +2,7 @@
 
 The model, the node script, the checks, the capture, the CLI's choices and the README's table
 read a `TunnelKind`; nothing else names a kind. Adding one is one entry here plus its golden
-files and test parameters (README: "Adding a tunnel kind").
+files and test parameters (docs/development.md: "Adding a tunnel kind").
 
 Overhead on an IPv4 underlay is counted from the inner Ethernet header: the inner MTU excludes
 it, the outer IP packet must fit the underlay MTU. It is also where the inner IPv4 header

@@ -1,5 +1,5 @@
 """Providers bring a rendered lab to life. REGISTRY is the one list of them; each is one
-module here plus its templates in templates/<name>/ and its boxes in boxes/ (README:
+module here plus its templates in templates/<name>/ and its boxes in boxes/ (docs/development.md:
 "Adding a provider"). The CLI, the model and the verification engine only talk to the
 `Provider` protocol below (mypy checks every provider against it)."""
 from __future__ import annotations

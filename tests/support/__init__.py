@@ -21,16 +21,17 @@ import pytest
 TESTS = Path(__file__).resolve().parent.parent
 ROOT = TESTS.parent                     # the repository
 README = ROOT / "README.md"
+DESIGN = ROOT / "docs" / "design.md"   # the internals, among them the full stage list
 OUTPUTS = TESTS / "data" / "outputs"    # outputs recorded on real labs
 GOLDEN = TESTS / "golden"               # what `labgen render` writes, byte for byte
 
 
-def readme_block(name: str) -> str:
-    """The README's generated block `<!-- NAME: ... -->` ... `<!-- /NAME -->`, stripped: the
-    tests compare it with what its module generates."""
+def readme_block(name: str, doc: Path = README) -> str:
+    """The generated block `<!-- NAME: ... -->` ... `<!-- /NAME -->` of the README (or of
+    `doc`), stripped: the tests compare it with what its module generates."""
     import re
-    block = re.search(rf"<!-- {name}:.*?-->\n(.*?)<!-- /{name} -->", README.read_text(), re.S)
-    assert block, f"README.md lost its generated {name} block"
+    block = re.search(rf"<!-- {name}:.*?-->\n(.*?)<!-- /{name} -->", doc.read_text(), re.S)
+    assert block, f"{doc.relative_to(ROOT)} lost its generated {name} block"
     return block.group(1).strip()
 
 

@@ -8,8 +8,8 @@ LABGEN_SUITE_BUDGET ends a run that has used up its budget (tests/conftest.py).
 
 Where the figures are recorded: docs/benchmarks.md ("VM labs: one host or two", 2026-11-27:
 the slow day, guests booting 3x slower than the day before), shared/notes/vm-lab.md (a
-machine whose libvirt re-probed QEMU on every call, 2026-11-26) and the README's fresh-root
-figures (tests/e2e/test_fresh_machine.py)."""
+machine whose libvirt re-probed QEMU on every call, 2026-11-26) and the fresh-root test's
+figures (docs/benchmarks.md, "Fresh-root test")."""
 
 # ---- VM labs (two emulated guests) ----------------------------------------------------------
 
@@ -44,10 +44,10 @@ CI_RECIPE = VM_CREATE + VM_DESTROY
 # ---- fresh Debian roots (tests/e2e/test_fresh_machine.py) -----------------------------------
 
 # debootstrap --variant=minbase from an empty cache: 106 s (Debian 12) / 70 s (Debian 13)
-# (README, the fresh-root test): x3 for a slow day as the VM figures show it, then x2.
+# (docs/benchmarks.md, "Fresh-root test"): x3 for a slow day as the VM figures show it, then x2.
 DEBOOTSTRAP = 600
 # scripts/setup or scripts/setup --vm in a fresh root from an empty package cache: 107 / 82 s
-# for scripts/setup, 64 / 35 s for --vm after it (README): x3 for a slow day, then x2.
+# for scripts/setup, 64 / 35 s for --vm after it (docs/benchmarks.md): x3 for a slow day, then x2.
 FRESH_SETUP = 600
 
 # ---- whole tests (pytest-timeout; fixture set-up and teardown count too) --------------------

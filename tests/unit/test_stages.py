@@ -1,16 +1,25 @@
-"""The stage table is the one source: the README's list, the JSON report and verify's order
-all come from labgen/stages.py."""
+"""The stage table is the one source: the full list in docs/design.md, the README's one line
+per stage, the JSON report and verify's order all come from labgen/stages.py."""
 from __future__ import annotations
 
-from support import readme_block
+import re
+
+from support import DESIGN, README, readme_block
 
 from labgen.results import Check, Report
 from labgen.stages import NAMES, STAGES, groups, markdown
 
 
-def test_readme_lists_the_stage_table():
-    assert readme_block("stages") == markdown().strip(), \
-        "README's stage list is stale: run python -m labgen.stages"
+def test_design_doc_lists_the_stage_table():
+    assert readme_block("stages", DESIGN) == markdown().strip(), \
+        "docs/design.md's stage list is stale: run python -m labgen.stages"
+
+
+def test_readme_names_every_stage_in_order():
+    """The README's short list (one line a stage, written by hand) names the same stages."""
+    section = README.read_text().split("## What VERIFIED proves", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\d\. \*\*(\w+)\*\*: ", section, re.M)
+    assert tuple(listed) == NAMES, listed
 
 
 def test_stage_order_and_groups():
