@@ -101,7 +101,7 @@ def switch(runners: Mapping[str, Runner], link: LabLink, how: str) -> float:
     """Take a link's ends down or up; the time (the link's node's clock) just before."""
     t = None
     for node in dict.fromkeys(n for n, _ in link.ends):
-        res = runners[node].run(_switch_command(link, node, how), timeout=15)
+        res = runners[node].run(_switch_command(link, node, how), timeout=15 * runners[node].timeout_scale)
         if not res.ok:
             raise CutError(f"{link.key}: setting {how} failed on {node}: "
                            f"{one_line(res.output) or f'exit {res.exit_code}'}")
@@ -118,7 +118,7 @@ def _ends_seen(lab: Lab, runners: Mapping[str, Runner], link: LabLink, down: boo
     deadline = time.monotonic() + timeout
     node = link.node
     while True:
-        res = runners[node].run(STATE_COMMAND, timeout=15)
+        res = runners[node].run(STATE_COMMAND, timeout=15 * runners[node].timeout_scale)
         try:
             state = {node: parse_state(node, res.stdout, lab.stp, lab.bridges)}
             assert link.bridges is not None

@@ -64,17 +64,17 @@ class Stream:
 
     def read(self) -> str:
         """What ping printed so far."""
-        return self.runner.run(f"cat {shlex.quote(self.workdir)}/out", timeout=15).stdout
+        return self.runner.run(f"cat {shlex.quote(self.workdir)}/out", timeout=15 * self.runner.timeout_scale).stdout
 
     def stop(self) -> str:
         """Stop it; what it printed, with its statistics."""
-        return self.runner.run(stop_command(self.workdir), timeout=30).stdout
+        return self.runner.run(stop_command(self.workdir), timeout=30 * self.runner.timeout_scale).stdout
 
 
 def start(runner: Runner, ns: str, dst: str, limit: float) -> Stream:
     """Start a stream from namespace `ns` to overlay address `dst`, ending by itself after
     `limit` seconds. Raises RuntimeError with what the node said when it does not start."""
-    res = runner.run(start_command(ns, dst, limit), timeout=30)
+    res = runner.run(start_command(ns, dst, limit), timeout=30 * runner.timeout_scale)
     workdir = res.stdout.strip().splitlines()[-1] if res.ok and res.stdout.strip() else ""
     if not workdir.startswith("/tmp/labgen-probe."):
         raise RuntimeError(f"the probe stream from {ns} did not start: "
