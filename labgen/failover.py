@@ -148,17 +148,21 @@ def _wait_stream(stream: probes.Stream, until: Callable[[outage.Record], bool],
 
 
 def _took_over(lab: Lab, before: State, after: State) -> list[tuple[str, str, str]]:
-    """The ports that forward after a change and did not before."""
+    """The ports that took over: of the links that forward after a change and did not
+    before, the ends that were alternate or backup ports (blocked by the tree); else every
+    end that did not forward. (With RSTP the designated end facing an alternate port may
+    also have been discarding: it did not take over from anything.)"""
     was = set(forwarding_links(lab, before))
-    out = []
+    moved = []
     for ln in forwarding_links(lab, after):
         if ln in was:
             continue
         for end in (ln.a, ln.b):
             p = port_state(lab, before, end)
             if p is None or not p.forwarding:
-                out.append(end)
-    return out
+                moved.append((end, p))
+    blocked = [end for end, p in moved if p is not None and p.role in ("alternate", "backup")]
+    return blocked or [end for end, _ in moved]
 
 
 def _link_of(lab: Lab, end: tuple[str, str, str]) -> LabLink | None:

@@ -87,6 +87,12 @@ def test_the_port_that_took_over_is_the_blocked_end_that_forwards_after_the_cut(
     after = cut(before, gone, {blocked_end: ("root", "forwarding")})
     assert _took_over(the_lab, before, after) == [blocked_end]
     assert _took_over(the_lab, before, before) == []
+    # RSTP: the designated end facing the alternate may itself have been discarding (on its
+    # way, spantree.idle_ports); it forwards after the cut too but took over from nothing.
+    other = alt.bridges.b if blocked_end == alt.bridges.a else alt.bridges.a
+    waiting = copy.deepcopy(before)
+    waiting[other[0]][other[1]].ports[other[2]] = PortState("designated", "discarding")
+    assert _took_over(the_lab, waiting, after) == [blocked_end]
 
 
 def test_the_stp_judge_holds_a_tree_with_a_cut_link_and_its_down_ports_are_not_settling():
