@@ -194,7 +194,7 @@ def cut_one(lab: Lab, runners: Mapping[str, Runner], link: LabLink, state: State
     down = False
     try:
         # The stream ends by itself even if labgen dies: four waits of `settle` and a margin.
-        stream = probes.start(runner, src.name, dst.address, 4 * settle + 30)
+        stream = probes.start(runner, src.name, dst.address, 4 * settle + 30, tag=lab.name)
         say(where, f"probing {src.name} -> {dst.name} {dst.address} every "
                    f"{probes.INTERVAL * 1000:g} ms ({'crosses' if r.crosses else 'does not cross: blocked'})")
         if _wait_stream(stream, lambda rec: rec.answered_after(0) >= BASELINE, settle) is None:

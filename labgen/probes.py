@@ -17,16 +17,18 @@ from dataclasses import dataclass
 from .batch import ns_exec
 from .runner import Runner
 
+WORKDIR_PREFIX = "/tmp/labgen-probe."
 # 10 ms between probes: the resolution of every outage measured; root may send this fast.
 INTERVAL = 0.01
 
 
-def start_command(ns: str, dst: str, limit: float, interval: float = INTERVAL) -> str:
-    """Starts the stream in the background and prints its work dir once ping runs."""
+def start_command(ns: str, dst: str, limit: float, interval: float = INTERVAL, tag: str = "") -> str:
+    """Starts the stream in the background and prints its work dir once ping runs; the work
+    dir's name carries `tag` (the lab's name: whose stream a dir left behind was)."""
     ping = ns_exec(ns, f"ping -D -n -O -i {interval:g} -c {math.ceil(limit / interval)} {dst}")
     inner = f'echo $$ >"$1/pid"; exec {ping} >"$1/out" 2>"$1/err" </dev/null'
     return "\n".join([
-        "d=$(mktemp -d /tmp/labgen-probe.XXXXXX)",
+        f"d=$(mktemp -d {WORKDIR_PREFIX}{tag + '.' if tag else ''}XXXXXX)",
         f'setsid sh -c {shlex.quote(inner)} _ "$d" </dev/null >/dev/null 2>&1 &',
         'n=0; until [ -s "$d/pid" ]; do',
         '  n=$((n+1)); [ $n -gt 200 ] && { echo "the probe stream did not start" >&2; exit 1; }',
@@ -71,12 +73,12 @@ class Stream:
         return self.runner.run(stop_command(self.workdir), timeout=30 * self.runner.timeout_scale).stdout
 
 
-def start(runner: Runner, ns: str, dst: str, limit: float) -> Stream:
+def start(runner: Runner, ns: str, dst: str, limit: float, tag: str = "") -> Stream:
     """Start a stream from namespace `ns` to overlay address `dst`, ending by itself after
     `limit` seconds. Raises RuntimeError with what the node said when it does not start."""
-    res = runner.run(start_command(ns, dst, limit), timeout=30 * runner.timeout_scale)
+    res = runner.run(start_command(ns, dst, limit, tag=tag), timeout=30 * runner.timeout_scale)
     workdir = res.stdout.strip().splitlines()[-1] if res.ok and res.stdout.strip() else ""
-    if not workdir.startswith("/tmp/labgen-probe."):
+    if not workdir.startswith(WORKDIR_PREFIX):
         raise RuntimeError(f"the probe stream from {ns} did not start: "
                            f"{res.output.strip() or f'exit {res.exit_code}'}")
     return Stream(runner, workdir, ns, dst)
