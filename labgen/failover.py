@@ -215,7 +215,8 @@ def cut_one(lab: Lab, runners: Mapping[str, Runner], link: LabLink, state: State
         mark = outage.parse(stream.read(), probes.INTERVAL).last_seq
         say(where, f"tree {'holds' if r.tree_after_cut.passed else 'does NOT hold'}; "
                    f"took over: {', '.join(f'{n} {p}' for n, _, p in r.took_over) or 'none'}")
-        if _wait_stream(stream, lambda rec: rec.answered_after(mark) > 0, settle) is None:
+        back_after_cut = _wait_stream(stream, lambda rec: rec.answered_after(mark) > 0, settle) is not None
+        if not back_after_cut:
             r.problems.append(_not_carried(lab, r, settle))
         t_restore = switch(runners, link, "up")
         down = False
@@ -237,7 +238,7 @@ def cut_one(lab: Lab, runners: Mapping[str, Runner], link: LabLink, state: State
         if back:
             record = record.through_last_answer()
         r.duplicates = record.duplicates
-        r.cut_outage, r.restore_outage = outage.cut_and_restore(record, t_cut, t_restore)
+        r.cut_outage, r.restore_outage = outage.cut_and_restore(record, t_cut, t_restore, back_after_cut)
         for what, o in (("cut", r.cut_outage), ("restore", r.restore_outage)):
             if o.seconds is None and not r.problems:
                 r.problems.append(f"traffic did not come back after the {what}: {o.lost} probes lost")

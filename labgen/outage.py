@@ -124,10 +124,20 @@ def outage(record: Record, event: float, until: float = math.inf, since: float =
     return Outage(max(0.0, back.answered - event), len(lost), back.seq)
 
 
-def cut_and_restore(record: Record, cut: float, restore: float) -> tuple[Outage, Outage]:
-    """The outages of a cut and of the restore after it, each probe counted once: the two
-    windows meet at the last probe answered before the restore when traffic came back after
-    the cut (a probe lost after it is the restore's), else at the restore."""
-    answered = [p.sent for p in record.probes if cut < p.sent < restore and p.answered is not None]
+def cut_and_restore(record: Record, cut: float, restore: float, back: bool = True) -> tuple[Outage, Outage]:
+    """The outages of a cut and of the restore after it, each probe counted once. `back`:
+    whether traffic was seen back before the restore (failover watched for it). If it was,
+    the two windows meet at the last probe answered before the restore (a probe lost after
+    it is the restore's); if not, the cut's outage has no end (a probe sent just after the
+    cut, still in flight before the link went down, was answered: it is no recovery) and the
+    restore's window starts at the restore."""
+    if not back:
+        before = [p.sent for p in record.probes if p.sent < cut and p.answered is not None]
+        start = max(before, default=-math.inf)
+        lost = sum(1 for p in record.probes if start < p.sent < restore
+                   and (p.answered is None or p.answered >= restore))
+        return Outage(None, lost, None), outage(record, restore, since=restore)
+    answered = [p.sent for p in record.probes if cut < p.sent < restore
+                and p.answered is not None and p.answered < restore]
     meet = max(answered) if answered else restore
     return outage(record, cut, until=meet), outage(record, restore, since=meet)

@@ -112,3 +112,16 @@ def test_duplicate_replies_are_counted_not_taken_as_answers():
 def test_nothing_to_go_by():
     assert parse("PING 192.168.10.10 (192.168.10.10) 56(84) bytes of data.", 0.01) == Record((), 0)
     assert outage(Record((), 0), 100.0).seconds == 0.0
+
+
+def test_a_cut_traffic_never_came_back_from_has_no_end_though_a_probe_in_flight_was_answered():
+    """The probe sent just after the cut crossed before the link went down (answered); every
+    later one was lost until the restore at 100.395, and the next is answered: the cut has no
+    end, its losses are its own, and the restore's outage starts at the restore."""
+    rec = parse(steady(80, lost=set(range(13, 41))), 0.01)     # 12 sent 100.11, answered
+    on_cut, on_restore = cut_and_restore(rec, 100.105, 100.395, back=False)
+    assert on_cut.seconds is None and on_cut.lost == 28
+    assert on_restore.seconds == 0.0 and on_restore.lost == 0
+    # Told it came back, the same record would split at probe 12: the point of `back`.
+    wrong, _ = cut_and_restore(rec, 100.105, 100.395)
+    assert wrong.lost == 0
