@@ -202,6 +202,7 @@ def cut_one(lab: Lab, runners: Mapping[str, Runner], link: LabLink, state: State
                               f"from {src.name} to {dst.address} answered within {settle:g} s")
             return r, state
         t_cut = switch(runners, link, "down")
+        m_cut = time.monotonic()
         down = True
         say(where, f"cut ({link.label})")
         if not _ends_seen(lab, runners, link, True, settle):
@@ -219,6 +220,7 @@ def cut_one(lab: Lab, runners: Mapping[str, Runner], link: LabLink, state: State
         if not back_after_cut:
             r.problems.append(_not_carried(lab, r, settle))
         t_restore = switch(runners, link, "up")
+        m_restore = time.monotonic()
         down = False
         say(where, "restored")
         if not _ends_seen(lab, runners, link, False, settle):
@@ -234,11 +236,20 @@ def cut_one(lab: Lab, runners: Mapping[str, Runner], link: LabLink, state: State
             r.problems.append(f"no probe from {src.name} to {dst.address} answered within "
                               f"{settle:g} s of the tree holding again after the restore")
         record = outage.parse(stream.stop(), probes.INTERVAL)
+        m_stop = time.monotonic()
         stream = None
         if back:
             record = record.through_last_answer()
         r.duplicates = record.duplicates
         r.cut_outage, r.restore_outage = outage.cut_and_restore(record, t_cut, t_restore, back_after_cut)
+        # The node's wall clock times the outage (ping -D has no other); this machine's
+        # monotonic clock bounds it: an outage longer than the time that passed means the
+        # wall clock stepped in between, and the figure is not a measurement.
+        for what, o, passed in (("cut", r.cut_outage, m_restore - m_cut), ("restore", r.restore_outage, m_stop - m_restore)):
+            if o.seconds is not None and o.seconds > passed + 1.0:
+                r.problems.append(f"outage on {what} {o.ms:g} ms is longer than the {passed:.1f} s that "
+                                  "passed: the node's clock stepped; not measured")
+                r.error = True
         for what, o in (("cut", r.cut_outage), ("restore", r.restore_outage)):
             if o.seconds is None and not r.problems:
                 r.problems.append(f"traffic did not come back after the {what}: {o.lost} probes lost")
