@@ -16,7 +16,7 @@ from .batch import Planned, ns_exec
 from .model import Lab, Node
 from .results import Check
 from .runner import Result, Runner, RunnerError
-from .spantree import bridge_problems, judge_tree, model_ports, parse_state, state_command
+from .spantree import BridgeState, bridge_problems, judge_tree, model_ports, parse_state, state_command
 
 
 def ping(wait: float, addr: str, extra: str = "") -> str:
@@ -108,11 +108,18 @@ def plan_underlay(lab: Lab) -> list[Planned]:
 # ---- spanning tree ----------------------------------------------------------------------
 def run_stp_checks(lab: Lab, runners: Mapping[str, Runner], timeout: float,
                    interval: float = 0.1) -> list[Check]:
+    """The stp stage: poll_tree's checks."""
+    return poll_tree(lab, runners, timeout, interval)[0]
+
+
+def poll_tree(lab: Lab, runners: Mapping[str, Runner], timeout: float,
+              interval: float = 0.1) -> tuple[list[Check], dict[str, dict[str, BridgeState]]]:
     """Poll every node until the lab's mode is on for every bridge, every port reports its
     state, nothing is still moving (spantree.idle_ports: what may) and the forwarding links
     of all nodes form one spanning tree; that must hold on two polls in a row. A bridge
     without loop protection or a node that does not answer will not heal by waiting: those
-    fail at once."""
+    fail at once. Returns the checks and the state last read (failover reads the tree from
+    it: the same judgement the stp stage makes)."""
     mode = lab.stp.upper()
     command = state_command(lab.stp)
     started = time.monotonic()
@@ -122,7 +129,9 @@ def run_stp_checks(lab: Lab, runners: Mapping[str, Runner], timeout: float,
         with ThreadPoolExecutor(max_workers=len(lab.nodes)) as pool:
             polled = dict(zip([n.name for n in lab.nodes],
                               pool.map(lambda n: _poll(runners[n.name], command), lab.nodes), strict=False))
-        states, node_problems, static = {}, {}, False
+        states: dict[str, dict[str, BridgeState]] = {}
+        node_problems: dict[str, list[str]] = {}
+        static = False
         for node, (text, err) in polled.items():
             if err is not None:
                 node_problems[node], static = [err], True
@@ -163,7 +172,7 @@ def run_stp_checks(lab: Lab, runners: Mapping[str, Runner], timeout: float,
             if time.monotonic() >= deadline and not static:
                 evidence = f"after {timeout:g} s: {evidence}"
         checks.append(Check("stp", name, "all", command, verdict.ok, evidence, seconds))
-    return checks
+    return checks, states
 
 
 def _poll(runner: Runner, cmd: str) -> tuple[str, str | None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import os
 import sys
 import time
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from . import nodeio
+    from .failover import FailoverReport
     from .results import Report
 from .report import (
     PLAIN_WIDTH,
@@ -36,7 +38,6 @@ from .report import (
     summary,
     to_json,
     unwritable,
-    write_junit,
 )
 
 
@@ -118,6 +119,9 @@ BoxOpt = Annotated[str | None, typer.Option(help="Box from the catalog (labgen b
 Vni = Annotated[int | None, typer.Option("--vni", help="The same number as --key (VXLAN and Geneve call it VNI).")]
 
 
+MaxOutage = Annotated[float | None, typer.Option("--max-outage", metavar="SECONDS", help="Fail when traffic stops longer than this on any cut or restore.")]
+
+
 def _given(ctx: typer.Context, param: str) -> bool:
     """Whether the user gave this option (its value may still equal the default)."""
     source = ctx.get_parameter_source(param)
@@ -190,14 +194,20 @@ def create(
     json_out: Annotated[bool, typer.Option("--json", help="Print the verification as JSON.")] = False,
     junit: Annotated[Path | None, typer.Option(help="Write the verification as JUnit XML.")] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds to wait for spanning tree (default: by STP mode).")] = None,
+    failover: Annotated[bool, typer.Option("--failover", help="Once verified, cut every redundant link in turn and measure the outage (labgen failover).")] = False,
+    max_outage: MaxOutage = None,
 ) -> None:
-    """Render, bring up and verify a lab; exit 0 only when it is verified.
+    """Render, bring up and verify a lab; exit 0 only when it is verified (and, with
+    --failover, every redundant link healed).
 
     A node on another libvirt host: --host node2=qemu+ssh://root@hv-b/system"""
     if destroy and keep_on_failure:
         fail("--destroy tears the lab down whatever the result and --keep-on-failure keeps a "
              "failed one: give one")
+    if max_outage is not None and not failover:
+        fail("--max-outage gates the outages that --failover measures: add --failover")
     _check_run_options(timeout, junit)
+    _check_max_outage(max_outage)
     say = ProgressPrinter()
     try:
         # Host checks come before anything is written: a lab that cannot start is not rendered.
@@ -214,8 +224,16 @@ def create(
             say("lab", f"up in {seconds:.1f} s; verifying")
             report = lifecycle.run_verify(lab, lab_dir, timeout, progress=lambda s: say("verify", s))
             lifecycle.finished(lab, lab_dir)
-            _emit(report, json_out, junit, lab_dir)
-            code = ExitCode.OK if report.passed else ExitCode.FAILED
+            proven = None
+            if failover and report.passed:
+                from .redundancy import lab_links
+                _terminate_as_interrupt()
+                proven = lifecycle.run_failover(lab, lab_dir, lab_links(lab), timeout, max_outage, say)
+            elif failover:
+                say("failover", "not run: the lab is not verified")
+            _emit(report, json_out, junit, lab_dir, proven)
+            code = ExitCode.OK if report.passed and (proven is None or proven.passed) \
+                and not (failover and proven is None) else ExitCode.FAILED
             if destroy:
                 lifecycle.destroy(lab, lab_dir, say)
                 say("lab", "destroyed")
@@ -228,6 +246,11 @@ def create(
             _quiet_destroy(lab, lab_dir, say)
         fail("interrupted" + ("" if keep_on_failure else ": the lab was torn down"), ExitCode.INTERRUPTED)
     raise typer.Exit(code)
+
+
+def _check_max_outage(seconds: float | None) -> None:
+    if seconds is not None and not 0 <= seconds <= 3600:
+        fail(f"--max-outage {seconds:g} is out of range: give 0 to 3600 seconds")
 
 
 def _check_run_options(timeout: float | None, junit: Path | None) -> None:
@@ -249,13 +272,21 @@ def _quiet_destroy(lab: Lab, lab_dir: Path, say: ProgressPrinter) -> None:
         err.line(("tear-down failed too:", "red"), f" {exc}")
 
 
-def _emit(report: Report, json_out: bool, junit: Path | None, lab_dir: Path) -> None:
+def _emit(report: Report, json_out: bool, junit: Path | None, lab_dir: Path,
+          proven: FailoverReport | None = None) -> None:
+    from . import failover_report
     if json_out:
-        print(to_json(report))
+        if proven is None:
+            print(to_json(report))
+        else:
+            print(json.dumps({**report.to_dict(), "failover": failover_report.to_dict(proven)}, indent=2))
     else:
         print_report(report, tables())
+        if proven is not None:
+            failover_report.print_report(proven, tables())
     if junit:
-        write_junit(report, junit)
+        from .report import junit_suite, write_suites
+        write_suites([junit_suite(report)] + ([failover_report.junit_suite(proven)] if proven else []), junit)
     if not report.passed:
         for line in report.findings:
             err.line(line)
@@ -309,6 +340,54 @@ def verify(
         fail(str(exc), ExitCode.USAGE)
     _emit(report, json_out, junit, lab_dir)
     raise typer.Exit(ExitCode.OK if report.passed else ExitCode.FAILED)
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (a CI job's timeout, a kill) ends failover as Ctrl-C does: the link it cut is
+    brought back up first. (Python's default for SIGTERM ends at once, mid-cut.)"""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+@app.command()
+def failover(
+    lab_dir: LabDir = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    junit: Annotated[Path | None, typer.Option(help="Write the result as JUnit XML.")] = None,
+    max_outage: MaxOutage = None,
+    link: Annotated[list[str] | None, typer.Option("--link", metavar="NAME", help="Cut only this link: NAME on every node (b12) or NODE:NAME (node1:b12); repeatable.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds to wait for the tree and the traffic after each cut and restore (default: by STP mode).")] = None,
+) -> None:
+    """Cut every redundant link in turn under a steady probe stream, measure how long traffic
+    stops on the cut and on the restore, and judge the spanning tree after each. Exit 0 all
+    healed, 1 an outage over --max-outage or a tree that did not hold, 2 could not run."""
+    from . import failover_report
+    from .redundancy import lab_links, select
+    _check_run_options(timeout, junit)
+    _check_max_outage(max_outage)
+    say = ProgressPrinter()
+    _terminate_as_interrupt()
+    try:
+        lab, lab_dir = _load(lab_dir)
+        chosen = select(lab_links(lab), tuple(link or ()))
+        with lifecycle.locked(lab_dir):
+            proven = lifecycle.run_failover(lab, lab_dir, chosen, timeout, max_outage, say)
+    except LabgenError as exc:
+        fail(str(exc), ExitCode.USAGE)
+    except KeyboardInterrupt:
+        fail("interrupted: every link that was cut is up again", ExitCode.INTERRUPTED)
+    if json_out:
+        print(failover_report.to_json(proven))
+        err.line(failover_report.summary(proven))
+    else:
+        failover_report.print_report(proven, tables())
+    if junit:
+        from .report import write_suites
+        write_suites([failover_report.junit_suite(proven)], junit)
+    raise typer.Exit(ExitCode.OK if proven.passed else ExitCode.FAILED)
 
 
 @app.command()

@@ -16,11 +16,14 @@ class ExitCode(IntEnum):
 
 
 EXIT_CODES: tuple[tuple[str, str], ...] = (
-    (str(int(ExitCode.OK)), "done: the lab is verified (`create`, `verify`); every node runs "
-     "(`status`); the host is ready (`doctor`); a `capture` stopped after its `--count` or on Ctrl-C"),
+    (str(int(ExitCode.OK)), "done: the lab is verified (`create`, `verify`); every redundant link "
+     "was cut and healed (`failover`, `create --failover`); every node runs (`status`); the host "
+     "is ready (`doctor`); a `capture` stopped after its `--count` or on Ctrl-C"),
     (str(int(ExitCode.FAILED)), "a check failed: the report names the check, the node and the "
      "evidence, and `diagnostics/nodeK.txt` in the lab dir holds the node's firewall, `ovs-vsctl "
-     "show`, STP state, addresses, routes and the OVS log tail (`create`, `verify`); `doctor` found "
+     "show`, STP state, addresses, routes and the OVS log tail (`create`, `verify`); `failover`: "
+     "the spanning tree did not hold (before a cut, after one, after a restore), traffic did not "
+     "come back, or an outage was above `--max-outage` (the report names the link); `doctor` found "
      "a problem; `capture`: tcpdump failed on the node or the node did not answer"),
     (str(int(ExitCode.USAGE)), "could not run: bad input, a missing tool or package, no root, a lab "
      "directory that cannot be written (read-only, full, a file in the way), an unknown node or "
@@ -29,7 +32,7 @@ EXIT_CODES: tuple[tuple[str, str], ...] = (
     (str(int(ExitCode.PROVIDER)), "bringing the lab up or down failed part way (`create`, `up`, "
      "`destroy`), after tearing down what that run created unless `--keep-on-failure`"),
     (str(int(ExitCode.INTERRUPTED)), "interrupted (Ctrl-C); `create` tears down what it started "
-     "unless `--keep-on-failure`"),
+     "unless `--keep-on-failure`; `failover` first brings back up the link it had cut"),
     ("the command's", "`exec`: the exit code of the command run on the node (128+N when signal N "
      "ended it)"),
 )

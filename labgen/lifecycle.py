@@ -20,7 +20,10 @@ from .providers import NodeStatus, Progress, Provider
 from .render import LAB_FILE, fs_error, is_lab_dir, load_lab, write_lab
 
 if TYPE_CHECKING:
+    from .failover import FailoverReport
+    from .redundancy import LabLink
     from .results import Report
+    from .spantree import BridgeState
 # The checks, the verification engine and the diagnostics are imported by the verbs that
 # use them: render, up and destroy start faster without them.
 
@@ -151,6 +154,32 @@ def run_verify(lab: Lab, lab_dir: Path, timeout: float | None,
         if not report.passed:
             report.findings = collect_diagnostics(lab, runners, lab_dir / "diagnostics")
         return report
+    finally:
+        for r in runners.values():
+            r.close()
+
+
+def run_failover(lab: Lab, lab_dir: Path, links: list[LabLink], timeout: float | None,
+                 max_outage: float | None, say: Progress) -> FailoverReport:
+    """Cut each of `links` in turn on the running lab (failover.py), through the same runners
+    verify uses. Every node must run: a lab that is not whole cannot be proven to heal."""
+    from .failover import run_failover as run
+    provider = provider_of(lab)
+    record = owned(lab, lab_dir)
+    absent = [s.node for s in provider.status(lab, lab_dir) if s.state != "running"] \
+        if record is not None else [n.name for n in lab.nodes]
+    if absent:
+        raise LabgenError(f"lab {lab.name!r} in {lab_dir} is not up ({', '.join(absent)} not "
+                          f"running): run labgen up {lab_dir}")
+    from . import livetree
+
+    def draw(state: dict[str, dict[str, BridgeState]], step: str, cut: tuple[str, str, str] | None,
+             took_over: tuple[tuple[str, str, str], ...]) -> None:
+        livetree.write(lab_dir, livetree.dot_text(lab, state, step, cut, took_over))
+    runners = {n.name: provider.runner(lab, lab_dir, n.name) for n in lab.nodes}
+    try:
+        return run(lab, runners, links, timeout if timeout is not None else lab.settle_timeout,
+                   max_outage, say, draw)
     finally:
         for r in runners.values():
             r.close()

@@ -9,6 +9,7 @@ from .owner import ago
 from .results import Report
 
 if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET
     from pathlib import Path as _Path
 
     from rich.console import Console
@@ -154,7 +155,7 @@ def unwritable(path: Path, flag: str, example: str) -> str | None:
     return None
 
 
-def write_junit(report: Report, path: Path) -> None:
+def junit_suite(report: Report) -> ET.Element:
     # JUnit's own split: <failure> = the check ran and found a fault; <error> = it could not
     # run (node unreachable, timeout, missing binary).
     errors = len(report.errors)
@@ -175,11 +176,21 @@ def write_junit(report: Report, path: Path) -> None:
             ET.SubElement(case, "skipped", message=c.evidence)
         else:
             ET.SubElement(case, "system-out").text = c.evidence
+    return suite
+
+
+def write_suites(suites: list[ET.Element], path: Path) -> None:
+    """A JUnit file of these test suites (verify's, failover's)."""
+    import xml.etree.ElementTree as ET
     root = ET.Element("testsuites")
-    root.append(suite)
+    root.extend(suites)
     ET.indent(root)
     path.parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def write_junit(report: Report, path: Path) -> None:
+    write_suites([junit_suite(report)], path)
 
 
 # ---- the other tables of the command line -------------------------------------------------

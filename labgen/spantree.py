@@ -42,6 +42,9 @@ def state_command(mode: str) -> str:
 # States a port passes through; a port in one of them is still settling.
 TRANSITIONAL = {"listening", "learning"}
 STABLE_BLOCKED = {"blocking", "discarding", "disabled"}
+# A port whose link is down: 802.1D in OVS keeps its role (designated) but it waits for
+# nothing; it is not on its way anywhere until its link comes back (failover cuts links).
+DOWN = {"disabled"}
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,29 @@ class TreeVerdict:
         return self.settled and self.is_tree and not self.problems
 
 
+def port_state(lab: Lab, state: dict[str, dict[str, BridgeState]],
+               end: tuple[str, str, str]) -> PortState | None:
+    """One end of a link as its traffic sees it (None: not on its bridge): a bridge without
+    the lab's mode enabled forwards on every port, whatever it reports."""
+    node, bridge, name = end
+    br = state.get(node, {}).get(bridge)
+    if br is None or name not in br.ports:
+        return None
+    if not br.enabled(lab.stp):
+        return PortState(None, "forwarding")
+    return br.ports[name]
+
+
+def forwarding_links(lab: Lab, state: dict[str, dict[str, BridgeState]]) -> list[Link]:
+    """The links of the model whose both ends forward: what traffic can cross."""
+    out = []
+    for link in links(lab):
+        a, b = port_state(lab, state, link.a), port_state(lab, state, link.b)
+        if a is not None and b is not None and a.forwarding and b.forwarding:
+            out.append(link)
+    return out
+
+
 def judge_tree(lab: Lab, state: dict[str, dict[str, BridgeState]]) -> TreeVerdict:
     """Are the forwarding links of all nodes together one spanning tree of all bridges?
     A bridge without the lab's mode enabled forwards on every port, so it counts that way
@@ -169,18 +195,13 @@ def judge_tree(lab: Lab, state: dict[str, dict[str, BridgeState]]) -> TreeVerdic
         return TreeVerdict(False, False, [f"bridge missing: {', '.join(missing)}"], None, 0)
 
     def port(node: str, bridge: str, name: str) -> PortState | None:
-        br = state[node][bridge]
-        if name not in br.ports:
-            return None
-        if not br.enabled(mode):
-            return PortState(None, "forwarding")
-        return br.ports[name]
+        return port_state(lab, state, (node, bridge, name))
 
     idle = idle_ports(lab, state) if mode == "rstp" else set()
     moving = [f"{n} {b} {p} {s.state}" for n, b in vertices
               for p, s in state[n][b].ports.items()
               if state[n][b].enabled(mode) and (n, b, p) not in idle and (s.state in TRANSITIONAL or (
-                  s.role in ("root", "designated") and s.state in STABLE_BLOCKED))]
+                  s.role in ("root", "designated") and s.state in STABLE_BLOCKED - DOWN))]
     roots = {state[n][b].root_id for n, b in vertices if state[n][b].enabled(mode)}
     root = next(iter(roots)) if len(roots) == 1 else None
     if len(roots) > 1:

@@ -207,6 +207,12 @@ RUN_BAD = [
     ("capture-write-is-a-directory", ["capture", "node1", "--write", "{tmp}"], "--write {tmp} is a directory"),
     ("destroy-name-netns-with-host", ["destroy", "--name", "x", "--provider", "netns", "--host",
                                       "qemu+ssh://root@hv-b/system"], "--host names libvirt hosts"),
+    ("failover-max-outage-negative", ["failover", "--max-outage", "-1"],
+     "--max-outage -1 is out of range: give 0 to 3600 seconds"),
+    ("failover-timeout-zero", ["failover", "--timeout", "0"], "--timeout 0 is out of range"),
+    ("failover-junit-is-a-directory", ["failover", "--junit", "{tmp}"], "--junit {tmp} is a directory"),
+    ("create-max-outage-without-failover", ["create", "gre", "--provider", "netns", "--max-outage", "1"],
+     "--max-outage gates the outages that --failover measures: add --failover"),
 ]
 
 
@@ -278,6 +284,23 @@ def test_exec_on_a_lab_that_is_not_up(tmp_path):
         line = error_line(proc)
         assert all(w in line for w in words), line
         assert "Traceback" not in proc.stderr
+
+
+def test_failover_on_a_lab_that_is_not_up_or_of_a_link_it_lacks(tmp_path):
+    lab = tmp_path / "lab"
+    assert labgen(tmp_path, "render", "gre", "--provider", "netns", "--name", f"fon{os.getpid() % 100000}",
+                  "--dir", str(lab)).returncode == 0
+    before = contents(tmp_path)
+    for args, words in ((["failover", str(lab)], ("is not up", "labgen up")),
+                        (["failover", str(lab), "--link", "b99"],
+                         ("--link b99: no such link in this lab; links: node1:a1", "node2:b23", "node1:gre-node2"))):
+        proc = labgen(tmp_path, *args)
+        assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+        line = error_line(proc)
+        assert all(w in line for w in words), line
+        assert proc.stdout == "" and "Traceback" not in proc.stderr
+    # (the lab's lock file, as verify leaves it: the lab was looked at under its lock)
+    assert {k: v for k, v in contents(tmp_path).items() if k != "lab/.labgen.lock"} == before
 
 
 # ---- a host that cannot run a netns lab ------------------------------------------------------
