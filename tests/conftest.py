@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 from support import OPT_IN, bounds, require_tool, sessions
 from support import sshd as ssh_server
-from support.cli import ARGV, ENV, STARTED, kill_group, labgen, run_group
+from support.cli import STARTED, kill_group, labgen, run_group
 
 
 def netns_capable() -> str | None:
@@ -58,41 +55,9 @@ def pytest_addoption(parser):
                           "env LABGEN_UPDATE_GOLDEN=1 does the same")
 
 
-# The box, built while the first tests run: a cold build is minutes of debootstrap and
-# downloads, which the netns and fresh-root tests before the first VM test leave room for.
-# (started when the run holds a VM test; in a session of its own, noted like every other)
-EARLY_BOX: list[tuple[subprocess.Popen, Path, float]] = []
-
-
-def pytest_collection_finish(session):
-    if vm_capable() is None and any(i.get_closest_marker("vm") for i in session.items):
-        log = Path(tempfile.mkdtemp(prefix="labgen-box-")) / "box-build.log"
-        with log.open("w") as out:
-            proc = subprocess.Popen([*ARGV, "box", "build", "debian12"], stdout=out,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, env=ENV)
-        sessions.note(proc.pid)
-        EARLY_BOX.append((proc, log, time.monotonic()))
-
-
-def pytest_unconfigure(config):
-    for proc, _, _ in EARLY_BOX:        # (a run that ended before its first VM test)
-        if proc.poll() is None:
-            kill_group(proc)
-
-
 @pytest.fixture(scope="session")
 def box():
-    """The locally built labgen/debian12 box (built once, then reused from the cache): the
-    early build waited for (its failure is only printed: the build below, in the open, gives
-    the test its error), then `labgen box build` again, which finds it in the cache."""
-    for early, log, started in EARLY_BOX:
-        try:
-            early.wait(timeout=max(1.0, bounds.BOX_BUILD - (time.monotonic() - started)))
-        except subprocess.TimeoutExpired:
-            kill_group(early)
-        took = time.monotonic() - started
-        print(f"early box build: exit {early.returncode} after {took:.0f} s ({log})")
+    """The locally built labgen/debian12 box (built once, then reused from the cache)."""
     proc = labgen("box", "build", "debian12", timeout=bounds.BOX_BUILD)
     assert proc.returncode == 0, proc.stderr[-3000:]
     listed = run_group(["vagrant", "box", "list"], bounds.VAGRANT_QUERY).stdout

@@ -19,8 +19,7 @@ pytestmark = pytest.mark.timeout(bounds.TEST_BOX)     # a box build is inside
 @pytest.mark.vm
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("vagrant"),
                     reason="needs root and vagrant")
-def test_real_box_is_built_or_reused_and_listed_by_vagrant(box):
-    # (after the session's box: its early build holds the build lock while it runs)
+def test_real_box_is_built_or_reused_and_listed_by_vagrant():
     built = build_box("debian12", progress=print)
     assert built.path.is_file()
     listing = subprocess.run(["vagrant", "box", "list", "--machine-readable"],
