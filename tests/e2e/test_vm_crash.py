@@ -12,11 +12,9 @@ import subprocess
 
 import pytest
 from support import bounds
-from support.cli import labgen, labgen_started
-from support.labs import kill_at, listed
-from support.vm import noted_vagrants, sweep
-
-from labgen.processes import start_ticks
+from support.cli import labgen
+from support.labs import listed
+from support.vm import killed_at, running, sweep
 
 # (per test, fixture set-up included: a lab boot or a fresh root is inside)
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(bounds.TEST_BOOT)]
@@ -41,16 +39,7 @@ def test_vm_create_killed_while_vagrant_boots_leaves_a_partial_lab_that_destroy_
     sweep(name)
     before = libvirt_objects()
     lab_dir = tmp_path / "lab"
-    proc = labgen_started("create", "gre", "--box", box, "--name", name, "--dir", str(lab_dir))
-    try:
-        kill_at(proc, ": booting", timeout=bounds.VM_CREATE)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    vagrants = noted_vagrants(name)
-    # the killed labgen's vagrant up goes on by itself: what the clean-up must stop
-    assert any(start_ticks(pid) == ticks for pid, ticks in vagrants), vagrants
+    vagrants = killed_at(name, ": booting", "create", "gre", "--box", box, "--name", name, "--dir", str(lab_dir))
     entry = listed(name, "libvirt")
     assert entry is not None and entry["state"] == "partial", entry
     assert entry["dir"] == str(lab_dir)
@@ -58,4 +47,4 @@ def test_vm_create_killed_while_vagrant_boots_leaves_a_partial_lab_that_destroy_
     assert done.returncode == 0, done.stdout + done.stderr
     assert listed(name, "libvirt") is None
     assert libvirt_objects() == before
-    assert not any(start_ticks(pid) == ticks for pid, ticks in vagrants)
+    assert not running(vagrants)

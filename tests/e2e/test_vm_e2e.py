@@ -37,8 +37,8 @@ import pytest
 from support import bounds
 from support import sshd as ssh_server
 from support.ci import SCRIPT
-from support.cli import labgen, labgen_started, run_group
-from support.labs import kill_at, listed
+from support.cli import labgen, run_group
+from support.labs import listed
 from support.vm import (
     EMPTY,
     IPTABLES_DROP,
@@ -46,16 +46,16 @@ from support.vm import (
     fails_at_overlay_naming,
     firewalld_rules,
     forget_tunnel_flows,
+    killed_at,
     libvirt_names,
-    noted_vagrants,
     on_node,
     root_node,
+    running,
     sweep,
     vagrant_machine_locks,
 )
 
 from labgen import tunnels, vagrant
-from labgen.processes import start_ticks
 from labgen.stages import NAMES
 
 GRE, GENEVE, VXLAN = (tunnels.get(k) for k in ("gre", "geneve", "vxlan"))
@@ -422,15 +422,7 @@ def test_up_killed_while_a_node_provisions_leaves_a_partial_lab_that_prune_remov
     off = subprocess.run(["virsh", "-c", "qemu:///system", "destroy", f"labgen-{NAME}-node2"],
                          capture_output=True, text=True, timeout=120)
     assert off.returncode == 0, off.stderr
-    proc = labgen_started("up", str(lab))
-    try:
-        kill_at(proc, "node1: provisioning", timeout=bounds.VM_CREATE)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    vagrants = noted_vagrants(NAME)
-    assert any(start_ticks(pid) == ticks for pid, ticks in vagrants), vagrants
+    vagrants = killed_at(NAME, "node1: provisioning", "up", str(lab))
     entry = listed(NAME, "libvirt")
     assert entry is not None and entry["state"] == "partial" and entry["dir"] == str(lab), entry
     shutil.rmtree(lab)
@@ -439,7 +431,7 @@ def test_up_killed_while_a_node_provisions_leaves_a_partial_lab_that_prune_remov
     assert done.returncode == 0, done.stdout + done.stderr
     assert listed(NAME, "libvirt") is None
     assert libvirt_names(f"labgen-{NAME}") == EMPTY
-    assert not any(start_ticks(pid) == ticks for pid, ticks in vagrants)
+    assert not running(vagrants)
 
 
 @pytest.mark.parametrize("net_name,ip,name,fragment", [

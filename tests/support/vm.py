@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from labgen import vagrant
+from labgen.processes import start_ticks
 from support import bounds
-from support.cli import labgen
+from support.cli import labgen, labgen_started
+from support.labs import kill_at
 
 EMPTY = {"domains": [], "networks": [], "volumes": []}
 
@@ -31,6 +33,27 @@ def noted_vagrants(name: str) -> list[tuple[int, int]]:
     from labgen.providers.libvirt import registry_dir
     f = registry_dir() / f"{name}.pids"
     return [tuple(map(int, ln.split())) for ln in f.read_text().splitlines()] if f.exists() else []
+
+
+def running(vagrants: list[tuple[int, int]]) -> bool:
+    """Does any of those vagrant runs still run (the same PID with the same start time)?"""
+    return any(start_ticks(pid) == ticks for pid, ticks in vagrants)
+
+
+def killed_at(name: str, marker: str, *args: str) -> list[tuple[int, int]]:
+    """`labgen ARGS` killed alone with SIGKILL once its progress reaches marker: its vagrant up
+    goes on by itself, as when a CI job's main process dies, and that is what the clean-up
+    must stop. Returns the vagrant runs labgen noted for lab `name` (one still running)."""
+    proc = labgen_started(*args)
+    try:
+        kill_at(proc, marker, timeout=bounds.VM_CREATE)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    vagrants = noted_vagrants(name)
+    assert running(vagrants), vagrants
+    return vagrants
 
 
 # Networks the VM tests define themselves (not labgen-named): a killed run may leave them.
