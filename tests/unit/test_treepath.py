@@ -76,15 +76,22 @@ def test_a_blocked_link_is_on_no_path_and_gets_a_cross_node_pair():
     assert not crosses and src.name == "A2" and dst.name == "A1"
 
 
-def test_the_port_that_took_over_is_the_blocked_end_that_forwards_after_the_cut():
-    the_lab, before = lab("rstp"), recorded("rstp")
+def cut_next_to_the_blocked_end(the_lab, before):
+    """On node1: the blocked loop link, its blocked end, a forwarding loop link on that end's
+    bridge (the one cut), and the state after the cut with the blocked end forwarding as root
+    port. Returns (alternate link, blocked end, cut link, state after)."""
     alt = blocked_loop_link(the_lab, before, "node1")
     blocked_end = next(e for e in (alt.bridges.a, alt.bridges.b)
                        if not before[e[0]][e[1]].ports[e[2]].forwarding)
     fwd = forwarding_links(the_lab, before)
     gone = next(ln for ln in lab_links(the_lab) if ln.node == "node1" and ln.bridges in fwd
                 and not ln.tunnel and blocked_end[1] in (ln.bridges.a[1], ln.bridges.b[1]))
-    after = cut(before, gone, {blocked_end: ("root", "forwarding")})
+    return alt, blocked_end, gone, cut(before, gone, {blocked_end: ("root", "forwarding")})
+
+
+def test_the_port_that_took_over_is_the_blocked_end_that_forwards_after_the_cut():
+    the_lab, before = lab("rstp"), recorded("rstp")
+    alt, blocked_end, gone, after = cut_next_to_the_blocked_end(the_lab, before)
     assert _took_over(the_lab, before, after) == [blocked_end]
     assert _took_over(the_lab, before, before) == []
     # RSTP: the designated end facing the alternate may itself have been discarding (on its
@@ -99,13 +106,7 @@ def test_the_stp_judge_holds_a_tree_with_a_cut_link_and_its_down_ports_are_not_s
     """802.1D in OVS reports a port whose link is down as state disabled with its old role
     (designated): not a port on its way anywhere."""
     the_lab, before = lab("stp"), recorded("stp")
-    alt = blocked_loop_link(the_lab, before, "node1")
-    blocked_end = next(e for e in (alt.bridges.a, alt.bridges.b)
-                       if not before[e[0]][e[1]].ports[e[2]].forwarding)
-    fwd = forwarding_links(the_lab, before)
-    gone = next(ln for ln in lab_links(the_lab) if ln.node == "node1" and ln.bridges in fwd
-                and not ln.tunnel and blocked_end[1] in (ln.bridges.a[1], ln.bridges.b[1]))
-    after = cut(before, gone, {blocked_end: ("root", "forwarding")})
+    alt, blocked_end, gone, after = cut_next_to_the_blocked_end(the_lab, before)
     for node, bridge, port in (gone.bridges.a, gone.bridges.b):
         after[node][bridge].ports[port] = PortState("designated", "disabled")
     verdict = judge_tree(the_lab, after)
@@ -126,13 +127,7 @@ def test_the_live_picture_marks_the_root_the_blocked_link_the_cut_and_the_port_t
     assert text.count("(root)") == 1
     assert text.count("style=dashed") == 2 and text.count("(blocked at ") == 2   # one per node
     assert "CUT" not in text and "took over" not in text
-    alt = blocked_loop_link(the_lab, before, "node1")
-    blocked_end = next(e for e in (alt.bridges.a, alt.bridges.b)
-                       if not before[e[0]][e[1]].ports[e[2]].forwarding)
-    fwd = forwarding_links(the_lab, before)
-    gone = next(ln for ln in lab_links(the_lab) if ln.node == "node1" and ln.bridges in fwd
-                and not ln.tunnel and blocked_end[1] in (ln.bridges.a[1], ln.bridges.b[1]))
-    after = cut(before, gone, {blocked_end: ("root", "forwarding")})
+    alt, blocked_end, gone, after = cut_next_to_the_blocked_end(the_lab, before)
     text = dot_text(the_lab, after, f"{gone.key} cut", gone.bridges.a, (blocked_end,))
     assert f'label="{gone.bridges.a[2]} / {gone.bridges.b[2]} CUT"' in text
     assert f"(took over: {blocked_end[2]})" in text and text.count("style=dashed") == 1
