@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from . import outage, probes
 from .checks import poll_tree
@@ -37,6 +38,7 @@ def _no_picture(state: State, step: str, cut: tuple[str, str, str] | None,
                 took_over: tuple[tuple[str, str, str], ...]) -> None:
     pass
 # Answered probes the stream must have before a cut: it crosses the tree as it stands.
+T = TypeVar("T")
 BASELINE = 5
 
 
@@ -115,33 +117,39 @@ def _ends_seen(lab: Lab, runners: Mapping[str, Runner], link: LabLink, down: boo
                timeout: float) -> bool:
     """Poll OVS on the link's node until its spanning tree reports both ends disabled (down)
     or taking part again (up): the tree is judged only once OVS has seen the change."""
-    deadline = time.monotonic() + timeout
     node = link.node
-    while True:
+
+    def seen() -> bool | None:
         res = runners[node].run(STATE_COMMAND, timeout=15 * runners[node].timeout_scale)
         try:
             state = {node: parse_state(node, res.stdout, lab.stp, lab.bridges)}
             assert link.bridges is not None
             ends = [port_state(lab, state, e) for e in (link.bridges.a, link.bridges.b)]
             off = [p is not None and (p.role == "disabled" or p.state == "disabled") for p in ends]
-            if all(off) if down else not any(off):
-                return True
+            return True if (all(off) if down else not any(off)) else None
         except (ValueError, KeyError, TypeError, IndexError):
-            pass
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)    # a poll interval, not a wait for an assumed duration
+            return None
+    return _poll_until(seen, timeout) is not None
 
 
 def _wait_stream(stream: probes.Stream, until: Callable[[outage.Record], bool],
                  timeout: float) -> outage.Record | None:
     """Read the stream until `until` holds for what it has printed (the record), or None
     after `timeout` seconds."""
+    def holds() -> outage.Record | None:
+        rec = outage.parse(stream.read(), probes.INTERVAL)
+        return rec if until(rec) else None
+    return _poll_until(holds, timeout)
+
+
+def _poll_until(probe: Callable[[], T | None], timeout: float) -> T | None:
+    """probe() again until it gives something (returned), or None once `timeout` seconds
+    have passed: the tree and the stream are read, there is no event to block on."""
     deadline = time.monotonic() + timeout
     while True:
-        rec = outage.parse(stream.read(), probes.INTERVAL)
-        if until(rec):
-            return rec
+        got = probe()
+        if got is not None:
+            return got
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.05)    # a poll interval, not a wait for an assumed duration
