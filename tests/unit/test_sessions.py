@@ -11,11 +11,14 @@ from support import sessions
 
 # A stand-in test run: starts a session of its own (a shell that starts a child, as a recipe
 # script starts labgen), notes it in the ledger, prints the two PIDs and waits on stdin.
+# The child writes to /dev/null, not to the owner's pipe: GNU `tail -f` (here before) exits
+# when its output is a pipe whose reader is gone, so the killed owner took the session with
+# it now and then (CI, stop 30), and the test saw nothing left to end.
 OWNER = """
 import subprocess, sys
 sys.path.insert(0, sys.argv[1])
 from support import sessions
-leader = subprocess.Popen(["sh", "-c", "tail -f /dev/null & echo $!; wait"], stdin=subprocess.DEVNULL,
+leader = subprocess.Popen(["sh", "-c", "sleep 86400 >/dev/null & echo $!; wait"], stdin=subprocess.DEVNULL,
                           stdout=subprocess.PIPE, text=True, start_new_session=True)
 sessions.note(leader.pid)
 leader.stdout.readline()        # the child is there
