@@ -562,11 +562,13 @@ class LibvirtProvider:
         uri = LOCAL_URI if found.host == "this host" else found.host
         on = "" if uri == LOCAL_URI else f" on {uri}"
         _stop_vagrants(found.name, progress)
+        removed: set[str] = set()       # the UUIDs of the domains removed
         if shutil.which("virsh") is not None:
             prefix = host_prefix(found.name)
             for dom in sorted(_names(_virsh(uri, "list", "--all", "--name"))):
                 if (m := _DOMAIN.match(dom)) and m.group(1) == found.name:
                     progress("lab", f"removing domain {dom}{on}")
+                    removed.add(_virsh(uri, "domuuid", dom).stdout.strip())
                     _virsh(uri, "destroy", dom)
                     _virsh(uri, "undefine", dom, "--remove-all-storage", "--nvram")
             for vol in _volumes(uri):
@@ -577,6 +579,8 @@ class LibvirtProvider:
                 progress("lab", f"removing network {prefix}{on}")
                 _virsh(uri, "net-destroy", prefix)
                 _virsh(uri, "net-undefine", prefix)
+        if found.record is not None and found.record.claimed_by_its_dir():
+            forget_machines(Path(found.record.dir), removed - {""})
         _registry_file(found.name).with_suffix(".pids").unlink(missing_ok=True)
         _registry_file(found.name).unlink(missing_ok=True)
 
@@ -805,6 +809,24 @@ def _track(line: str, stage: dict[str, str], progress: Progress) -> str | None:
 _DOMAIN = re.compile(r"^labgen-([a-z][a-z0-9-]*)-(node\d+)$")
 _VOLUME = re.compile(r"^labgen-([a-z][a-z0-9-]*)-(node\d+)[.-]")
 _NETWORK = re.compile(r"^labgen-([a-z][a-z0-9-]*)$")
+
+
+def forget_machines(lab_dir: Path, uuids: set[str]) -> list[Path]:
+    """Drop Vagrant's record of machines removed behind its back (by prune) from the lab's
+    projects: .vagrant/machines/NODE/libvirt, whose `id` names the domain's UUID. Left there,
+    Vagrant counts them as live users of their box, and `vagrant box remove` asks their libvirt
+    host about them: an error once that host is gone (a split lab's ssh URI). Only those UUIDs."""
+    dropped = []
+    for id_file in [*lab_dir.glob(".vagrant/machines/*/libvirt/id"),
+                    *lab_dir.glob("hosts/*/.vagrant/machines/*/libvirt/id")]:
+        try:
+            ours = id_file.read_text().strip() in uuids
+        except OSError:
+            continue
+        if ours:
+            shutil.rmtree(id_file.parent, ignore_errors=True)
+            dropped.append(id_file.parent)
+    return dropped
 
 
 def _volumes(uri: str) -> list[str]:

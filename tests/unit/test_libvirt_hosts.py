@@ -292,3 +292,19 @@ def test_a_lab_too_big_for_the_host_is_refused_by_create_before_anything_is_writ
                      "--memory or fewer --nodes"]
     assert not d.exists()
     assert [c.split()[0] for c in vagrant.read_text().splitlines()] == ["plugin"]
+
+
+def test_prune_forgets_only_the_vagrant_machines_it_removed(tmp_path):
+    """Vagrant's record of a machine that prune removed goes; another machine's stays."""
+    from labgen.providers.libvirt import forget_machines
+    records = {}
+    for project, node, uuid in ((".", "node1", "u-1"), ("hosts/local", "node1", "u-2"),
+                                ("hosts/127.0.0.1", "node2", "u-3"), (".", "node9", "other")):
+        d = tmp_path / project / ".vagrant" / "machines" / node / "libvirt"
+        d.mkdir(parents=True)
+        (d / "id").write_text(uuid)
+        (d / "box_meta").write_text("{}")
+        records[uuid] = d
+    dropped = forget_machines(tmp_path, {"u-1", "u-2", "u-3"})
+    assert sorted(dropped) == sorted(records[u] for u in ("u-1", "u-2", "u-3"))
+    assert [u for u, d in records.items() if d.exists()] == ["other"]
