@@ -69,7 +69,7 @@ def box():
 def sshd(tmp_path_factory):
     """A real OpenSSH server on loopback, one per module (support.sshd.Server): the SSH
     runner's tests and exec/capture over SSH (tests/e2e)."""
-    require_tool(ssh_server.SSHD, "apt-get install openssh-server: scripts/setup installs it")
+    require_tool(ssh_server.SSHD, "apt-get install openssh-server: scripts/setup --dev installs it")
     require_tool("ssh-keygen", "apt-get install openssh-client: scripts/setup installs it")
     yield from ssh_server.serve(tmp_path_factory)
 

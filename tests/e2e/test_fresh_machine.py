@@ -283,6 +283,12 @@ def test_readme_first_command_verifies_on_a_fresh_root(fresh, request):
     assert rc == 0, out
     assert "/opt/labgen/venv/bin/labgen\n" in out and "home = /usr/bin\n" in out
     assert "\n/usr/local/bin/labgen\n" in out
+    # The main job's set-up installs no test tool: those come with --dev (the test command).
+    rc, out, _ = fresh.run("for t in shellcheck ruby sshd npm; do command -v $t; done; "
+                           "/opt/labgen/venv/bin/python -c 'import pytest' 2>&1 | tail -1",
+                           "no-test-tools", timeout=60)
+    found = [ln for ln in out.splitlines()[1:] if ln.startswith("/")]     # (line 1: the command)
+    assert found == [] and "No module named 'pytest'" in out, out
     # Safe to run again: the second time installs nothing and is quick.
     rc, out, secs = fresh.run("scripts/setup", "setup-again", timeout=300)
     assert rc == 0 and "installing" not in out, out[-3000:]

@@ -4,7 +4,7 @@ each is opt-in, and labgen's CI does not opt in: a slow-day lab takes 5-9 min, a
 run of the script on one lab (the shared GRE lab of tests/e2e/test_vm_e2e.py) covers what it would add:
   LABGEN_TEST_CI_SCRIPT=1        runs labgen-ci.sh --box labgen/debian12 (gre and vxlan)
   LABGEN_TEST_GITLAB_CI_LOCAL=1  runs the GitLab job with gitlab-ci-local's shell executor
-                                 (gitlab-ci-local from npm: needs npm, which scripts/setup installs)
+                                 (gitlab-ci-local from npm: needs npm, which scripts/setup --dev installs)
 Both need what every VM test needs (scripts/setup --vm, the box labgen/debian12, built by
 `labgen box build debian12`); LABGEN_TUNNELS=gre runs one lab instead of two.
 Checked statically: tests/unit/test_ci_recipes.py."""
@@ -55,7 +55,7 @@ def test_script_for_real(tmp_path, box):
 def test_gitlab_job_with_gitlab_ci_local(tmp_path, box):
     """The GitLab job as GitLab would run it on a shell executor, by gitlab-ci-local, on a
     copy of this repository with the recipe as its .gitlab-ci.yml and the local box."""
-    require_tool("npm", "scripts/setup installs it")
+    require_tool("npm", "scripts/setup --dev installs it")
     cmd = npm_tool(GITLAB_CI_LOCAL, "gitlab-ci-local")
     assert cmd is not None
     project = tmp_path / "project"

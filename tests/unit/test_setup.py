@@ -173,7 +173,7 @@ def test_ci_runs_the_readme_commands_as_written():
     quick = README.read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
     commands = [ln.strip() for ln in quick.splitlines() if ln.startswith("    scripts/")]
     assert commands[0] == "scripts/setup && labgen create gre --provider netns --destroy"
-    assert commands[2] == "scripts/setup --vm && scripts/lint && scripts/test"
+    assert commands[2] == "scripts/setup --vm --dev && scripts/lint && scripts/test"
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^" + re.escape(commands[2]) + r"$", ci, re.M), ci
     assert "python3 -m pip" not in ci and "pytest" not in ci.split(commands[2])[1]
