@@ -25,6 +25,11 @@ VM_UP_AGAIN = 300
 # `labgen verify` of a VM lab: 39-42 s on the slow day (docs/benchmarks.md, 2026-11-27); one that
 # fails waits out spanning tree's settle time too (up to 75 s, Lab.settle_timeout): ~135 s x2.
 VM_VERIFY = 300
+# `labgen failover` of three loop links of one VM node, 802.1D with tuned timers: on netns the
+# same cuts take ~45 s (two forward delays of 4 s per cut and per restore that crosses the
+# probes' path, judged after each); over SSH to emulated guests not measured yet: x2 for the
+# guests, x3 for the slow day, x2.
+VM_FAILOVER = 540
 # `labgen destroy` of a VM lab (vagrant destroy, then a virsh sweep of what is left): 8-12 s
 # (docs/benchmarks.md, 2026-11-27); each virsh call took up to 20 s on the re-probing machine
 # (shared/notes/vm-lab.md), about ten of them: ~200 s x2. (labgen bounds its own `vagrant
