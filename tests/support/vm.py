@@ -134,9 +134,20 @@ def firewalld_rules(lab_dir, node: str) -> dict[str, str]:
     """What firewalld admits on node: state, rich rules, and the broad openings labgen must
     never add (ports, protocols), runtime and permanent. One login and three firewall-cmd
     runs (a Python program: seconds each on an emulated guest)."""
-    out = on_node(lab_dir, node, "firewall-cmd --state; echo @@; firewall-cmd --list-all; echo @@; "
-                                 "firewall-cmd --permanent --list-rich-rules").stdout
-    state, listing, permanent = (part.strip() for part in out.split("@@"))
+    cmd = ("firewall-cmd --state; echo @@; firewall-cmd --list-all; echo @@; "
+           "firewall-cmd --permanent --list-rich-rules")
+    # firewall-cmd asks firewalld over D-Bus; once (CI run G) all three answered nothing at all
+    # on a loaded machine, not even "not running": asked again, at most three times, and what
+    # they said on stderr is kept for the failure.
+    errors = []
+    for _ in range(3):
+        proc = on_node(lab_dir, node, cmd)
+        state, listing, permanent = (part.strip() for part in (proc.stdout + "@@@@").split("@@")[:3])
+        if state:
+            break
+        errors.append(f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}")
+    else:
+        raise AssertionError(f"{node}: firewall-cmd said nothing three times: {errors}")
     found = {"state": state, "rich": "", "ports": "", "protocols": "", "permanent": permanent}
     lines = listing.splitlines()
     for i, line in enumerate(lines):
