@@ -15,10 +15,11 @@ import pytest
 from support import bounds
 from support.cli import ENV, labgen
 
-from labgen import boxfetch, vagrant
 from labgen.errors import HostError
-from labgen.providers.libvirt import LibvirtProvider
-from labgen.render import load_lab
+from labgen.lifecycle import load_lab
+from labgen.providers.libvirt.provider import LibvirtProvider
+from labgen.vagrant import boxfetch
+from labgen.vagrant import command as vagrant
 
 NAME = f"labgen-test/fetch{os.getpid()}"
 
@@ -108,7 +109,7 @@ def test_failed_fetch_is_one_line_with_the_manual_way(catalog):
     boxes, _env = catalog
     url = "http://127.0.0.1:9/no-such.box"      # nothing listens on the discard port: like no internet
     write_box(boxes, NAME, url=url)
-    from labgen.boxes import get
+    from labgen.lab.boxes import get
     box = get(NAME)
     said: list[str] = []
     with pytest.raises(HostError) as exc:

@@ -8,10 +8,11 @@ import re
 import pytest
 from support import OUTPUTS
 
-from labgen import judges
-from labgen.model import Options, build_lab
-from labgen.runner import TIMEOUT_EXIT, Result
-from labgen.spantree import model_ports
+from labgen.lab.model import Options
+from labgen.lifecycle import build_lab
+from labgen.nodes.runner import TIMEOUT_EXIT, Result
+from labgen.verify import judges
+from labgen.verify.spantree import model_ports
 
 # The lab the recordings come from: GRE, RSTP, two nodes, netns (userspace datapath).
 LAB = build_lab(Options(tunnel="gre", provider="netns", stp="rstp"))
