@@ -7,7 +7,6 @@ connection of the provider's runner (one extra channel, not Runner.run, which co
 from __future__ import annotations
 
 import os
-import select
 import shlex
 import shutil
 import signal
@@ -18,20 +17,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from labgen.errors import ExitCode, InputError, LabgenError
 from labgen.lab.model import Lab
+from labgen.nodes.process import CHUNK, LocalProcess, NodeProcess
 from labgen.providers import Provider
 from labgen.verify import checks
-
-if TYPE_CHECKING:
-    from labgen.nodes.ssh import SSHRunner
 
 DEFAULT_COUNT = 20
 # Seconds a capture may take to stop after Ctrl-C (tcpdump prints its counts and flushes).
 STOP_GRACE = 10.0
-_CHUNK = 65536
 
 
 class NodeIOError(LabgenError):
@@ -69,116 +65,15 @@ def in_namespace(argv: Sequence[str], namespace: str | None) -> list[str]:
     return ["ip", "netns", "exec", namespace, *argv] if namespace else list(argv)
 
 
-# ---- a command on a node, with its three streams as pipes --------------------------------
-class NodeProcess:
-    """Started by start(); read with chunks(), finished with exit_code()."""
-
-    def send_eof(self) -> None: ...
-    def write(self, data: bytes) -> None: ...
-    def chunks(self, timeout: float) -> list[tuple[str, bytes]] | None:
-        """('out'|'err', data) read within timeout; None once both streams ended."""
-    def exit_code(self, timeout: float) -> int | None: ...
-    def kill(self) -> None: ...
-
-
-class LocalProcess(NodeProcess):
-    def __init__(self, argv: list[str]):
-        # Its own session: a Ctrl-C in the terminal reaches labgen only, which then stops
-        # the command the same way on both providers (stdin EOF).
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, start_new_session=True)
-        assert self.proc.stdin and self.proc.stdout and self.proc.stderr   # all three piped
-        self.stdin = self.proc.stdin
-        self.fds = {self.proc.stdout.fileno(): "out", self.proc.stderr.fileno(): "err"}
-
-    def write(self, data: bytes) -> None:
-        self.stdin.write(data)
-        self.stdin.flush()
-
-    def send_eof(self) -> None:
-        try:
-            self.stdin.close()
-        except OSError:
-            pass
-
-    def chunks(self, timeout: float) -> list[tuple[str, bytes]] | None:
-        if not self.fds:
-            return None
-        ready, _, _ = select.select(list(self.fds), [], [], timeout)
-        got = []
-        for fd in ready:
-            data = os.read(fd, _CHUNK)
-            if data:
-                got.append((self.fds[fd], data))
-            else:
-                del self.fds[fd]
-        return got
-
-    def exit_code(self, timeout: float) -> int | None:
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        return 128 - code if code < 0 else code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-
-class SSHProcess(NodeProcess):
-    def __init__(self, runner: SSHRunner, command: str):
-        from labgen.nodes.ssh import remote_command
-        self.runner = runner
-        _, self.chan = runner._open_channel(remote_command(command, runner.target.user, runner.sudo))
-
-    def write(self, data: bytes) -> None:
-        self.chan.sendall(data)
-
-    def send_eof(self) -> None:
-        try:
-            self.chan.shutdown_write()
-        except (OSError, EOFError):
-            pass
-
-    def chunks(self, timeout: float) -> list[tuple[str, bytes]] | None:
-        chan = self.chan
-        got = []
-        while chan.recv_ready():
-            got.append(("out", chan.recv(_CHUNK)))
-        while chan.recv_stderr_ready():
-            got.append(("err", chan.recv_stderr(_CHUNK)))
-        if got:
-            return got
-        if (chan.eof_received or chan.closed) and not chan.recv_stderr_ready():
-            return None
-        select.select([chan], [], [], timeout)
-        return []
-
-    def exit_code(self, timeout: float) -> int | None:
-        if not self.chan.status_event.wait(timeout):
-            return None
-        code = self.chan.exit_status
-        return 255 if code < 0 else code
-
-    def kill(self) -> None:
-        self.chan.close()
-        self.runner.close()
-
-
 def start(t: Target, command: str) -> NodeProcess:
     """Run `sh -c command` as root on the node, all three streams piped."""
     local = t.provider.local_argv(t.lab, t.node)
     if local is not None:
         return LocalProcess([*local, "sh", "-c", command])
     from labgen.nodes.runner import RunnerError
-    from labgen.nodes.ssh import SSHRunner
     runner = t.provider.runner(t.lab, t.lab_dir, t.node)
-    if not isinstance(runner, SSHRunner):
-        raise NodeIOError(f"{t.node}: provider {t.lab.provider} offers no way into the node")
     try:
-        return SSHProcess(runner, command)
+        return runner.start(command)
     except RunnerError as exc:
         raise NodeIOError(str(exc)) from None
 
@@ -259,7 +154,7 @@ def _feed_stdin(proc: NodeProcess) -> None:
 
     def feed() -> None:
         try:
-            while data := os.read(stdin.fileno(), _CHUNK):
+            while data := os.read(stdin.fileno(), CHUNK):
                 proc.write(data)
         except (OSError, EOFError, ValueError):
             pass

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from labgen.nodes.process import LocalProcess, NodeProcess
+
 # Exit code reported when a command overran its timeout (the same as coreutils' timeout).
 TIMEOUT_EXIT = 124
 
@@ -47,6 +49,12 @@ class Runner(Protocol):
         when the node cannot be reached at all."""
         ...
 
+    def start(self, command: str) -> NodeProcess:
+        """Run a shell command as root on the node with its three streams piped, to read
+        as they come (labgen exec and capture). Raises RunnerError when the node cannot be
+        reached."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -70,6 +78,9 @@ class LocalRunner:
         except OSError as exc:
             raise RunnerError(f"{self.node}: cannot run {argv[0]}: {exc}") from exc
         return Result(command, proc.returncode, proc.stdout, proc.stderr)
+
+    def start(self, command: str) -> NodeProcess:
+        return LocalProcess([*self.prefix, "sh", "-c", command])
 
     def close(self) -> None:
         pass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import select
 import shlex
 import socket
 import threading
@@ -19,6 +20,7 @@ from typing import Any
 
 import paramiko
 
+from labgen.nodes.process import CHUNK, NodeProcess
 from labgen.nodes.rootshell import SHELL, RootShell
 from labgen.nodes.runner import TIMEOUT_EXIT, Result, RunnerError
 
@@ -336,6 +338,10 @@ class SSHRunner:
         assert got.code is not None
         return Result(command, got.code, _text(got.out), _text(got.err))
 
+    def start(self, command: str) -> NodeProcess:
+        """Run `sh -c command` as root on its own channel, streams piped (exec, capture)."""
+        return SSHProcess(self, command)
+
     def close(self) -> None:
         with self._lock:
             for shell in self._idle:
@@ -344,6 +350,47 @@ class SSHRunner:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+
+class SSHProcess(NodeProcess):
+    """A command on its own channel of the runner's connection."""
+
+    def __init__(self, runner: SSHRunner, command: str):
+        self.runner = runner
+        _, self.chan = runner._open_channel(remote_command(command, runner.target.user, runner.sudo))
+
+    def write(self, data: bytes) -> None:
+        self.chan.sendall(data)
+
+    def send_eof(self) -> None:
+        try:
+            self.chan.shutdown_write()
+        except (OSError, EOFError):
+            pass
+
+    def chunks(self, timeout: float) -> list[tuple[str, bytes]] | None:
+        chan = self.chan
+        got = []
+        while chan.recv_ready():
+            got.append(("out", chan.recv(CHUNK)))
+        while chan.recv_stderr_ready():
+            got.append(("err", chan.recv_stderr(CHUNK)))
+        if got:
+            return got
+        if (chan.eof_received or chan.closed) and not chan.recv_stderr_ready():
+            return None
+        select.select([chan], [], [], timeout)
+        return []
+
+    def exit_code(self, timeout: float) -> int | None:
+        if not self.chan.status_event.wait(timeout):
+            return None
+        code = self.chan.exit_status
+        return 255 if code < 0 else code
+
+    def kill(self) -> None:
+        self.chan.close()
+        self.runner.close()
 
 
 def _text(data: bytes) -> str:
