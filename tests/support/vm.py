@@ -30,7 +30,7 @@ def libvirt_names(prefix: str) -> dict[str, list[str]]:
 
 def noted_vagrants(name: str) -> list[tuple[int, int]]:
     """The vagrant runs labgen noted for the lab (PID, start time) in its registry."""
-    from labgen.providers.libvirt.provider import registry_dir
+    from labgen.providers.libvirt.registry import registry_dir
     f = registry_dir() / f"{name}.pids"
     return [tuple(map(int, ln.split())) for ln in f.read_text().splitlines()] if f.exists() else []
 

@@ -15,6 +15,7 @@ from labgen import providers
 from labgen.errors import ProviderError
 from labgen.lab.model import Options
 from labgen.lifecycle import build_lab
+from labgen.providers.libvirt import hostchecks
 from labgen.providers.libvirt.provider import LibvirtProvider
 from labgen.render.files import write_lab
 
@@ -252,7 +253,7 @@ def test_vm_sizes_against_the_host(tmp_path, monkeypatch, kw, expected):
     calls = fake_command(monkeypatch, tmp_path, "virsh", output=NODEINFO.encode())
     lab = sized(**kw)
     hv = lab.settings.hosts[0]
-    assert LibvirtProvider._size_problems(lab, hv) == expected
+    assert hostchecks.size_problems(lab, hv) == expected
     assert calls.read_text().split() == ["-c", "qemu:///system", "nodeinfo"]
 
 
@@ -262,9 +263,9 @@ def test_vm_sizes_on_each_host_of_a_lab_across_hosts(tmp_path, monkeypatch):
     lab = build_lab(Options(tunnel="gre", libvirt_driver="qemu", name="x", memory=32768,
                             hosts=(f"node2={HV_B}",)))
     local, remote = lab.settings.hosts
-    assert LibvirtProvider._size_problems(lab, remote) == [
+    assert hostchecks.size_problems(lab, remote) == [
         "--memory 32768 needs 32 GiB; libvirt host 127.0.0.1 has 23.5 GiB: use a smaller --memory"]
-    assert LibvirtProvider._size_problems(lab, local) == [
+    assert hostchecks.size_problems(lab, local) == [
         "--memory 32768 needs 32 GiB; this host has 23.5 GiB: use a smaller --memory"]
 
 
@@ -273,7 +274,7 @@ def test_vm_sizes_unknown_is_no_problem_here(tmp_path, monkeypatch, output, code
     """libvirt not answering is another check's line; an answer without the numbers, none."""
     fake_command(monkeypatch, tmp_path, "virsh", output=output.encode(), body=f"exit {code}")
     lab = sized(memory=1 << 20, cpus=64)
-    assert LibvirtProvider._size_problems(lab, lab.settings.hosts[0]) == []
+    assert hostchecks.size_problems(lab, lab.settings.hosts[0]) == []
 
 
 def test_a_lab_too_big_for_the_host_is_refused_by_create_before_anything_is_written(tmp_path, monkeypatch):
@@ -298,7 +299,7 @@ def test_a_lab_too_big_for_the_host_is_refused_by_create_before_anything_is_writ
 
 def test_prune_forgets_only_the_vagrant_machines_it_removed(tmp_path):
     """Vagrant's record of a machine that prune removed goes; another machine's stays."""
-    from labgen.providers.libvirt.provider import forget_machines
+    from labgen.providers.libvirt.registry import forget_machines
     records = {}
     for project, node, uuid in ((".", "node1", "u-1"), ("hosts/local", "node1", "u-2"),
                                 ("hosts/127.0.0.1", "node2", "u-3"), (".", "node9", "other")):

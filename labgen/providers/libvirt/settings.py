@@ -62,7 +62,7 @@ class LibvirtSettings:
         return settings
 
 
-def settings(lab: Lab) -> LibvirtSettings:
+def settings_of(lab: Lab) -> LibvirtSettings:
     """A VM lab's settings (a lab without them was rendered by a broken labgen)."""
     if not isinstance(lab.settings, LibvirtSettings):
         raise ProviderError(f"lab {lab.name} has no libvirt settings: render it again")
