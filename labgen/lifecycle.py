@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from labgen import providers
 from labgen.errors import InputError, LabgenError
-from labgen.lab import labfile, model
+from labgen.lab import build, labfile
 from labgen.lab.labfile import LAB_FILE, is_lab_dir
 from labgen.lab.model import Lab, Options
 from labgen.providers import REGISTERED, NodeStatus, Progress, Provider
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 def build_lab(opts: Options, kvm_usable: bool | None = None) -> Lab:
     """The lab of `opts`, validated by the model and by its provider."""
-    return model.build_lab(opts, REGISTERED, kvm_usable)
+    return build.build_lab(opts, REGISTERED, kvm_usable)
 
 
 def load_lab(directory: Path) -> Lab:

@@ -9,7 +9,8 @@ import typer
 
 from labgen import lifecycle
 from labgen.errors import ExitCode, LabgenError
-from labgen.lab.model import Lab, check_timeout
+from labgen.lab.build import check_timeout
+from labgen.lab.model import Lab
 from labgen.term import err, out
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """The lab model: every name and address of the article's topology, built and validated here.
 
 Rendering, providers and verification only read a Lab; they never invent a name or an
-address. `build_lab(Options, providers)` is the one place that checks user input; `Lab.to_dict` /
+address. `build_lab(Options, providers)` (build.py) is the one place that checks user input; `Lab.to_dict` /
 `Lab.from_dict` are what lab.json holds, so later commands see exactly what was rendered.
 """
 from __future__ import annotations
@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from labgen import __version__
-from labgen.errors import InputError
-from labgen.lab import boxes as box_catalog
+from labgen.lab import stp as stp_modes
 from labgen.lab import tunnels
 from labgen.lab.boxes import Box
+from labgen.lab.stp import StpMode
 from labgen.lab.tunnels import TunnelKind
 
-STP_MODES = ("stp", "rstp")
-STP_TIMERS = ("tuned", "standard")
 DATAPATHS = ("system", "netdev")
 MIN_NODES, MAX_NODES = 2, 8
 # --timeout of create and verify: seconds spanning tree may take (default: Lab.settle_timeout).
@@ -235,23 +233,14 @@ class Lab:
         return ipaddress.ip_network(self.overlay).prefixlen
 
     @property
+    def mode(self) -> StpMode:
+        """The lab's spanning tree mode (labgen/lab/stp.py)."""
+        return stp_modes.get(self.stp)
+
+    @property
     def stp_config(self) -> dict[str, str]:
         """OVS Bridge columns that switch loop protection on (applied at bridge creation)."""
-        if self.stp == "rstp":
-            cfg = {"rstp_enable": "true"}
-            if self.stp_timers == "tuned":
-                # RSTP's transmit hold count (802.1D-2004: 1-10, OVS default 6): the BPDUs a
-                # port may send per tick. When the root's tunnels join, a port sends 3-5 at
-                # once; at 6 one left over went out a tick later, carrying stale information,
-                # and the far port, which counts its 3 ticks to forwarding from the last BPDU
-                # it received, started again (8 nodes: converged 0.3-1 s later, runs apart).
-                cfg["other_config:rstp-transmit-hold-count"] = "10"
-            return cfg
-        cfg = {"stp_enable": "true"}
-        if self.stp_timers == "tuned":
-            # 802.1D needs 2*(forward_delay-1) >= max_age, else OVS silently raises the delay.
-            cfg |= {"other_config:stp-forward-delay": "4", "other_config:stp-max-age": "6"}
-        return cfg
+        return {self.mode.enable: "true"} | (self.mode.tuned if self.stp_timers == "tuned" else {})
 
     @property
     def root_node(self) -> str:
@@ -265,8 +254,7 @@ class Lab:
         only, not which ports block: no second round of handshakes (docs/benchmarks.md)."""
         cfg = dict(self.stp_config)
         if bridge == TUNNEL_BRIDGE:
-            key = "other_config:rstp-priority" if self.stp == "rstp" else "other_config:stp-priority"
-            cfg[key] = ROOT_PRIORITY if node == self.root_node else NODE_ROOT_PRIORITY
+            cfg[self.mode.priority] = ROOT_PRIORITY if node == self.root_node else NODE_ROOT_PRIORITY
         return cfg
 
     @property
@@ -277,7 +265,7 @@ class Lab:
         later, so those steps run while the timers do (on an emulated VM ~1-1.5 s). RSTP: no,
         they come first: the firewall must be open before the root node's tunnels join
         (tunnels_last), whose first BPDUs must reach every node."""
-        return self.stp == "stp"
+        return self.mode.host_steps_last
 
     def tunnels_last(self, node: str) -> bool:
         """Whether `node` adds its tunnel ports at the end of its script, once every other
@@ -290,31 +278,17 @@ class Lab:
         last, every far port exists: the root's first BPDUs change the root on every other
         node, whose ports all send their new information at once, and the whole mesh
         settles in one exchange."""
-        return self.stp == "rstp" and node == self.root_node
-
-    @property
-    def peer_wait(self) -> float:
-        """How long the root node of an RSTP lab waits for the other nodes' underlay
-        addresses before it adds its tunnels anyway (tunnels_last). VMs boot and provision
-        each at its own pace."""
-        return 20.0 if self.provider == "netns" else 120.0
+        return self.mode.root_tunnels_last and node == self.root_node
 
     @property
     def host_port_config(self) -> dict[str, str]:
-        """OVS Port columns for a bridge port whose far end is a namespace (a host, never a
-        bridge). RSTP: an edge port forwards at once. OVS takes the setting only while the
-        port has no carrier (the node script adds the ports before their veths come up);
-        otherwise it finds the edge only after the 3 s migrate time (docs/benchmarks.md)."""
-        if self.stp == "rstp":
-            return {"other_config:rstp-port-admin-edge": "true"}
-        return {}
+        """OVS Port columns for a bridge port whose far end is a namespace (StpMode.edge_port)."""
+        return dict(self.mode.edge_port)
 
     @property
     def settle_timeout(self) -> float:
         """How long spanning tree may take to converge before verification gives up."""
-        if self.stp == "rstp":
-            return 30.0
-        return 40.0 if self.stp_timers == "tuned" else 75.0
+        return self.mode.settle[self.stp_timers]
 
     @property
     def kind(self) -> TunnelKind:
@@ -366,126 +340,3 @@ class Lab:
         simple["bridges"] = tuple(simple["bridges"])
         settings = providers.get(d["provider"]).read_settings(d, [n.name for n in nodes])
         return cls(**simple, nodes=nodes, box=Box.from_dict(d["box"]), settings=settings)
-
-
-def _choice(value: str, allowed: tuple[str, ...], what: str) -> str:
-    if value not in allowed:
-        raise InputError(f"unknown {what} {value!r}: use {' or '.join(allowed)}")
-    return value
-
-
-def _network(text: str, what: str, flag: str, example: str) -> ipaddress.IPv4Network:
-    try:
-        loose = ipaddress.ip_network(text, strict=False)
-    except ValueError as exc:
-        raise InputError(f"{what} {text!r} is not a network address in CIDR form: "
-                         f"pass e.g. {flag} {example}") from exc
-    if loose.version != 4:
-        raise InputError(f"{what} {text!r} is IPv6; labgen builds IPv4 underlays and overlays: "
-                         f"pass an IPv4 CIDR to {flag}, e.g. {example}")
-    try:
-        return ipaddress.IPv4Network(text, strict=True)
-    except ValueError:
-        # Parses, but only without strict: an address inside the network, not the network.
-        raise InputError(f"{what} {text!r} has host bits set: did you mean {flag} {loose}?") from None
-
-
-def check_timeout(seconds: float | None) -> None:
-    """--timeout of create and verify: more than 0 (at 0 spanning tree has no time at all, and
-    every lab fails) and at most MAX_TIMEOUT; not a number or infinite is refused too."""
-    if seconds is not None and not 0 < seconds <= MAX_TIMEOUT:
-        raise InputError(f"--timeout {seconds:g} is out of range: give more than 0 and at most "
-                         f"{MAX_TIMEOUT} seconds to wait for spanning tree, or drop it (30-75 s "
-                         f"by STP mode)")
-
-
-def node_names(count: int) -> list[str]:
-    return [f"node{k}" for k in range(1, count + 1)]
-
-
-def overlay_offset(index: int, ns_pos: int) -> int:
-    """Host part of a namespace address: A1 .1, B1 .2; node k>=2: A .10(k-1), B .10(k-1)+1."""
-    if index == 1:
-        return 1 + ns_pos
-    return 10 * (index - 1) + ns_pos
-
-
-def build_lab(opts: Options, providers: Providers, kvm_usable: bool | None = None) -> Lab:
-    """Validate the options and resolve every name and address of the lab."""
-    kind = tunnels.get(opts.tunnel)
-    tunnel = kind.name
-    prov = providers.get(opts.provider)
-    provider = prov.name
-    stp = _choice(opts.stp, STP_MODES, "spanning tree mode")
-    timers = _choice(opts.stp_timers, STP_TIMERS, "STP timer set")
-
-    if not MIN_NODES <= opts.nodes <= MAX_NODES:
-        raise InputError(f"--nodes {opts.nodes} is out of range: a lab has "
-                         f"{MIN_NODES} to {MAX_NODES} nodes")
-
-    datapath = opts.datapath or prov.datapaths[0]
-    _choice(datapath, DATAPATHS, "datapath")
-
-    box = box_catalog.get(opts.box or prov.default_box, providers=providers.names)
-    if provider not in box.providers:
-        raise InputError(f"box {box.name!r} is for provider {', '.join(box.providers)}, not "
-                         f"{provider}: drop --box or pick one listed by labgen boxes")
-
-    name = opts.name if opts.name is not None else tunnel
-    if not NAME_RE.match(name):
-        raise InputError(f"lab name {name!r} is not usable: use 1-20 characters, lowercase "
-                         f"letters, digits and '-', starting with a letter (e.g. --name gre-lab)")
-
-    kind.check_key(opts.key)
-
-    underlay = _network(opts.underlay, "underlay", "--underlay", "10.10.10.0/24")
-    overlay = _network(opts.overlay, "overlay", "--overlay", "192.168.10.0/24")
-    if underlay.overlaps(overlay):
-        raise InputError(f"overlay {overlay} overlaps underlay {underlay}: the namespaces' "
-                         f"network must be separate from the hosts' (e.g. --overlay 192.168.10.0/24)")
-    prov.validate(opts, underlay, datapath)
-    settings = prov.settings(opts, kvm_usable, name)
-    underlay_mtu = opts.underlay_mtu
-    if underlay_mtu is None:
-        underlay_mtu = (settings.underlay_mtu if settings else None) or DEFAULT_UNDERLAY_MTU
-    if not 1280 <= underlay_mtu <= 9000:
-        raise InputError(f"--underlay-mtu {underlay_mtu} is out of range: use 1280 to 9000")
-    # Nodes take .1...N, the hypervisor the last usable address.
-    host_offset = underlay.num_addresses - 2
-    if host_offset <= opts.nodes:
-        raise InputError(f"underlay {underlay} is too small for {opts.nodes} nodes and the host: "
-                         f"use a shorter prefix, e.g. /24")
-    need = overlay_offset(opts.nodes, 1)
-    if need >= overlay.num_addresses - 1:
-        raise InputError(f"overlay {overlay} is too small for {opts.nodes} nodes (needs host "
-                         f"part .{need}): use a shorter prefix, e.g. /24")
-
-    inner_mtu = underlay_mtu - kind.overhead(opts.key is not None)
-
-    under_ip = {k: str(underlay.network_address + k) for k in range(1, opts.nodes + 1)}
-    nodes = []
-    for k, node_name in enumerate(node_names(opts.nodes), start=1):
-        namespaces, veths = [], []
-        for pos, (letter, bridge) in enumerate((("a", "br2"), ("b", "br3"))):
-            ns = f"{letter.upper()}{k}"
-            namespaces.append(Namespace(
-                name=ns, address=str(overlay.network_address + overlay_offset(k, pos)),
-                interface=f"{letter}{k}.2", bridge=bridge))
-            veths.append(Veth(a=f"{letter}{k}.1", bridge_a=bridge, b=f"{letter}{k}.2", namespace=ns))
-        for pair, br_a, br_b in LOOP:
-            veths.append(Veth(a=f"{pair}.1", bridge_a=br_a, b=f"{pair}.2", bridge_b=br_b))
-        ports = tuple(
-            Tunnel(port=kind.port_name(f"node{j}"), type=kind.ovs_type, remote_node=f"node{j}", remote_ip=under_ip[j])
-            for j in range(1, opts.nodes + 1) if j != k
-        )
-        nodes.append(Node(index=k, name=node_name, underlay_ip=under_ip[k],
-                          namespaces=tuple(namespaces), veths=tuple(veths), tunnels=ports))
-
-    return Lab(
-        name=name, tunnel=tunnel, key=opts.key, provider=provider, datapath=datapath,
-        stp=stp, stp_timers=timers, underlay=str(underlay),
-        underlay_host_ip=str(underlay.network_address + host_offset),
-        underlay_mtu=underlay_mtu, overlay=str(overlay), inner_mtu=inner_mtu,
-        bridges=BRIDGES, tunnel_bridge=TUNNEL_BRIDGE, nodes=tuple(nodes), box=box,
-        settings=settings,
-    )

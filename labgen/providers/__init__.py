@@ -82,6 +82,7 @@ class Provider(Protocol):
                                              # (/etc/hostname, /etc/hosts, logind's linger)?
     # does the node script set the underlay address on the NIC (labgen/render/files.py: Source)?
     script_sets_underlay_address: ClassVar[bool]
+    peer_wait: ClassVar[float]               # the root node's wait for its peers (render's Source)
 
     def validate(self, opts: Options, underlay: IPv4Network, datapath: str) -> None:
         """Refuse options this provider cannot honour (InputError, one line with the fix)."""

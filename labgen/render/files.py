@@ -63,6 +63,11 @@ class Source(Protocol):
         """Does the node script put the underlay address on the NIC (kernel datapath), and
         keep NetworkManager off that NIC? Else the provider's NIC needs neither."""
 
+    @property
+    def peer_wait(self) -> float:
+        """How long the root node of an RSTP lab waits for the other nodes' underlay
+        addresses before it adds its tunnels anyway (Lab.tunnels_last)."""
+
     def files(self, lab: Lab, env: jinja2.Environment) -> dict[str, str]:
         """Extra files of the lab directory, rendered from templates/<provider>/."""
 
@@ -81,7 +86,8 @@ def render_files(lab: Lab, provider: Source) -> dict[str, str]:
     for node in lab.nodes:
         files[f"provision/{node.name}.sh"] = node_tpl.render(
             lab=lab, node=node, owns_system_files=provider.owns_system_files,
-            script_sets_underlay_address=provider.script_sets_underlay_address)
+            script_sets_underlay_address=provider.script_sets_underlay_address,
+            peer_wait=provider.peer_wait)
     return files
 
 

@@ -43,7 +43,7 @@ def firewall_finding(lab: Lab, node: str, output: str) -> str | None:
 
 
 def diagnostics_commands(lab: Lab, node: Node) -> list[str]:
-    show = "rstp/show" if lab.stp == "rstp" else "stp/show"
+    show = lab.mode.show
     # The userspace datapath reads the NIC before netfilter: no firewall can stop its tunnel.
     cmds = [firewall_probe(lab)] if lab.datapath == "system" else []
     cmds += ["ovs-vsctl --timeout=5 show", *(f"ovs-appctl {show} {b}" for b in lab.bridges),

@@ -300,7 +300,7 @@ def bridge_problems(lab: Lab, bridges: dict[str, BridgeState]) -> list[str]:
         if absent:
             problems.append(f"{name}: port {', '.join(absent)} missing")
         if not br.enabled(lab.stp):
-            col = "rstp_enable" if lab.stp == "rstp" else "stp_enable"
+            col = lab.mode.enable
             problems.append(f"{name}: {col}=false")
             continue
         silent = br.unreported()

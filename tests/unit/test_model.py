@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from labgen.errors import InputError
+from labgen.lab.build import check_timeout
 from labgen.lab.labfile import lab_json
-from labgen.lab.model import Lab, Options, check_timeout
+from labgen.lab.model import Lab, Options
 from labgen.lifecycle import build_lab
 from labgen.providers import REGISTERED
 from labgen.system.hostfacts import kvm_usable

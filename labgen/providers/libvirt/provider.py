@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from labgen.errors import HostError, InputError, ProviderError
-from labgen.lab.model import Lab, Options, host_prefix, node_names
+from labgen.lab.build import node_names
+from labgen.lab.model import Lab, Options, host_prefix
 from labgen.providers import Found, NodeStatus, Progress
 from labgen.providers.libvirt import hostchecks
 from labgen.providers.libvirt.bringup import Bringup, fetch_ssh_config, ssh_config_cache
@@ -64,6 +65,7 @@ class LibvirtProvider:
     owns_system_files: ClassVar[bool] = True     # a VM is a whole machine of the lab's own
     # Vagrant leaves the underlay NIC unconfigured (auto_config false), NetworkManager may run.
     script_sets_underlay_address: ClassVar[bool] = True
+    peer_wait: ClassVar[float] = 120.0     # VMs boot and provision each at its own pace
 
     # ---- the model's questions ------------------------------------------------------------
     def validate(self, opts: Options, underlay: IPv4Network, datapath: str) -> None:

@@ -68,6 +68,7 @@ class NetnsProvider:
     datapaths: ClassVar[tuple[str, ...]] = ("netdev",)
     owns_system_files: ClassVar[bool] = False  # an emulated node must not touch the host's files
     script_sets_underlay_address: ClassVar[bool] = False   # netdev only: br-phy holds it
+    peer_wait: ClassVar[float] = 20.0
 
     # ---- the model's questions ------------------------------------------------------------
     def validate(self, opts: Options, underlay: IPv4Network, datapath: str) -> None:
