@@ -14,7 +14,7 @@ from functools import partial
 from labgen.lab import tunnels
 from labgen.lab.model import Lab, Node
 from labgen.nodes.runner import Result, Runner, RunnerError
-from labgen.verify import judges
+from labgen.verify import config_judges, judges
 from labgen.verify.batch import Planned, ns_exec
 from labgen.verify.results import Check
 from labgen.verify.spantree import BridgeState, bridge_problems, judge_tree, model_ports, parse_state, state_command
@@ -46,7 +46,7 @@ def plan_nodes(lab: Lab) -> list[Planned]:
 
 # ---- config -----------------------------------------------------------------------------
 # Every bridge with its ports, every port with its interfaces, every interface with its
-# OpenFlow port number and error: one read of the database (judges.bridge_ports).
+# OpenFlow port number and error: one read of the database (config_judges.bridge_ports).
 BRIDGE_PORTS = ("ovs-vsctl --timeout=5 -f json -- --columns=name,ports list bridge"
                 " -- --columns=_uuid,name,interfaces list port"
                 " -- --columns=_uuid,name,ofport,error list interface")
@@ -78,16 +78,16 @@ def plan_config(lab: Lab) -> list[Planned]:
         ports = model_ports(lab, n)
         out.append(Planned(
             "config", f"every port of the model on {', '.join(lab.bridges)}, opened by OVS", n.name,
-            BRIDGE_PORTS, judge=partial(judges.bridge_ports, want=ports)))
+            BRIDGE_PORTS, judge=partial(config_judges.bridge_ports, want=ports)))
         pairs = [(v.a, v.b, v.namespace) for v in n.veths]
         out.append(Planned(
             "config", f"veth pairs: all {len(pairs)}, each end paired with its own other end", n.name,
-            veth_listing(n), judge=partial(judges.veth_pairs, pairs=pairs)))
+            veth_listing(n), judge=partial(config_judges.veth_pairs, pairs=pairs)))
         want = {t.port: (t.type, t.remote_ip, want_key) for t in n.tunnels}
         out.append(Planned(
             "config", f"{lab.tunnel} ports on {lab.tunnel_bridge}: type, remote, {key_word}; no other tunnel", n.name,
             "ovs-vsctl --timeout=5 -f json --columns=name,type,options,ofport list interface",
-            judge=partial(judges.tunnel_ports, want=want,
+            judge=partial(config_judges.tunnel_ports, want=want,
                           tunnel_types=tuple(k.ovs_type for k in tunnels.KINDS.values()))))
         for ns in n.namespaces:
             ns_cidr = f"{ns.address}/{lab.overlay_prefixlen}"
