@@ -4,12 +4,12 @@ script as a VM would. The underlay is a Linux bridge in a small "switch" namespa
 host's own network namespace is never touched.
 
 Host-side names come from the model (Lab.host_netns, underlay_switch, handle_dir) and carry
-the lab name, so several labs with the same addresses run side by side.
+the lab name, so several labs with the same addresses run side by side. What finds and
+removes a lab by its name alone (list, prune, destroy) is byname.py.
 """
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,19 +17,30 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from labgen.errors import HostError, InputError, ProviderError
-from labgen.lab.model import HANDLE_ROOT, Lab, Node, Options, handle_dir, host_netns, underlay_switch
+from labgen.errors import HostError, InputError
+from labgen.lab.model import Lab, Node, Options
 from labgen.nodes.runner import LocalRunner
 from labgen.providers import Found, NodeStatus, Progress
+from labgen.providers.netns.byname import (
+    NETNS_DIR,
+    RECORD,
+    is_mountpoint,
+    lab_names,
+    lab_nodes,
+    lab_resources,
+    mount_points,
+    node_up,
+    read_record,
+    remove_lab,
+    sh,
+)
 from labgen.providers.nodescript import failure
 from labgen.system.hostfacts import DEBIAN_PACKAGES, is_root, missing_line, missing_tools
 from labgen.system.owner import Owner
-from labgen.system.processes import stop
 
 if TYPE_CHECKING:
     import jinja2
 
-NETNS_DIR = Path("/run/netns")
 OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 # Directories that hold a node's private state: its inner namespaces and its OVS instance.
 PRIVATE_DIRS = ("/run/netns", "/run/openvswitch", "/etc/openvswitch",
@@ -40,26 +51,6 @@ TOOLS = {cmd: DEBIAN_PACKAGES[cmd] for cmd in (
     "ovs-vsctl", "ovs-vswitchd", "ovsdb-server", "ovsdb-tool", OVS_SCHEMA, "ip", "tcpdump", "ethtool", "ping", "sysctl",
     "unshare", "nsenter", "mountpoint", "mount", "umount")}
 SWITCH_BRIDGE = "ul"
-
-
-def _sh(*argv: str, check: bool = True, timeout: float = 30,
-        input: str | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
-    if check and proc.returncode != 0:
-        raise ProviderError(f"`{' '.join(argv)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc
-
-
-def _is_mountpoint(path: Path) -> bool:
-    return _sh("mountpoint", "-q", str(path), check=False).returncode == 0
-
-
-def _unmount_all(path: Path) -> None:
-    # A handle can be mounted more than once (a retried create): peel every layer.
-    for _ in range(8):
-        if not _is_mountpoint(path):
-            return
-        _sh("umount", str(path), check=False)
 
 
 class NetnsProvider:
@@ -145,7 +136,7 @@ class NetnsProvider:
 
     # ---- who the lab belongs to (labgen/system/owner.py) -----------------------------------------
     def record(self, lab: Lab) -> Owner | None:
-        return _read_record(lab.name)
+        return read_record(lab.name)
 
     def write_record(self, lab: Lab, owner: Owner) -> None:
         """Before anything else of the lab exists: a create killed at any later point leaves
@@ -163,7 +154,7 @@ class NetnsProvider:
     def node_running(self, lab: Lab, node: str) -> bool:
         h = self.handles(lab)
         return ((NETNS_DIR / self.netns(lab, node)).exists()
-                and _is_mountpoint(h / f"{node}.mnt"))
+                and is_mountpoint(h / f"{node}.mnt"))
 
     def up(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
         """Each node's script starts as soon as its namespaces exist, while the next node's
@@ -182,18 +173,18 @@ class NetnsProvider:
 
     def _create_switch(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
         h = self.handles(lab)
-        if not _is_mountpoint(h):
+        if not is_mountpoint(h):
             h.mkdir(parents=True, exist_ok=True)
             # Mount-namespace handles may only be bind-mounted on a private mount.
-            _sh("mount", "--bind", str(h), str(h))
-            _sh("mount", "--make-private", str(h))
+            sh("mount", "--bind", str(h), str(h))
+            sh("mount", "--make-private", str(h))
 
         sw = self.switch(lab)
         if not (NETNS_DIR / sw).exists():
             progress("lab", f"underlay switch {sw} ({lab.underlay})")
-            _sh("ip", "netns", "add", sw)
-            _sh("ip", "-n", sw, "link", "add", SWITCH_BRIDGE, "mtu", str(lab.underlay_mtu), "type", "bridge")
-            _sh("ip", "-n", sw, "link", "set", SWITCH_BRIDGE, "up")
+            sh("ip", "netns", "add", sw)
+            sh("ip", "-n", sw, "link", "add", SWITCH_BRIDGE, "mtu", str(lab.underlay_mtu), "type", "bridge")
+            sh("ip", "-n", sw, "link", "set", SWITCH_BRIDGE, "up")
 
     def _create_node(self, lab: Lab, node: Node, progress: Progress) -> None:
         if not self.node_running(lab, node.name):
@@ -204,7 +195,7 @@ class NetnsProvider:
                 f.touch()
             # (few processes: 8 nodes are made one after another while scripts run)
             mounts = "; ".join(f"mount -t tmpfs -o mode=0755 tmpfs {d}" for d in PRIVATE_DIRS)
-            _sh("unshare", f"--net={NETNS_DIR / ns}", f"--mount={h / (node.name + '.mnt')}",
+            sh("unshare", f"--net={NETNS_DIR / ns}", f"--mount={h / (node.name + '.mnt')}",
                 f"--uts={h / (node.name + '.uts')}", "--propagation", "private", "--",
                 "sh", "-ec", f"mkdir -p {' '.join(PRIVATE_DIRS)}; {mounts}; mount -t sysfs sysfs /sys; "
                              f"echo {node.name} >/proc/sys/kernel/hostname")
@@ -212,11 +203,11 @@ class NetnsProvider:
             # the model's MAC (the other nodes' scripts know it in advance) and, as a VM's NIC,
             # no address: the node script finds it by its MAC and sets the address itself, after
             # its tunnel ports (the root node waits for that address: Lab.tunnels_last).
-            _sh("ip", "link", "add", "eth1", "netns", ns, "address", lab.underlay_mac(node.name),
+            sh("ip", "link", "add", "eth1", "netns", ns, "address", lab.underlay_mac(node.name),
                 "mtu", str(lab.underlay_mtu), "type", "veth",
                 "peer", "name", node.name, "netns", sw, "mtu", str(lab.underlay_mtu))
-            _sh("ip", "-n", sw, "link", "set", node.name, "master", SWITCH_BRIDGE, "up")
-            _sh("ip", "-n", ns, "-batch", "-", input="link set lo up\nlink set eth1 up\n")
+            sh("ip", "-n", sw, "link", "set", node.name, "master", SWITCH_BRIDGE, "up")
+            sh("ip", "-n", ns, "-batch", "-", input="link set lo up\nlink set eth1 up\n")
 
     def _provision(self, lab: Lab, lab_dir: Path, node: str, progress: Progress) -> None:
         progress(node, "provisioning")
@@ -232,24 +223,24 @@ class NetnsProvider:
         progress(node, f"provisioned in {time.monotonic() - started:.1f} s")
 
     def destroy(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
-        _remove(lab.name, [n.name for n in lab.nodes], progress)
+        remove_lab(lab.name, [n.name for n in lab.nodes], progress)
 
     # ---- the whole host ---------------------------------------------------------------------
     def inventory(self, uris: tuple[str, ...] = ()) -> list[Found]:
         """Every netns lab on this host, found by its names (the record may be gone)."""
         found = []
-        for name in sorted(_lab_names()):
-            record = _read_record(name)
-            nodes = _node_names(name, record)
-            mounts = _mounts()
-            running = [n for n in nodes if _node_up(name, n, mounts)]
+        for name in sorted(lab_names()):
+            record = read_record(name)
+            nodes = lab_nodes(name, record)
+            mounts = mount_points()
+            running = [n for n in nodes if node_up(name, n, mounts)]
             found.append(Found(name=name, provider=self.name, host="this host", record=record,
                                nodes=tuple(nodes), running=tuple(running),
-                               resources=tuple(_resources(name, nodes, mounts))))
+                               resources=tuple(lab_resources(name, nodes, mounts))))
         return found
 
     def remove(self, found: Found, progress: Progress) -> None:
-        _remove(found.name, list(found.nodes), progress)
+        remove_lab(found.name, list(found.nodes), progress)
 
     def status(self, lab: Lab, lab_dir: Path) -> list[NodeStatus]:
         result = []
@@ -259,149 +250,3 @@ class NetnsProvider:
                 continue
             result.append(NodeStatus(node.name, "running", f"netns {self.netns(lab, node.name)}"))
         return result
-
-
-# ---- a lab by its name alone: what destroy, list and prune share ------------------------------
-RECORD = "owner.json"       # the lab's Owner, in its handle directory
-_NODE_NS = re.compile(r"^labgen-([a-z][a-z0-9-]*)-(node\d+)$")
-_SWITCH_NS = re.compile(r"^labgen-([a-z][a-z0-9-]*)-underlay$")
-
-
-def _read_record(name: str) -> Owner | None:
-    try:
-        return Owner.from_json((handle_dir(name) / RECORD).read_text())
-    except OSError:
-        return None
-
-
-def _netns_entries() -> list[str]:
-    try:
-        return sorted(p.name for p in NETNS_DIR.iterdir())
-    except OSError:
-        return []
-
-
-def _lab_names() -> set[str]:
-    """Every lab name that has a handle directory or a labgen-named namespace here."""
-    names = {p.name for p in HANDLE_ROOT.iterdir() if p.is_dir()} if HANDLE_ROOT.is_dir() else set()
-    for entry in _netns_entries():
-        m = _NODE_NS.match(entry) or _SWITCH_NS.match(entry)
-        if m:
-            names.add(m.group(1))
-    return names
-
-
-def _node_names(name: str, record: Owner | None) -> list[str]:
-    """The lab's nodes: those its record names, and any other its namespaces or handles show."""
-    nodes = set(record.nodes if record else ())
-    nodes |= {m.group(2) for e in _netns_entries() if (m := _NODE_NS.match(e)) and m.group(1) == name}
-    h = handle_dir(name)
-    if h.is_dir():
-        nodes |= {p.stem for p in h.glob("node*.mnt")}
-    return sorted(nodes, key=lambda n: int(n[4:]) if n[4:].isdigit() else 0)
-
-
-def _mounts() -> set[str]:
-    """Every mount point of this mount namespace (one read, no process per path)."""
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return set()
-    # field 5 is the mount point, with spaces and the like escaped as octal
-    return {ln.split()[4].encode().decode("unicode_escape") for ln in lines if len(ln.split()) > 4}
-
-
-def _node_up(name: str, node: str, mounts: set[str]) -> bool:
-    return (str(NETNS_DIR / host_netns(name, node)) in mounts
-            and str(handle_dir(name) / f"{node}.mnt") in mounts)
-
-
-def _ns_inode(path: Path, mounts: set[str]) -> int | None:
-    """The namespace a handle holds (only a mounted handle holds one)."""
-    if str(path) not in mounts:
-        return None
-    try:
-        return os.stat(path).st_ino
-    except OSError:
-        return None
-
-
-def _lab_processes(name: str, nodes: list[str]) -> list[int]:
-    """Every process that lives in the lab: in a node's network or mount namespace (its OVS
-    daemons, a node script a killed labgen left running) or in a namespace inside a node (a
-    ping or capture of a killed verify). Found by namespace, never by process name."""
-    mounts = _mounts()
-    h = handle_dir(name)
-    net = {_ns_inode(NETNS_DIR / host_netns(name, n), mounts) for n in nodes}
-    net.add(_ns_inode(NETNS_DIR / underlay_switch(name), mounts))
-    mnt = {_ns_inode(h / f"{n}.mnt", mounts) for n in nodes}
-    for n in nodes:
-        if _ns_inode(h / f"{n}.mnt", mounts) is not None:
-            inner = _sh("nsenter", f"--mount={h / (n + '.mnt')}", "--", "sh", "-c",
-                        "stat -L -c %i /run/netns/* 2>/dev/null", check=False).stdout
-            net |= {int(tok) for tok in inner.split() if tok.isdigit()}
-    net.discard(None)
-    mnt.discard(None)
-    pids = []
-    me = os.getpid()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == me:
-            continue
-        try:
-            if os.stat(proc / "ns" / "net").st_ino in net or os.stat(proc / "ns" / "mnt").st_ino in mnt:
-                pids.append(int(proc.name))
-        except OSError:
-            continue
-    return pids
-
-
-def _resources(name: str, nodes: list[str], mounts: set[str]) -> list[str]:
-    """What removing the lab takes away, in words (labgen list, labgen prune)."""
-    h = handle_dir(name)
-    out = [f"namespace {e}" for e in _netns_entries()
-           if (m := _NODE_NS.match(e) or _SWITCH_NS.match(e)) and m.group(1) == name]
-    procs = _lab_processes(name, nodes)
-    if procs:
-        out.append(f"{len(procs)} process{'es' if len(procs) > 1 else ''} (pids {', '.join(map(str, procs))})")
-    if h.exists():
-        out.append(f"handles {h}" + (" (mounted)" if str(h) in mounts else ""))
-    return out
-
-
-def _remove(name: str, nodes: list[str], progress: Progress) -> None:
-    """Remove everything of lab `name` on this host, whatever state a killed create or
-    destroy left it in. The owner record goes last: a destroy killed part way leaves a lab
-    that is still listed, and removed by the next destroy or prune."""
-    nodes = sorted(set(nodes) | set(_node_names(name, _read_record(name))))
-    h = handle_dir(name)
-    # Again until none is left: a node script that a killed labgen left running may start a
-    # daemon between one look and the next.
-    for _ in range(10):
-        pids = _lab_processes(name, nodes)
-        if not pids:
-            break
-        progress("lab", f"stopping {len(pids)} processes of the lab (Open vSwitch, scripts)")
-        stop(pids)
-    for node in nodes:
-        if _is_mountpoint(h / f"{node}.mnt"):
-            progress(node, "removing namespaces")
-            _sh("nsenter", f"--mount={h / (node + '.mnt')}", "--", "ip", "-all", "netns", "delete", check=False)
-        for suffix in (".mnt", ".uts"):
-            _unmount_all(h / f"{node}{suffix}")
-            (h / f"{node}{suffix}").unlink(missing_ok=True)
-        _del_netns(NETNS_DIR / host_netns(name, node))
-    _del_netns(NETNS_DIR / underlay_switch(name))
-    _unmount_all(h)
-    (h / (RECORD + ".tmp")).unlink(missing_ok=True)
-    (h / RECORD).unlink(missing_ok=True)
-    (h / "owner").unlink(missing_ok=True)     # an older labgen's record
-    for d in (h, HANDLE_ROOT):      # the root only when no other lab uses it
-        try:
-            d.rmdir()
-        except OSError:
-            pass
-
-
-def _del_netns(path: Path) -> None:
-    _unmount_all(path)
-    path.unlink(missing_ok=True)
