@@ -11,5 +11,5 @@ def main() -> None:
         from . import __version__
         print(f"labgen {__version__}")
         return
-    from .cli import main as cli_main
+    from labgen.cli.app import main as cli_main
     cli_main()

@@ -11,21 +11,34 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import owner, providers
-from .errors import InputError, LabgenError
-from .locks import hold
-from .model import Lab
-from .owner import NotOwner, Owner
-from .providers import NodeStatus, Progress, Provider
-from .render import LAB_FILE, fs_error, is_lab_dir, load_lab, write_lab
+from labgen import providers
+from labgen.errors import InputError, LabgenError
+from labgen.lab import build, labfile
+from labgen.lab.labfile import LAB_FILE, is_lab_dir
+from labgen.lab.model import Lab, Options
+from labgen.providers import REGISTERED, NodeStatus, Progress, Provider
+from labgen.render.files import fs_error, write_lab
+from labgen.system import owner
+from labgen.system.locks import hold
+from labgen.system.owner import NotOwner, Owner
 
 if TYPE_CHECKING:
-    from .failover import FailoverReport
-    from .redundancy import LabLink
-    from .results import Report
-    from .spantree import BridgeState
+    from labgen.failover.redundancy import LabLink
+    from labgen.failover.run import FailoverReport
+    from labgen.verify.results import Report
+    from labgen.verify.spantree import BridgeState
 # The checks, the verification engine and the diagnostics are imported by the verbs that
 # use them: render, up and destroy start faster without them.
+
+
+def build_lab(opts: Options, kvm_usable: bool | None = None) -> Lab:
+    """The lab of `opts`, validated by the model and by its provider."""
+    return build.build_lab(opts, REGISTERED, kvm_usable)
+
+
+def load_lab(directory: Path) -> Lab:
+    """The lab in an existing lab dir (its lab.json)."""
+    return labfile.load_lab(directory, REGISTERED)
 
 
 @contextlib.contextmanager
@@ -113,7 +126,7 @@ def render(lab: Lab, lab_dir: Path, force: bool) -> list[Path]:
             raise InputError(f"{lab_dir} holds lab {old.name!r}, which is still up: "
                              f"`labgen destroy {lab_dir}` first")
         force = True
-    return write_lab(lab, lab_dir, force=force)
+    return write_lab(lab, lab_dir, provider_of(lab), force=force)
 
 
 def up(lab: Lab, lab_dir: Path, say: Progress, keep_on_failure: bool = False,
@@ -140,8 +153,8 @@ def up(lab: Lab, lab_dir: Path, say: Progress, keep_on_failure: bool = False,
 
 def run_verify(lab: Lab, lab_dir: Path, timeout: float | None,
                progress: Callable[[str], None] = lambda _: None) -> Report:
-    from .diagnostics import collect_diagnostics
-    from .verify import verify
+    from labgen.verify.diagnostics import collect_diagnostics
+    from labgen.verify.run import verify
     provider = provider_of(lab)
     record = owned(lab, lab_dir)
     absent = [s.node for s in provider.status(lab, lab_dir) if s.state != "running"] \
@@ -163,7 +176,7 @@ def run_failover(lab: Lab, lab_dir: Path, links: list[LabLink], timeout: float |
                  max_outage: float | None, say: Progress) -> FailoverReport:
     """Cut each of `links` in turn on the running lab (failover.py), through the same runners
     verify uses. Every node must run: a lab that is not whole cannot be proven to heal."""
-    from .failover import run_failover as run
+    from labgen.failover.run import run_failover as run
     provider = provider_of(lab)
     record = owned(lab, lab_dir)
     absent = [s.node for s in provider.status(lab, lab_dir) if s.state != "running"] \
@@ -171,7 +184,7 @@ def run_failover(lab: Lab, lab_dir: Path, links: list[LabLink], timeout: float |
     if absent:
         raise LabgenError(f"lab {lab.name!r} in {lab_dir} is not up ({', '.join(absent)} not "
                           f"running): run labgen up {lab_dir}")
-    from . import livetree
+    from labgen.verify import livetree
 
     def draw(state: dict[str, dict[str, BridgeState]], step: str, cut: tuple[str, str, str] | None,
              took_over: tuple[tuple[str, str, str], ...]) -> None:
@@ -201,8 +214,8 @@ def destroy(lab: Lab, lab_dir: Path, say: Progress) -> None:
 def status(lab: Lab, lab_dir: Path) -> list[NodeStatus]:
     """Per node: provider state, then what OVS says (tunnel ports, spanning tree: one poll of
     the same judgement verify uses, so 'converged' means one root for all nodes)."""
-    from .checks import run_stp_checks
-    from .runner import RunnerError
+    from labgen.nodes.runner import RunnerError
+    from labgen.verify.checks import run_stp_checks
     provider = provider_of(lab)
     if owned(lab, lab_dir) is None:
         return [NodeStatus(n.name, "absent", "not running (no lab of this directory here)") for n in lab.nodes]

@@ -77,7 +77,7 @@ def sshd(tmp_path_factory):
 @pytest.fixture
 def ssh_runner(sshd):
     """An SSHRunner for "node1" on that server, closed after the test."""
-    from labgen.ssh import SSHRunner
+    from labgen.nodes.ssh import SSHRunner
     r = SSHRunner("node1", sshd.target(), connect_timeout=5)
     yield r
     r.close()

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import vagrant
-from ..hostfacts import is_root, missing_tools
+from labgen.system.hostfacts import is_root, missing_tools
+from labgen.vagrant import command as vagrant
+
 from . import boxfile, disk, guest, register, rootfs
 from .apt import resolve_mirror
 from .boxfile import PROVIDER

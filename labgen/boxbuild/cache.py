@@ -8,7 +8,8 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..locks import hold
+from labgen.system.locks import hold
+
 from .errors import BoxBuildError
 
 DEFAULT_CACHE_DIR = Path("/var/cache/labgen/boxes")

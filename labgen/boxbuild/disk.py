@@ -21,7 +21,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..vagrant import last_line
+from labgen.vagrant.command import last_line
+
 from .errors import BoxBuildError
 from .log import Run
 

@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from ..vagrant import last_line
+from labgen.vagrant.command import last_line
+
 from .errors import BoxBuildError
 
 # BuildLog.run, as the steps' helpers take it: run(cmd, stdin=None, env=None).
@@ -60,7 +61,7 @@ class BuildLog:
             raise subprocess.CalledProcessError(proc.returncode, cmd, output=tail)
 
     def lines(self, cmd: list[str], lines: Iterable[str]) -> None:
-        """Log a command whose output lines someone else reads (labgen/vagrant.py's stream)."""
+        """Log a command whose output lines someone else reads (labgen/vagrant/command.py's stream)."""
         with self.path.open("a") as f:
             f.write(f"$ {' '.join(cmd)}\n")
             for line in lines:

@@ -7,7 +7,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from .. import vagrant
+from labgen.vagrant import command as vagrant
+
 from .boxfile import PROVIDER
 from .log import BuildLog
 

@@ -1,7 +1,8 @@
 """Providers bring a rendered lab to life. REGISTRY is the one list of them; each is one
-module here plus its templates in templates/<name>/ and its boxes in boxes/ (docs/development.md:
-"Adding a provider"). The CLI, the model and the verification engine only talk to the
-`Provider` protocol below (mypy checks every provider against it)."""
+package here plus its templates in templates/<name>/ and its boxes in boxes/ (docs/development.md:
+"Adding a provider"). The CLI and lifecycle talk to the `Provider` protocol below (mypy checks
+every provider against it); the model and rendering import no provider: they are handed one
+(REGISTERED, labgen/lab/model.py: Providers; labgen/render/files.py: Source)."""
 from __future__ import annotations
 
 import importlib
@@ -9,21 +10,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from ..errors import InputError
 
 if TYPE_CHECKING:
     import jinja2
 
-    from ..model import Lab, LibvirtSettings, Options
-    from ..owner import Owner
-    from ..runner import Runner
+    from labgen.lab.model import Lab, Options, ProviderSettings
+    from labgen.nodes.runner import Runner
+    from labgen.system.owner import Owner
 
 # name -> "module:class", imported only when used (the libvirt provider pulls in paramiko).
 REGISTRY: dict[str, str] = {
-    "netns": "labgen.providers.netns:NetnsProvider",
-    "libvirt": "labgen.providers.libvirt:LibvirtProvider",
+    "netns": "labgen.providers.netns.provider:NetnsProvider",
+    "libvirt": "labgen.providers.libvirt.provider:LibvirtProvider",
 }
 NAMES = tuple(REGISTRY)
 
@@ -79,12 +80,19 @@ class Provider(Protocol):
     datapaths: ClassVar[tuple[str, ...]]     # OVS datapaths it can run; the first is the default
     owns_system_files: ClassVar[bool]        # may the node script change the node's system files
                                              # (/etc/hostname, /etc/hosts, logind's linger)?
+    # does the node script set the underlay address on the NIC (labgen/render/files.py: Source)?
+    script_sets_underlay_address: ClassVar[bool]
+    peer_wait: ClassVar[float]               # the root node's wait for its peers (render's Source)
 
     def validate(self, opts: Options, underlay: IPv4Network, datapath: str) -> None:
         """Refuse options this provider cannot honour (InputError, one line with the fix)."""
 
-    def settings(self, opts: Options, kvm_usable: bool | None, lab_name: str) -> LibvirtSettings | None:
-        """The model's record of provider-only settings (None when it has none)."""
+    def settings(self, opts: Options, kvm_usable: bool | None, lab_name: str) -> ProviderSettings | None:
+        """This provider's own record of the lab, kept in lab.json under its name (None when it
+        has none)."""
+
+    def read_settings(self, lab_json: dict[str, Any], nodes: list[str]) -> ProviderSettings | None:
+        """That record from a whole lab.json, also one written by an older labgen."""
 
     def files(self, lab: Lab, env: jinja2.Environment) -> dict[str, str]:
         """Extra files of the lab directory, rendered from templates/<name>/."""
@@ -99,7 +107,7 @@ class Provider(Protocol):
     def check(self, lab: Lab, lab_dir: Path) -> None:
         """Everything the host needs, before anything is created; raises HostError."""
 
-    # ---- who the lab belongs to (labgen/owner.py) -----------------------------------------
+    # ---- who the lab belongs to (labgen/system/owner.py) -----------------------------------------
     def record(self, lab: Lab) -> Owner | None:
         """The owner recorded on the host for the lab's name (None: nothing recorded)."""
 
@@ -146,3 +154,16 @@ def get(name: str) -> Provider:
         raise InputError(f"unknown provider {name!r}: use {' or '.join(NAMES)}") from None
     provider: Provider = getattr(importlib.import_module(module), cls)()
     return provider
+
+
+class Registry:
+    """The providers, as the lab model asks for them (labgen/lab/model.py: Providers): handed
+    to it by the commands, so the model imports no provider."""
+
+    names = NAMES
+
+    def get(self, name: str) -> Provider:
+        return get(name)
+
+
+REGISTERED = Registry()

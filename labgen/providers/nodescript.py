@@ -13,8 +13,9 @@ import shlex
 import time
 from pathlib import Path
 
+from labgen.nodes.runner import Runner, RunnerError
+
 from ..errors import ProviderError
-from ..runner import Runner, RunnerError
 
 # Root's own directory for it, not /tmp: a fixed name in a world-writable directory could be
 # someone else's symlink.

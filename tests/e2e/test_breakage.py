@@ -14,9 +14,11 @@ import pytest
 from support.cli import labgen
 from support.netns import host_state, node_cmd
 
-from labgen import boxes
-from labgen.model import Options, build_lab
-from labgen.stages import NAMES
+from labgen import providers
+from labgen.lab import boxes
+from labgen.lab.model import Options
+from labgen.lifecycle import build_lab
+from labgen.verify.stages import NAMES
 
 LAB = "brk"
 
@@ -49,7 +51,7 @@ KILL_VSWITCHD = ('p=$(cat /run/openvswitch/ovs-vswitchd.pid) && [ "$(cat /proc/$
                  '! grep -q "^State:.Z" /proc/$0/status; do sleep 0.05; done\' "$p"')
 # ...and started again as the node's box starts it: `labgen up` starts Open vSwitch only when
 # ovsdb-server does not answer, so it does not restart ovs-vswitchd alone.
-START_VSWITCHD = next(ln for ln in boxes.get("host").start.splitlines() if ln.startswith("ovs-vswitchd "))
+START_VSWITCHD = next(ln for ln in boxes.get("host", providers=providers.NAMES).start.splitlines() if ln.startswith("ovs-vswitchd "))
 BREAKAGES = [
     Breakage("ovs-killed", "nodes", "Open vSwitch answers", "node2",
              (("node2", "kill -TERM $(cat /run/openvswitch/ovs-vswitchd.pid /run/openvswitch/ovsdb-server.pid)"),),

@@ -9,10 +9,12 @@ import subprocess
 
 import pytest
 
-from labgen import tunnels
-from labgen.diagnostics import firewall_finding, firewall_probe
-from labgen.model import Options, build_lab
-from labgen.render import render_files
+from labgen import providers
+from labgen.lab import tunnels
+from labgen.lab.model import Options
+from labgen.lifecycle import build_lab
+from labgen.render.files import render_files
+from labgen.verify.diagnostics import firewall_finding, firewall_probe
 
 pytestmark = pytest.mark.netns
 
@@ -28,7 +30,7 @@ def _iptables():
 
 
 def firewall_step(lab) -> str:
-    script = render_files(lab)["provision/node1.sh"]
+    script = render_files(lab, providers.get(lab.provider))["provision/node1.sh"]
     start = script.index(START)
     return script[start:min(i for i in (script.find(e, start) for e in ENDS) if i > 0)]
 

@@ -64,11 +64,10 @@ def test_rstp_tree_judged_whole_is_one_every_overlay_ping_crosses_at_once(tmp_pa
     one-shot probe of this module, on purpose: loss is the claim. A longer -W would not
     soften it for load alone: it would let the kernel's ARP retries, 1 s apart, cross a tree
     that became whole seconds late.)"""
-    from labgen.batch import Planned, run_planned
-    from labgen.checks import run_stp_checks
-    from labgen.judges import ping_reply
-    from labgen.lifecycle import provider_of, up
-    from labgen.render import load_lab
+    from labgen.lifecycle import load_lab, provider_of, up
+    from labgen.verify.batch import Planned, run_planned
+    from labgen.verify.checks import run_stp_checks
+    from labgen.verify.judges import ping_reply
 
     d = tmp_path / "lab"
     proc = labgen("render", "gre", "--provider", "netns", "--nodes", "6", "--stp", "rstp",

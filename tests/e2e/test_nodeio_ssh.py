@@ -27,10 +27,11 @@ pytestmark = pytest.mark.skipif(
 DRIVER = r"""
 import sys
 from pathlib import Path
-from labgen import nodeio
-from labgen.model import Options, build_lab
-from labgen.providers.libvirt import LibvirtProvider
-from labgen.ssh import SSHRunner, SSHTarget
+from labgen.cli import nodeio
+from labgen.lab.model import Options
+from labgen.lifecycle import build_lab
+from labgen.providers.libvirt.provider import LibvirtProvider
+from labgen.nodes.ssh import SSHRunner, SSHTarget
 
 port, key, verb, *rest = sys.argv[1:]
 class Provider(LibvirtProvider):     # the VM provider, its node1 is this host over SSH

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from support.sshd import free_port, keygen
 
-from labgen.runner import TIMEOUT_EXIT, RunnerError
-from labgen.ssh import SSHRunner, SSHTarget
+from labgen.nodes.runner import TIMEOUT_EXIT, RunnerError
+from labgen.nodes.ssh import SSHRunner, SSHTarget
 
 # (the sshd fixture skips without sshd or ssh-keygen, and fails under CI=true: support.require_tool)
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: sshd wants /run/sshd and to switch users")

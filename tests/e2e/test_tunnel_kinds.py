@@ -12,9 +12,10 @@ import pytest
 from support.cli import labgen
 from support.netns import node_cmd
 
-from labgen import tunnels
-from labgen.checks import overlay_interfaces
-from labgen.model import Options, build_lab
+from labgen.lab import tunnels
+from labgen.lab.model import Options
+from labgen.lifecycle import build_lab
+from labgen.verify.checks import overlay_interfaces
 
 pytestmark = pytest.mark.netns
 

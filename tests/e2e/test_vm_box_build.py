@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from support import bounds
 
-from labgen import vagrant
 from labgen.boxbuild import build_box
+from labgen.vagrant import command as vagrant
 
 pytestmark = pytest.mark.timeout(bounds.TEST_BOX)     # a box build is inside
 

@@ -15,10 +15,11 @@ import pytest
 from support import bounds
 from support.cli import ENV, labgen
 
-from labgen import boxfetch, vagrant
 from labgen.errors import HostError
-from labgen.providers.libvirt import LibvirtProvider
-from labgen.render import load_lab
+from labgen.lifecycle import load_lab
+from labgen.providers.libvirt import hostchecks
+from labgen.vagrant import boxfetch
+from labgen.vagrant import command as vagrant
 
 NAME = f"labgen-test/fetch{os.getpid()}"
 
@@ -84,7 +85,7 @@ def test_box_with_a_url_is_fetched_once_with_progress(catalog, tmp_path):
     lab = load_lab(lab_dir)
     assert lab.box.url == url
     # create's pre-checks no longer stop at the missing box.
-    assert LibvirtProvider()._box_problem(lab) is None
+    assert hostchecks.box_problem(lab) is None
 
     said: list[str] = []
     assert boxfetch.ensure_box(lab.box, said.append, log=lab_dir / "logs" / "vagrant.log") is True
@@ -108,7 +109,7 @@ def test_failed_fetch_is_one_line_with_the_manual_way(catalog):
     boxes, _env = catalog
     url = "http://127.0.0.1:9/no-such.box"      # nothing listens on the discard port: like no internet
     write_box(boxes, NAME, url=url)
-    from labgen.boxes import get
+    from labgen.lab.boxes import get
     box = get(NAME)
     said: list[str] = []
     with pytest.raises(HostError) as exc:
@@ -129,7 +130,7 @@ def test_box_without_a_source_stops_with_the_hint(catalog, tmp_path):
     assert proc.returncode == 0, proc.stderr
     lab = load_lab(tmp_path / "lab")
     assert boxfetch.source(lab.box) is None
-    problem = LibvirtProvider()._box_problem(lab)
+    problem = hostchecks.box_problem(lab)
     assert problem == (f"box {NAME} (libvirt) is not in Vagrant: build it here with: "
                        f"sudo labgen box build debian12; or pick another with --box")
     with pytest.raises(HostError, match="has no download source: build it here"):

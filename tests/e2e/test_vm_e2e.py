@@ -55,8 +55,9 @@ from support.vm import (
     vagrant_machine_locks,
 )
 
-from labgen import tunnels, vagrant
-from labgen.stages import NAMES
+from labgen.lab import tunnels
+from labgen.vagrant import command as vagrant
+from labgen.verify.stages import NAMES
 
 GRE, GENEVE, VXLAN = (tunnels.get(k) for k in ("gre", "geneve", "vxlan"))
 RULE = GRE.firewalld_rule("10.10.10.0/24")

@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from labgen.model import HANDLE_ROOT, host_prefix
+from labgen.lab.model import HANDLE_ROOT, host_prefix
 
 
 def node_cmd(lab: str, node: str, cmd: str, check: bool = True) -> subprocess.CompletedProcess:

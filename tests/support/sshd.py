@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from labgen.ssh import SSHTarget
+from labgen.nodes.ssh import SSHTarget
 
 SSHD = "/usr/sbin/sshd"
 

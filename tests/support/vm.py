@@ -9,8 +9,8 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from labgen import vagrant
-from labgen.processes import start_ticks
+from labgen.system.processes import start_ticks
+from labgen.vagrant import command as vagrant
 from support import bounds
 from support.cli import labgen, labgen_started
 from support.labs import kill_at
@@ -30,7 +30,7 @@ def libvirt_names(prefix: str) -> dict[str, list[str]]:
 
 def noted_vagrants(name: str) -> list[tuple[int, int]]:
     """The vagrant runs labgen noted for the lab (PID, start time) in its registry."""
-    from labgen.providers.libvirt import registry_dir
+    from labgen.providers.libvirt.registry import registry_dir
     f = registry_dir() / f"{name}.pids"
     return [tuple(map(int, ln.split())) for ln in f.read_text().splitlines()] if f.exists() else []
 

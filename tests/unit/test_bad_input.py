@@ -13,7 +13,7 @@ import pytest
 from support import cli
 from typer.testing import CliRunner
 
-from labgen.cli import app
+from labgen.cli.app import app
 
 # rich wraps at the terminal width and colours a terminal: neither may split the message.
 ENV = {**cli.ENV, "COLUMNS": "400", "NO_COLOR": "1"}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from support.fake_vagrant import BOX_ADD, BOX_LIST, fake_vagrant
 
-from labgen import boxfetch
+from labgen.vagrant import boxfetch
 
 # ---- what the user sees of `vagrant box add`
 

@@ -16,7 +16,7 @@ import pytest
 from support import ROOT
 from support.fake_vagrant import BOX_ADD, fake_vagrant
 
-from labgen import boxes, vagrant
+from labgen import providers
 from labgen.boxbuild import (
     AptSource,
     BoxBuildError,
@@ -41,6 +41,8 @@ from labgen.boxbuild import (
     rootfs_key,
 )
 from labgen.boxbuild.log import BuildLog
+from labgen.lab import boxes
+from labgen.vagrant import command as vagrant
 
 BOX_FILE = ROOT / "boxes" / "labgen-debian12.toml"
 # Vagrant's insecure public key (keys/vagrant.pub, as Vagrant ships it): the key the box's
@@ -156,14 +158,14 @@ def test_recipe_is_the_box_files_recipe_table():
         data["name"], data["recipe"]["suite"], data["recipe"]["base_version"],
         data["recipe"]["disk_gib"], data["recipe"]["hostname"])
     # The box catalog reads the same file: the box that names this recipe.
-    assert boxes.get(r.box_name).build == "debian12"
+    assert boxes.get(r.box_name, providers=providers.NAMES).build == "debian12"
 
 
 def test_every_shipped_recipe_belongs_to_a_box_that_names_it():
     found = recipe.recipes()
     assert "debian12" in found
     for name, r in found.items():
-        assert boxes.get(r.box_name).build == name
+        assert boxes.get(r.box_name, providers=providers.NAMES).build == name
 
 
 def write_box(directory: Path, stem: str, text: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer.main
 
-from labgen import cli
+from labgen.cli import app as cli
 
 
 def _names(app: typer.Typer) -> list[str]:

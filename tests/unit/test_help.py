@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from labgen import tunnels
+from labgen.lab import tunnels
 
 SCREENS = ([], ["render"], ["create"], ["up"], ["verify"], ["status"], ["destroy"], ["list"],
            ["prune"], ["shell"], ["exec"], ["capture"], ["boxes"], ["doctor"], ["box", "build"])

@@ -7,11 +7,13 @@ import json
 import pytest
 from support.cli import labgen
 
-from labgen import hypervisors
 from labgen.errors import InputError
-from labgen.hypervisors import LOCAL_URI, SPLIT_UNDERLAY_MTU
-from labgen.model import Lab, Options, build_lab
-from labgen.ssh import parse_ssh_config
+from labgen.lab.model import Lab, Options
+from labgen.lifecycle import build_lab
+from labgen.nodes.ssh import parse_ssh_config
+from labgen.providers import REGISTERED
+from labgen.providers.libvirt import hypervisors
+from labgen.providers.libvirt.hypervisors import LOCAL_URI, SPLIT_UNDERLAY_MTU
 
 HV_B = "qemu+ssh://root@127.0.0.1/system?keyfile=/k/hv-b&no_verify=1"
 
@@ -23,11 +25,11 @@ def split(tunnel: str = "gre", **kw) -> Lab:
 
 def test_a_split_lab_has_one_project_per_host_and_a_udp_link_between_them():
     lab = split()
-    assert lab.libvirt is not None and lab.libvirt.split
-    local, remote = lab.libvirt.hosts
+    assert lab.settings is not None and lab.settings.split
+    local, remote = lab.settings.hosts
     assert (local.name, local.uri, local.nodes, local.project) == ("local", LOCAL_URI, ("node1",), "hosts/local")
     assert (remote.name, remote.uri, remote.nodes, remote.project) == ("127.0.0.1", HV_B, ("node2",), "hosts/127.0.0.1")
-    a, b = lab.libvirt.links
+    a, b = lab.settings.links
     # Each end sends to the other's socket: one point-to-point link.
     assert (a.node, b.node) == ("node1", "node2")
     assert (a.remote_ip, a.remote_port) == (b.local_ip, b.local_port)
@@ -43,25 +45,25 @@ def test_the_udp_link_costs_42_bytes_of_the_underlay_mtu_unless_the_user_says_ot
     assert (lab.underlay_mtu, lab.inner_mtu) == (1458, 1458 - lab.overhead)
     assert split(underlay_mtu=9000).underlay_mtu == 9000       # a jumbo path between the hosts
     one_host = build_lab(Options(tunnel="gre", libvirt_driver="qemu"))
-    assert one_host.underlay_mtu == 1500 and not one_host.libvirt.split
+    assert one_host.underlay_mtu == 1500 and not one_host.settings.split
 
 
 def test_ports_follow_the_lab_name():
-    assert split(name="a").libvirt.links != split(name="b").libvirt.links
-    assert split(name="a").libvirt.links == split(name="a").libvirt.links
+    assert split(name="a").settings.links != split(name="b").settings.links
+    assert split(name="a").settings.links == split(name="a").settings.links
 
 
 def test_nodes_on_one_remote_host_keep_the_single_project_and_its_network():
     lab = build_lab(Options(tunnel="gre", libvirt_driver="qemu",
                             hosts=(f"node1={HV_B}", f"node2={HV_B}")))
-    (hv,) = lab.libvirt.hosts
+    (hv,) = lab.settings.hosts
     assert hv.remote and hv.project == "." and hv.nodes == ("node1", "node2")
-    assert lab.libvirt.links == () and lab.underlay_mtu == 1500
+    assert lab.settings.links == () and lab.underlay_mtu == 1500
 
 
 def test_the_model_survives_lab_json():
     lab = split()
-    assert Lab.from_dict(json.loads(json.dumps(lab.to_dict()))) == lab
+    assert Lab.from_dict(json.loads(json.dumps(lab.to_dict())), REGISTERED) == lab
 
 
 @pytest.mark.parametrize("hosts,fragment", [
@@ -96,10 +98,10 @@ def test_an_unresolvable_host_is_refused():
 
 def test_proxy_command_carries_the_uris_ssh_options():
     lab = split()
-    remote = lab.libvirt.hosts[1]
+    remote = lab.settings.hosts[1]
     assert remote.proxy_command == ("ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
                                     "-o LogLevel=ERROR -l root -i /k/hv-b 127.0.0.1 -W %h:%p")
-    assert lab.libvirt.hosts[0].proxy_command is None         # the local host needs none
+    assert lab.settings.hosts[0].proxy_command is None         # the local host needs none
     # vagrant-libvirt 0.11 cannot load a Vagrantfile with its own proxy command and a port
     # in the URI: then vagrant-libvirt's own proxy, and the pre-check asks the same of ssh.
     with_port = hypervisors.Hypervisor("h", "qemu+ssh://u@127.0.0.1:2222/system?keyfile=/k", ("node2",), ".")

@@ -8,10 +8,11 @@ import re
 import pytest
 from support import OUTPUTS
 
-from labgen import judges
-from labgen.model import Options, build_lab
-from labgen.runner import TIMEOUT_EXIT, Result
-from labgen.spantree import model_ports
+from labgen.lab.model import Options
+from labgen.lifecycle import build_lab
+from labgen.nodes.runner import TIMEOUT_EXIT, Result
+from labgen.verify import config_judges, judges
+from labgen.verify.spantree import model_ports
 
 # The lab the recordings come from: GRE, RSTP, two nodes, netns (userspace datapath).
 LAB = build_lab(Options(tunnel="gre", provider="netns", stp="rstp"))
@@ -45,9 +46,9 @@ def test_no_judge_passes_without_evidence(bad):
         judges.mtu_inventory(bad, {"": ["br1"], "A1": ["a1.2"]}, 1462),
         judges.underlay_mtu(bad, 1500),
         judges.underlay_mtu(bad, 1500, ("br-phy",)),
-        judges.tunnel_ports(bad, {"gre-node2": ("gre", "10.10.10.2", None)}),
-        judges.bridge_ports(bad, {"br1": ["gre-node2"]}),
-        judges.veth_pairs(bad, [("b12.1", "b12.2", None)]),
+        config_judges.tunnel_ports(bad, {"gre-node2": ("gre", "10.10.10.2", None)}),
+        config_judges.bridge_ports(bad, {"br1": ["gre-node2"]}),
+        config_judges.veth_pairs(bad, [("b12.1", "b12.2", None)]),
         judges.encapsulated_echo(bad, "GREv0"),
     ]
     for passed, evidence in verdicts:
@@ -226,25 +227,25 @@ def test_underlay_mtu_item_missing_or_nonzero_exit():
 
 def test_tunnel_ports_compare_type_remote_and_key():
     gre = rec("interfaces-gre.json")
-    assert judges.tunnel_ports(gre, {"gre-node2": ("gre", "10.10.10.2", None)}) == (True, "gre-node2 gre to 10.10.10.2")
-    passed, ev = judges.tunnel_ports(gre, {"gre-node2": ("gre", "10.10.10.3", None)})
+    assert config_judges.tunnel_ports(gre, {"gre-node2": ("gre", "10.10.10.2", None)}) == (True, "gre-node2 gre to 10.10.10.2")
+    passed, ev = config_judges.tunnel_ports(gre, {"gre-node2": ("gre", "10.10.10.3", None)})
     assert not passed and ev == ("gre-node2: expected gre to 10.10.10.3 key none, found gre to 10.10.10.2 "
                                  "key none, ofport 3")
-    assert not judges.tunnel_ports(gre, {"gre-node2": ("vxlan", "10.10.10.2", None)})[0]
-    assert not judges.tunnel_ports(gre, {"gre-node3": ("gre", "10.10.10.3", None)})[0]
+    assert not config_judges.tunnel_ports(gre, {"gre-node2": ("vxlan", "10.10.10.2", None)})[0]
+    assert not config_judges.tunnel_ports(gre, {"gre-node3": ("gre", "10.10.10.3", None)})[0]
     vx = rec("interfaces-vxlan-vni42.json")
-    assert judges.tunnel_ports(vx, {"vxlan-node2": ("vxlan", "10.10.10.2", "42")})[0]
-    passed, ev = judges.tunnel_ports(vx, {"vxlan-node2": ("vxlan", "10.10.10.2", "43")})
+    assert config_judges.tunnel_ports(vx, {"vxlan-node2": ("vxlan", "10.10.10.2", "42")})[0]
+    passed, ev = config_judges.tunnel_ports(vx, {"vxlan-node2": ("vxlan", "10.10.10.2", "43")})
     assert not passed and "key 43" in ev and "key 42" in ev
-    assert not judges.tunnel_ports(vx, {"vxlan-node2": ("vxlan", "10.10.10.2", None)})[0]
+    assert not config_judges.tunnel_ports(vx, {"vxlan-node2": ("vxlan", "10.10.10.2", None)})[0]
 
 
 def test_tunnel_ports_item_missing_or_nonzero_exit():
     gre = rec("interfaces-gre.json")
-    passed, ev = judges.tunnel_ports(gre, {"gre-node2": ("gre", "10.10.10.2", None),
+    passed, ev = config_judges.tunnel_ports(gre, {"gre-node2": ("gre", "10.10.10.2", None),
                                            "gre-node3": ("gre", "10.10.10.3", None)})
     assert not passed and ev == "gre-node3: expected gre to 10.10.10.3, found no such port"
-    passed, ev = judges.tunnel_ports(res(gre.stdout, 1), {"gre-node2": ("gre", "10.10.10.2", None)})
+    passed, ev = config_judges.tunnel_ports(res(gre.stdout, 1), {"gre-node2": ("gre", "10.10.10.2", None)})
     assert not passed and ev == "ovs-vsctl failed: exit 1, no output"
 
 
@@ -255,41 +256,41 @@ def ports(node: str) -> dict[str, list[str]]:
 def test_bridge_ports_every_port_of_the_model_on_its_bridge():
     assert ports("node1") == {"br1": ["b12.2", "b13.2", "gre-node2"], "br2": ["a1.1", "b12.1", "b23.2"],
                               "br3": ["b1.1", "b13.1", "b23.1"]}
-    assert judges.bridge_ports(rec("bridge-ports-node1.json"), ports("node1")) == \
+    assert config_judges.bridge_ports(rec("bridge-ports-node1.json"), ports("node1")) == \
         (True, "9 ports of the model on br1, br2, br3, each opened by OVS")
 
 
 def test_bridge_ports_item_missing():
     # Recorded after `ovs-vsctl del-port br2 b12.1` on node2.
     deleted = rec("bridge-ports-b12.1-deleted-node2.json")
-    assert judges.bridge_ports(deleted, ports("node2")) == (False, "port b12.1 missing from br2")
+    assert config_judges.bridge_ports(deleted, ports("node2")) == (False, "port b12.1 missing from br2")
     # Then `ip link del b23.1` too: OVS keeps both ends as opened ports of their bridges (ofport,
     # no error) with their devices gone. Only b12.1 is named here; the veth check names b23.
     gone = rec("bridge-ports-b23-veth-deleted-node2.json")
-    assert judges.bridge_ports(gone, ports("node2")) == (False, "port b12.1 missing from br2")
+    assert config_judges.bridge_ports(gone, ports("node2")) == (False, "port b12.1 missing from br2")
     ok = rec("bridge-ports-node1.json")
     # A port on the wrong bridge, a bridge that is not there.
-    passed, ev = judges.bridge_ports(ok, {"br3": ["b12.1"]})
+    passed, ev = config_judges.bridge_ports(ok, {"br3": ["b12.1"]})
     assert not passed and ev == "port b12.1 missing from br3 (it is on br2)"
-    passed, ev = judges.bridge_ports(ok, {**ports("node1"), "br4": ["x.1"]})
+    passed, ev = config_judges.bridge_ports(ok, {**ports("node1"), "br4": ["x.1"]})
     assert not passed and ev == "bridge br4 missing (1 ports: x.1)"
     # A port OVS could not open (no such device when it was added): ofport -1 and its error.
     unopened = res(re.sub(r'"b13.1",\d+,\["set",\[\]\]',
                           '"b13.1",-1,"could not open network device b13.1 (No such device)"', ok.stdout))
     assert unopened.stdout != ok.stdout
-    passed, ev = judges.bridge_ports(unopened, ports("node1"))
+    passed, ev = config_judges.bridge_ports(unopened, ports("node1"))
     assert not passed and ev == "br3 b13.1 not opened by OVS (ofport -1: could not open network device b13.1 (No such device))"
 
 
 def test_bridge_ports_nonzero_exit():
-    passed, ev = judges.bridge_ports(res("ovs-vsctl: unix:/var/run/openvswitch/db.sock: database connection "
+    passed, ev = config_judges.bridge_ports(res("ovs-vsctl: unix:/var/run/openvswitch/db.sock: database connection "
                                          "failed (No such file or directory)\n", 1), ports("node1"))
     assert not passed and ev.startswith("ovs-vsctl failed: ovs-vsctl: unix:/var/run/openvswitch/db.sock: database")
-    passed, ev = judges.bridge_ports(res(rec("bridge-ports-node1.json").stdout, 1), ports("node1"))
+    passed, ev = config_judges.bridge_ports(res(rec("bridge-ports-node1.json").stdout, 1), ports("node1"))
     assert not passed and ev == "ovs-vsctl failed: exit 1, no output"
     # Two of the three documents: cut short.
     cut = rec("bridge-ports-node1.json").stdout.strip().rsplit("\n", 1)[0]
-    passed, ev = judges.bridge_ports(res(cut), ports("node1"))
+    passed, ev = config_judges.bridge_ports(res(cut), ports("node1"))
     assert not passed and ev.startswith("no bridge list from OVS")
 
 
@@ -298,33 +299,33 @@ def pairs(node: str) -> list[tuple[str, str, str | None]]:
 
 
 def test_veth_pairs_each_end_paired_with_its_other_end():
-    assert judges.veth_pairs(rec("veth-pairs-node1.txt"), pairs("node1")) == \
+    assert config_judges.veth_pairs(rec("veth-pairs-node1.txt"), pairs("node1")) == \
         (True, "5 veth pairs, each end paired with its own other end")
 
 
 def test_veth_pairs_names_a_pair_made_with_the_wrong_partner():
     # Recorded on node2 with b13 and b23 re-made crosswise (b13.1 <-> b23.2, b23.1 <-> b13.2):
     # every end exists and is on its bridge, only the cabling is wrong.
-    passed, ev = judges.veth_pairs(rec("veth-pairs-crossed-node2.txt"), pairs("node2"))
+    passed, ev = config_judges.veth_pairs(rec("veth-pairs-crossed-node2.txt"), pairs("node2"))
     assert not passed
     assert ev.startswith("expected b13.1 <-> b13.2, found b13.1 paired with b23.2, b13.2 with b23.1; "
                          "expected b23.1 <-> b23.2")
     # A namespace end whose peer is another interface.
     text = rec("veth-pairs-node1.txt").stdout.replace("3: a1.2@if4:", "3: a1.2@if6:")
-    passed, ev = judges.veth_pairs(res(text), pairs("node1"))
+    passed, ev = config_judges.veth_pairs(res(text), pairs("node1"))
     assert not passed and ev == "expected a1.1 <-> a1.2 in A1, found a1.1 (if4) paired with if3 in A1, a1.2 in A1 (if3) with if6"
 
 
 def test_veth_pairs_item_missing_or_nonzero_exit():
     # Recorded on node2 after `ip link del b23.1` (both ends gone).
-    passed, ev = judges.veth_pairs(rec("veth-pairs-b23-deleted-node2.txt"), pairs("node2"))
+    passed, ev = config_judges.veth_pairs(rec("veth-pairs-b23-deleted-node2.txt"), pairs("node2"))
     assert not passed and ev == "missing: b23.1, b23.2"
     text = rec("veth-pairs-node1.txt").stdout
     cut = text[:text.index("@@ns B1")] + 'Cannot open network namespace "B1": No such file or directory\n'
-    passed, ev = judges.veth_pairs(res(cut, 1), pairs("node1"))
+    passed, ev = config_judges.veth_pairs(res(cut, 1), pairs("node1"))
     assert not passed and ev == ('missing: b1.2 in B1; the listing failed: '
                                  'Cannot open network namespace "B1": No such file or directory')
-    passed, ev = judges.veth_pairs(res(text, 1), pairs("node1"))
+    passed, ev = config_judges.veth_pairs(res(text, 1), pairs("node1"))
     assert not passed and ev == "the listing failed: exit 1, no output"
 
 
@@ -363,16 +364,16 @@ def test_ovs_json_judges_skip_the_log_lines_ovs_vsctl_writes_under_load():
     bridges = rec("bridge-ports-node1.json")
     lines = bridges.stdout.splitlines(keepends=True)
     warned = res(OVS_WARN + lines[0] + OVS_WARN + "".join(lines[1:]))
-    assert judges.bridge_ports(warned, ports("node1")) == judges.bridge_ports(bridges, ports("node1"))
+    assert config_judges.bridge_ports(warned, ports("node1")) == config_judges.bridge_ports(bridges, ports("node1"))
     gre = rec("interfaces-gre.json")
-    assert judges.tunnel_ports(res(OVS_WARN + gre.stdout), {"gre-node2": ("gre", "10.10.10.2", None)}) == \
+    assert config_judges.tunnel_ports(res(OVS_WARN + gre.stdout), {"gre-node2": ("gre", "10.10.10.2", None)}) == \
         (True, "gre-node2 gre to 10.10.10.2")
     # A document missing is still a failure, not a pass on what is left.
-    passed, ev = judges.bridge_ports(res(OVS_WARN + lines[0]), ports("node1"))
+    passed, ev = config_judges.bridge_ports(res(OVS_WARN + lines[0]), ports("node1"))
     assert not passed and ev.startswith("no bridge list from OVS"), ev
 
 
 def test_tunnel_ports_name_a_tunnel_the_model_lacks():
     gre = rec("interfaces-gre.json")
-    passed, ev = judges.tunnel_ports(gre, {}, tunnel_types=("gre", "vxlan", "geneve"))
+    passed, ev = config_judges.tunnel_ports(gre, {}, tunnel_types=("gre", "vxlan", "geneve"))
     assert not passed and ev == "gre-node2: a gre port to 10.10.10.2 that the model does not have"

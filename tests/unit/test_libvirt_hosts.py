@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 from support.fake_vagrant import fake_command
 
+from labgen import providers
 from labgen.errors import ProviderError
-from labgen.model import Options, build_lab
-from labgen.providers.libvirt import LibvirtProvider
-from labgen.render import write_lab
+from labgen.lab.model import Options
+from labgen.lifecycle import build_lab
+from labgen.providers.libvirt import hostchecks
+from labgen.providers.libvirt.provider import LibvirtProvider
+from labgen.render.files import write_lab
 
 HV_B = "qemu+ssh://root@127.0.0.1/system?keyfile=/k/hv-b&no_verify=1"
 
@@ -27,7 +30,7 @@ def fake(tmp_path: Path, monkeypatch, name: str, script: str) -> Path:
 def split_lab(tmp_path):
     lab = build_lab(Options(tunnel="gre", libvirt_driver="qemu", name="x", hosts=(f"node2={HV_B}",)))
     lab_dir = tmp_path / "lab"
-    write_lab(lab, lab_dir)
+    write_lab(lab, lab_dir, providers.get(lab.provider))
     return lab, lab_dir
 
 
@@ -51,7 +54,7 @@ def test_a_failing_host_stops_the_other_and_is_the_one_named(split_lab, tmp_path
     """Host local reaches its domains' start, then would run forever; host 127.0.0.1 fails.
     up() kills the first (no waiting for it), and the error names only the failed host."""
     lab, lab_dir = split_lab
-    monkeypatch.setattr("labgen.boxfetch.ensure_box", lambda *a, **k: False)
+    monkeypatch.setattr("labgen.vagrant.boxfetch.ensure_box", lambda *a, **k: False)
     fake(tmp_path, monkeypatch, "virsh", 'echo same-machine')     # both URIs: one libvirtd
     calls = fake(tmp_path, monkeypatch, "vagrant", """
 case "$PWD" in
@@ -95,7 +98,7 @@ def test_kvm_access_drift_is_seen_named_and_fixed(tmp_path):
     libvirt probe QEMU on every call; fix_kvm_access does what udev's rule does."""
     import grp
 
-    from labgen.hostfacts import fix_kvm_access, kvm_access_drift
+    from labgen.system.hostfacts import fix_kvm_access, kvm_access_drift
     kvm = grp.getgrnam("kvm").gr_gid if "kvm" in {g.gr_name for g in grp.getgrall()} else None
     if kvm is None or os.geteuid() != 0:
         pytest.skip("needs root and a kvm group to give a stand-in device a group")
@@ -120,7 +123,7 @@ def test_distinct_hosts_start_together(split_lab, tmp_path, monkeypatch):
     """Two machines: host local's vagrant waits (on an event, not a clock) until host
     127.0.0.1's has started; a staggered start would never get there, and the guard ends it."""
     lab, lab_dir = split_lab
-    monkeypatch.setattr("labgen.boxfetch.ensure_box", lambda *a, **k: False)
+    monkeypatch.setattr("labgen.vagrant.boxfetch.ensure_box", lambda *a, **k: False)
     fake(tmp_path, monkeypatch, "virsh", 'case "$*" in *"system hostname"*) echo hv-a ;; *) echo hv-b ;; esac')
     started = tmp_path / "remote-started"
     pidfile = tmp_path / "local-vagrant.pid"
@@ -155,9 +158,9 @@ def test_ssh_config_is_asked_while_the_guests_boot_and_scripts_start_at_ssh_read
     also what verify later reads. (The script's run over SSH: tests/e2e/test_ssh_runner.py.)"""
     lab = build_lab(Options(tunnel="gre", libvirt_driver="qemu", name="x"))
     lab_dir = tmp_path / "lab"
-    write_lab(lab, lab_dir)
-    monkeypatch.setattr("labgen.boxfetch.ensure_box", lambda *a, **k: False)
-    monkeypatch.setattr("labgen.providers.libvirt.kvm_access_drift", lambda *a: None)
+    write_lab(lab, lab_dir, providers.get(lab.provider))
+    monkeypatch.setattr("labgen.vagrant.boxfetch.ensure_box", lambda *a, **k: False)
+    monkeypatch.setattr("labgen.providers.libvirt.provider.kvm_access_drift", lambda *a: None)
     asked, ran = tmp_path / "ssh-config-asked", tmp_path / "scripts-ran"
     fake(tmp_path, monkeypatch, "vagrant", f"""
 case "$1" in
@@ -196,9 +199,9 @@ def test_a_failed_node_script_is_the_error_and_stops_vagrant(tmp_path, monkeypat
     failure, not Vagrant's exit."""
     lab = build_lab(Options(tunnel="gre", libvirt_driver="qemu", name="x"))
     lab_dir = tmp_path / "lab"
-    write_lab(lab, lab_dir)
-    monkeypatch.setattr("labgen.boxfetch.ensure_box", lambda *a, **k: False)
-    monkeypatch.setattr("labgen.providers.libvirt.kvm_access_drift", lambda *a: None)
+    write_lab(lab, lab_dir, providers.get(lab.provider))
+    monkeypatch.setattr("labgen.vagrant.boxfetch.ensure_box", lambda *a, **k: False)
+    monkeypatch.setattr("labgen.providers.libvirt.provider.kvm_access_drift", lambda *a: None)
     fake(tmp_path, monkeypatch, "vagrant", """
 case "$1" in
   up) echo "==> node1: Machine booted and ready!"
@@ -249,8 +252,8 @@ def sized(**kw):
 def test_vm_sizes_against_the_host(tmp_path, monkeypatch, kw, expected):
     calls = fake_command(monkeypatch, tmp_path, "virsh", output=NODEINFO.encode())
     lab = sized(**kw)
-    hv = lab.libvirt.hosts[0]
-    assert LibvirtProvider._size_problems(lab, hv) == expected
+    hv = lab.settings.hosts[0]
+    assert hostchecks.size_problems(lab, hv) == expected
     assert calls.read_text().split() == ["-c", "qemu:///system", "nodeinfo"]
 
 
@@ -259,10 +262,10 @@ def test_vm_sizes_on_each_host_of_a_lab_across_hosts(tmp_path, monkeypatch):
     fake_command(monkeypatch, tmp_path, "virsh", output=NODEINFO.encode())
     lab = build_lab(Options(tunnel="gre", libvirt_driver="qemu", name="x", memory=32768,
                             hosts=(f"node2={HV_B}",)))
-    local, remote = lab.libvirt.hosts
-    assert LibvirtProvider._size_problems(lab, remote) == [
+    local, remote = lab.settings.hosts
+    assert hostchecks.size_problems(lab, remote) == [
         "--memory 32768 needs 32 GiB; libvirt host 127.0.0.1 has 23.5 GiB: use a smaller --memory"]
-    assert LibvirtProvider._size_problems(lab, local) == [
+    assert hostchecks.size_problems(lab, local) == [
         "--memory 32768 needs 32 GiB; this host has 23.5 GiB: use a smaller --memory"]
 
 
@@ -271,7 +274,7 @@ def test_vm_sizes_unknown_is_no_problem_here(tmp_path, monkeypatch, output, code
     """libvirt not answering is another check's line; an answer without the numbers, none."""
     fake_command(monkeypatch, tmp_path, "virsh", output=output.encode(), body=f"exit {code}")
     lab = sized(memory=1 << 20, cpus=64)
-    assert LibvirtProvider._size_problems(lab, lab.libvirt.hosts[0]) == []
+    assert hostchecks.size_problems(lab, lab.settings.hosts[0]) == []
 
 
 def test_a_lab_too_big_for_the_host_is_refused_by_create_before_anything_is_written(tmp_path, monkeypatch):
@@ -279,10 +282,10 @@ def test_a_lab_too_big_for_the_host_is_refused_by_create_before_anything_is_writ
     stand-ins: one line, exit 2, no lab directory, no Vagrant run."""
     from typer.testing import CliRunner
 
-    from labgen.cli import app
+    from labgen.cli.app import app
     fake_command(monkeypatch, tmp_path, "virsh", output=NODEINFO.encode())
     vagrant = fake_command(monkeypatch, tmp_path, "vagrant", output=b"vagrant-libvirt (0.11.2, global)\n")
-    monkeypatch.setattr("labgen.hostfacts.missing_tools", lambda *a, **k: [])
+    monkeypatch.setattr("labgen.system.hostfacts.missing_tools", lambda *a, **k: [])
     d = tmp_path / "lab"
     result = CliRunner().invoke(app, ["create", "gre", "--name", "tsize", "--libvirt-driver", "qemu",
                                       "--memory", "65536", "--dir", str(d)])
@@ -296,7 +299,7 @@ def test_a_lab_too_big_for_the_host_is_refused_by_create_before_anything_is_writ
 
 def test_prune_forgets_only_the_vagrant_machines_it_removed(tmp_path):
     """Vagrant's record of a machine that prune removed goes; another machine's stays."""
-    from labgen.providers.libvirt import forget_machines
+    from labgen.providers.libvirt.registry import forget_machines
     records = {}
     for project, node, uuid in ((".", "node1", "u-1"), ("hosts/local", "node1", "u-2"),
                                 ("hosts/127.0.0.1", "node2", "u-3"), (".", "node9", "other")):

@@ -1,4 +1,4 @@
-"""The one file lock (labgen/locks.py) as the lab verbs use it (lifecycle.locked)."""
+"""The one file lock (labgen/system/locks.py) as the lab verbs use it (lifecycle.locked)."""
 from __future__ import annotations
 
 import pytest

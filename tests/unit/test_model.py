@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 
 from labgen.errors import InputError
-from labgen.hostfacts import kvm_usable
-from labgen.model import Lab, Options, build_lab, check_timeout
-from labgen.render import lab_json
+from labgen.lab.build import check_timeout
+from labgen.lab.labfile import lab_json
+from labgen.lab.model import Lab, Options
+from labgen.lifecycle import build_lab
+from labgen.providers import REGISTERED
+from labgen.system.hostfacts import kvm_usable
 
 
 def lab(tunnel: str = "gre", **kw) -> Lab:
@@ -179,11 +182,11 @@ def test_settle_timeouts_follow_the_stp_mode():
 ], ids=["gre-netns", "vxlan-rstp", "gre-8-nodes", "gre-libvirt"])
 def test_lab_json_round_trip(opts):
     lb = build_lab(opts)
-    assert Lab.from_dict(lb.to_dict()) == lb
+    assert Lab.from_dict(lb.to_dict(), REGISTERED) == lb
     # Through the real file format too (tuples become lists, "kind" is added).
     data = json.loads(lab_json(lb))
     assert data["kind"] == "labgen-lab"
-    back = Lab.from_dict(data)
+    back = Lab.from_dict(data, REGISTERED)
     assert back == lb
     assert back.nodes[-1].tunnels[0].remote_ip == lb.nodes[-1].tunnels[0].remote_ip
     assert isinstance(back.box.providers, tuple) and isinstance(back.nodes[0].namespaces, tuple)
@@ -192,7 +195,7 @@ def test_lab_json_round_trip(opts):
 def test_round_trip_notices_a_change():
     lb = lab()
     changed = lb.to_dict() | {"inner_mtu": 1000}
-    assert Lab.from_dict(changed) != lb
+    assert Lab.from_dict(changed, REGISTERED) != lb
 
 
 @pytest.mark.parametrize("requested,kvm,expected", [
@@ -203,11 +206,11 @@ def test_round_trip_notices_a_change():
 ])
 def test_libvirt_driver_resolution(requested, kvm, expected):
     lb = build_lab(Options(tunnel="gre", libvirt_driver=requested), kvm_usable=kvm)
-    assert lb.libvirt is not None and lb.libvirt.driver == expected
+    assert lb.settings is not None and lb.settings.driver == expected
 
 
 def test_netns_labs_have_no_libvirt_settings():
-    assert build_lab(Options(tunnel="gre", provider="netns"), kvm_usable=True).libvirt is None
+    assert build_lab(Options(tunnel="gre", provider="netns"), kvm_usable=True).settings is None
 
 
 def test_lab_json_from_before_the_libvirt_record_still_loads():
@@ -216,7 +219,7 @@ def test_lab_json_from_before_the_libvirt_record_still_loads():
     old |= {"memory": 2048, "cpus": 1, "libvirt_driver": "qemu", "libvirt_network": "labgen-gre",
             "domain_prefix": "labgen-gre-"}
     del old["libvirt"]
-    assert Lab.from_dict(old) == lb
+    assert Lab.from_dict(old, REGISTERED) == lb
 
 
 def test_names_derive_from_the_lab_name():
@@ -231,7 +234,7 @@ def facts(lb: Lab) -> dict:
     return {"nodes": [n.name for n in lb.nodes], "underlay": [n.underlay_ip for n in lb.nodes],
             "host": lb.underlay_host_ip, "overlay": [ns.address for _, ns in lb.namespaces()],
             "key": lb.key, "mtu": (lb.underlay_mtu, lb.inner_mtu), "name": lb.name,
-            "network": lb.libvirt_network, "vm": (lb.libvirt.memory, lb.libvirt.cpus) if lb.libvirt else None}
+            "network": lb.libvirt_network, "vm": (lb.settings.memory, lb.settings.cpus) if lb.settings else None}
 
 
 # Each limit: options at it, what the lab built from them holds, the same options one step
@@ -307,10 +310,10 @@ def test_vm_options_given_to_netns_are_refused_whatever_their_value(field, value
                                                    f"or use --provider libvirt")):
         build_lab(opts)
     # Not given (the value is the default or was set in code): the netns lab has no VM settings.
-    assert build_lab(Options(tunnel="gre", provider="netns", **{field: value})).libvirt is None
+    assert build_lab(Options(tunnel="gre", provider="netns", **{field: value})).settings is None
     # The libvirt provider takes it.
     vm = build_lab(Options(tunnel="gre", **{"libvirt_driver": "qemu", field: value}, given=frozenset({field})))
-    assert vm.libvirt is not None
+    assert vm.settings is not None
 
 
 def test_key_limits_depend_on_the_tunnel():

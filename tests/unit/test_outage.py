@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from support import OUTPUTS
 
-from labgen.outage import Record, cut_and_restore, outage, parse
+from labgen.failover.outage import Record, cut_and_restore, outage, parse
 
 RECORDED = OUTPUTS / "ping-stream-b12-cut-and-restored.txt"
 # When node1's b12 went down and up (date +%s.%N on node1, the clock ping -D used).

@@ -1,4 +1,4 @@
-"""Who a lab belongs to (labgen/owner.py) and how a found lab's state is judged
+"""Who a lab belongs to (labgen/system/owner.py) and how a found lab's state is judged
 (providers.Found): pure logic on records and lab directories in tmp_path."""
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from dataclasses import replace
 
 import pytest
 
-from labgen import owner
-from labgen.processes import start_ticks
 from labgen.providers import Found
+from labgen.system import owner
+from labgen.system.processes import start_ticks
 
 
 def _found(record, nodes=("node1", "node2"), running=("node1", "node2")) -> Found:

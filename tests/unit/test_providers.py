@@ -6,9 +6,10 @@ from typing import get_type_hints
 
 import pytest
 
-from labgen import boxes, providers
+from labgen import providers
 from labgen.errors import InputError
-from labgen.model import Options, build_lab
+from labgen.lab.model import Options
+from labgen.lifecycle import build_lab
 from labgen.providers import Provider
 
 MEMBERS = [name for name in dir(Provider) if not name.startswith("_")]
@@ -28,11 +29,11 @@ def test_every_registered_provider_is_complete(name):
     # The model asks the provider for its defaults: a lab builds with nothing else given.
     lab = build_lab(Options(tunnel="gre", provider=name), kvm_usable=False)
     assert lab.box.name == p.default_box and lab.datapath == p.datapaths[0]
-    assert (lab.libvirt is not None) == (name == "libvirt")
+    assert (lab.settings is not None) == (name == "libvirt")
 
 
 def test_the_registry_is_the_one_list():
-    assert boxes.PROVIDERS == providers.NAMES
+    assert providers.REGISTERED.names == providers.NAMES     # what the model and the box catalog get
     with pytest.raises(InputError) as exc:
         providers.get("docker")
     assert str(exc.value) == "unknown provider 'docker': use netns or libvirt"

@@ -12,8 +12,8 @@ from rich.console import Console
 from support import README
 from support.cli import ESC, assert_plain
 
-from labgen.report import one_line, print_report, table, to_json
-from labgen.results import Check, Report
+from labgen.report.tables import one_line, print_report, table, to_json
+from labgen.verify.results import Check, Report
 
 RAW_IP_ADDR = ("3: eth1@if4: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP group default\n"
                "    link/ether 1a:2b:3c:4d:5e:6f brd ff:ff:ff:ff:ff:ff link-netns labgen-x-underlay\n"

@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 
 from labgen.errors import InputError
-from labgen.model import Options, build_lab
-from labgen.redundancy import lab_links, select
+from labgen.failover.redundancy import lab_links, select
+from labgen.lab.model import Options
+from labgen.lifecycle import build_lab
 
 
 def lab(nodes: int = 2):
@@ -46,7 +47,7 @@ def test_with_three_or_more_nodes_every_tunnel_of_the_mesh_is_redundant(nodes):
 def test_a_link_whose_loss_splits_a_node_is_named_with_the_bridges_it_cuts_off():
     """The model's graph with node2's b12 taken away: br1-b13-br3-b23-br2 is then a chain, so
     losing b13 cuts br3 and br2 off, losing b23 only br2."""
-    from labgen import redundancy
+    from labgen.failover import redundancy
     the_lab = lab(2)
     vertices = [(n.name, b) for n in the_lab.nodes for b in the_lab.bridges]
     edges = [ln.bridges for ln in lab_links(the_lab) if ln.bridges and ln.key != "node2:b12"]

@@ -163,7 +163,7 @@ def test_a_wheel_in_a_venv_of_debians_python_gives_the_same_hints(tmp_path):
                           env={"PATH": str(empty), "COLUMNS": "200", "TERM": "dumb", "HOME": str(tmp_path)})
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert_netns_hint(proc.stdout)
-    where = subprocess.run([str(venv / "bin/python"), "-c", "import labgen.hostfacts as h; print(h.__file__)"],
+    where = subprocess.run([str(venv / "bin/python"), "-c", "import labgen.system.hostfacts as h; print(h.__file__)"],
                            cwd=work, capture_output=True, text=True)
     assert where.stdout.startswith(str(venv)), where.stdout
 

@@ -11,10 +11,11 @@ import time
 import pytest
 from support import OUTPUTS
 
-from labgen.checks import run_stp_checks
-from labgen.model import Options, build_lab
-from labgen.runner import Result
-from labgen.spantree import (
+from labgen.lab.model import Options
+from labgen.lifecycle import build_lab
+from labgen.nodes.runner import Result
+from labgen.verify.checks import run_stp_checks
+from labgen.verify.spantree import (
     STATE_COMMAND,
     WAKE_COMMAND,
     BridgeState,

@@ -1,10 +1,10 @@
-"""labgen.ssh's pure parts: how a command is wrapped for the remote shell, and reading
+"""labgen.nodes.ssh's pure parts: how a command is wrapped for the remote shell, and reading
 `vagrant ssh-config`. (Against a real sshd: tests/e2e/test_ssh_runner.py.)"""
 from __future__ import annotations
 
 import pytest
 
-from labgen.ssh import SSHRunner, SSHTarget, parse_ssh_config, remote_command
+from labgen.nodes.ssh import SSHRunner, SSHTarget, parse_ssh_config, remote_command
 
 
 def test_remote_command_wrapping():

@@ -1,18 +1,19 @@
 """The stage table is the one source: the full list in docs/design.md, the README's one line
-per stage, the JSON report and verify's order all come from labgen/stages.py."""
+per stage, the JSON report and verify's order all come from labgen/verify/stages.py."""
 from __future__ import annotations
 
 import re
 
 from support import DESIGN, README, readme_block
 
-from labgen.results import Check, Report
-from labgen.stages import NAMES, STAGES, groups, markdown
+from labgen.report.tables import to_dict
+from labgen.verify.results import Check, Report
+from labgen.verify.stages import NAMES, STAGES, groups, markdown
 
 
 def test_design_doc_lists_the_stage_table():
     assert readme_block("stages", DESIGN) == markdown().strip(), \
-        "docs/design.md's stage list is stale: run python -m labgen.stages"
+        "docs/design.md's stage list is stale: run python -m labgen.verify.stages"
 
 
 def test_readme_names_every_stage_in_order():
@@ -39,6 +40,6 @@ def test_json_report_lists_every_stage_with_its_status():
         Check("config", "A1: a1.2 up", "node1", "x", False, "expected a1.2 up"),
         *[Check(n, f"{n} checks", "-", "", None, "not run") for n in NAMES[2:]],
     ])
-    stages = report.to_dict()["stages"]
+    stages = to_dict(report)["stages"]
     assert [s["name"] for s in stages] == list(NAMES)
     assert [s["status"] for s in stages][:3] == ["passed", "failed", "skipped"]

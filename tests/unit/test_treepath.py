@@ -8,11 +8,12 @@ import copy
 
 from support import OUTPUTS
 
-from labgen.failover import _took_over
-from labgen.model import Options, build_lab
-from labgen.redundancy import lab_links
-from labgen.spantree import PortState, forwarding_links, judge_tree, parse_state
-from labgen.treepath import path, probe_pair
+from labgen.failover.redundancy import lab_links
+from labgen.failover.run import _took_over
+from labgen.failover.treepath import path, probe_pair
+from labgen.lab.model import Options
+from labgen.lifecycle import build_lab
+from labgen.verify.spantree import PortState, forwarding_links, judge_tree, parse_state
 
 
 def lab(mode: str):
@@ -118,7 +119,7 @@ def test_the_stp_judge_holds_a_tree_with_a_cut_link_and_its_down_ports_are_not_s
 
 
 def test_the_live_picture_marks_the_root_the_blocked_link_the_cut_and_the_port_that_took_over():
-    from labgen.livetree import dot_text
+    from labgen.verify.livetree import dot_text
     the_lab, before = lab("rstp"), recorded("rstp")
     text = dot_text(the_lab, before, "before any cut")
     # (recorded before node1's br1 was pinned as the root: the root is whichever it was)

@@ -1,4 +1,4 @@
-"""The tunnel-kind table (labgen/tunnels.py): the one place that knows what differs between
+"""The tunnel-kind table (labgen/lab/tunnels.py): the one place that knows what differs between
 GRE, VXLAN and Geneve, and what reads it."""
 from __future__ import annotations
 
@@ -7,15 +7,18 @@ import re
 import pytest
 from support import OUTPUTS, ROOT, readme_block
 
-from labgen import judges, tunnels
+from labgen import providers
 from labgen.errors import InputError
-from labgen.model import Options, build_lab
-from labgen.render import render_files
-from labgen.runner import Result
+from labgen.lab import tunnels
+from labgen.lab.model import Options
+from labgen.lifecycle import build_lab
+from labgen.nodes.runner import Result
+from labgen.render.files import render_files
+from labgen.verify import judges
 
 
 def render_node_script(lb, node) -> str:
-    return render_files(lb)[f"provision/{node.name}.sh"]
+    return render_files(lb, providers.get(lb.provider))[f"provision/{node.name}.sh"]
 
 
 def rec(name: str) -> Result:
@@ -112,7 +115,7 @@ def test_netns_node_script_has_no_firewall_step():
 
 
 def test_capture_and_config_read_the_table():
-    from labgen.checks import encap_filter, plan_config
+    from labgen.verify.checks import encap_filter, plan_config
     for kind in tunnels.NAMES:
         lb = lab(kind, key=9)
         f = encap_filter(lb, "192.168.10.1", "192.168.10.10")

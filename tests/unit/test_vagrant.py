@@ -1,4 +1,4 @@
-"""labgen.vagrant: the environment every Vagrant call gets, captured and streamed runs, the
+"""labgen.vagrant.command: the environment every Vagrant call gets, captured and streamed runs, the
 box list. Vagrant itself is replaced by a script first on PATH that replays output recorded
 from Vagrant 2.3.4 on this project's CI host (support.fake_vagrant): the process boundary;
 labgen's side is real."""
@@ -14,8 +14,8 @@ import pytest
 from support import GOLDEN
 from support.fake_vagrant import BOX_ADD, BOX_LIST, fake_vagrant
 
-from labgen import vagrant
 from labgen.errors import HostError, ProviderError
+from labgen.vagrant import command as vagrant
 
 # BOX_LIST with two more boxes, one of them for another provider.
 BOX_LIST_3 = BOX_LIST + """\
@@ -85,7 +85,7 @@ def test_ssh_config_and_its_failure(monkeypatch, tmp_path):
 
 def test_ssh_config_runs_with_a_home_of_its_own_that_links_all_but_the_machine_index(monkeypatch, tmp_path):
     """Vagrant's machine locks live in VAGRANT_HOME/data; a query that took them could make
-    a concurrent `vagrant up` fail (labgen/vagrant.py, ssh_config)."""
+    a concurrent `vagrant up` fail (labgen/vagrant/command.py, ssh_config)."""
     real = tmp_path / "home"
     for d in ("boxes", "gems", "data/machine-index"):
         (real / d).mkdir(parents=True)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
-from labgen.batch import batch_script, split_batch
-from labgen.checks import encap_filter
-from labgen.judges import tcpdump_packets
-from labgen.model import Options, build_lab
-from labgen.report import summary, to_json, write_junit
-from labgen.results import Check, Report
-from labgen.runner import LocalRunner, Result, RunnerError
-from labgen.stages import NAMES
-from labgen.verify import verify
+from labgen.lab.model import Options
+from labgen.lifecycle import build_lab
+from labgen.nodes.runner import LocalRunner, Result, RunnerError
+from labgen.report.tables import summary, to_json, write_junit
+from labgen.verify.batch import batch_script, split_batch
+from labgen.verify.checks import encap_filter
+from labgen.verify.judges import tcpdump_packets
+from labgen.verify.results import Check, Report
+from labgen.verify.run import verify
+from labgen.verify.stages import NAMES
 
 
 def test_tcpdump_packets_joins_vxlan_inner_lines():

@@ -1,0 +1,1 @@
+"""Failover: cut each redundant link in turn and measure the outage the spanning tree allows."""

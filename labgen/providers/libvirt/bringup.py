@@ -1,0 +1,214 @@
+"""`vagrant up` of a VM lab, one thread per libvirt host: Vagrant's lines to the log and to
+per-node progress, each node's script run over SSH as soon as its guest is ready, and the
+`vagrant ssh-config` answer kept beside Vagrant's state."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from labgen.errors import ProviderError
+from labgen.providers import Progress
+from labgen.providers.libvirt.hypervisors import Hypervisor
+from labgen.vagrant import command as vagrant_cli
+
+if TYPE_CHECKING:
+    from labgen.nodes.ssh import SSHRunner, SSHTarget
+
+# What Vagrant prints -> the stage a node has reached.
+STAGES = [
+    (re.compile(r"Creating domain|Creating image \(snapshot"), "creating"),
+    (re.compile(r"Starting domain"), "booting"),
+    (re.compile(r"Waiting for domain to get an IP address"), "waiting for an IP address"),
+    (re.compile(r"Waiting for machine to boot"), "waiting for SSH"),
+    (re.compile(r"Machine booted and ready"), "SSH ready"),
+    (re.compile(r"Configuring and enabling network interfaces"), "configuring the underlay NIC"),
+]
+# Stages before a guest has its address: `vagrant ssh-config` cannot answer for it yet.
+BEFORE_ADDRESS = ("creating", "booting", "waiting for an IP address")
+_NODE_LINE = re.compile(r"^(?:==> )?(node\d+): (.*)$")
+TAIL = 12
+
+
+def ssh_config_cache(project: Path) -> Path:
+    return project / ".vagrant" / "labgen-ssh-config"
+
+
+def fetch_ssh_config(project: Path) -> str:
+    """`vagrant ssh-config` costs seconds: taken once per up, kept beside Vagrant's state."""
+    text = vagrant_cli.ssh_config(project)
+    ssh_config_cache(project).parent.mkdir(exist_ok=True)
+    ssh_config_cache(project).write_text(text)
+    return text
+
+
+class Bringup:
+    """`vagrant up --no-provision` of one host's project in a thread: its lines to the log and
+    to progress, an event once its domains are past creation, each node's script run over SSH
+    as soon as Vagrant reports the guest ready (labgen/providers/nodescript.py), and a kill
+    for Ctrl-C or a failed peer."""
+
+    def __init__(self, hv: Hypervisor, project: Path, log: Path, progress: Progress,
+                 scripts: dict[str, Path], logs: Path):
+        self.hv, self.project, self.log, self.progress = hv, project, log, progress
+        self.scripts, self.logs = scripts, logs
+        self.past_creation = threading.Event()
+        self.error: tuple[int, list[str]] | None = None     # vagrant up's exit code and last lines
+        self.script_errors: list[str] = []                  # node scripts that failed
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._thread = threading.Thread(target=self._run, name=f"vagrant-up-{hv.name}", daemon=True)
+        self._prefetch: threading.Thread | None = None
+        self._config_lock = threading.Lock()
+        self._scripts: dict[str, threading.Thread] = {}
+        self._runners: dict[str, SSHRunner] = {}
+        self._halted = False
+        self.peers: list[Bringup] = []     # killed when this one fails: no point going on
+        self.started: Callable[[int], None] = lambda pid: None     # told vagrant's PID
+        self.stopped_for: str | None = None     # the peer whose failure stopped this one
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or bool(self.script_errors)
+
+    def start(self) -> None:
+        # The scripts are labgen's to run (below), on a new lab and on a running one alike.
+        self._proc = vagrant_cli.start(["up", "--provider", "libvirt", "--no-provision"], cwd=self.project,
+                                       timeout=vagrant_cli.up_timeout(self.project))
+        self.started(self._proc.pid)
+        self._thread.start()
+
+    def _run(self) -> None:
+        assert self._proc is not None
+        stage: dict[str, str] = {}
+        tail: list[str] = []
+        try:
+            with open(self.log, "a") as log:
+                log.write(f"\n=== labgen up {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+                for line in vagrant_cli.lines(self._proc):
+                    log.write(line + "\n")
+                    log.flush()
+                    tail = [*tail[-TAIL + 1:], line]
+                    node = track(line, stage, self.progress)
+                    if any(s != "creating" for s in stage.values()):
+                        self.past_creation.set()
+                    if self._prefetch is None and set(stage) >= set(self.hv.nodes) and \
+                            not any(s in BEFORE_ADDRESS for s in stage.values()):
+                        self._prefetch = threading.Thread(target=self._prefetch_ssh_config, daemon=True)
+                        self._prefetch.start()
+                    if node is not None and stage[node] == "SSH ready":
+                        self._start_script(node)
+        except subprocess.CalledProcessError as exc:
+            self.error = (exc.returncode, tail)
+        except OSError as exc:
+            self.error = (-1, [str(exc)])
+        finally:
+            self.past_creation.set()
+        if self.error is not None:
+            self._halt()        # vagrant up failed: the scripts that run have no lab to finish
+        else:
+            # A running lab: Vagrant reports no boot, and the scripts run now.
+            for node in self.hv.nodes:
+                self._start_script(node)
+        for thread in list(self._scripts.values()):
+            thread.join()
+        if self._prefetch is not None:
+            self._prefetch.join()
+        if self.failed and self.stopped_for is None:
+            for peer in self.peers:
+                peer.kill(because=self.hv.name)
+
+    def _prefetch_ssh_config(self) -> None:
+        """How to reach the guests, asked once each has its address (while they boot):
+        `vagrant ssh-config` costs ~3-4 s of Ruby and libvirt calls. It must not take the
+        machine locks that `up` takes meanwhile (labgen/vagrant/command.py, ssh_config). On failure
+        it is asked again when a node needs it."""
+        try:
+            with self._config_lock:
+                fetch_ssh_config(self.project)
+        except (ProviderError, OSError, subprocess.SubprocessError):
+            pass
+
+    def _target(self, node: str) -> SSHTarget:
+        from labgen.nodes.ssh import parse_ssh_config
+        if self._prefetch is not None:
+            self._prefetch.join()
+        targets: dict[str, SSHTarget] = {}
+        with self._config_lock:
+            cache = ssh_config_cache(self.project)
+            try:
+                if cache.exists():
+                    targets = parse_ssh_config(cache.read_text())
+                if node not in targets:
+                    targets = parse_ssh_config(fetch_ssh_config(self.project))
+            except ValueError as exc:       # no Host block at all
+                raise ProviderError(f"{node}: vagrant ssh-config gave no address: {exc}") from exc
+        if node not in targets:
+            raise ProviderError(f"{node}: vagrant ssh-config gave no address for it")
+        return targets[node]
+
+    def _start_script(self, node: str) -> None:
+        if node in self._scripts or self._halted:
+            return
+        self._scripts[node] = threading.Thread(target=self._script, args=(node,),
+                                               name=f"provision-{node}", daemon=True)
+        self._scripts[node].start()
+
+    def _script(self, node: str) -> None:
+        from labgen.nodes.ssh import SSHRunner
+        from labgen.providers.nodescript import provision
+        try:
+            runner = self._runners[node] = SSHRunner(node, self._target(node))
+            self.progress(node, "provisioning")
+            took = provision(runner, node, self.scripts[node], self.logs / f"{node}-provision.log")
+        except Exception as exc:    # any failure must reach up(), not die with the thread
+            if not self._halted:    # else: stopped by another failure, which is the cause
+                self.script_errors.append(str(exc) if isinstance(exc, ProviderError)
+                                          else f"{node}: provisioning failed: {exc}")
+                self._halt()
+                for peer in self.peers:
+                    peer.kill(because=self.hv.name)
+            return
+        finally:
+            if node in self._runners:
+                self._runners[node].close()
+        self.progress(node, f"provisioned in {took:.1f} s")
+
+    def kill(self, because: str | None = None) -> None:
+        """Stop vagrant and the scripts (Ctrl-C; or a failure of the peer `because`)."""
+        if because is not None and self.stopped_for is None:
+            self.stopped_for = because
+        self._halt()
+
+    def _halt(self) -> None:
+        self._halted = True
+        if self._proc is not None and self._proc.poll() is None:
+            try:        # Vagrant runs in a session of its own: the whole group goes
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for runner in list(self._runners.values()):
+            runner.close()      # a running script's channel closes: its run() returns
+
+    def join(self) -> None:
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+def track(line: str, stage: dict[str, str], progress: Progress) -> str | None:
+    """The node whose stage this line of Vagrant's changed, if any."""
+    m = _NODE_LINE.match(line.strip())
+    if not m:
+        return None
+    node, text = m.groups()
+    for pattern, name in STAGES:
+        if pattern.search(text) and stage.get(node) != name:
+            stage[node] = name
+            progress(node, name)
+            return node
+    return None

@@ -1,0 +1,52 @@
+"""libvirt's command line and the libvirt hosts: virsh against a URI, a shell on a remote
+host over the SSH its guests' proxy uses, and labgen's names for libvirt's objects."""
+from __future__ import annotations
+
+import re
+import subprocess
+
+from labgen.providers.libvirt.hypervisors import Hypervisor
+
+
+def virsh(uri: str, *args: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(["virsh", "-c", uri, *args], capture_output=True, text=True,
+                              timeout=60)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(args, 124, "", f"virsh -c {uri} gave no answer in 60 s")
+
+
+def host_shell(hv: Hypervisor, command: str) -> subprocess.CompletedProcess[str]:
+    """A shell command on a remote libvirt host, as the guests' proxy reaches it."""
+    try:
+        return subprocess.run([*hv.ssh_argv(), command], capture_output=True, text=True,
+                              timeout=60, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(command, 124, "", "no answer in 60 s")
+
+
+def names(res: subprocess.CompletedProcess[str]) -> set[str]:
+    return {ln.strip() for ln in res.stdout.splitlines() if ln.strip()}
+
+
+def libvirt_host(hv: Hypervisor) -> str:
+    """The name the libvirtd behind hv gives its machine (or its URI when it does not answer)."""
+    res = virsh(hv.uri, "hostname")
+    return res.stdout.strip() if res.returncode == 0 and res.stdout.strip() else hv.uri
+
+
+def on_host(hv: Hypervisor) -> str:
+    """' on HOST' for a remote host's lines, nothing for this machine's."""
+    return f" on {hv.name}" if hv.remote else ""
+
+
+def volumes(uri: str) -> list[str]:
+    lines = virsh(uri, "vol-list", "default").stdout.splitlines()[2:]
+    return [ln.split()[0] for ln in lines if ln.split()]
+
+
+# Domains labgen-NAME-nodeK, their disks labgen-NAME-nodeK.img / -vdb.qcow2, the underlay
+# network labgen-NAME. A box's image (labgen-VAGRANTSLASH-...) matches none of these.
+DOMAIN = re.compile(r"^labgen-([a-z][a-z0-9-]*)-(node\d+)$")
+VOLUME = re.compile(r"^labgen-([a-z][a-z0-9-]*)-(node\d+)[.-]")
+NETWORK = re.compile(r"^labgen-([a-z][a-z0-9-]*)$")

@@ -1,0 +1,1 @@
+"""The netns provider: nodes as network namespaces on this host, with their own OVS daemons."""

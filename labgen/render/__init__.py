@@ -1,0 +1,1 @@
+"""Rendering: a Lab (and its provider's own files) -> the text files of a lab directory."""
