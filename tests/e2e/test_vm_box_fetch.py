@@ -110,7 +110,8 @@ def test_failed_fetch_is_one_line_with_the_manual_way(catalog):
     url = "http://127.0.0.1:9/no-such.box"      # nothing listens on the discard port: like no internet
     write_box(boxes, NAME, url=url)
     from labgen.lab.boxes import get
-    box = get(NAME)
+    from labgen.providers import NAMES
+    box = get(NAME, providers=NAMES)
     said: list[str] = []
     with pytest.raises(HostError) as exc:
         boxfetch.ensure_box(box, said.append)
