@@ -15,28 +15,16 @@ from pathlib import Path
 
 import pytest
 from support.cli import labgen, labgen_started
+from support.loop import FORWARD_DELAY_MS, LOOP, loop_ends_down
 from support.netns import host_state, node_cmd
 
 from labgen.errors import ExitCode
 
 pytestmark = pytest.mark.netns
 
-LOOP = ("b12", "b13", "b23")
-
-
 def loop_links_up(lab: str) -> dict[str, list[str]]:
     """Per node, the loop veth ends that are not up (admin and carrier): [] when all are."""
-    out = {}
-    for node in ("node1", "node2"):
-        text = node_cmd(lab, node, "ip -o link").stdout
-        down = []
-        for pair in LOOP:
-            for end in (f"{pair}.1", f"{pair}.2"):
-                line = next((ln for ln in text.splitlines() if f" {end}@" in ln), "")
-                if "LOWER_UP" not in line or ",UP" not in line and "<UP" not in line:
-                    down.append(end)
-        out[node] = down
-    return out
+    return {node: loop_ends_down(node_cmd(lab, node, "ip -o link").stdout) for node in ("node1", "node2")}
 
 
 def no_probe_left(lab: str) -> list[str]:
@@ -170,12 +158,6 @@ def stp(tmp_path_factory):
     yield d
     labgen("destroy", str(d))
     assert host_state() == before
-
-
-# 802.1D moves a blocked port to forwarding through listening and learning, forward delay
-# each (4 s, Lab.stp_config): traffic that needs it stops for at least that, however fast the
-# machine. (OVS times these in whole seconds, so a little less than 8 s is seen.)
-FORWARD_DELAY_MS = 4000
 
 
 def test_tuned_stp_failover_heals_after_802_1d_forward_delays(stp):

@@ -39,6 +39,7 @@ from support import sshd as ssh_server
 from support.ci import SCRIPT
 from support.cli import labgen, run_group
 from support.labs import listed
+from support.loop import FORWARD_DELAY_MS, LOOP, loop_ends_down
 from support.vm import (
     EMPTY,
     IPTABLES_DROP,
@@ -248,24 +249,6 @@ def test_labgen_reaches_the_nodes_while_vagrant_holds_their_machine_locks(gre_la
             assert proc.returncode == 0 and proc.stdout.strip() == node, proc.stderr
 
 
-LOOP = ("b12", "b13", "b23")
-# 802.1D moves a blocked port to forwarding through listening and learning, forward delay
-# each (4 s with the lab's tuned timers, Lab.stp_config): a cut on the probes' path stops them
-# for at least that, however fast the machine.
-FORWARD_DELAY_MS = 4000
-
-
-def _loop_ends_down(lab, node: str) -> list[str]:
-    """node's loop veth ends that are not up (admin and carrier)."""
-    lines = _vm(lab, node, "ip -o link").stdout.splitlines()
-    down = []
-    for end in (f"{p}.{i}" for p in LOOP for i in (1, 2)):
-        line = next((ln for ln in lines if f" {end}@" in ln), "")
-        if "LOWER_UP" not in line or not ("<UP" in line or ",UP" in line):
-            down.append(end)
-    return down
-
-
 def test_failover_on_the_vms_heals_each_cut_of_node2s_loop(gre_lab):
     """`labgen failover` on the VMs: node2's three loop links cut in turn (both veth ends down,
     over SSH) under the probe stream, each cut and each restore healed, the spanning tree
@@ -284,7 +267,7 @@ def test_failover_on_the_vms_heals_each_cut_of_node2s_loop(gre_lab):
     assert len(crossing) == 2, cut       # of a node's three loop links, one is blocked
     for ln in crossing:
         assert ln["took_over"] and ln["cut_outage_ms"] > FORWARD_DELAY_MS, ln
-    assert _loop_ends_down(lab, "node2") == []
+    assert loop_ends_down(_vm(lab, "node2", "ip -o link").stdout) == []
     status = labgen("status", str(lab), "--json")
     assert status.returncode == 0 and {s["stp"] for s in json.loads(status.stdout)} == {"converged"}
 
