@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 from support.cli import labgen
-from support.netns import host_state, node_cmd
+from support.netns import netns_lab, node_cmd
 
 from labgen import providers
 from labgen.lab import boxes
@@ -136,13 +136,8 @@ BREAKAGES = [
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    before = host_state()
-    d = tmp_path_factory.mktemp("breakage") / "lab"
-    proc = labgen("create", "gre", "--provider", "netns", "--stp", "rstp", "--name", LAB, "--dir", str(d))
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    yield d
-    labgen("destroy", str(d))
-    assert host_state() == before
+    for d, _ in netns_lab(tmp_path_factory, "gre", LAB, "--stp", "rstp"):
+        yield d
 
 
 def _verify(d):

@@ -12,31 +12,22 @@ from pathlib import Path
 
 import pytest
 from support.cli import labgen, labgen_started
+from support.netns import netns_lab
 
 pytestmark = pytest.mark.netns
 SUFFIX = str(os.getpid() % 100000)
 
 
-def _lab(tmp_path_factory, tunnel: str, name: str):
-    lab_dir = tmp_path_factory.mktemp(name) / "lab"
-    proc = labgen("create", tunnel, "--provider", "netns", "--stp", "rstp", "--name", name,
-                  "--dir", str(lab_dir))
-    try:
-        assert proc.returncode == 0, proc.stderr + proc.stdout
-        yield lab_dir
-    finally:
-        res = labgen("destroy", str(lab_dir))
-        assert res.returncode == 0, res.stderr
-
-
 @pytest.fixture(scope="module")
 def gre_lab(tmp_path_factory):
-    yield from _lab(tmp_path_factory, "gre", f"ecg{SUFFIX}")
+    for d, _ in netns_lab(tmp_path_factory, "gre", f"ecg{SUFFIX}", "--stp", "rstp"):
+        yield d
 
 
 @pytest.fixture(scope="module")
 def vxlan_lab(tmp_path_factory):
-    yield from _lab(tmp_path_factory, "vxlan", f"ecv{SUFFIX}")
+    for d, _ in netns_lab(tmp_path_factory, "vxlan", f"ecv{SUFFIX}", "--stp", "rstp"):
+        yield d
 
 
 def one_line_error(proc: subprocess.CompletedProcess, *words: str) -> None:

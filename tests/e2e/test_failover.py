@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from support.cli import labgen, labgen_started
 from support.loop import FORWARD_DELAY_MS, LOOP, loop_ends_down
-from support.netns import host_state, node_cmd
+from support.netns import netns_lab, node_cmd
 
 from labgen.errors import ExitCode
 
@@ -42,14 +42,10 @@ def verified(d: Path) -> None:
 @pytest.fixture(scope="module")
 def rstp(tmp_path_factory):
     """A GRE RSTP lab made with `create --failover`: (its dir, that create's result, JUnit)."""
-    before = host_state()
-    d = tmp_path_factory.mktemp("fo-rstp") / "lab"
-    junit = d.parent / "junit.xml"
-    proc = labgen("create", "gre", "--provider", "netns", "--stp", "rstp", "--name", "fo-rstp",
-                  "--dir", str(d), "--failover", "--json", "--junit", str(junit), timeout=600)
-    yield d, proc, junit
-    labgen("destroy", str(d))
-    assert host_state() == before
+    junit = tmp_path_factory.mktemp("fo-rstp-junit") / "junit.xml"
+    for d, proc in netns_lab(tmp_path_factory, "gre", "fo-rstp", "--stp", "rstp", "--failover", "--json",
+                             "--junit", str(junit), timeout=600, check=False):
+        yield d, proc, junit
 
 
 def test_rstp_create_failover_cuts_every_loop_link_and_each_heals(rstp):
@@ -150,14 +146,8 @@ def test_a_link_that_takes_over_but_is_pinned_down_by_a_drop_rule_is_named(rstp)
 # ---- 802.1D with the tuned timers ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def stp(tmp_path_factory):
-    before = host_state()
-    d = tmp_path_factory.mktemp("fo-stp") / "lab"
-    proc = labgen("create", "vxlan", "--provider", "netns", "--stp", "stp", "--name", "fo-stp",
-                  "--dir", str(d), timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
-    yield d
-    labgen("destroy", str(d))
-    assert host_state() == before
+    for d, _ in netns_lab(tmp_path_factory, "vxlan", "fo-stp", "--stp", "stp", timeout=300):
+        yield d
 
 
 def test_tuned_stp_failover_heals_after_802_1d_forward_delays(stp):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from support.cli import labgen, labgen_started
-from support.netns import checks, host_state, node_cmd
+from support.netns import checks, netns_lab, node_cmd
 
 from labgen.errors import ExitCode
 
@@ -131,13 +131,8 @@ def test_two_labs_with_the_same_addresses_run_side_by_side(tmp_path, clean_host)
 @pytest.fixture(scope="module")
 def running_lab(tmp_path_factory):
     """One GRE lab for the tests that poke at a running lab."""
-    before = host_state()
-    d = tmp_path_factory.mktemp("faults") / "lab"
-    proc = labgen("create", "gre", "--provider", "netns", "--stp", "rstp", "--name", "flt", "--dir", str(d))
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    yield d
-    labgen("destroy", str(d))
-    assert host_state() == before
+    for d, _ in netns_lab(tmp_path_factory, "gre", "flt", "--stp", "rstp"):
+        yield d
 
 
 def _snapshot(lab: str) -> str:

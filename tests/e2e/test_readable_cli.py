@@ -10,18 +10,13 @@ import subprocess
 
 import pytest
 from support.cli import ARGV, ESC, assert_plain, labgen
+from support.netns import netns_lab
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    lab_dir = tmp_path_factory.mktemp("readable") / "lab"
-    proc = labgen("create", "gre", "--provider", "netns", "--name", f"rd{os.getpid() % 100000}",
-                  "--dir", str(lab_dir))
-    try:
-        assert proc.returncode == 0, proc.stderr + proc.stdout
-        yield lab_dir
-    finally:
-        labgen("destroy", str(lab_dir))
+    for d, _ in netns_lab(tmp_path_factory, "gre", f"rd{os.getpid() % 100000}"):
+        yield d
 
 
 def cli(*args: str, columns: str | None = "100") -> subprocess.CompletedProcess:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from labgen.lab.model import HANDLE_ROOT, host_prefix
+from support.cli import labgen
 
 
 def node_cmd(lab: str, node: str, cmd: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -50,3 +52,23 @@ def checks(proc: subprocess.CompletedProcess) -> list[dict]:
     """The checks of a `--json` report."""
     return json.loads(proc.stdout)["checks"]
 
+
+
+def netns_lab(tmp_path_factory, tunnel: str, name: str, *extra: str, timeout: float = 240,
+              check: bool = True) -> Iterator[tuple[Path, subprocess.CompletedProcess]]:
+    """The one netns lab of a test module (yield from it in a module-scoped fixture): made
+    with `labgen create TUNNEL --provider netns --name NAME --dir ... EXTRA`, yields its
+    directory and that create's result (check=False: a create that may fail, for the module
+    to judge), then destroyed; the host is left as the fixture found it."""
+    before = host_state()
+    d = tmp_path_factory.mktemp(name) / "lab"
+    proc = labgen("create", tunnel, "--provider", "netns", "--name", name, "--dir", str(d), *extra,
+                  timeout=timeout)
+    try:
+        if check:
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        yield d, proc
+    finally:
+        res = labgen("destroy", str(d))
+    assert res.returncode == 0 or not d.exists(), res.stderr
+    assert host_state() == before
