@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from labgen.failover.run import FailoverReport
     from labgen.verify.results import Report
 from labgen.cli.common import HostUris, LabDir, ProgressPrinter, app, fail, load, tables
-from labgen.cli.options import MaxOutage, lab_options
+from labgen.cli.options import MaxOutage, Verbose, lab_options
 from labgen.report.tables import (
     is_plain,
     print_report,
@@ -52,12 +52,13 @@ def render(lab: Lab, lab_dir: Path, force: bool) -> None:
 def create(
     lab: Lab, lab_dir: Path, force: bool,
     destroy: Annotated[bool, typer.Option("--destroy", help="Tear the lab down at the end, whatever the result (CI).")] = False,
-    keep_on_failure: Annotated[bool, typer.Option(help="Keep a lab whose bring-up failed, for inspection.")] = False,
+    keep_on_failure: Annotated[bool, typer.Option("--keep-on-failure", help="Keep a lab whose bring-up failed, for inspection.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the verification as JSON.")] = False,
     junit: Annotated[Path | None, typer.Option(help="Write the verification as JUnit XML.")] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds to wait for spanning tree (default: by STP mode).")] = None,
     failover: Annotated[bool, typer.Option("--failover", help="Once verified, cut every redundant link in turn and measure the outage (labgen failover).")] = False,
     max_outage: MaxOutage = None,
+    verbose: Verbose = False,
 ) -> None:
     """Render, bring up and verify a lab; exit 0 only when it is verified (and, with
     --failover, every redundant link healed).
@@ -93,7 +94,7 @@ def create(
                 proven = lifecycle.run_failover(lab, lab_dir, lab_links(lab), timeout, max_outage, say)
             elif failover:
                 say("failover", "not run: the lab is not verified")
-            _emit(report, json_out, junit, lab_dir, proven)
+            _emit(report, json_out, junit, lab_dir, proven, verbose)
             code = ExitCode.OK if report.passed and (proven is None or proven.passed) \
                 and not (failover and proven is None) else ExitCode.FAILED
             if destroy:
@@ -135,7 +136,7 @@ def _quiet_destroy(lab: Lab, lab_dir: Path, say: ProgressPrinter) -> None:
 
 
 def _emit(report: Report, json_out: bool, junit: Path | None, lab_dir: Path,
-          proven: FailoverReport | None = None) -> None:
+          proven: FailoverReport | None = None, verbose: bool = False) -> None:
     from labgen.report import failover as failover_report
     if json_out:
         if proven is None:
@@ -143,7 +144,7 @@ def _emit(report: Report, json_out: bool, junit: Path | None, lab_dir: Path,
         else:
             print(json.dumps({**to_dict(report), "failover": failover_report.to_dict(proven)}, indent=2))
     else:
-        print_report(report, tables())
+        print_report(report, tables(), verbose)
         if proven is not None:
             failover_report.print_report(proven, tables())
     if junit:
@@ -159,7 +160,7 @@ def _emit(report: Report, json_out: bool, junit: Path | None, lab_dir: Path,
 
 @app.command()
 def up(lab_dir: LabDir = None,
-       keep_on_failure: Annotated[bool, typer.Option(help="Keep what a failed bring-up created, for inspection.")] = False,
+       keep_on_failure: Annotated[bool, typer.Option("--keep-on-failure", help="Keep what a failed bring-up created, for inspection.")] = False,
        ) -> None:
     """Bring a rendered lab up; on a running lab, provision again (changes nothing)."""
     say = ProgressPrinter()
@@ -181,6 +182,7 @@ def verify(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     junit: Annotated[Path | None, typer.Option(help="Write the result as JUnit XML.")] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds to wait for spanning tree (default: by STP mode).")] = None,
+    verbose: Verbose = False,
 ) -> None:
     """Prove the lab: nodes, config, underlay, spanning tree, overlay pings, tunnel capture, MTU.
 
@@ -192,7 +194,7 @@ def verify(
             report = lifecycle.run_verify(lab, lab_dir, timeout)
     except LabgenError as exc:
         fail(str(exc), ExitCode.USAGE)
-    _emit(report, json_out, junit, lab_dir)
+    _emit(report, json_out, junit, lab_dir, verbose=verbose)
     raise typer.Exit(ExitCode.OK if report.passed else ExitCode.FAILED)
 
 

@@ -48,6 +48,8 @@ Vni = Annotated[int | None, typer.Option("--vni", help="The same number as --key
 
 
 MaxOutage = Annotated[float | None, typer.Option("--max-outage", metavar="SECONDS", help="Fail when traffic stops longer than this on any cut or restore.")]
+# The verbs that print a verification report: one line per stage unless --verbose.
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Print one row per check, not one line per stage (--json and --junit always hold every check).")]
 
 
 def _given(ctx: typer.Context, param: str) -> bool:

@@ -1,4 +1,5 @@
-"""Formatting a verification Report: a table for people, JSON for scripts, JUnit for CI."""
+"""Formatting a verification Report: a line per stage (or a row per check) for people, JSON
+for scripts, JUnit for CI."""
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from labgen.lab.model import Lab
     from labgen.providers import Found, NodeStatus
 
-STYLE = {"passed": "green", "failed": "bold red", "skipped": "yellow"}
+STYLE = {"passed": "green", "failed": "bold red", "error": "bold red", "skipped": "yellow"}
 # The widest a table gets when stdout is not a terminal (CI logs, pipes) and COLUMNS is unset.
 PLAIN_WIDTH = 100
 
@@ -86,6 +87,63 @@ def table(report: Report, width: int = PLAIN_WIDTH, plain: bool = True) -> Table
     return t
 
 
+def stage_lines(report: Report) -> list[tuple[str, str, str]]:
+    """(stage, status, what its checks showed) for each stage the report has, in the order of
+    labgen/verify/stages.py (a stage it does not know comes after, in the report's order):
+    its checks counted and, when all passed, its figure (the range of round trips, the seconds
+    until the tree held ...), else how many passed, failed, could not run or were skipped; a
+    stage that did not run at all, why."""
+    from labgen.verify.results import stage_status_of
+    from labgen.verify.stages import STAGES, Stage, no_figure
+    known = {s.name: s for s in STAGES}
+    names = [s.name for s in STAGES]
+    names += [n for n in dict.fromkeys(c.stage for c in report.checks) if n not in known]
+    lines = []
+    for name in names:
+        checks = [c for c in report.checks if c.stage == name]
+        if not checks:
+            continue
+        stage = known.get(name) or Stage(name, 0, "", lambda *_: [], figure=no_figure)
+        ran = [c for c in checks if c.passed is not None]
+        skipped = len(checks) - len(ran)
+        if not ran:
+            lines.append((name, "skipped", one_line(checks[0].evidence, 10**4) or "not run"))
+            continue
+        text = stage.line(len(checks))
+        passed = [c for c in ran if c.passed]
+        if len(passed) < len(checks):
+            # What went wrong, counted; no figure (it would be read as the stage's).
+            text += ": " + ", ".join(f"{n} {word}" for n, word in (
+                (len(passed), "passed"),
+                (sum(1 for c in ran if c.status == "failed"), "failed"),
+                (sum(1 for c in ran if c.status == "error"), "could not run"),
+                (skipped, "skipped")) if n)
+        else:
+            figure = stage.figure(passed)
+            text += f", {figure}" if figure else ""
+        lines.append((name, stage_status_of(checks), text))
+    return lines
+
+
+_STAGE_FIXED = {"stage": 8, "result": 7}
+
+
+def stage_table(report: Report, width: int = PLAIN_WIDTH, plain: bool = True) -> Table:
+    """One row per stage (stage_lines), every row one line, the whole table within `width`."""
+    from rich.text import Text
+    t = new_table(f"labgen verify: lab {report.lab} ({report.tunnel}, {report.provider})", plain)
+    ncols = len(_STAGE_FIXED) + 1
+    gaps = 2 * ncols - 2 + (0 if plain else ncols - 1)
+    what_w = max(20, width - sum(_STAGE_FIXED.values()) - gaps)
+    t.add_column("stage", width=_STAGE_FIXED["stage"], no_wrap=True)
+    t.add_column("result", width=_STAGE_FIXED["result"], no_wrap=True)
+    t.add_column("checks", width=what_w, no_wrap=True, overflow="crop")
+    for name, status, text in stage_lines(report):
+        t.add_row(Text(name), Text(status, style="" if plain else STYLE.get(status, "")),
+                  Text(one_line(text, what_w, ascii_only=plain)))
+    return t
+
+
 def summary(report: Report) -> str:
     """One line: the verdict, the counts, and the first failure if any."""
     n_pass = sum(1 for c in report.checks if c.passed)
@@ -99,14 +157,18 @@ def summary(report: Report) -> str:
     return line
 
 
-def print_report(report: Report, console: Console) -> None:
-    """The table, what each failed check saw (a few lines each), then the verdict."""
+def print_report(report: Report, console: Console, verbose: bool = False) -> None:
+    """One line per stage (or, verbose, one row per check), then every check that failed or
+    could not run with what it saw (a few lines each), then the verdict."""
     plain = is_plain(console)
     width = console.width
-    console.print(table(report, width, plain), highlight=False)
+    shown = table(report, width, plain) if verbose else stage_table(report, width, plain)
+    console.print(shown, highlight=False)
     for c in report.failed:
-        console.print(f"{c.stage} {c.node}: {c.name}: failed", markup=False, highlight=False,
-                      style=None if plain else STYLE["failed"], soft_wrap=True)
+        said = "could not run" if c.error else "failed"
+        # Whole, wrapped at the width if need be: the stage line no longer names the check.
+        console.print(f"{c.stage} {c.node}: {c.name}: {said}", markup=False, highlight=False,
+                      style=None if plain else STYLE["failed"])
         lines = [ln.rstrip() for ln in c.evidence.splitlines() if ln.strip()]
         for ln in lines[:6]:
             console.print("    " + one_line(ln, width - 4, ascii_only=plain), markup=False,

@@ -52,6 +52,16 @@ def ping_reply(res: Result) -> Verdict:
     return False, why_not(res)
 
 
+_REPLY_IN = re.compile(r"^reply in ([\d.]+) ms$")
+
+
+def reply_ms(evidence: str) -> float | None:
+    """The round trip in ms that ping_reply's evidence of a passed check names; None for any
+    other text."""
+    m = _REPLY_IN.match(evidence)
+    return float(m.group(1)) if m else None
+
+
 _TOO_LONG = re.compile(r"message too long, mtu=(\d+)", re.I)
 # Newer iputils (Debian 13) get the refusal from sendmsg() itself and print no MTU.
 _SENDMSG_TOO_LONG = re.compile(r"sendmsg: message too long", re.I)
@@ -105,7 +115,9 @@ def ovs_daemons(res: Result) -> Verdict:
     """Both daemons answer, each asked for itself: ovsdb-server with the version its database
     holds, ovs-vswitchd on its own control socket (ovs-appctl version). The version in the
     database is written when OVS starts: it stays there after ovs-vswitchd dies. A daemon that
-    does not answer, or is missing from the output, is named."""
+    does not answer, or is missing from the output, is named. The evidence says where each
+    version came from: ovsdb-server's is the one its database holds (written when OVS
+    started), ovs-vswitchd's is what the daemon itself said."""
     sections = _daemon_sections(res.stdout)
     if not sections:
         return False, f"neither daemon asked: {why_not(res)}"
@@ -129,7 +141,19 @@ def ovs_daemons(res: Result) -> Verdict:
         return False, "; ".join(wrong)
     if not res.ok:
         return False, f"both daemons answered, but the check exited {res.exit_code}: {why_not(res)}"
-    return True, ", ".join(f"{d} {v}" for d, v in versions.items())
+    return True, (f"ovsdb-server answers ({versions['ovsdb-server']} in its database), "
+                  f"ovs-vswitchd {versions['ovs-vswitchd']} (from its control socket)")
+
+
+# What ovs_daemons' evidence says ovs-vswitchd itself answered (the stage line's figure).
+_VSWITCHD_SAID = re.compile(r"\bovs-vswitchd (\S+) \(from its control socket\)")
+
+
+def vswitchd_version(evidence: str) -> str | None:
+    """The version ovs-vswitchd gave on its control socket, read back from ovs_daemons'
+    evidence of a passed check; None for any other text."""
+    m = _VSWITCHD_SAID.search(evidence)
+    return m.group(1) if m else None
 
 
 # ---- links ------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from labgen.lab.model import Lab
 from labgen.nodes.runner import Runner
+from labgen.verify import judges
 from labgen.verify.batch import run_planned
 from labgen.verify.checks import (
     plan_config,
@@ -30,6 +31,44 @@ from labgen.verify.results import Check
 Run = Callable[[Lab, Mapping[str, Runner], float], list[Check]]
 
 
+def _number(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}" if value >= 1 else f"{value:.2f}"
+
+
+def span(values: list[float], unit: str) -> str:
+    """'0.3-5.3 ms', or '0.3 ms' when they round alike."""
+    low, high = _number(min(values)), _number(max(values))
+    return f"{low} {unit}" if low == high else f"{low}-{high} {unit}"
+
+
+def no_figure(checks: list[Check]) -> str:
+    return ""
+
+
+def reply_times(checks: list[Check]) -> str:
+    """The round trips ping_reply read, when every check given is one of its passes."""
+    ms = [judges.reply_ms(c.evidence) for c in checks]
+    return f"replies in {span([m for m in ms if m is not None], 'ms')}" \
+        if ms and None not in ms else ""
+
+
+def vswitchd_versions(checks: list[Check]) -> str:
+    """What ovs-vswitchd itself said on every node (judges.ovs_daemons' evidence)."""
+    found = [judges.vswitchd_version(c.evidence) for c in checks]
+    if not found or None in found:
+        return ""
+    return "ovs-vswitchd " + ", ".join(sorted({v for v in found if v}))
+
+
+def tree_seconds(checks: list[Check]) -> str:
+    """The stp checks share one poll: how long until the tree held twice in a row."""
+    return f"held after {_number(max(c.seconds for c in checks))} s" if checks else ""
+
+
+def capture_seconds(checks: list[Check]) -> str:
+    return f"{span([c.seconds for c in checks], 's')} each" if checks else ""
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -37,13 +76,22 @@ class Stage:
     proves: str         # what passing this stage proves, in one sentence (docs/design.md, JSON)
     run: Run            # (lab, runners, settle timeout) -> checks
     apart_on: tuple[str, ...] = ()      # providers on which it does not share its group
+    # The stage's line in the human report: its checks counted ({n}, and {s} for a plural),
+    # then its figure, read from its passed checks (the judges' own evidence, or the seconds
+    # labgen measured), "" when there is none.
+    counted: str = "{n} check{s}"
+    figure: Callable[[list[Check]], str] = no_figure
+
+    def line(self, n: int) -> str:
+        return self.counted.format(n=n, s="" if n == 1 else "s")
 
 
 STAGES: tuple[Stage, ...] = (
     Stage("nodes", 1, "every node answers, and both Open vSwitch daemons answer for themselves: "
           "ovsdb-server with the version in its database, ovs-vswitchd on its own control socket "
           "(a failure names the daemon that does not answer)",
-          lambda lab, r, _: run_planned(plan_nodes(lab), r)),
+          lambda lab, r, _: run_planned(plan_nodes(lab), r),
+          counted="{n} node{s}, both OVS daemons answer", figure=vswitchd_versions),
     Stage("config", 2, "the underlay NIC is up with its address; every port the model puts on a "
           "bridge (loop and namespace veth ends, tunnel ports) is on that bridge and opened by OVS; "
           "every veth pair exists with each end paired to its own other end; every tunnel port has "
@@ -51,9 +99,11 @@ STAGES: tuple[Stage, ...] = (
           "(a lab provisioned again as another kind); every namespace interface is "
           "up with its address (each failure says what was expected and what was found; none of "
           "this changes by itself, so a fault here fails at once instead of in a later stage's poll)",
-          lambda lab, r, _: run_planned(plan_config(lab), r)),
+          lambda lab, r, _: run_planned(plan_config(lab), r),
+          counted="{n} check{s}: NICs, ports, veths, tunnels, addresses"),
     Stage("underlay", 3, "each node pings every other node's underlay address",
-          lambda lab, r, _: run_planned(plan_underlay(lab), r)),
+          lambda lab, r, _: run_planned(plan_underlay(lab), r),
+          counted="{n} ping{s} between underlay addresses", figure=reply_times),
     Stage("stp", 4, "STP/RSTP is on for every bridge of every node and every port reports its "
           "role and state; from all nodes together, the links whose both ends forward (loop veths "
           "and tunnels) form one spanning tree: no loop, no bridge cut off, one root; every port has "
@@ -63,19 +113,23 @@ STAGES: tuple[Stage, ...] = (
           "it holds twice in a row, with a timeout (with STP each poll first wakes ovs-vswitchd, which "
           "runs its STP timers only when its loop wakes: else a port forwards up to a second late "
           "at each state change)",
-          lambda lab, r, settle: run_stp_checks(lab, r, settle)),
+          lambda lab, r, settle: run_stp_checks(lab, r, settle),
+          counted="{n} check{s}: spanning tree on, one tree", figure=tree_seconds),
     Stage("overlay", 5, "every namespace pings every other namespace, on its own node and across",
-          lambda lab, r, settle: run_planned(plan_overlay(lab, min(settle, 15.0)), r)),
+          lambda lab, r, settle: run_planned(plan_overlay(lab, min(settle, 15.0)), r),
+          counted="{n} ping{s} within and across nodes", figure=reply_times),
     Stage("tunnel", 6, "a capture on the receiving node's underlay NIC sees the encapsulated "
           "echo requests of a cross-node ping, each with the tunnel's protocol or port and its key "
           "or VNI as tcpdump decodes them (tunnel kinds table); the pings start once tcpdump says it is listening, never after a fixed delay",
-          lambda lab, r, _: run_tunnel_checks(lab, r)),
+          lambda lab, r, _: run_tunnel_checks(lab, r),
+          counted="{n} capture{s} saw the pings encapsulated", figure=capture_seconds),
     Stage("mtu", 6, "no frame can be black-holed: no interface on an overlay path (namespace and "
           "bridge ends, loop veths, bridge ports) is above the inner MTU, the underlay carries the "
           "inner MTU plus the tunnel overhead, a don't-fragment frame of exactly the inner MTU "
           "crosses the tunnel both ways, and one byte more is refused by the sender's kernel "
           "naming that MTU",
-          lambda lab, r, _: run_planned(plan_mtu(lab), r), apart_on=("libvirt",)),
+          lambda lab, r, _: run_planned(plan_mtu(lab), r), apart_on=("libvirt",),
+          counted="{n} check{s}: inner-MTU frames cross, one byte more refused"),
 )
 
 NAMES = tuple(s.name for s in STAGES)

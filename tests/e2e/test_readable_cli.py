@@ -1,6 +1,7 @@
-"""Readable output of the real CLI on a real netns lab: `verify` and `status` in a pipe (no
-colours, no box drawing, within 100 columns or COLUMNS), `| cat` literally, and status's exit
-codes. The tables themselves, on a sample report: tests/unit/test_readable_output.py."""
+"""Readable output of the real CLI on a real netns lab: `verify` (one line per stage, and
+with --verbose one row per check) and `status` in a pipe (no colours, no box drawing, within
+100 columns or COLUMNS), `| cat` literally, and status's exit codes. The tables themselves,
+on sample reports: tests/unit/test_readable_output.py."""
 from __future__ import annotations
 
 import os
@@ -11,6 +12,8 @@ import subprocess
 import pytest
 from support.cli import ARGV, ESC, assert_plain, labgen
 from support.netns import netns_lab
+
+from labgen.verify.stages import NAMES
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +33,18 @@ def cli(*args: str, columns: str | None = "100") -> subprocess.CompletedProcess:
 @pytest.mark.netns
 @pytest.mark.parametrize("columns", ["100", None])
 def test_verify_and_status_in_a_pipe(lab, columns):
-    proc = cli("verify", str(lab), columns=columns)
-    assert proc.returncode == 0, proc.stderr
-    assert_plain(proc.stdout)
-    rows = [ln for ln in proc.stdout.splitlines() if re.match(r"^(nodes|config|underlay|stp|overlay|tunnel|mtu) ", ln)]
-    assert len(rows) >= 30 and all(" passed " in ln for ln in rows)
-    assert proc.stdout.rstrip().splitlines()[-1].startswith("VERIFIED: ")
+    # By default one line per stage, in order; --verbose: one row per check, as before.
+    for flags, count in (((), len(NAMES)), (("--verbose",), 30)):
+        proc = cli("verify", str(lab), *flags, columns=columns)
+        assert proc.returncode == 0, proc.stderr
+        assert_plain(proc.stdout)
+        rows = [ln for ln in proc.stdout.splitlines() if re.match(r"^(nodes|config|underlay|stp|overlay|tunnel|mtu) ", ln)]
+        assert all(" passed " in ln for ln in rows), proc.stdout
+        if flags:
+            assert len(rows) >= count, proc.stdout
+        else:
+            assert [ln.split()[0] for ln in rows] == list(NAMES), proc.stdout
+        assert proc.stdout.rstrip().splitlines()[-1].startswith("VERIFIED: ")
     st = cli("status", str(lab), columns=columns)
     assert st.returncode == 0, st.stderr
     assert_plain(st.stdout)

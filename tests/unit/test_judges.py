@@ -59,6 +59,8 @@ def test_no_judge_passes_without_evidence(bad):
 def test_ping_reply():
     passed, ev = judges.ping_reply(rec("ping-reply.txt"))
     assert passed and ev.startswith("reply in ") and ev.endswith(" ms")
+    assert judges.reply_ms(ev) == float(ev.split()[2])     # the stage line's figure
+    assert judges.reply_ms("no reply: 5 sent, 0 received, 100% loss") is None
     passed, ev = judges.ping_reply(rec("ping-no-reply.txt", 1))
     assert not passed and ev == "no reply: 5 sent, 0 received, 100% loss"
     passed, ev = judges.ping_reply(rec("ping-no-namespace.txt", 1))
@@ -85,7 +87,13 @@ def test_refused_locally_needs_the_kernels_reason_and_mtu():
 
 
 def test_ovs_daemons_both_answer():
-    assert judges.ovs_daemons(rec("ovs-daemons.txt")) == (True, "ovsdb-server 3.1.0, ovs-vswitchd 3.1.0")
+    passed, ev = judges.ovs_daemons(rec("ovs-daemons.txt"))
+    # Each version names its true source: the database for ovsdb-server, the daemon itself
+    # (ovs-appctl version, its control socket) for ovs-vswitchd.
+    assert (passed, ev) == (True, "ovsdb-server answers (3.1.0 in its database), "
+                                  "ovs-vswitchd 3.1.0 (from its control socket)")
+    assert judges.vswitchd_version(ev) == "3.1.0"
+    assert judges.vswitchd_version("ovsdb-server 3.1.0, ovs-vswitchd 3.1.0") is None
 
 
 @pytest.mark.parametrize("name,evidence", [

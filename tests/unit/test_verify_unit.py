@@ -2,13 +2,16 @@
 a real local shell), stage ordering and the report formats."""
 from __future__ import annotations
 
+import io
 import json
 import xml.etree.ElementTree as ET
+
+from rich.console import Console
 
 from labgen.lab.model import Options
 from labgen.lifecycle import build_lab
 from labgen.nodes.runner import LocalRunner, Result, RunnerError
-from labgen.report.tables import summary, to_json, write_junit
+from labgen.report.tables import print_report, summary, to_json, write_junit
 from labgen.verify.batch import batch_script, split_batch
 from labgen.verify.checks import encap_filter
 from labgen.verify.judges import tcpdump_packets
@@ -83,6 +86,16 @@ def test_unreachable_node_fails_its_checks_and_skips_later_stages():
     assert {c.stage for c in report.checks if c.passed is None} == set(NAMES) - {"nodes"}
     assert nodes[1].status == "error"
     assert not report.passed and "first failure: [nodes] Open vSwitch answers (ovsdb-server, ovs-vswitchd) on node2" in summary(report)
+    # Read by a person: the nodes stage counts what went wrong, every later stage says it did
+    # not run and why, and the node that could not be reached is printed with what it said.
+    buf = io.StringIO()
+    print_report(report, Console(file=buf, width=100, force_terminal=False, color_system=None))
+    text = [ln.rstrip() for ln in buf.getvalue().splitlines()]
+    assert text[2] == "nodes     failed   2 nodes, both OVS daemons answer: 1 passed, 1 could not run"
+    assert text[3:3 + len(NAMES) - 1] == [f"{n:8}  skipped  not run: stage 'nodes' failed" for n in NAMES[1:]]
+    assert text[3 + len(NAMES) - 1:-1] == [
+        "nodes node2: Open vSwitch answers (ovsdb-server, ovs-vswitchd): could not run",
+        "    node2: cannot connect over SSH to 10.0.0.9:22: connection refused"]
 
 
 def test_json_and_junit_reports(tmp_path):
