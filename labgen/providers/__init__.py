@@ -83,6 +83,10 @@ class Provider(Protocol):
     # does the node script set the underlay address on the NIC (labgen/render/files.py: Source)?
     script_sets_underlay_address: ClassVar[bool]
     peer_wait: ClassVar[float]               # the root node's wait for its peers (render's Source)
+    remote_nodes: ClassVar[bool]             # may nodes run on other hosts (--host)?
+    # ---- what verification needs to know (labgen/verify/stages.py: Pace) ----------------------
+    stages_apart: ClassVar[bool]             # heavy stages in a group of their own (emulated VMs)
+    capture_wait: ClassVar[float]            # how long a tunnel capture may wait for its packets
 
     def validate(self, opts: Options, underlay: IPv4Network, datapath: str) -> None:
         """Refuse options this provider cannot honour (InputError, one line with the fix)."""

@@ -66,6 +66,9 @@ class LibvirtProvider:
     # Vagrant leaves the underlay NIC unconfigured (auto_config false), NetworkManager may run.
     script_sets_underlay_address: ClassVar[bool] = True
     peer_wait: ClassVar[float] = 120.0     # VMs boot and provision each at its own pace
+    remote_nodes: ClassVar[bool] = True     # --host node2=qemu+ssh://...: a VM on another host
+    stages_apart: ClassVar[bool] = True     # tunnel and mtu at once starve an emulated guest
+    capture_wait: ClassVar[float] = 90.0
 
     # ---- the model's questions ------------------------------------------------------------
     def validate(self, opts: Options, underlay: IPv4Network, datapath: str) -> None:

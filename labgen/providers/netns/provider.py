@@ -60,6 +60,9 @@ class NetnsProvider:
     owns_system_files: ClassVar[bool] = False  # an emulated node must not touch the host's files
     script_sets_underlay_address: ClassVar[bool] = False   # netdev only: br-phy holds it
     peer_wait: ClassVar[float] = 20.0
+    remote_nodes: ClassVar[bool] = False        # every node runs on this host
+    stages_apart: ClassVar[bool] = False        # namespaces keep up: tunnel and mtu run together
+    capture_wait: ClassVar[float] = 20.0
 
     # ---- the model's questions ------------------------------------------------------------
     def validate(self, opts: Options, underlay: IPv4Network, datapath: str) -> None:
