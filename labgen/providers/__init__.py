@@ -98,8 +98,10 @@ class Provider(Protocol):
     def read_settings(self, lab_json: dict[str, Any], nodes: list[str]) -> ProviderSettings | None:
         """That record from a whole lab.json, also one written by an older labgen."""
 
+    templates: ClassVar[Path]                # its templates folder: templates/<name>/ when shipped
+
     def files(self, lab: Lab, env: jinja2.Environment) -> dict[str, str]:
-        """Extra files of the lab directory, rendered from templates/<name>/."""
+        """Extra files of the lab directory, rendered from its templates folder ("<name>/...")."""
 
     # ---- the host ------------------------------------------------------------------------
     def host_problems(self, lab: Lab) -> list[str]:
@@ -155,7 +157,7 @@ def get(name: str) -> Provider:
     try:
         module, cls = REGISTRY[name].split(":")
     except KeyError:
-        raise InputError(f"unknown provider {name!r}: use {' or '.join(NAMES)}") from None
+        raise InputError(f"unknown provider {name!r}: use {' or '.join(REGISTRY)}") from None
     provider: Provider = getattr(importlib.import_module(module), cls)()
     return provider
 
@@ -164,7 +166,9 @@ class Registry:
     """The providers, as the lab model asks for them (labgen/lab/model.py: Providers): handed
     to it by the commands, so the model imports no provider."""
 
-    names = NAMES
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(REGISTRY)      # read when asked: a test may register a provider of its own
 
     def get(self, name: str) -> Provider:
         return get(name)
