@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from support import TESTS
+from support import ROOT, TESTS
 from support.replay import Fault
 from support.toy.provider import ToyProvider
 from typer.testing import CliRunner
@@ -52,6 +52,7 @@ def test_the_toy_provider_is_this_many_files():
     files = {str(p.relative_to(TOY)) for p in TOY.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
     assert files == TOY_FILES
     assert "toy" not in providers.REGISTRY        # registered from the tests only
+    assert "tests/unit/test_toy_provider.py" in (ROOT / "docs" / "development.md").read_text()
 
 
 def test_the_toy_provider_is_complete(registered):
