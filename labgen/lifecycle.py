@@ -163,7 +163,7 @@ def run_verify(lab: Lab, lab_dir: Path, timeout: float | None,
         raise LabgenError(f"lab {lab.name!r} in {lab_dir} is not up: run labgen up {lab_dir}")
     runners = {n.name: provider.runner(lab, lab_dir, n.name) for n in lab.nodes}
     try:
-        report = verify(lab, runners, timeout=timeout, progress=progress)
+        report = verify(lab, runners, provider, timeout=timeout, progress=progress)
         if not report.passed:
             report.findings = collect_diagnostics(lab, runners, lab_dir / "diagnostics")
         return report

@@ -276,8 +276,14 @@ def destroy(
     say = ProgressPrinter()
     if name is None and (provider or host):
         fail("--provider and --host go with --name (a lab directory names its own)")
-    if provider == "netns" and host:
-        fail("--host names libvirt hosts; the netns provider's labs are on this host: drop --host")
+    if provider and host:
+        from labgen import providers
+        try:
+            remote = providers.get(provider).remote_nodes
+        except LabgenError as exc:
+            fail(str(exc), exc.exit_code)
+        if not remote:
+            fail(f"--host names libvirt hosts; the {provider} provider's labs are on this host: drop --host")
     if name is not None:
         from labgen.cli import inventory
         if lab_dir is not None:

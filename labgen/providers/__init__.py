@@ -83,6 +83,10 @@ class Provider(Protocol):
     # does the node script set the underlay address on the NIC (labgen/render/files.py: Source)?
     script_sets_underlay_address: ClassVar[bool]
     peer_wait: ClassVar[float]               # the root node's wait for its peers (render's Source)
+    remote_nodes: ClassVar[bool]             # may nodes run on other hosts (--host)?
+    # ---- what verification needs to know (labgen/verify/stages.py: Pace) ----------------------
+    stages_apart: ClassVar[bool]             # heavy stages in a group of their own (emulated VMs)
+    capture_wait: ClassVar[float]            # how long a tunnel capture may wait for its packets
 
     def validate(self, opts: Options, underlay: IPv4Network, datapath: str) -> None:
         """Refuse options this provider cannot honour (InputError, one line with the fix)."""
@@ -94,8 +98,10 @@ class Provider(Protocol):
     def read_settings(self, lab_json: dict[str, Any], nodes: list[str]) -> ProviderSettings | None:
         """That record from a whole lab.json, also one written by an older labgen."""
 
+    templates: ClassVar[Path]                # its templates folder: templates/<name>/ when shipped
+
     def files(self, lab: Lab, env: jinja2.Environment) -> dict[str, str]:
-        """Extra files of the lab directory, rendered from templates/<name>/."""
+        """Extra files of the lab directory, rendered from its templates folder ("<name>/...")."""
 
     # ---- the host ------------------------------------------------------------------------
     def host_problems(self, lab: Lab) -> list[str]:
@@ -151,7 +157,7 @@ def get(name: str) -> Provider:
     try:
         module, cls = REGISTRY[name].split(":")
     except KeyError:
-        raise InputError(f"unknown provider {name!r}: use {' or '.join(NAMES)}") from None
+        raise InputError(f"unknown provider {name!r}: use {' or '.join(REGISTRY)}") from None
     provider: Provider = getattr(importlib.import_module(module), cls)()
     return provider
 
@@ -160,7 +166,9 @@ class Registry:
     """The providers, as the lab model asks for them (labgen/lab/model.py: Providers): handed
     to it by the commands, so the model imports no provider."""
 
-    names = NAMES
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(REGISTRY)      # read when asked: a test may register a provider of its own
 
     def get(self, name: str) -> Provider:
         return get(name)

@@ -38,10 +38,16 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
     return jinja2.FileSystemBytecodeCache(str(where))
 
 
-def environment() -> jinja2.Environment:
+def environment(provider: str | None = None, templates: Path | None = None) -> jinja2.Environment:
+    """The templates of labgen, and with `templates` the provider's own folder, whose
+    templates are named "<provider>/..." (README.md.j2 imports "<provider>/readme.md.j2")."""
     import jinja2  # only the verbs that render need it (verify and status do not: ~0.03 s)
+    loader: jinja2.BaseLoader = jinja2.FileSystemLoader(str(resource_dir("templates")))
+    if provider is not None and templates is not None:
+        loader = jinja2.ChoiceLoader([jinja2.PrefixLoader(
+            {provider: jinja2.FileSystemLoader(str(templates))}), loader])
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(resource_dir("templates"))),
+        loader=loader,
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
         keep_trailing_newline=True, autoescape=False, bytecode_cache=_bytecode_cache(),
     )
@@ -68,20 +74,25 @@ class Source(Protocol):
         """How long the root node of an RSTP lab waits for the other nodes' underlay
         addresses before it adds its tunnels anyway (Lab.tunnels_last)."""
 
+    @property
+    def templates(self) -> Path:
+        """Its templates folder (templates/<provider>/ for the shipped ones): readme.md.j2
+        and whatever files() renders, named "<provider>/..." in the environment."""
+
     def files(self, lab: Lab, env: jinja2.Environment) -> dict[str, str]:
-        """Extra files of the lab directory, rendered from templates/<provider>/."""
+        """Extra files of the lab directory, rendered from its templates folder."""
 
 
 def render_files(lab: Lab, provider: Source) -> dict[str, str]:
     """Every text file of the lab directory, by relative path. They never depend on where
     the lab directory is (the README's commands run from inside it)."""
-    env = environment()
+    env = environment(lab.provider, provider.templates)
     files = {
         LAB_FILE: lab_json(lab),
         "topology.dot": env.get_template("topology.dot.j2").render(lab=lab),
         "README.md": env.get_template("README.md.j2").render(lab=lab),
     }
-    files |= provider.files(lab, env)       # e.g. the Vagrantfile, from templates/<provider>/
+    files |= provider.files(lab, env)       # e.g. the Vagrantfile, from its templates folder
     node_tpl = env.get_template("node.sh.j2")
     for node in lab.nodes:
         files[f"provision/{node.name}.sh"] = node_tpl.render(

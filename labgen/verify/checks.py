@@ -218,12 +218,6 @@ def _hex(addr: str) -> str:
     return "0x" + "".join(f"{int(o):02x}" for o in addr.split("."))
 
 
-def capture_timeout(lab: Lab) -> float:
-    """How long a capture may wait for its packets before the check fails. Only a failing
-    check ever waits this long: the capture ends by itself once it has them."""
-    return 20.0 if lab.provider == "netns" else 90.0
-
-
 def capture_start(lab: Lab, src: str, dst: str, limit: float) -> str:
     """Start tcpdump in the background on the node's underlay NIC and return only once it is
     really listening: its own "listening on" line (printed once the socket and filter are
@@ -255,11 +249,11 @@ def capture_collect(workdir: str) -> str:
             f"cat {d}/out; cat {d}/err >&2; read -r rc <{d}/rc; rm -rf {d}; exit $rc")
 
 
-def run_tunnel_checks(lab: Lab, runners: Mapping[str, Runner]) -> list[Check]:
+def run_tunnel_checks(lab: Lab, runners: Mapping[str, Runner], limit: float) -> list[Check]:
     """Capture on the receiving node's underlay NIC while the sender's namespace pings. The
     pings start only once the capture listens; the sender keeps pinging, round after round,
-    until the capture has its packets (or its own timeout ends it)."""
-    limit = capture_timeout(lab)
+    until the capture has its packets (or its own timeout, `limit` seconds: the provider's
+    capture_wait, ends it)."""
 
     def one(pair: tuple[Node, Node]) -> Check:
         sender, receiver = pair

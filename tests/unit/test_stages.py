@@ -6,6 +6,7 @@ import re
 
 from support import DESIGN, README, readme_block
 
+from labgen import providers
 from labgen.report.tables import to_dict
 from labgen.verify.results import Check, Report
 from labgen.verify.stages import NAMES, STAGES, groups, markdown
@@ -27,10 +28,11 @@ def test_stage_order_and_groups():
     assert NAMES == ("nodes", "config", "underlay", "stp", "overlay", "tunnel", "mtu")
     # Namespaces: the capture and the MTU probes run together. An emulated VM runs them one
     # after the other (both at once starve the guest).
-    assert [[s.name for s in g] for g in groups("netns")][-1:] == [["tunnel", "mtu"]]
-    assert [[s.name for s in g] for g in groups("libvirt")][-2:] == [["tunnel"], ["mtu"]]
-    for provider in ("netns", "libvirt"):
-        assert [s.name for g in groups(provider) for s in g] == list(NAMES)
+    # The provider says which it is (stages_apart), not its name.
+    assert [[s.name for s in g] for g in groups(providers.get("netns").stages_apart)][-1:] == [["tunnel", "mtu"]]
+    assert [[s.name for s in g] for g in groups(providers.get("libvirt").stages_apart)][-2:] == [["tunnel"], ["mtu"]]
+    for apart in (False, True):
+        assert [s.name for g in groups(apart) for s in g] == list(NAMES)
     assert all(s.proves for s in STAGES)
 
 

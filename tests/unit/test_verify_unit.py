@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 
 from rich.console import Console
 
+from labgen import providers
 from labgen.lab.model import Options
 from labgen.lifecycle import build_lab
 from labgen.nodes.runner import LocalRunner, Result, RunnerError
@@ -79,7 +80,7 @@ class AnsweringRunner:
 
 def test_unreachable_node_fails_its_checks_and_skips_later_stages():
     lab = build_lab(Options(tunnel="gre", provider="netns"))
-    report = verify(lab, {"node1": AnsweringRunner(), "node2": DeadRunner()}, timeout=1)
+    report = verify(lab, {"node1": AnsweringRunner(), "node2": DeadRunner()}, providers.get("netns"), timeout=1)
     nodes = [c for c in report.checks if c.stage == "nodes"]
     assert [c.passed for c in nodes] == [True, False]
     assert "connection refused" in nodes[1].evidence

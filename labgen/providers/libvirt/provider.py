@@ -36,6 +36,7 @@ from labgen.providers.libvirt.registry import (
 )
 from labgen.providers.libvirt.settings import LibvirtSettings, settings_of
 from labgen.providers.libvirt.virsh import DOMAIN, NETWORK, VOLUME, libvirt_host, names, on_host, virsh, volumes
+from labgen.resources import resource_dir
 from labgen.system.hostfacts import fix_kvm_access, is_root, kvm_access_drift, kvm_usable
 from labgen.system.owner import Owner
 from labgen.vagrant import command as vagrant_cli
@@ -66,6 +67,10 @@ class LibvirtProvider:
     # Vagrant leaves the underlay NIC unconfigured (auto_config false), NetworkManager may run.
     script_sets_underlay_address: ClassVar[bool] = True
     peer_wait: ClassVar[float] = 120.0     # VMs boot and provision each at its own pace
+    remote_nodes: ClassVar[bool] = True     # --host node2=qemu+ssh://...: a VM on another host
+    stages_apart: ClassVar[bool] = True     # tunnel and mtu at once starve an emulated guest
+    capture_wait: ClassVar[float] = 90.0
+    templates: ClassVar[Path] = resource_dir("templates") / "libvirt"
 
     # ---- the model's questions ------------------------------------------------------------
     def validate(self, opts: Options, underlay: IPv4Network, datapath: str) -> None:

@@ -35,6 +35,7 @@ from labgen.providers.netns.byname import (
     sh,
 )
 from labgen.providers.nodescript import failure
+from labgen.resources import resource_dir
 from labgen.system.hostfacts import DEBIAN_PACKAGES, is_root, missing_line, missing_tools
 from labgen.system.owner import Owner
 
@@ -60,6 +61,10 @@ class NetnsProvider:
     owns_system_files: ClassVar[bool] = False  # an emulated node must not touch the host's files
     script_sets_underlay_address: ClassVar[bool] = False   # netdev only: br-phy holds it
     peer_wait: ClassVar[float] = 20.0
+    remote_nodes: ClassVar[bool] = False        # every node runs on this host
+    stages_apart: ClassVar[bool] = False        # namespaces keep up: tunnel and mtu run together
+    capture_wait: ClassVar[float] = 20.0
+    templates: ClassVar[Path] = resource_dir("templates") / "netns"
 
     # ---- the model's questions ------------------------------------------------------------
     def validate(self, opts: Options, underlay: IPv4Network, datapath: str) -> None:
