@@ -311,3 +311,20 @@ def test_prune_forgets_only_the_vagrant_machines_it_removed(tmp_path):
     dropped = forget_machines(tmp_path, {"u-1", "u-2", "u-3"})
     assert sorted(dropped) == sorted(records[u] for u in ("u-1", "u-2", "u-3"))
     assert [u for u, d in records.items() if d.exists()] == ["other"]
+
+
+def test_up_skips_vagrant_only_when_every_guest_runs_in_its_recorded_domain(split_lab, tmp_path, monkeypatch):
+    """A running lab's `up` needs no `vagrant up` (~25 s to say so); a node without Vagrant's
+    record, or whose recorded domain is not among the running ones, still gets it."""
+    from labgen.providers.libvirt.project import hosts, project_dir, running_as_recorded
+    lab, lab_dir = split_lab
+    fake(tmp_path, monkeypatch, "virsh", 'echo "  u-node1  "; echo u-other')
+    local = hosts(lab)[0]
+    assert local.nodes == ("node1",)
+    record = project_dir(lab_dir, local) / ".vagrant" / "machines" / "node1" / "libvirt" / "id"
+    assert not running_as_recorded(lab, lab_dir, local)       # never brought up
+    record.parent.mkdir(parents=True)
+    record.write_text("u-node1")
+    assert running_as_recorded(lab, lab_dir, local)
+    record.write_text("u-gone")                                 # a domain that stopped or went
+    assert not running_as_recorded(lab, lab_dir, local)

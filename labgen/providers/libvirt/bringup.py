@@ -71,6 +71,9 @@ class Bringup:
         self.peers: list[Bringup] = []     # killed when this one fails: no point going on
         self.started: Callable[[int], None] = lambda pid: None     # told vagrant's PID
         self.stopped_for: str | None = None     # the peer whose failure stopped this one
+        # Every guest of this host already runs in the domain Vagrant recorded for it: no
+        # `vagrant up` (nothing for it to do), the scripts run at once.
+        self.running = False
 
     @property
     def failed(self) -> bool:
@@ -78,13 +81,21 @@ class Bringup:
 
     def start(self) -> None:
         # The scripts are labgen's to run (below), on a new lab and on a running one alike.
+        if self.running:
+            for node in self.hv.nodes:
+                self.progress(node, "running: no boot, provisioning again")
+            self.past_creation.set()
+            self._thread.start()
+            return
         self._proc = vagrant_cli.start(["up", "--provider", "libvirt", "--no-provision"], cwd=self.project,
                                        timeout=vagrant_cli.up_timeout(self.project))
         self.started(self._proc.pid)
         self._thread.start()
 
     def _run(self) -> None:
-        assert self._proc is not None
+        if self._proc is None:      # running already: no vagrant up
+            self._provision_all()
+            return
         stage: dict[str, str] = {}
         tail: list[str] = []
         try:
@@ -111,8 +122,12 @@ class Bringup:
             self.past_creation.set()
         if self.error is not None:
             self._halt()        # vagrant up failed: the scripts that run have no lab to finish
-        else:
-            # A running lab: Vagrant reports no boot, and the scripts run now.
+        self._provision_all()
+
+    def _provision_all(self) -> None:
+        """The scripts not started yet start now (a running lab: Vagrant reported no boot),
+        and all are waited for."""
+        if self.error is None:
             for node in self.hv.nodes:
                 self._start_script(node)
         for thread in list(self._scripts.values()):

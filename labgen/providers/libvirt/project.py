@@ -33,3 +33,15 @@ def machine_ids(lab: Lab, lab_dir: Path) -> dict[str, str]:
         for f in (project_dir(lab_dir, hv) / ".vagrant" / "machines").glob("*/libvirt/id"):
             ids[f.parts[-3]] = f.read_text().strip()
     return ids
+
+
+def running_as_recorded(lab: Lab, lab_dir: Path, hv: Hypervisor) -> bool:
+    """Does every node of hv run in the very domain Vagrant recorded for it? Then `vagrant up`
+    has nothing to do (it would spend ~25 s of Ruby and libvirt calls saying so)."""
+    from labgen.providers.libvirt.virsh import virsh
+    recorded = [project_dir(lab_dir, hv) / ".vagrant" / "machines" / n / "libvirt" / "id" for n in hv.nodes]
+    if not all(f.is_file() for f in recorded):
+        return False
+    res = virsh(hv.uri, "list", "--uuid")
+    running = {ln.strip() for ln in res.stdout.splitlines() if ln.strip()}
+    return res.returncode == 0 and all(f.read_text().strip() in running for f in recorded)

@@ -24,7 +24,15 @@ from labgen.providers import Found, NodeStatus, Progress
 from labgen.providers.libvirt import hostchecks
 from labgen.providers.libvirt.bringup import Bringup, fetch_ssh_config, ssh_config_cache
 from labgen.providers.libvirt.hypervisors import LOCAL_URI, Hypervisor, links, plan
-from labgen.providers.libvirt.project import domains, host_of, hosts, log_path, machine_ids, project_dir
+from labgen.providers.libvirt.project import (
+    domains,
+    host_of,
+    hosts,
+    log_path,
+    machine_ids,
+    project_dir,
+    running_as_recorded,
+)
 from labgen.providers.libvirt.registry import (
     forget_machines,
     note_vagrant,
@@ -163,6 +171,7 @@ class LibvirtProvider:
             run.peers = [r for r in runs if r is not run]
             run.started = lambda pid: note_vagrant(lab.name, pid)
             ssh_config_cache(run.project).unlink(missing_ok=True)
+            run.running = running_as_recorded(lab, lab_dir, run.hv)
         # Two URIs may reach ONE libvirtd (the same machine by two names): then one host after
         # the other up to the domains' start, then side by side, so that its box volume and
         # management network are created once, not raced. Distinct hosts start together.
