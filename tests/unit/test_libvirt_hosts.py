@@ -315,8 +315,9 @@ def test_prune_forgets_only_the_vagrant_machines_it_removed(tmp_path):
 
 def test_up_skips_vagrant_only_when_every_guest_runs_in_its_recorded_domain(split_lab, tmp_path, monkeypatch):
     """A running lab's `up` needs no `vagrant up` (~25 s to say so); a node without Vagrant's
-    record, or whose recorded domain is not among the running ones, still gets it."""
-    from labgen.providers.libvirt.project import hosts, project_dir, running_as_recorded
+    record, one whose recorded domain is not among the running ones, or one that no up has
+    provisioned to the end in that domain (still booting, perhaps), still gets it."""
+    from labgen.providers.libvirt.project import hosts, project_dir, provisioned_mark, running_as_recorded
     lab, lab_dir = split_lab
     fake(tmp_path, monkeypatch, "virsh", 'echo "  u-node1  "; echo u-other')
     local = hosts(lab)[0]
@@ -325,6 +326,8 @@ def test_up_skips_vagrant_only_when_every_guest_runs_in_its_recorded_domain(spli
     assert not running_as_recorded(lab, lab_dir, local)       # never brought up
     record.parent.mkdir(parents=True)
     record.write_text("u-node1")
+    assert not running_as_recorded(lab, lab_dir, local)       # running, but never provisioned
+    provisioned_mark(project_dir(lab_dir, local)).write_text("node1 u-node1\n")
     assert running_as_recorded(lab, lab_dir, local)
     record.write_text("u-gone")                                 # a domain that stopped or went
     assert not running_as_recorded(lab, lab_dir, local)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from labgen.errors import ProviderError
 from labgen.providers import Progress
 from labgen.providers.libvirt.hypervisors import Hypervisor
+from labgen.providers.libvirt.project import provisioned_mark, recorded_domains
 from labgen.vagrant import command as vagrant_cli
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ class Bringup:
         return self.error is not None or bool(self.script_errors)
 
     def start(self) -> None:
+        provisioned_mark(self.project).unlink(missing_ok=True)     # written again at the end
         # The scripts are labgen's to run (below), on a new lab and on a running one alike.
         if self.running:
             for node in self.hv.nodes:
@@ -137,6 +139,10 @@ class Bringup:
         if self.failed and self.stopped_for is None:
             for peer in self.peers:
                 peer.kill(because=self.hv.name)
+        elif not self.failed and not self._halted:
+            recorded = recorded_domains(self.project, self.hv)
+            if recorded is not None:
+                provisioned_mark(self.project).write_text(recorded)
 
     def _prefetch_ssh_config(self) -> None:
         """How to reach the guests, asked once each has its address (while they boot):
