@@ -113,12 +113,6 @@ def restore_command(added_qdisc: bool) -> str:
     return "\n".join(lines + ['echo "$t"'])
 
 
-def installed_command() -> str:
-    """Prints the cut's filter on the node's underlay NIC, if it is there (a check, and
-    what a clean-up looks for)."""
-    return "\n".join([_nic(), f'tc filter show dev "$nic" egress pref {PREF}'])
-
-
 def parse_cut(stdout: str) -> tuple[float, bool]:
     """cut_command's output -> (time, whether it added the clsact qdisc). ValueError when it
     is not that."""
