@@ -11,7 +11,7 @@ datapath routes the encapsulated packet out of the NIC the same way. The NIC's i
 would not do: an AF_PACKET receiver (OVS userspace) gets the frame before the ingress hook.
 Dropping on both nodes' egress stops both directions.
 
-The drop is a classic BPF program in cls_bpf, direct-action (returns TC_ACT_SHOT), on a
+The drop is a classic BPF program in cls_bpf, direct-action (returns TC_ACT_STOLEN: gone, and the send succeeds), on a
 clsact qdisc: it needs neither cls_flower nor act_gact (kernels without them exist; the
 CI's has neither), only sch_ingress (clsact) and cls_bpf, which every distribution kernel
 builds. The program matches IPv4 to the remote's underlay address and the tunnel's own
@@ -40,8 +40,13 @@ LD_H_ABS, LD_W_ABS, LD_B_ABS = 0x28, 0x20, 0x30
 LDX_B_MSH, LD_H_IND = 0xB1, 0x48
 JEQ_K, RET_K = 0x15, 0x06
 ETH_P_IP = 0x0800
-# cls_bpf direct-action verdicts (linux/pkt_cls.h): drop, and "no verdict: go on".
-TC_ACT_SHOT, TC_ACT_UNSPEC = 2, 0xFFFFFFFF
+# cls_bpf direct-action verdicts (linux/pkt_cls.h): taken (dropped, the sender told it was
+# sent), and "no verdict: go on". Not TC_ACT_SHOT: at egress that makes the send fail
+# (ENOBUFS), and OVS userspace sends a flooded frame's copies in one sendmmsg, which stops at
+# the first error: the copy to the cut node's address failed and the copies to every other
+# node behind it were never sent (ARP broadcasts did not reach the tunnel that took over;
+# measured). A wire that loses a frame tells the sender nothing.
+TC_ACT_STOLEN, TC_ACT_UNSPEC = 4, 0xFFFFFFFF
 # Offsets in an Ethernet frame (the NIC's egress sees the Ethernet header).
 OFF_ETHERTYPE, OFF_IP, OFF_PROTO, OFF_DST = 12, 14, 23, 30
 
@@ -49,7 +54,7 @@ Insn = tuple[int, int, int, int]        # (code, jt, jf, k)
 
 
 def drop_program(remote_ip: str, kind: TunnelKind) -> list[Insn]:
-    """The classic BPF program: TC_ACT_SHOT for an IPv4 frame to `remote_ip` carrying the
+    """The classic BPF program: TC_ACT_STOLEN for an IPv4 frame to `remote_ip` carrying the
     tunnel's encapsulation, TC_ACT_UNSPEC (the next filter decides) for anything else."""
     dst = int(ipaddress.IPv4Address(remote_ip))
     body: list[tuple[int, int | None, int]] = [     # (code, jump to fail when not equal?, k)
@@ -64,7 +69,7 @@ def drop_program(remote_ip: str, kind: TunnelKind) -> list[Insn]:
     out: list[Insn] = []
     for i, (code, jumps, k) in enumerate(body):
         out.append((code, 0, fail - i - 1, k) if jumps else (code, 0, 0, k))
-    return out + [(RET_K, 0, 0, TC_ACT_SHOT), (RET_K, 0, 0, TC_ACT_UNSPEC)]
+    return out + [(RET_K, 0, 0, TC_ACT_STOLEN), (RET_K, 0, 0, TC_ACT_UNSPEC)]
 
 
 def bytecode(program: list[Insn]) -> str:

@@ -61,7 +61,7 @@ def frame(dst: str, proto: int, dport: int = 0, ihl: int = 5, ethertype: int = 0
     return eth + ip + l4 + bytes(40)
 
 
-SHOT, UNSPEC = tunnelcut.TC_ACT_SHOT, tunnelcut.TC_ACT_UNSPEC
+DROP, UNSPEC = tunnelcut.TC_ACT_STOLEN, tunnelcut.TC_ACT_UNSPEC
 
 
 @pytest.mark.parametrize("kind", tunnels.NAMES)
@@ -69,8 +69,8 @@ def test_the_program_drops_exactly_the_tunnels_traffic_to_the_remote(kind):
     k = tunnels.get(kind)
     prog = tunnelcut.drop_program(REMOTE, k)
     own = frame(REMOTE, k.ip_proto, k.udp_port or 0)
-    assert run_bpf(prog, own) == SHOT
-    assert run_bpf(prog, frame(REMOTE, k.ip_proto, k.udp_port or 0, ihl=7)) == SHOT    # IP options
+    assert run_bpf(prog, own) == DROP
+    assert run_bpf(prog, frame(REMOTE, k.ip_proto, k.udp_port or 0, ihl=7)) == DROP    # IP options
     assert run_bpf(prog, frame(OTHER, k.ip_proto, k.udp_port or 0)) == UNSPEC          # another node
     assert run_bpf(prog, frame(REMOTE, 6)) == UNSPEC                                   # not the tunnel
     assert run_bpf(prog, frame(REMOTE, 1)) == UNSPEC                                   # ICMP
@@ -80,7 +80,7 @@ def test_the_program_drops_exactly_the_tunnels_traffic_to_the_remote(kind):
     else:
         assert run_bpf(prog, frame(REMOTE, 17, 4789)) == UNSPEC
     # Every jump lands inside the program; it ends in the two verdicts.
-    assert prog[-2:] == [(tunnelcut.RET_K, 0, 0, SHOT), (tunnelcut.RET_K, 0, 0, UNSPEC)]
+    assert prog[-2:] == [(tunnelcut.RET_K, 0, 0, DROP), (tunnelcut.RET_K, 0, 0, UNSPEC)]
     for i, (code, jt, jf, _) in enumerate(prog):
         if code == tunnelcut.JEQ_K:
             assert i + 1 + jf == len(prog) - 1 and jt == 0
