@@ -10,7 +10,13 @@ stream runs; both ends go down in one `ip -batch` (to OVS, a cable pulled: no ca
 either end); once OVS reports the ends down, the tree is judged, and traffic must come back;
 then both ends come up, the tree is judged again and traffic must come back again. Whatever
 happens, a link that was cut is brought back up before the next one is touched, and on the
-way out (failure, Ctrl-C)."""
+way out (failure, Ctrl-C).
+
+A tunnel has no carrier: it is cut in the underlay (tunnelcut.py: each node drops what it
+sends to the other's underlay address), and spanning tree notices only when the far end's
+BPDUs age out: "seen" is then both ends designated (neither hears the other), and while it
+is cut the tree is judged with the tunnel absent (it carries nothing, whatever its ends
+report). The restore deletes exactly the filters the cut added."""
 from __future__ import annotations
 
 import time
@@ -18,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from labgen.failover import outage, probes
+from labgen.failover import outage, probes, tunnelcut
 from labgen.failover.redundancy import LabLink, lab_links
 from labgen.failover.treepath import probe_pair
 from labgen.lab.model import Lab
@@ -26,7 +32,15 @@ from labgen.nodes.runner import Runner, RunnerError
 from labgen.verify.checks import poll_tree
 from labgen.verify.judges import one_line
 from labgen.verify.results import Check
-from labgen.verify.spantree import STATE_COMMAND, BridgeState, forwarding_links, parse_state, port_state
+from labgen.verify.spantree import (
+    STATE_COMMAND,
+    BridgeState,
+    Link,
+    forwarding_links,
+    parse_state,
+    port_state,
+    state_command,
+)
 
 State = dict[str, dict[str, BridgeState]]
 Say = Callable[[str, str], None]
@@ -113,6 +127,82 @@ def switch(runners: Mapping[str, Runner], link: LabLink, how: str) -> float:
     return t
 
 
+class TunnelCut:
+    """A tunnel cut in the underlay on both its nodes (tunnelcut.py), and what the cut added
+    on each (restore removes exactly that; `installed` is what is still to remove)."""
+
+    def __init__(self, lab: Lab, runners: Mapping[str, Runner], link: LabLink):
+        assert link.bridges is not None
+        self.runners, self.link = runners, link
+        self.kind = lab.kind
+        (na, _, _), (nb, _, _) = link.bridges.a, link.bridges.b
+        self.ends = [tunnelcut.End(n, _remote_ip(lab, n, m)) for n, m in ((na, nb), (nb, na))]
+        self.installed: dict[str, bool] = {}      # node -> whether its clsact qdisc was added
+
+    def cut(self) -> float:
+        """Drop on both nodes, the link's node first; its time just before its drop."""
+        t = None
+        for end in self.ends:
+            r = self.runners[end.node]
+            res = r.run(tunnelcut.cut_command(end, self.kind), timeout=15 * r.timeout_scale)
+            try:
+                if not res.ok:
+                    raise ValueError(one_line(res.output) or f"exit {res.exit_code}")
+                at, added = tunnelcut.parse_cut(res.stdout)
+            except ValueError as exc:
+                raise CutError(f"{self.link.key}: dropping the tunnel's underlay traffic failed "
+                               f"on {end.node}: {exc}") from None
+            self.installed[end.node] = added
+            if end.node == self.link.node:
+                t = at
+        assert t is not None
+        return t
+
+    def restore(self) -> float | None:
+        """Remove what the cut added, on each node where it is; the link's node's time just
+        before its removal (None: nothing was there to remove on it)."""
+        t = None
+        for node, added in list(self.installed.items()):
+            r = self.runners[node]
+            res = r.run(tunnelcut.restore_command(added), timeout=15 * r.timeout_scale)
+            if not res.ok:
+                raise CutError(f"{self.link.key}: removing the underlay drop failed on {node}: "
+                               f"{one_line(res.output) or f'exit {res.exit_code}'}")
+            del self.installed[node]
+            if node == self.link.node:
+                t = tunnelcut.parse_time(res.stdout)
+        return t
+
+
+def _remote_ip(lab: Lab, node: str, remote: str) -> str:
+    """The address `node`'s tunnel to `remote` sends to."""
+    return next(t.remote_ip for t in lab.node(node).tunnels if t.remote_node == remote)
+
+
+def _tunnel_seen(lab: Lab, runners: Mapping[str, Runner], link: LabLink, cut: bool,
+                 timeout: float) -> bool:
+    """Poll OVS on both nodes until spanning tree has seen a tunnel cut (both ends
+    designated: neither receives the other's BPDUs, whose information aged out) or its
+    restore (one end no longer designated: BPDUs cross again)."""
+    assert link.bridges is not None
+    ends = (link.bridges.a, link.bridges.b)
+
+    def seen() -> bool | None:
+        designated = []
+        for end in ends:
+            node = end[0]
+            res = runners[node].run(state_command(lab.stp), timeout=15 * runners[node].timeout_scale)
+            try:
+                p = port_state(lab, {node: parse_state(node, res.stdout, lab.stp, lab.bridges)}, end)
+            except (ValueError, KeyError, TypeError, IndexError):
+                return None
+            if p is None:
+                return None
+            designated.append(p.role == "designated")
+        return True if (all(designated) if cut else not all(designated)) else None
+    return _poll_until(seen, timeout) is not None
+
+
 def _ends_seen(lab: Lab, runners: Mapping[str, Runner], link: LabLink, down: bool,
                timeout: float) -> bool:
     """Poll OVS on the link's node until its spanning tree reports both ends disabled (down)
@@ -155,14 +245,16 @@ def _poll_until(probe: Callable[[], T | None], timeout: float) -> T | None:
         time.sleep(0.05)    # a poll interval, not a wait for an assumed duration
 
 
-def _took_over(lab: Lab, before: State, after: State) -> list[tuple[str, str, str]]:
+def _took_over(lab: Lab, before: State, after: State,
+               cut: tuple[Link, ...] = ()) -> list[tuple[str, str, str]]:
     """The ports that took over: of the links that forward after a change and did not
     before, the ends that were alternate or backup ports (blocked by the tree); else every
     end that did not forward. (With RSTP the designated end facing an alternate port may
-    also have been discarding: it did not take over from anything.)"""
+    also have been discarding: it did not take over from anything.) A link in `cut` carries
+    nothing after the change, whatever its ends report (a tunnel cut in the underlay)."""
     was = set(forwarding_links(lab, before))
     moved = []
-    for ln in forwarding_links(lab, after):
+    for ln in forwarding_links(lab, after, cut):
         if ln in was:
             continue
         for end in (ln.a, ln.b):
@@ -200,6 +292,8 @@ def cut_one(lab: Lab, runners: Mapping[str, Runner], link: LabLink, state: State
     where = link.key
     stream: probes.Stream | None = None
     down = False
+    tcut = TunnelCut(lab, runners, link) if link.tunnel else None
+    cut_links: tuple[Link, ...] = (link.bridges,) if link.tunnel else ()
     try:
         # The stream ends by itself even if labgen dies: four waits of `settle` and a margin.
         stream = probes.start(runner, src.name, dst.address, 4 * settle + 30, tag=lab.name)
@@ -209,15 +303,24 @@ def cut_one(lab: Lab, runners: Mapping[str, Runner], link: LabLink, state: State
             r.problems.append(f"no steady stream before the cut: fewer than {BASELINE} probes "
                               f"from {src.name} to {dst.address} answered within {settle:g} s")
             return r, state
-        t_cut = switch(runners, link, "down")
-        m_cut = time.monotonic()
-        down = True
-        say(where, f"cut ({link.label})")
-        if not _ends_seen(lab, runners, link, True, settle):
-            r.problems.append(f"OVS did not report {link.label} down within {settle:g} s of the cut")
-        checks, after = poll_tree(lab, runners, settle)
+        if tcut is not None:
+            down = True         # from the first filter on: the finally removes what is there
+            t_cut = tcut.cut()
+            m_cut = time.monotonic()
+            say(where, f"cut ({link.label}: the underlay drops its {lab.kind.title} both ways)")
+            if not _tunnel_seen(lab, runners, link, True, settle):
+                r.problems.append(f"spanning tree did not see {link.label} cut (both ends designated, "
+                                  f"the far end's BPDUs aged out) within {settle:g} s of the cut")
+        else:
+            t_cut = switch(runners, link, "down")
+            m_cut = time.monotonic()
+            down = True
+            say(where, f"cut ({link.label})")
+            if not _ends_seen(lab, runners, link, True, settle):
+                r.problems.append(f"OVS did not report {link.label} down within {settle:g} s of the cut")
+        checks, after = poll_tree(lab, runners, settle, cut=cut_links)
         r.tree_after_cut = _tree(checks)
-        r.took_over = _took_over(lab, state, after)
+        r.took_over = _took_over(lab, state, after, cut_links)
         draw(after, f"{link.key} cut", link.bridges.a, tuple(r.took_over))
         if not r.tree_after_cut.passed:
             r.problems.append(f"after the cut: {r.tree_after_cut.evidence}")
@@ -227,12 +330,23 @@ def cut_one(lab: Lab, runners: Mapping[str, Runner], link: LabLink, state: State
         back_after_cut = _wait_stream(stream, lambda rec: rec.answered_after(mark) > 0, settle) is not None
         if not back_after_cut:
             r.problems.append(_not_carried(lab, r, settle))
-        t_restore = switch(runners, link, "up")
-        m_restore = time.monotonic()
-        down = False
-        say(where, "restored")
-        if not _ends_seen(lab, runners, link, False, settle):
-            r.problems.append(f"OVS did not report {link.label} back within {settle:g} s of the restore")
+        if tcut is not None:
+            restored_at = tcut.restore()
+            assert restored_at is not None
+            t_restore = restored_at
+            m_restore = time.monotonic()
+            down = False
+            say(where, "restored")
+            if not _tunnel_seen(lab, runners, link, False, settle):
+                r.problems.append(f"spanning tree did not see {link.label} back (BPDUs crossing: "
+                                  f"one end no longer designated) within {settle:g} s of the restore")
+        else:
+            t_restore = switch(runners, link, "up")
+            m_restore = time.monotonic()
+            down = False
+            say(where, "restored")
+            if not _ends_seen(lab, runners, link, False, settle):
+                r.problems.append(f"OVS did not report {link.label} back within {settle:g} s of the restore")
         checks, state = poll_tree(lab, runners, settle)
         r.tree_after_restore = _tree(checks)
         draw(state, f"{link.key} restored", None, ())
@@ -272,7 +386,10 @@ def cut_one(lab: Lab, runners: Mapping[str, Runner], link: LabLink, state: State
         # Leave the lab as it was found, whatever ended this (a failure, Ctrl-C).
         if down:
             try:
-                switch(runners, link, "up")
+                if tcut is not None:
+                    tcut.restore()
+                else:
+                    switch(runners, link, "up")
                 say(where, "restored")
             except (RunnerError, CutError) as exc:
                 r.problems.append(f"could not restore {link.key}: {exc}")
@@ -320,9 +437,6 @@ def run_failover(lab: Lab, runners: Mapping[str, Runner], chosen: list[LabLink],
     for link in chosen:
         if link.spof:
             report.links.append(LinkResult(link, note=f"single point of failure: {link.spof}; not cut"))
-        elif link.tunnel:
-            report.links.append(LinkResult(link, note="redundant; not cut: a tunnel port has no "
-                                                      "carrier to take away (not implemented)"))
         elif stop:
             report.links.append(LinkResult(link, note=stop))
         else:

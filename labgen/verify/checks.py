@@ -7,7 +7,7 @@ from __future__ import annotations
 import shlex
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
@@ -17,7 +17,15 @@ from labgen.nodes.runner import Result, Runner, RunnerError
 from labgen.verify import config_judges, judges
 from labgen.verify.batch import Planned, ns_exec
 from labgen.verify.results import Check
-from labgen.verify.spantree import BridgeState, bridge_problems, judge_tree, model_ports, parse_state, state_command
+from labgen.verify.spantree import (
+    BridgeState,
+    Link,
+    bridge_problems,
+    judge_tree,
+    model_ports,
+    parse_state,
+    state_command,
+)
 
 
 def ping(wait: float, addr: str, extra: str = "") -> str:
@@ -114,13 +122,14 @@ def run_stp_checks(lab: Lab, runners: Mapping[str, Runner], timeout: float,
 
 
 def poll_tree(lab: Lab, runners: Mapping[str, Runner], timeout: float,
-              interval: float = 0.1) -> tuple[list[Check], dict[str, dict[str, BridgeState]]]:
+              interval: float = 0.1, cut: Collection[Link] = ()) -> tuple[list[Check], dict[str, dict[str, BridgeState]]]:
     """Poll every node until the lab's mode is on for every bridge, every port reports its
     state, nothing is still moving (spantree.idle_ports: what may) and the forwarding links
     of all nodes form one spanning tree; that must hold on two polls in a row. A bridge
     without loop protection or a node that does not answer will not heal by waiting: those
     fail at once. Returns the checks and the state last read (failover reads the tree from
-    it: the same judgement the stp stage makes)."""
+    it: the same judgement the stp stage makes). `cut`: links failover has cut without taking
+    their carrier (tunnels): judged absent (spantree.judge_tree)."""
     mode = lab.stp.upper()
     command = state_command(lab.stp)
     started = time.monotonic()
@@ -144,7 +153,7 @@ def poll_tree(lab: Lab, runners: Mapping[str, Runner], timeout: float,
                 continue
             node_problems[node] = bridge_problems(lab, states[node])
             static |= any("=false" in p or p.endswith(" missing") for p in node_problems[node])
-        verdict = judge_tree(lab, states) if len(states) == len(lab.nodes) else None
+        verdict = judge_tree(lab, states, cut) if len(states) == len(lab.nodes) else None
         calm = verdict is not None and verdict.ok and not any(node_problems.values())
         if (calm and held) or static or time.monotonic() >= deadline:
             break

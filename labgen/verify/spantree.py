@@ -12,6 +12,7 @@ at 10 characters, which makes `vxlan-node2` and `vxlan-node3` the same).
 """
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from labgen.lab.model import Lab, Node
@@ -173,20 +174,30 @@ def port_state(lab: Lab, state: dict[str, dict[str, BridgeState]],
     return br.ports[name]
 
 
-def forwarding_links(lab: Lab, state: dict[str, dict[str, BridgeState]]) -> list[Link]:
-    """The links of the model whose both ends forward: what traffic can cross."""
+def forwarding_links(lab: Lab, state: dict[str, dict[str, BridgeState]],
+                     cut: Collection[Link] = ()) -> list[Link]:
+    """The links of the model whose both ends forward: what traffic can cross. A link in
+    `cut` (failover dropped its traffic) carries nothing whatever its ends report."""
     out = []
     for link in links(lab):
+        if link in cut:
+            continue
         a, b = port_state(lab, state, link.a), port_state(lab, state, link.b)
         if a is not None and b is not None and a.forwarding and b.forwarding:
             out.append(link)
     return out
 
 
-def judge_tree(lab: Lab, state: dict[str, dict[str, BridgeState]]) -> TreeVerdict:
+def judge_tree(lab: Lab, state: dict[str, dict[str, BridgeState]],
+               cut: Collection[Link] = ()) -> TreeVerdict:
     """Are the forwarding links of all nodes together one spanning tree of all bridges?
     A bridge without the lab's mode enabled forwards on every port, so it counts that way
-    (that is what its traffic does): the loop it closes is then named."""
+    (that is what its traffic does): the loop it closes is then named.
+
+    `cut`: links whose traffic failover drops (a tunnel cut in the underlay: its ports keep
+    their carrier). Such a link is absent from the graph: it carries nothing, so both its
+    ends designated and forwarding (neither receives the other's BPDUs) is no loop, and its
+    ports, whose state is on its way nowhere useful, are not waited for."""
     mode = lab.stp
     problems: list[str] = []
     vertices = [(n.name, b) for n in lab.nodes for b in lab.bridges]
@@ -197,7 +208,8 @@ def judge_tree(lab: Lab, state: dict[str, dict[str, BridgeState]]) -> TreeVerdic
     def port(node: str, bridge: str, name: str) -> PortState | None:
         return port_state(lab, state, (node, bridge, name))
 
-    idle = idle_ports(lab, state) if mode == "rstp" else set()
+    idle = idle_ports(lab, state, cut) if mode == "rstp" else set()
+    idle |= {end for link in cut for end in (link.a, link.b)}
     moving = [f"{n} {b} {p} {s.state}" for n, b in vertices
               for p, s in state[n][b].ports.items()
               if state[n][b].enabled(mode) and (n, b, p) not in idle and (s.state in TRANSITIONAL or (
@@ -222,6 +234,8 @@ def judge_tree(lab: Lab, state: dict[str, dict[str, BridgeState]]) -> TreeVerdic
 
     used = loops = 0
     for link in links(lab):
+        if link in cut:
+            continue
         pa, pb = port(*link.a), port(*link.b)
         if pa is None or pb is None:
             absent = link.a if pa is None else link.b
@@ -244,14 +258,15 @@ def judge_tree(lab: Lab, state: dict[str, dict[str, BridgeState]]) -> TreeVerdic
         # The largest part is "the tree"; what is not in it is cut off (ties: the root's part).
         root_v = next((v for v in vertices if state[v[0]][v[1]].bridge_id == root), None)
         main = max(components, key=lambda c: (len(components[c]), root_v in components[c]))
-        cut = sorted(f"{n} {b}" for c, vs in components.items() if c != main for n, b in vs)
-        problems.append(f"cut off from the other bridges: {', '.join(cut)}")
+        apart = sorted(f"{n} {b}" for c, vs in components.items() if c != main for n, b in vs)
+        problems.append(f"cut off from the other bridges: {', '.join(apart)}")
     is_tree = not loops and used == len(vertices) - 1 and len(components) == 1
     return TreeVerdict(not moving, is_tree, problems + ([f"still settling: {', '.join(moving)}"]
                                                        if moving else []), root, used)
 
 
-def idle_ports(lab: Lab, state: dict[str, dict[str, BridgeState]]) -> set[tuple[str, str, str]]:
+def idle_ports(lab: Lab, state: dict[str, dict[str, BridgeState]],
+               cut: Collection[Link] = ()) -> set[tuple[str, str, str]]:
     """RSTP: the designated ports that face a discarding alternate or backup port, once no
     information is in flight on any link; such a port may still be on its way to forwarding.
 
@@ -262,11 +277,14 @@ def idle_ports(lab: Lab, state: dict[str, dict[str, BridgeState]]) -> set[tuple[
     the other end is a root, alternate or backup port holding exactly the vector that the
     designated end sends, and every bridge follows the same root. The roles are then those
     RSTP computes from final information, and no role changes until a link or bridge does;
-    any other state: none is idle, every port must reach its state."""
+    any other state: none is idle, every port must reach its state. A link in `cut` is not
+    looked at (its ends hear nothing from each other: both are designated)."""
     out: set[tuple[str, str, str]] = set()
     if len({br.root_id for bridges in state.values() for br in bridges.values()}) != 1:
         return out
     for link in links(lab):
+        if link in cut:
+            continue
         ends = []
         for node, bridge, port in (link.a, link.b):
             br = state.get(node, {}).get(bridge)

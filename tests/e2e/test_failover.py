@@ -213,3 +213,58 @@ def test_interrupted_while_a_link_is_cut_restores_it(stp, sig):
     assert loop_links_up("fo-stp") == {"node1": [], "node2": []}
     assert no_probe_left("fo-stp") == []
     verified(stp)
+
+
+# ---- tunnels: three nodes, RSTP ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rstp3(tmp_path_factory):
+    before = host_state()
+    d = tmp_path_factory.mktemp("fo-tun") / "lab"
+    proc = labgen("create", "gre", "--provider", "netns", "--nodes", "3", "--stp", "rstp",
+                  "--name", "tc-fo3", "--dir", str(d), timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    yield d
+    labgen("destroy", str(d))
+    assert host_state() == before
+
+
+NODES3 = ("node1", "node2", "node3")
+
+
+def underlay_tc(lab: str) -> dict[str, str]:
+    """Per node, the qdiscs and egress filters on its underlay NIC (eth1 on netns nodes)
+    beyond the default: "" when a cut left nothing behind."""
+    out = {}
+    for node in NODES3:
+        qd = node_cmd(lab, node, "tc qdisc show dev eth1").stdout
+        flt = node_cmd(lab, node, "tc filter show dev eth1 egress", check=False).stdout
+        out[node] = "\n".join(ln for ln in (qd + flt).splitlines() if "clsact" in ln or "bpf" in ln)
+    return out
+
+
+def test_rstp_tunnel_cuts_stop_the_traffic_and_heal(rstp3):
+    """Every tunnel of the 3-node mesh cut in the underlay (both nodes drop what they send
+    to each other) and restored. A tunnel in the tree stops the probes until the far end's
+    BPDUs age out (3 hellos) and an alternate takes over: far longer than a veth cut, and
+    proof that the drop really stopped the tunnel's traffic. The blocked tunnel carries
+    nothing: nothing takes over. Each restore leaves eth1 as it was found."""
+    tunnels = ("node1:gre-node2", "node1:gre-node3", "node2:gre-node3")
+    proc = labgen("failover", str(rstp3), *(a for t in tunnels for a in ("--link", t)), "--json",
+                  timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    fo = json.loads(proc.stdout)
+    assert fo["passed"] is True
+    cut = [ln for ln in fo["links"] if ln["cut"]]
+    assert sorted(f"{ln['node']}:{ln['link']}" for ln in cut) == sorted(tunnels)
+    for ln in cut:
+        assert ln["tree_after_cut"] == ln["tree_after_restore"] == "passed", ln
+    crossing = [ln for ln in cut if ln["probe"]["crosses"]]
+    # Three br1s, three tunnels: two carry traffic, the third closes a loop and blocks.
+    assert len(crossing) == 2, cut
+    for ln in crossing:
+        assert ln["took_over"], ln
+        assert ln["lost_on_cut"] > 0 and ln["cut_outage_ms"] > 1000, ln
+    assert not [ln for ln in cut if not ln["probe"]["crosses"] and ln["took_over"]]
+    assert underlay_tc("tc-fo3") == {n: "" for n in NODES3}
+    assert no_probe_left("tc-fo3") == []
+    verified(rstp3)
