@@ -218,14 +218,8 @@ def test_interrupted_while_a_link_is_cut_restores_it(stp, sig):
 # ---- tunnels: three nodes, RSTP ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def rstp3(tmp_path_factory):
-    before = host_state()
-    d = tmp_path_factory.mktemp("fo-tun") / "lab"
-    proc = labgen("create", "gre", "--provider", "netns", "--nodes", "3", "--stp", "rstp",
-                  "--name", "tc-fo3", "--dir", str(d), timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
-    yield d
-    labgen("destroy", str(d))
-    assert host_state() == before
+    for d, _ in netns_lab(tmp_path_factory, "gre", "fo-tun3", "--nodes", "3", "--stp", "rstp", timeout=300):
+        yield d
 
 
 NODES3 = ("node1", "node2", "node3")
@@ -265,6 +259,6 @@ def test_rstp_tunnel_cuts_stop_the_traffic_and_heal(rstp3):
         assert ln["took_over"], ln
         assert ln["lost_on_cut"] > 0 and ln["cut_outage_ms"] > 1000, ln
     assert not [ln for ln in cut if not ln["probe"]["crosses"] and ln["took_over"]]
-    assert underlay_tc("tc-fo3") == {n: "" for n in NODES3}
-    assert no_probe_left("tc-fo3") == []
+    assert underlay_tc("fo-tun3") == {n: "" for n in NODES3}
+    assert no_probe_left("fo-tun3") == []
     verified(rstp3)
