@@ -137,10 +137,12 @@ def stage_table(report: Report, width: int = PLAIN_WIDTH, plain: bool = True) ->
     what_w = max(20, width - sum(_STAGE_FIXED.values()) - gaps)
     t.add_column("stage", width=_STAGE_FIXED["stage"], no_wrap=True)
     t.add_column("result", width=_STAGE_FIXED["result"], no_wrap=True)
-    t.add_column("checks", width=what_w, no_wrap=True, overflow="crop")
-    for name, status, text in stage_lines(report):
-        t.add_row(Text(name), Text(status, style="" if plain else STYLE.get(status, "")),
-                  Text(one_line(text, what_w, ascii_only=plain)))
+    rows = [(name, status, one_line(text, what_w, ascii_only=plain)) for name, status, text in stage_lines(report)]
+    # As wide as its longest line (a log gets no trailing blanks), at most what is left.
+    t.add_column("checks", width=min(what_w, max((len(r[2]) for r in rows), default=6)),
+                 no_wrap=True, overflow="crop")
+    for name, status, text in rows:
+        t.add_row(Text(name), Text(status, style="" if plain else STYLE.get(status, "")), Text(text))
     return t
 
 
@@ -163,7 +165,13 @@ def print_report(report: Report, console: Console, verbose: bool = False) -> Non
     plain = is_plain(console)
     width = console.width
     shown = table(report, width, plain) if verbose else stage_table(report, width, plain)
-    console.print(shown, highlight=False)
+    if plain:       # a log or a pipe: rich pads every row to the table's width; no trailing blanks
+        with console.capture() as captured:
+            console.print(shown, highlight=False)
+        console.print("\n".join(ln.rstrip() for ln in captured.get().splitlines()), markup=False,
+                      highlight=False, soft_wrap=True)
+    else:
+        console.print(shown, highlight=False)
     for c in report.failed:
         said = "could not run" if c.error else "failed"
         # Whole, wrapped at the width if need be: the stage line no longer names the check.
