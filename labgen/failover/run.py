@@ -22,24 +22,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
 
-from labgen.failover import outage, probes, tunnelcut
+from labgen.failover import outage, probes
+from labgen.failover.cuts import CutError, cutter, poll_until
 from labgen.failover.redundancy import LabLink, lab_links
 from labgen.failover.treepath import probe_pair
 from labgen.lab.model import Lab
 from labgen.nodes.runner import Runner, RunnerError
 from labgen.verify.checks import poll_tree
-from labgen.verify.judges import one_line
 from labgen.verify.results import Check
 from labgen.verify.spantree import (
-    STATE_COMMAND,
     BridgeState,
     Link,
     forwarding_links,
-    parse_state,
     port_state,
-    state_command,
 )
 
 State = dict[str, dict[str, BridgeState]]
@@ -51,13 +47,10 @@ Draw = Callable[[State, str, "tuple[str, str, str] | None", "tuple[tuple[str, st
 def _no_picture(state: State, step: str, cut: tuple[str, str, str] | None,
                 took_over: tuple[tuple[str, str, str], ...]) -> None:
     pass
+
+
 # Answered probes the stream must have before a cut: it crosses the tree as it stands.
-T = TypeVar("T")
 BASELINE = 5
-
-
-class CutError(Exception):
-    """A node did not do what a cut or restore asked (the link is then in an unknown state)."""
 
 
 @dataclass
@@ -106,122 +99,6 @@ class FailoverReport:
             any(r.cut for r in self.links) and all(r.passed is not False for r in self.links)
 
 
-def _switch_command(link: LabLink, node: str, how: str) -> str:
-    """Both ends of a link on `node` down or up in one `ip` process, after a timestamp from
-    the node's clock (the clock ping -D uses)."""
-    batch = "".join(f"link set dev {iface} {how}\\n" for n, iface in link.ends if n == node)
-    return f"t=$(date +%s.%N) && printf '{batch}' | ip -batch - && echo \"$t\""
-
-
-def switch(runners: Mapping[str, Runner], link: LabLink, how: str) -> float:
-    """Take a link's ends down or up; the time (the link's node's clock) just before."""
-    t = None
-    for node in dict.fromkeys(n for n, _ in link.ends):
-        res = runners[node].run(_switch_command(link, node, how), timeout=15 * runners[node].timeout_scale)
-        if not res.ok:
-            raise CutError(f"{link.key}: setting {how} failed on {node}: "
-                           f"{one_line(res.output) or f'exit {res.exit_code}'}")
-        if node == link.node:
-            t = float(res.stdout.strip().splitlines()[-1])
-    assert t is not None
-    return t
-
-
-class TunnelCut:
-    """A tunnel cut in the underlay on both its nodes (tunnelcut.py), and what the cut added
-    on each (restore removes exactly that; `installed` is what is still to remove)."""
-
-    def __init__(self, lab: Lab, runners: Mapping[str, Runner], link: LabLink):
-        assert link.bridges is not None
-        self.runners, self.link = runners, link
-        self.kind = lab.kind
-        (na, _, _), (nb, _, _) = link.bridges.a, link.bridges.b
-        self.ends = [tunnelcut.End(n, _remote_ip(lab, n, m)) for n, m in ((na, nb), (nb, na))]
-        self.installed: dict[str, bool] = {}      # node -> whether its clsact qdisc was added
-
-    def cut(self) -> float:
-        """Drop on both nodes, the link's node first; its time just before its drop."""
-        t = None
-        for end in self.ends:
-            r = self.runners[end.node]
-            res = r.run(tunnelcut.cut_command(end, self.kind), timeout=15 * r.timeout_scale)
-            try:
-                if not res.ok:
-                    raise ValueError(one_line(res.output) or f"exit {res.exit_code}")
-                at, added = tunnelcut.parse_cut(res.stdout)
-            except ValueError as exc:
-                raise CutError(f"{self.link.key}: dropping the tunnel's underlay traffic failed "
-                               f"on {end.node}: {exc}") from None
-            self.installed[end.node] = added
-            if end.node == self.link.node:
-                t = at
-        assert t is not None
-        return t
-
-    def restore(self) -> float | None:
-        """Remove what the cut added, on each node where it is; the link's node's time just
-        before its removal (None: nothing was there to remove on it)."""
-        t = None
-        for node, added in list(self.installed.items()):
-            r = self.runners[node]
-            res = r.run(tunnelcut.restore_command(added), timeout=15 * r.timeout_scale)
-            if not res.ok:
-                raise CutError(f"{self.link.key}: removing the underlay drop failed on {node}: "
-                               f"{one_line(res.output) or f'exit {res.exit_code}'}")
-            del self.installed[node]
-            if node == self.link.node:
-                t = tunnelcut.parse_time(res.stdout)
-        return t
-
-
-def _remote_ip(lab: Lab, node: str, remote: str) -> str:
-    """The address `node`'s tunnel to `remote` sends to."""
-    return next(t.remote_ip for t in lab.node(node).tunnels if t.remote_node == remote)
-
-
-def _tunnel_seen(lab: Lab, runners: Mapping[str, Runner], link: LabLink, cut: bool,
-                 timeout: float) -> bool:
-    """Poll OVS on both nodes until spanning tree has seen a tunnel cut (both ends
-    designated: neither receives the other's BPDUs, whose information aged out) or its
-    restore (one end no longer designated: BPDUs cross again)."""
-    assert link.bridges is not None
-    ends = (link.bridges.a, link.bridges.b)
-
-    def seen() -> bool | None:
-        designated = []
-        for end in ends:
-            node = end[0]
-            res = runners[node].run(state_command(lab.stp), timeout=15 * runners[node].timeout_scale)
-            try:
-                p = port_state(lab, {node: parse_state(node, res.stdout, lab.stp, lab.bridges)}, end)
-            except (ValueError, KeyError, TypeError, IndexError):
-                return None
-            if p is None:
-                return None
-            designated.append(p.role == "designated")
-        return True if (all(designated) if cut else not all(designated)) else None
-    return _poll_until(seen, timeout) is not None
-
-
-def _ends_seen(lab: Lab, runners: Mapping[str, Runner], link: LabLink, down: bool,
-               timeout: float) -> bool:
-    """Poll OVS on the link's node until its spanning tree reports both ends disabled (down)
-    or taking part again (up): the tree is judged only once OVS has seen the change."""
-    node = link.node
-
-    def seen() -> bool | None:
-        res = runners[node].run(STATE_COMMAND, timeout=15 * runners[node].timeout_scale)
-        try:
-            state = {node: parse_state(node, res.stdout, lab.stp, lab.bridges)}
-            assert link.bridges is not None
-            ends = [port_state(lab, state, e) for e in (link.bridges.a, link.bridges.b)]
-            off = [p is not None and (p.role == "disabled" or p.state == "disabled") for p in ends]
-            return True if (all(off) if down else not any(off)) else None
-        except (ValueError, KeyError, TypeError, IndexError):
-            return None
-    return _poll_until(seen, timeout) is not None
-
-
 def _wait_stream(stream: probes.Stream, until: Callable[[outage.Record], bool],
                  timeout: float) -> outage.Record | None:
     """Read the stream until `until` holds for what it has printed (the record), or None
@@ -229,20 +106,7 @@ def _wait_stream(stream: probes.Stream, until: Callable[[outage.Record], bool],
     def holds() -> outage.Record | None:
         rec = outage.parse(stream.read(), probes.INTERVAL)
         return rec if until(rec) else None
-    return _poll_until(holds, timeout)
-
-
-def _poll_until(probe: Callable[[], T | None], timeout: float) -> T | None:
-    """probe() again until it gives something (returned), or None once `timeout` seconds
-    have passed: the tree and the stream are read, there is no event to block on."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if got is not None:
-            return got
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(0.05)    # a poll interval, not a wait for an assumed duration
+    return poll_until(holds, timeout)
 
 
 def _took_over(lab: Lab, before: State, after: State,
@@ -292,8 +156,7 @@ def cut_one(lab: Lab, runners: Mapping[str, Runner], link: LabLink, state: State
     where = link.key
     stream: probes.Stream | None = None
     down = False
-    tcut = TunnelCut(lab, runners, link) if link.tunnel else None
-    cut_links: tuple[Link, ...] = (link.bridges,) if link.tunnel else ()
+    cuts = cutter(lab, runners, link)
     try:
         # The stream ends by itself even if labgen dies: four waits of `settle` and a margin.
         stream = probes.start(runner, src.name, dst.address, 4 * settle + 30, tag=lab.name)
@@ -303,24 +166,15 @@ def cut_one(lab: Lab, runners: Mapping[str, Runner], link: LabLink, state: State
             r.problems.append(f"no steady stream before the cut: fewer than {BASELINE} probes "
                               f"from {src.name} to {dst.address} answered within {settle:g} s")
             return r, state
-        if tcut is not None:
-            down = True         # from the first filter on: the finally removes what is there
-            t_cut = tcut.cut()
-            m_cut = time.monotonic()
-            say(where, f"cut ({link.label}: the underlay drops its {lab.kind.title} both ways)")
-            if not _tunnel_seen(lab, runners, link, True, settle):
-                r.problems.append(f"spanning tree did not see {link.label} cut (both ends designated, "
-                                  f"the far end's BPDUs aged out) within {settle:g} s of the cut")
-        else:
-            t_cut = switch(runners, link, "down")
-            m_cut = time.monotonic()
-            down = True
-            say(where, f"cut ({link.label})")
-            if not _ends_seen(lab, runners, link, True, settle):
-                r.problems.append(f"OVS did not report {link.label} down within {settle:g} s of the cut")
-        checks, after = poll_tree(lab, runners, settle, cut=cut_links)
+        down = True         # from the first change on: the finally undoes what is there
+        t_cut = cuts.cut()
+        m_cut = time.monotonic()
+        say(where, cuts.said.format(label=link.label, kind=lab.kind.title))
+        if not cuts.seen(True, settle):
+            r.problems.append(cuts.not_seen[0].format(label=link.label, s=settle))
+        checks, after = poll_tree(lab, runners, settle, cut=cuts.absent)
         r.tree_after_cut = _tree(checks)
-        r.took_over = _took_over(lab, state, after, cut_links)
+        r.took_over = _took_over(lab, state, after, cuts.absent)
         draw(after, f"{link.key} cut", link.bridges.a, tuple(r.took_over))
         if not r.tree_after_cut.passed:
             r.problems.append(f"after the cut: {r.tree_after_cut.evidence}")
@@ -330,23 +184,14 @@ def cut_one(lab: Lab, runners: Mapping[str, Runner], link: LabLink, state: State
         back_after_cut = _wait_stream(stream, lambda rec: rec.answered_after(mark) > 0, settle) is not None
         if not back_after_cut:
             r.problems.append(_not_carried(lab, r, settle))
-        if tcut is not None:
-            restored_at = tcut.restore()
-            assert restored_at is not None
-            t_restore = restored_at
-            m_restore = time.monotonic()
-            down = False
-            say(where, "restored")
-            if not _tunnel_seen(lab, runners, link, False, settle):
-                r.problems.append(f"spanning tree did not see {link.label} back (BPDUs crossing: "
-                                  f"one end no longer designated) within {settle:g} s of the restore")
-        else:
-            t_restore = switch(runners, link, "up")
-            m_restore = time.monotonic()
-            down = False
-            say(where, "restored")
-            if not _ends_seen(lab, runners, link, False, settle):
-                r.problems.append(f"OVS did not report {link.label} back within {settle:g} s of the restore")
+        restored_at = cuts.restore()
+        assert restored_at is not None
+        t_restore = restored_at
+        m_restore = time.monotonic()
+        down = False
+        say(where, "restored")
+        if not cuts.seen(False, settle):
+            r.problems.append(cuts.not_seen[1].format(label=link.label, s=settle))
         checks, state = poll_tree(lab, runners, settle)
         r.tree_after_restore = _tree(checks)
         draw(state, f"{link.key} restored", None, ())
@@ -386,10 +231,7 @@ def cut_one(lab: Lab, runners: Mapping[str, Runner], link: LabLink, state: State
         # Leave the lab as it was found, whatever ended this (a failure, Ctrl-C).
         if down:
             try:
-                if tcut is not None:
-                    tcut.restore()
-                else:
-                    switch(runners, link, "up")
+                cuts.restore()
                 say(where, "restored")
             except (RunnerError, CutError) as exc:
                 r.problems.append(f"could not restore {link.key}: {exc}")

@@ -1,4 +1,4 @@
-"""Tunnel cuts (failover/tunnelcut.py, failover/run.py's TunnelCut): the classic BPF program
+"""Tunnel cuts (failover/tunnelcut.py, failover/cuts.py's TunnelCut): the classic BPF program
 that drops a tunnel's underlay traffic, run here by a small interpreter on frames built
 byte by byte; the commands that install and remove it (exactly what they added); and the
 tree judged while a tunnel is cut (spantree.judge_tree's `cut`): absent, not a loop, its
@@ -11,8 +11,9 @@ import struct
 import pytest
 
 from labgen.failover import tunnelcut
+from labgen.failover.cuts import CutError, TunnelCut
 from labgen.failover.redundancy import lab_links
-from labgen.failover.run import CutError, TunnelCut, _took_over
+from labgen.failover.run import _took_over
 from labgen.lab import tunnels
 from labgen.lab.model import Options
 from labgen.lifecycle import build_lab
