@@ -153,6 +153,7 @@ def up(lab: Lab, lab_dir: Path, say: Progress, keep_on_failure: bool = False,
 
 def run_verify(lab: Lab, lab_dir: Path, timeout: float | None,
                progress: Callable[[str], None] = lambda _: None) -> Report:
+    from labgen.verify import livetree
     from labgen.verify.diagnostics import collect_diagnostics
     from labgen.verify.run import verify
     provider = provider_of(lab)
@@ -164,6 +165,7 @@ def run_verify(lab: Lab, lab_dir: Path, timeout: float | None,
     runners = {n.name: provider.runner(lab, lab_dir, n.name) for n in lab.nodes}
     try:
         report = verify(lab, runners, provider, timeout=timeout, progress=progress)
+        livetree.draw_after_verify(lab, lab_dir, runners)
         if not report.passed:
             report.findings = collect_diagnostics(lab, runners, lab_dir / "diagnostics")
         return report

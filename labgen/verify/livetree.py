@@ -1,13 +1,16 @@
 """The spanning tree as it stands, drawn: topology-live.dot (and .svg when Graphviz is
 installed) in the lab directory, from the same state the stp judge reads. Forwarding links
 solid, blocked ones dashed and marked, the root bridge marked; under failover the cut link
-red and the ports that took over named. Written by failover after each step."""
+red and the ports that took over named. Written after verify (the tree read once more when
+its stages are done) and by failover after each step."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from labgen.lab.model import Lab
-from labgen.verify.spantree import BridgeState, forwarding_links, links, port_state
+from labgen.nodes.runner import Runner, RunnerError
+from labgen.verify.spantree import BridgeState, forwarding_links, links, parse_state, port_state, state_command
 
 State = dict[str, dict[str, BridgeState]]
 DOT, SVG = "topology-live.dot", "topology-live.svg"
@@ -66,3 +69,24 @@ def write(lab_dir: Path, text: str) -> None:
     proc = start_svg(lab_dir / SVG, text)
     if proc is not None:
         finish_svg(proc, lab_dir / SVG)
+
+
+def snapshot(lab: Lab, runners: Mapping[str, Runner]) -> State | None:
+    """Every node's bridges as OVS reports them now, or None when a node does not answer."""
+    state: State = {}
+    for n in lab.nodes:
+        try:
+            res = runners[n.name].run(state_command(lab.stp), timeout=15)
+            if not res.ok:
+                return None
+            state[n.name] = parse_state(n.name, res.stdout, lab.stp, lab.bridges)
+        except (RunnerError, ValueError, KeyError, TypeError, IndexError):
+            return None
+    return state
+
+
+def draw_after_verify(lab: Lab, lab_dir: Path, runners: Mapping[str, Runner]) -> None:
+    """The tree as verify leaves it (nothing drawn when a node does not answer)."""
+    state = snapshot(lab, runners)
+    if state is not None:
+        write(lab_dir, dot_text(lab, state, "after verify"))

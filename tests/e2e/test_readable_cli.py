@@ -71,3 +71,20 @@ def test_exit_codes_of_status(lab, tmp_path):
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert_plain(proc.stdout)
     assert re.search(r"^node1 +absent", proc.stdout, re.M)
+
+
+def test_verify_draws_the_tree_it_leaves(lab):
+    """After verify the lab directory holds the spanning tree as OVS reports it then
+    (topology-live.dot): of a two-node lab's 7 links (3 loop veths a node, 1 tunnel), the 5
+    of one tree forward (solid) and 2 are blocked (dashed, naming the blocking port), one root."""
+    live = lab / "topology-live.dot"
+    live.unlink(missing_ok=True)
+    proc = labgen("verify", str(lab))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = live.read_text()
+    assert "(after verify)" in text.splitlines()[0], text
+    edges = [ln for ln in text.splitlines() if " -- " in ln]
+    assert len(edges) == 7, text
+    assert sum("penwidth=2" in e for e in edges) == 5, text
+    assert sum("style=dashed" in e and "blocked at" in e for e in edges) == 2, text
+    assert text.count("(root)") == 1, text
