@@ -13,8 +13,9 @@ from labgen.failover import tunnelcut
 from labgen.failover.redundancy import LabLink
 from labgen.lab.model import Lab
 from labgen.nodes.runner import Runner
+from labgen.verify.checks import read_bridges
 from labgen.verify.judges import one_line
-from labgen.verify.spantree import STATE_COMMAND, Link, parse_state, port_state, state_command
+from labgen.verify.spantree import STATE_COMMAND, Link, port_state
 
 T = TypeVar("T")
 
@@ -119,11 +120,8 @@ def _tunnel_seen(lab: Lab, runners: Mapping[str, Runner], link: LabLink, cut: bo
         designated = []
         for end in ends:
             node = end[0]
-            res = runners[node].run(state_command(lab.stp), timeout=15 * runners[node].timeout_scale)
-            try:
-                p = port_state(lab, {node: parse_state(node, res.stdout, lab.stp, lab.bridges)}, end)
-            except (ValueError, KeyError, TypeError, IndexError):
-                return None
+            bridges = read_bridges(lab, runners[node], node)
+            p = port_state(lab, {node: bridges}, end) if bridges is not None else None
             if p is None:
                 return None
             designated.append(p.role == "designated")
@@ -138,17 +136,14 @@ def _ends_seen(lab: Lab, runners: Mapping[str, Runner], link: LabLink, down: boo
     node = link.node
 
     def seen() -> bool | None:
-        res = runners[node].run(STATE_COMMAND, timeout=15 * runners[node].timeout_scale)
-        try:
-            state = {node: parse_state(node, res.stdout, lab.stp, lab.bridges)}
-            assert link.bridges is not None
-            ends = [port_state(lab, state, e) for e in (link.bridges.a, link.bridges.b)]
-            off = [p is not None and (p.role == "disabled" or p.state == "disabled") for p in ends]
-            return True if (all(off) if down else not any(off)) else None
-        except (ValueError, KeyError, TypeError, IndexError):
+        bridges = read_bridges(lab, runners[node], node, STATE_COMMAND)
+        if bridges is None:
             return None
+        assert link.bridges is not None
+        ends = [port_state(lab, {node: bridges}, e) for e in (link.bridges.a, link.bridges.b)]
+        off = [p is not None and (p.role == "disabled" or p.state == "disabled") for p in ends]
+        return True if (all(off) if down else not any(off)) else None
     return poll_until(seen, timeout) is not None
-
 
 
 def poll_until(probe: Callable[[], T | None], timeout: float) -> T | None:

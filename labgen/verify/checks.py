@@ -185,6 +185,17 @@ def poll_tree(lab: Lab, runners: Mapping[str, Runner], timeout: float,
     return checks, states
 
 
+def read_bridges(lab: Lab, runner: Runner, node: str, command: str | None = None) -> dict[str, BridgeState] | None:
+    """One node's bridges as OVS reports them now (None: an answer that does not parse); for
+    the readers outside the stp stage's poll (failover's waits, the tree drawn after verify).
+    A node that cannot be reached raises RunnerError."""
+    res = runner.run(command or state_command(lab.stp), timeout=15 * runner.timeout_scale)
+    try:
+        return parse_state(node, res.stdout, lab.stp, lab.bridges) if res.ok else None
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
 def _poll(runner: Runner, cmd: str) -> tuple[str, str | None]:
     try:
         res = runner.run(cmd, timeout=15)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from labgen.lab.model import Lab
 from labgen.nodes.runner import Runner, RunnerError
-from labgen.verify.spantree import BridgeState, forwarding_links, links, parse_state, port_state, state_command
+from labgen.verify.checks import read_bridges
+from labgen.verify.spantree import BridgeState, forwarding_links, links, port_state
 
 State = dict[str, dict[str, BridgeState]]
 DOT, SVG = "topology-live.dot", "topology-live.svg"
@@ -76,12 +77,12 @@ def snapshot(lab: Lab, runners: Mapping[str, Runner]) -> State | None:
     state: State = {}
     for n in lab.nodes:
         try:
-            res = runners[n.name].run(state_command(lab.stp), timeout=15)
-            if not res.ok:
-                return None
-            state[n.name] = parse_state(n.name, res.stdout, lab.stp, lab.bridges)
-        except (RunnerError, ValueError, KeyError, TypeError, IndexError):
+            bridges = read_bridges(lab, runners[n.name], n.name)
+        except RunnerError:
             return None
+        if bridges is None:
+            return None
+        state[n.name] = bridges
     return state
 
 
