@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
-from labgen.failover import tunnelcut
+from labgen.failover import marks, tunnelcut
 from labgen.failover.redundancy import LabLink
 from labgen.lab.model import Lab
 from labgen.nodes.runner import Runner
@@ -26,9 +26,14 @@ class CutError(Exception):
 
 def _switch_command(link: LabLink, node: str, how: str) -> str:
     """Both ends of a link on `node` down or up in one `ip` process, after a timestamp from
-    the node's clock (the clock ping -D uses)."""
-    batch = "".join(f"link set dev {iface} {how}\\n" for n, iface in link.ends if n == node)
-    return f"t=$(date +%s.%N) && printf '{batch}' | ip -batch - && echo \"$t\""
+    the node's clock (the clock ping -D uses). Down is marked on the node first and up
+    clears the mark (marks.py: what a killed run leaves, the next one undoes)."""
+    ifaces = [iface for n, iface in link.ends if n == node]
+    batch = "".join(f"link set dev {iface} {how}\\n" for iface in ifaces)
+    switch = f"t=$(date +%s.%N) && printf '{batch}' | ip -batch -"
+    if how == "down":
+        return f"{marks.veth(ifaces)} && {switch} && echo \"$t\""
+    return f"{switch} && {marks.CLEAR} && echo \"$t\""
 
 
 def switch(runners: Mapping[str, Runner], link: LabLink, how: str) -> float:

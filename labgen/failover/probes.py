@@ -45,7 +45,11 @@ def _alive(d: str) -> str:
 def stop_command(workdir: str) -> str:
     """SIGINT (ping prints its statistics and exits), a bounded poll for its end, SIGKILL
     if it is still there; prints everything ping wrote and removes the work dir."""
-    d = shlex.quote(workdir)
+    return stop_script(shlex.quote(workdir))
+
+
+def stop_script(d: str) -> str:
+    """stop_command for a work dir given as a shell word (quoted, or e.g. "$d")."""
     return "\n".join([
         f"if {_alive(d)}; then kill -INT $p; fi",
         f"n=0; while {_alive(d)} && ! grep -q 'packets transmitted' {d}/out; do",

@@ -23,13 +23,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from labgen.failover import outage, probes
+from labgen.failover import leftovers, outage, probes
 from labgen.failover.cuts import CutError, cutter, poll_until
 from labgen.failover.redundancy import LabLink, lab_links
 from labgen.failover.treepath import probe_pair
 from labgen.lab.model import Lab
 from labgen.nodes.runner import Runner, RunnerError
 from labgen.verify.checks import poll_tree
+from labgen.verify.judges import one_line
 from labgen.verify.results import Check
 from labgen.verify.spantree import (
     BridgeState,
@@ -88,6 +89,7 @@ class FailoverReport:
     before: list[Check] = field(default_factory=list)
     links: list[LinkResult] = field(default_factory=list)
     seconds: float = 0.0
+    undone: list[str] = field(default_factory=list)     # left by a killed run, undone first
 
     @property
     def tree_before(self) -> Check | None:
@@ -262,6 +264,21 @@ def _not_carried(lab: Lab, r: LinkResult, settle: float) -> str:
     return f"{', '.join(names)} took over in the spanning tree but carries nothing: {waited}"
 
 
+def _undo_leftovers(lab: Lab, runners: Mapping[str, Runner], report: FailoverReport,
+                    say: Say) -> str:
+    """Undo what a failover killed mid-cut left on each node (leftovers.py), before the
+    tree is judged; why nothing may be cut ("" when all is clean)."""
+    for node, r in runners.items():
+        res = r.run(leftovers.sweep_command(lab.name), timeout=30 * r.timeout_scale)
+        for what in leftovers.parse_sweep(res.stdout):
+            report.undone.append(f"{node}: {what}")
+            say(node, f"left by an interrupted failover: {what}")
+        if not res.ok:
+            return (f"not cut: what an interrupted failover left on {node} could not be undone: "
+                    f"{one_line(res.output) or f'exit {res.exit_code}'}")
+    return ""
+
+
 def run_failover(lab: Lab, runners: Mapping[str, Runner], chosen: list[LabLink], settle: float,
                  max_outage: float | None, say: Say = lambda *_: None,
                  draw: Draw = _no_picture) -> FailoverReport:
@@ -270,12 +287,13 @@ def run_failover(lab: Lab, runners: Mapping[str, Runner], chosen: list[LabLink],
     no further link is cut."""
     started = time.monotonic()
     report = FailoverReport(lab.name, lab.provider, lab.tunnel, lab.stp, lab.stp_timers, max_outage)
+    stop = _undo_leftovers(lab, runners, report, say)
     say("failover", "judging the spanning tree before any cut")
     report.before, state = poll_tree(lab, runners, settle)
     if len(state) == len(lab.nodes):
         draw(state, "before any cut", None, ())
-    stop = "" if all(c.passed for c in report.before) else \
-        "not cut: the spanning tree did not hold before any cut"
+    if not stop and not all(c.passed for c in report.before):
+        stop = "not cut: the spanning tree did not hold before any cut"
     for link in chosen:
         if link.spof:
             report.links.append(LinkResult(link, note=f"single point of failure: {link.spof}; not cut"))

@@ -26,6 +26,7 @@ import ipaddress
 import shlex
 from dataclasses import dataclass
 
+from labgen.failover import marks
 from labgen.lab.tunnels import TunnelKind
 
 # The filter's preference on the NIC's egress: fixed, so a restore (or a later clean-up)
@@ -85,7 +86,7 @@ class End:
     remote_ip: str
 
 
-def _nic() -> str:
+def nic_command() -> str:
     """Shell (sh): the underlay NIC into $nic, from OVS's database; exits 1 when it is not
     recorded there."""
     return (f"nic=$(ovs-vsctl --timeout=5 get Open_vSwitch . {NIC_KEY} | tr -d '\"')\n"
@@ -97,13 +98,14 @@ def cut_command(end: End, kind: TunnelKind) -> str:
     drop took effect (date +%s.%N, ping -D's clock), then ADDED or FOUND (the clsact qdisc)."""
     code = shlex.quote(bytecode(drop_program(end.remote_ip, kind)))
     return "\n".join([
-        _nic(),
-        'if tc qdisc show dev "$nic" | grep -q "^qdisc clsact "; then q=' + FOUND + "; else",
-        '  tc qdisc add dev "$nic" clsact || exit 1; q=' + ADDED,
-        "fi",
+        nic_command(),
+        'if tc qdisc show dev "$nic" | grep -q "^qdisc clsact "; then q=' + FOUND + "; else q=" + ADDED + "; fi",
+        # Marked before anything changes: a kill from here on leaves what the next run undoes.
+        marks.tunnel("q") + " || exit 1",
+        f'if [ $q = {ADDED} ]; then tc qdisc add dev "$nic" clsact || {{ {marks.CLEAR}; exit 1; }}; fi',
         "t=$(date +%s.%N)",
         f'tc filter add dev "$nic" egress pref {PREF} protocol all bpf bytecode {code} da '
-        f'|| {{ [ $q = {ADDED} ] && tc qdisc del dev "$nic" clsact; exit 1; }}',
+        f'|| {{ [ $q = {ADDED} ] && tc qdisc del dev "$nic" clsact; {marks.CLEAR}; exit 1; }}',
         'echo "$t"; echo "$q"',
     ])
 
@@ -111,11 +113,11 @@ def cut_command(end: End, kind: TunnelKind) -> str:
 def restore_command(added_qdisc: bool) -> str:
     """Deletes the cut's filter, and the clsact qdisc when the cut added it; prints the
     node's time just before."""
-    lines = [_nic(), "t=$(date +%s.%N)",
+    lines = [nic_command(), "t=$(date +%s.%N)",
              f'tc filter del dev "$nic" egress pref {PREF} || exit 1']
     if added_qdisc:
         lines.append('tc qdisc del dev "$nic" clsact || exit 1')
-    return "\n".join(lines + ['echo "$t"'])
+    return "\n".join(lines + [marks.CLEAR + " || exit 1", 'echo "$t"'])
 
 
 def parse_cut(stdout: str) -> tuple[float, bool]:

@@ -45,6 +45,7 @@ def to_dict(report: FailoverReport) -> dict[str, Any]:
             "max_outage_ms": None if report.max_outage is None else report.max_outage * 1000,
             "passed": report.passed, "seconds": round(report.seconds, 3),
             "tree_before": {"status": tree.status, "evidence": tree.evidence} if tree else None,
+            "undone_first": report.undone,
             "links": [link_dict(r) for r in report.links]}
 
 
@@ -104,6 +105,9 @@ def print_report(report: FailoverReport, console: Console) -> None:
     plain = is_plain(console)
     console.print(table(report, plain), highlight=False)
     width = console.width
+    for what in report.undone:
+        console.print(one_line(f"left by an interrupted failover, undone first: {what}", width),
+                      markup=False, highlight=False)
     tree = report.tree_before
     if tree is not None and not tree.passed:
         console.print(f"before any cut: {tree.name}: {tree.status}", markup=False, highlight=False)

@@ -184,13 +184,10 @@ def test_an_outage_above_max_outage_exits_1_naming_the_link(stp):
     assert loop_links_up("fo-stp") == {"node1": [], "node2": []}
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_interrupted_while_a_link_is_cut_restores_it(stp, sig):
-    """Interrupted (Ctrl-C, or SIGTERM as a CI job's timeout sends it) right after it cut a
-    link that carried the probes: 802.1D keeps that link's replacement in listening and
-    learning for two forward delays, so the signal lands while the link is down, whatever
-    the machine's speed."""
-    proc = labgen_started("failover", str(stp), "--link", "node1:b12", "--link", "node1:b13", text=True)
+def started_until_cut(d: Path, *links: str) -> tuple[object, str, str]:
+    """Start `labgen failover d --link ...` and read its stderr until it has cut a link that
+    carries the probes: (the process, that link, what it printed so far)."""
+    proc = labgen_started("failover", str(d), *(a for ln in links for a in ("--link", ln)), text=True)
     seen, link = "", None
     assert proc.stderr is not None
     fd = proc.stderr.fileno()
@@ -203,6 +200,16 @@ def test_interrupted_while_a_link_is_cut_restores_it(stp, sig):
         for line in seen.splitlines():
             if ": probing " in line and "(crosses)" in line and link is None:
                 link = line.split(": probing ")[0].split()[-1]
+    return proc, link, seen
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupted_while_a_link_is_cut_restores_it(stp, sig):
+    """Interrupted (Ctrl-C, or SIGTERM as a CI job's timeout sends it) right after it cut a
+    link that carried the probes: 802.1D keeps that link's replacement in listening and
+    learning for two forward delays, so the signal lands while the link is down, whatever
+    the machine's speed."""
+    proc, link, seen = started_until_cut(stp, "node1:b12", "node1:b13")
     after_cut = seen.split(f"{link}: cut (")[1]
     assert f"{link}: restored" not in after_cut
     proc.send_signal(sig)
@@ -210,6 +217,27 @@ def test_interrupted_while_a_link_is_cut_restores_it(stp, sig):
     assert proc.returncode == ExitCode.INTERRUPTED, seen + err
     assert f"{link}: restored" in after_cut + err, seen + err
     assert "interrupted: every link that was cut is up again" in err
+    assert loop_links_up("fo-stp") == {"node1": [], "node2": []}
+    assert no_probe_left("fo-stp") == []
+    verified(stp)
+
+
+def test_killed_while_a_link_is_cut_the_next_failover_restores_it_first(stp):
+    """SIGKILL (nothing can catch it) to failover's whole process group while a veth link
+    is down: the link stays down and the probe stream runs on, marked on the node; the next
+    failover brings that link up, stops that stream, says so, and then measures as usual."""
+    proc, link, seen = started_until_cut(stp, "node1:b12", "node1:b13")
+    os.killpg(proc.pid, signal.SIGKILL)    # its group only: what it started on the nodes lives on
+    proc.communicate(timeout=60)
+    port = link.split(":")[1]
+    assert [e for e in loop_links_up("fo-stp")["node1"] if e.startswith(port)], seen
+    assert no_probe_left("fo-stp"), "the killed run's probe stream should outlive it"
+    again = labgen("failover", str(stp), "--link", link, "--json", timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
+    fo = json.loads(again.stdout)
+    assert [u for u in fo["undone_first"] if u.startswith(f"node1: {port}") and u.endswith("back up")], fo["undone_first"]
+    assert [u for u in fo["undone_first"] if "probe stream" in u], fo["undone_first"]
+    assert "left by an interrupted failover" in again.stderr
     assert loop_links_up("fo-stp") == {"node1": [], "node2": []}
     assert no_probe_left("fo-stp") == []
     verified(stp)
@@ -259,6 +287,24 @@ def test_rstp_tunnel_cuts_stop_the_traffic_and_heal(rstp3):
         assert ln["took_over"], ln
         assert ln["lost_on_cut"] > 0 and ln["cut_outage_ms"] > 1000, ln
     assert not [ln for ln in cut if not ln["probe"]["crosses"] and ln["took_over"]]
+    assert underlay_tc("fo-tun3") == {n: "" for n in NODES3}
+    assert no_probe_left("fo-tun3") == []
+    verified(rstp3)
+
+
+def test_killed_while_a_tunnel_is_cut_the_next_failover_removes_the_drop_first(rstp3):
+    """SIGKILL to failover's process group while a tunnel that carries the probes is cut in
+    the underlay: the drop stays on both nodes' NICs (the lab's overlay is broken, verify
+    fails); the next failover removes exactly it, and the lab verifies again."""
+    proc, link, seen = started_until_cut(rstp3, "node1:gre-node2", "node1:gre-node3")
+    os.killpg(proc.pid, signal.SIGKILL)    # its group only: what it started on the nodes lives on
+    proc.communicate(timeout=60)
+    left = underlay_tc("fo-tun3")
+    assert sum(1 for v in left.values() if "bpf" in v) == 2, (left, seen[-2000:])
+    again = labgen("failover", str(rstp3), "--link", link, "--json", timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
+    fo = json.loads(again.stdout)
+    assert len([u for u in fo["undone_first"] if u.endswith("its underlay drop removed")]) == 2, fo["undone_first"]
     assert underlay_tc("fo-tun3") == {n: "" for n in NODES3}
     assert no_probe_left("fo-tun3") == []
     verified(rstp3)
