@@ -3,6 +3,7 @@ tables and reports come from labgen/report, host checks from the providers (doct
 The verbs are in *_verbs.py by what they act on; this module runs the one invoked."""
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 
@@ -16,6 +17,21 @@ from labgen.term import err
 # isort: off
 from labgen.cli import lab_verbs, host_verbs, node_verbs, setup_verbs  # noqa: E402, F401
 # isort: on
+
+
+def _one_line_short_help(group: typer.Typer) -> None:
+    """The command list shows each verb's first paragraph: given as one line, so that rich
+    wraps it to the terminal instead of keeping the docstring's own line breaks."""
+    for info in group.registered_commands:
+        doc = inspect.getdoc(info.callback) if info.callback else None
+        if info.short_help is None and doc:
+            info.short_help = " ".join(doc.split("\n\n")[0].split())
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _one_line_short_help(sub.typer_instance)
+
+
+_one_line_short_help(app)
 
 # typer vendors click; its UsageError is BadParameter's base class (no public name for it).
 _UsageError: type[Exception] = typer.BadParameter.__mro__[1]

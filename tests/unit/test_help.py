@@ -35,3 +35,17 @@ def test_every_help_screen_fits_80_columns():
         lines = text.splitlines()
         assert max(len(ln) for ln in lines) <= 80, (argv, text)
         assert "…" not in text, f"labgen {' '.join(argv)} --help cuts a word off:\n{text}"
+
+
+def test_the_command_list_wraps_to_the_width_not_at_the_docstrings_breaks():
+    """Each verb's summary fills its rows: a row that ends short while the next row goes on
+    with the same summary is a docstring line break kept (create and failover had them)."""
+    text = _help([])
+    panel = text.split("Commands")[1]
+    cmds = [ln[2:].rstrip("│").rstrip() for ln in panel.splitlines() if ln.startswith("│ ")]
+    width = max(len(r) for r in cmds)
+    for row, nxt in zip(cmds, cmds[1:]):
+        continued = nxt.startswith(" " * 5)     # the next row goes on with this summary
+        if continued:
+            first_word = nxt.split()[0]
+            assert len(row) + 1 + len(first_word) > width, f"wrapped early:\n{row}\n{nxt}"
