@@ -44,7 +44,7 @@ def test_the_command_list_wraps_to_the_width_not_at_the_docstrings_breaks():
     panel = text.split("Commands")[1]
     cmds = [ln[2:].rstrip("│").rstrip() for ln in panel.splitlines() if ln.startswith("│ ")]
     width = max(len(r) for r in cmds)
-    for row, nxt in zip(cmds, cmds[1:]):
+    for row, nxt in zip(cmds, cmds[1:], strict=False):
         continued = nxt.startswith(" " * 5)     # the next row goes on with this summary
         if continued:
             first_word = nxt.split()[0]
