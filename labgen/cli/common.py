@@ -82,4 +82,4 @@ def load(directory: Path | None) -> tuple[Lab, Path]:
     return lifecycle.load_lab(lab_dir), lab_dir
 
 
-HostUris = Annotated[list[str] | None, typer.Option("--host", metavar="URI", help="Also a libvirt host, e.g. qemu+ssh://root@hv-b/system (repeatable).")]
+HypervisorUris = Annotated[list[str] | None, typer.Option("--host", metavar="URI", help="Also a libvirt host, e.g. qemu+ssh://root@hv-b/system (repeatable).")]

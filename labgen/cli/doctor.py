@@ -21,20 +21,20 @@ class Line:
     text: str
 
 
-def diagnose(only: str | None = None, box: str | None = None, host: str | None = None) -> list[Line]:
+def diagnose(only: str | None = None, box: str | None = None, hypervisor: str | None = None) -> list[Line]:
     """One Line per finding, providers in the registry's order (InputError on bad input).
-    With `host` (a libvirt URI), each provider that can place nodes on other hosts (remote_nodes)
-    is checked for a lab with node2 there."""
+    With `hypervisor` (a libvirt URI), each provider that can place nodes on other hypervisors
+    (remote_nodes) is checked for a lab with node2 there."""
     lines: list[Line] = []
     wanted: dict[str, list[str]] = {}   # provider -> the Debian packages it lacks
-    if host and only and not providers.get(only).remote_nodes:
+    if hypervisor and only and not providers.get(only).remote_nodes:
         raise InputError(f"--host checks a libvirt host; provider {only} has none: drop --host")
     for name in [only] if only else list(providers.NAMES):
         provider = providers.get(name)
         # A box is checked with the providers it is for (netns runs on the host itself).
         lab = build_lab(Options(tunnel=tunnels.NAMES[0], provider=name,
                                 box=box if box and (only or name in box_catalog.get(box, providers=providers.NAMES).providers) else None,
-                                hosts=(f"node2={host}",) if host and provider.remote_nodes else ()))
+                                hosts=(f"node2={hypervisor}",) if hypervisor and provider.remote_nodes else ()))
         lines += [Line("note", name, note) for note in provider.host_notes(lab)]
         problems = provider.host_problems(lab)
         for p in problems:

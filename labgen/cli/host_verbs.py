@@ -1,4 +1,4 @@
-"""The verbs over every lab on this host (and libvirt hosts): list, prune."""
+"""The verbs over every lab on this host (and hypervisors): list, prune."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated
@@ -11,7 +11,7 @@ from labgen.term import err, out
 if TYPE_CHECKING:
 
     pass
-from labgen.cli.common import HostUris, ProgressPrinter, app, fail, tables
+from labgen.cli.common import HypervisorUris, ProgressPrinter, app, fail, tables
 from labgen.report.tables import (
     is_plain,
     labs_table,
@@ -21,14 +21,14 @@ from labgen.report.tables import (
 @app.command("list")
 def list_(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    host: HostUris = None,
+    hypervisors: HypervisorUris = None,
 ) -> None:
     """Every labgen lab on this host (both providers) and on the libvirt hosts named with --host.
 
     Per lab: name, provider, state (whole, creating, partial, orphaned), nodes, age, directory."""
     from labgen.cli import inventory
     try:
-        found = inventory.find_all(tuple(host or ()))
+        found = inventory.find_all(tuple(hypervisors or ()))
     except LabgenError as exc:
         fail(str(exc), exc.exit_code)
     if json_out:
@@ -45,7 +45,7 @@ def list_(
 def prune(
     yes: Annotated[bool, typer.Option("--yes", help="Remove them; without it, only show what would go.")] = False,
     all_: Annotated[bool, typer.Option("--all", help="Also labs that are whole and whose directory exists (a CI run's clean start).")] = False,
-    host: HostUris = None,
+    hypervisors: HypervisorUris = None,
 ) -> None:
     """Remove every orphaned or partial labgen lab on this host.
 
@@ -55,7 +55,7 @@ def prune(
     from labgen.cli import inventory
     say = ProgressPrinter()
     try:
-        found = inventory.find_all(tuple(host or ()))
+        found = inventory.find_all(tuple(hypervisors or ()))
     except LabgenError as exc:
         fail(str(exc), exc.exit_code)
     doomed = [f for f in found if inventory.prunable(f, all_)]

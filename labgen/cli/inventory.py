@@ -13,7 +13,7 @@ from labgen.providers import Found, Progress
 
 
 def find_all(uris: tuple[str, ...] = ()) -> list[Found]:
-    """Every lab of every provider on this host (and on the libvirt hosts at uris)."""
+    """Every lab of every provider on this host (and on the hypervisors at uris)."""
     found: list[Found] = []
     for name in providers.NAMES:
         found += providers.get(name).inventory(uris)
@@ -21,8 +21,8 @@ def find_all(uris: tuple[str, ...] = ()) -> list[Found]:
 
 
 def by_name(name: str, provider: str | None, uris: tuple[str, ...] = ()) -> list[Found]:
-    """The lab called `name` (on this host, or the libvirt hosts at uris): one entry per
-    host it has resources on."""
+    """The lab called `name` (on this host, or the hypervisors at uris): one entry per
+    machine it has resources on."""
     matches = [f for f in find_all(uris) if f.name == name and provider in (None, f.provider)]
     if not matches:
         raise InputError(f"no labgen lab named {name!r} on this host"

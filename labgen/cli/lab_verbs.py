@@ -16,7 +16,7 @@ from labgen.term import err, out
 if TYPE_CHECKING:
     from labgen.failover.run import FailoverReport
     from labgen.verify.results import Report
-from labgen.cli.common import HostUris, LabDir, ProgressPrinter, app, fail, load, tables
+from labgen.cli.common import HypervisorUris, LabDir, ProgressPrinter, app, fail, load, tables
 from labgen.cli.options import MaxOutage, Verbose, lab_options
 from labgen.report.tables import (
     is_plain,
@@ -268,15 +268,15 @@ def destroy(
     lab_dir: LabDir = None,
     name: Annotated[str | None, typer.Option("--name", help="Remove the lab of this name on this host whose directory is gone (see labgen list).")] = None,
     provider: Annotated[str | None, typer.Option("--provider", help="With --name: the lab's provider, when both have one of that name.")] = None,
-    host: HostUris = None,
+    hypervisors: HypervisorUris = None,
 ) -> None:
     """Tear the lab down: leaves no namespaces, daemons, domains, networks or volumes.
 
     Only this directory's lab: another directory's lab of the same name is refused."""
     say = ProgressPrinter()
-    if name is None and (provider or host):
+    if name is None and (provider or hypervisors):
         fail("--provider and --host go with --name (a lab directory names its own)")
-    if provider and host:
+    if provider and hypervisors:
         from labgen import providers
         try:
             remote = providers.get(provider).remote_nodes
@@ -289,7 +289,7 @@ def destroy(
         if lab_dir is not None:
             fail("give a lab directory or --name, not both")
         try:
-            parts = inventory.by_name(name, provider, tuple(host or ()))
+            parts = inventory.by_name(name, provider, tuple(hypervisors or ()))
             for found in parts:
                 inventory.refuse_if_owned(found)
             for found in parts:

@@ -38,14 +38,14 @@ def boxes() -> None:
 def doctor(
     provider: Annotated[str | None, typer.Option(help=f"Check only this provider: {' or '.join(providers.NAMES)}.")] = None,
     box: BoxOpt = None,
-    host: Annotated[str | None, typer.Option("--host", metavar="URI", help="Also check this libvirt host, e.g. qemu+ssh://root@hv-b/system.")] = None,
+    hypervisor: Annotated[str | None, typer.Option("--host", metavar="URI", help="Also check this libvirt host, e.g. qemu+ssh://root@hv-b/system.")] = None,
 ) -> None:
     """Check this host for each provider; one line per problem with its fix. Exit 1 if any.
 
     Missing system packages are named with the one apt-get command that installs them all."""
     from labgen.cli.doctor import diagnose
     try:
-        lines = diagnose(provider, box, host)
+        lines = diagnose(provider, box, hypervisor)
     except LabgenError as exc:
         fail(str(exc), exc.exit_code)
     style = {"ok": "green", "note": "yellow", "problem": "red", "fix": "yellow"}

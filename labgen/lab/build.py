@@ -111,8 +111,8 @@ def build_lab(opts: Options, providers: Providers, kvm_usable: bool | None = Non
     if not 1280 <= underlay_mtu <= 9000:
         raise InputError(f"--underlay-mtu {underlay_mtu} is out of range: use 1280 to 9000")
     # Nodes take .1...N, the hypervisor the last usable address.
-    host_offset = underlay.num_addresses - 2
-    if host_offset <= opts.nodes:
+    hypervisor_offset = underlay.num_addresses - 2
+    if hypervisor_offset <= opts.nodes:
         raise InputError(f"underlay {underlay} is too small for {opts.nodes} nodes and the host: "
                          f"use a shorter prefix, e.g. /24")
     need = overlay_offset(opts.nodes, 1)
@@ -144,7 +144,7 @@ def build_lab(opts: Options, providers: Providers, kvm_usable: bool | None = Non
     return Lab(
         name=name, tunnel=tunnel, key=opts.key, provider=provider, datapath=datapath,
         stp=stp_mode, stp_timers=timers, underlay=str(underlay),
-        underlay_host_ip=str(underlay.network_address + host_offset),
+        underlay_hypervisor_ip=str(underlay.network_address + hypervisor_offset),
         underlay_mtu=underlay_mtu, overlay=str(overlay), inner_mtu=inner_mtu,
         bridges=BRIDGES, tunnel_bridge=TUNNEL_BRIDGE, nodes=tuple(nodes), box=box,
         settings=settings,

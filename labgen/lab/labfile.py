@@ -10,6 +10,8 @@ from labgen.lab.model import Lab, Providers
 
 LAB_FILE = "lab.json"
 MARKER = "labgen-lab"   # lab.json's "kind": how we tell our own lab dirs from anything else
+# Keys an earlier labgen wrote under another name: old -> today's.
+RENAMED_KEYS = {"underlay_host_ip": "underlay_hypervisor_ip"}
 
 
 def lab_json(lab: Lab) -> str:
@@ -28,4 +30,7 @@ def load_lab(directory: Path, providers: Providers) -> Lab:
     if not is_lab_dir(directory):
         raise InputError(f"{directory} is not a labgen lab (no {LAB_FILE}): pass the lab's "
                          f"directory, e.g. labgen verify lab-gre")
-    return Lab.from_dict(json.loads((directory / LAB_FILE).read_text()), providers)
+    data = json.loads((directory / LAB_FILE).read_text())
+    # A lab.json from before a key was renamed: read under today's name.
+    data = {RENAMED_KEYS.get(key, key): value for key, value in data.items()}
+    return Lab.from_dict(data, providers)

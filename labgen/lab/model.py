@@ -28,19 +28,20 @@ DEFAULT_UNDERLAY_MTU = 1500
 HANDLE_ROOT = Path("/run/labgen")
 
 
-def host_prefix(lab_name: str) -> str:
-    """Prefix of everything a lab creates on the host: two labs never collide."""
+def lab_prefix(lab_name: str) -> str:
+    """Prefix of every name a lab creates (namespaces, domains, networks): two labs never
+    collide."""
     return f"labgen-{lab_name}"
 
 
-def host_netns(lab_name: str, node: str) -> str:
+def node_netns(lab_name: str, node: str) -> str:
     """The host's name for an emulated node's network namespace."""
-    return f"{host_prefix(lab_name)}-{node}"
+    return f"{lab_prefix(lab_name)}-{node}"
 
 
 def underlay_switch(lab_name: str) -> str:
     """The emulated underlay switch's namespace."""
-    return f"{host_prefix(lab_name)}-underlay"
+    return f"{lab_prefix(lab_name)}-underlay"
 
 
 def handle_dir(lab_name: str) -> Path:
@@ -73,13 +74,13 @@ class Options:
     stp_timers: str = "tuned"
     underlay: str = "10.10.10.0/24"
     overlay: str = "192.168.10.0/24"
-    underlay_mtu: int | None = None     # default: DEFAULT_UNDERLAY_MTU, less on a lab across hosts
+    underlay_mtu: int | None = None     # default: DEFAULT_UNDERLAY_MTU, less on a lab across hypervisors
     key: int | None = None          # VXLAN VNI or GRE key
     memory: int = 1024
     cpus: int = 1
     libvirt_driver: str = "auto"
     name: str | None = None
-    hosts: tuple[str, ...] = ()     # "NODE=URI": nodes on other libvirt hosts (hypervisors.py)
+    hosts: tuple[str, ...] = ()     # --host "NODE=URI": nodes on other hypervisors (hypervisors.py)
     # The fields the user set (the CLI's flags; the others hold their defaults): a provider
     # refuses one that means nothing to it. Empty when not known (Options built in code).
     given: frozenset[str] = frozenset()
@@ -175,7 +176,7 @@ class Lab:
     stp: str
     stp_timers: str
     underlay: str           # network, e.g. 10.10.10.0/24
-    underlay_host_ip: str   # the hypervisor's address on it (libvirt), never a node's
+    underlay_hypervisor_ip: str  # the hypervisor's address on it (libvirt), never a node's
     underlay_mtu: int
     overlay: str
     inner_mtu: int
@@ -186,18 +187,18 @@ class Lab:
     settings: ProviderSettings | None   # the provider's own record; None when it has none
     version: str = field(default=__version__)
 
-    # ---- names on the host, all derived from the lab name ----------------------------------
+    # ---- names of what the lab creates, all derived from the lab name ----------------------
     @property
-    def host_prefix(self) -> str:
-        return host_prefix(self.name)
+    def lab_prefix(self) -> str:
+        return lab_prefix(self.name)
 
     @property
     def libvirt_network(self) -> str:
-        return self.host_prefix
+        return self.lab_prefix
 
     @property
     def domain_prefix(self) -> str:
-        return f"{self.host_prefix}-"
+        return f"{self.lab_prefix}-"
 
     def underlay_mac(self, node: str) -> str:
         """The MAC of a node's underlay NIC, set by the Vagrantfile or the netns provider: the
@@ -209,8 +210,8 @@ class Lab:
         k = [n.name for n in self.nodes].index(node) + 1
         return f"52:54:00:{h >> 8:02x}:{h & 0xFF:02x}:{k:02x}"
 
-    def host_netns(self, node: str) -> str:
-        return host_netns(self.name, node)
+    def node_netns(self, node: str) -> str:
+        return node_netns(self.name, node)
 
     @property
     def underlay_switch(self) -> str:
@@ -258,14 +259,14 @@ class Lab:
         return cfg
 
     @property
-    def host_steps_last(self) -> bool:
+    def hostname_steps_last(self) -> bool:
         """Whether the node script's steps the bridges do not need (hostname, the SSH user's
         linger, the firewall) come at its end. 802.1D: yes. It times a tunnel port from its
         join and a veth port from its carrier (OVS's stp.c) and forwards 2 x forward delay
         later, so those steps run while the timers do (on an emulated VM ~1-1.5 s). RSTP: no,
         they come first: the firewall must be open before the root node's tunnels join
         (tunnels_last), whose first BPDUs must reach every node."""
-        return self.mode.host_steps_last
+        return self.mode.hostname_steps_last
 
     def tunnels_last(self, node: str) -> bool:
         """Whether `node` adds its tunnel ports at the end of its script, once every other
@@ -281,7 +282,7 @@ class Lab:
         return self.mode.root_tunnels_last and node == self.root_node
 
     @property
-    def host_port_config(self) -> dict[str, str]:
+    def ns_port_config(self) -> dict[str, str]:
         """OVS Port columns for a bridge port whose far end is a namespace (StpMode.edge_port)."""
         return dict(self.mode.edge_port)
 

@@ -18,10 +18,10 @@ class StpMode:
     show: str               # the ovs-appctl command that prints its state
     # Bridge columns of the "tuned" timer set, beside `enable`.
     tuned: dict[str, str] = field(default_factory=dict)
-    # Port columns for a bridge port whose far end is a namespace (a host, never a bridge).
+    # Port columns for a bridge port whose far end is a namespace, never a bridge (Lab.ns_port_config).
     edge_port: dict[str, str] = field(default_factory=dict)
-    # Whether the node script's steps the bridges do not need come at its end (Lab.host_steps_last).
-    host_steps_last: bool = False
+    # Whether the node script's steps the bridges do not need come at its end (Lab.hostname_steps_last).
+    hostname_steps_last: bool = False
     # Whether the root node adds its tunnel ports last (Lab.tunnels_last).
     root_tunnels_last: bool = False
     # Seconds spanning tree may take to converge, by timer set, before verification gives up.
@@ -35,7 +35,7 @@ MODES: dict[str, StpMode] = {m.name: m for m in (
         tuned={"other_config:stp-forward-delay": "4", "other_config:stp-max-age": "6"},
         # 802.1D times a tunnel port from its join and a veth port from its carrier (OVS's
         # stp.c) and forwards 2 x forward delay later: the other steps run while the timers do.
-        host_steps_last=True,
+        hostname_steps_last=True,
         settle={"tuned": 40.0, "standard": 75.0},
     ),
     StpMode(

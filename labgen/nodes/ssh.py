@@ -38,7 +38,7 @@ class SSHTarget:
     port: int
     user: str
     key_file: str
-    # On a libvirt host reached over SSH, the guest is reached through that host (tokens
+    # On a hypervisor reached over SSH, the guest is reached through that hypervisor (tokens
     # %h, %p and %r already replaced).
     proxy_command: str | None = None
 
@@ -182,8 +182,8 @@ class SSHRunner:
     # for the answer, not a wait: an answering guest costs nothing more.
     channel_timeout = 60.0
 
-    # The SSH handshake with such a guest, behind a ProxyCommand through another host (a lab
-    # across hosts), was seen above 10 s right after provisioning: the bound is stretched too.
+    # The SSH handshake with such a guest, behind a ProxyCommand through another hypervisor (a
+    # lab across hypervisors), was seen above 10 s right after provisioning: the bound is stretched too.
     connect_timeout = 10.0 * timeout_scale
 
     def __init__(self, node: str, target: SSHTarget, connect_timeout: float | None = None,

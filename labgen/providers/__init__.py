@@ -51,11 +51,12 @@ LabState = Literal["whole", "creating", "partial", "orphaned"]
 
 @dataclass(frozen=True)
 class Found:
-    """A lab found on a host by its names, whatever state it is in (labgen list / prune)."""
+    """A lab found on this host or a hypervisor by its names, whatever state it is in (labgen
+    list / prune)."""
 
     name: str
     provider: str
-    host: str                       # "this host", or the libvirt host's name
+    host: str                       # "this host", or the URI of the hypervisor it is on
     record: Owner | None            # who it belongs to, when that is recorded
     nodes: tuple[str, ...]
     running: tuple[str, ...]
@@ -83,7 +84,7 @@ class Provider(Protocol):
     # does the node script set the underlay address on the NIC (labgen/render/files.py: Source)?
     script_sets_underlay_address: ClassVar[bool]
     peer_wait: ClassVar[float]               # the root node's wait for its peers (render's Source)
-    remote_nodes: ClassVar[bool]             # may nodes run on other hosts (--host)?
+    remote_nodes: ClassVar[bool]             # may nodes run on other hypervisors (--host)?
     # ---- what verification needs to know (labgen/verify/stages.py: Pace) ----------------------
     stages_apart: ClassVar[bool]             # heavy stages in a group of their own (emulated VMs)
     capture_wait: ClassVar[float]            # how long a tunnel capture may wait for its packets
@@ -135,7 +136,7 @@ class Provider(Protocol):
 
     # ---- the whole host --------------------------------------------------------------------
     def inventory(self, uris: tuple[str, ...] = ()) -> list[Found]:
-        """Every lab of this provider on this host (and the libvirt hosts at uris)."""
+        """Every lab of this provider on this host (and the hypervisors at uris)."""
 
     def remove(self, found: Found, progress: Progress) -> None:
         """Remove everything of a found lab, by its names (its directory may be gone)."""

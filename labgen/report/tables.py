@@ -301,8 +301,8 @@ def labs_table(found: list[Found], plain: bool) -> Table:
         rec = f.record
         where = (rec.dir if rec.dir_exists else f"{rec.dir} (gone)") if rec else "-"
         age = ago(time.time() - rec.created) if rec else "-"
-        host = "" if f.host == "this host" else f" on {f.host}"
-        t.add_row(f.name, f.provider + host, f.state, f"{len(f.running)}/{len(f.nodes)}", age, where)
+        on = "" if f.host == "this host" else f" on {f.host}"
+        t.add_row(f.name, f.provider + on, f.state, f"{len(f.running)}/{len(f.nodes)}", age, where)
     return t
 
 

@@ -27,9 +27,9 @@ TIMEOUT = 120.0     # seconds; Ruby alone takes a few to start
 # A streamed run whose caller names no bound: `vagrant box add` (a box downloaded from a URL,
 # hundreds of MB, or added from the local build in seconds). Past it the run is stuck.
 STREAM_TIMEOUT = 3600.0
-# A whole `vagrant up --no-provision` of one host's machines (they boot side by side), by the
+# A whole `vagrant up --no-provision` of one hypervisor's machines (they boot side by side), by the
 # libvirt driver in the project's Vagrantfile. Software emulation: SSH at 173-199 s and up at
-# 274-312 s on a slow day (docs/benchmarks.md), up at 467 s on a host whose libvirt re-probed
+# 274-312 s on a slow day (docs/benchmarks.md), up at 467 s on a hypervisor whose libvirt re-probed
 # QEMU on every call; KVM guests boot in well under a minute. A few times those, for a hang.
 UP_TIMEOUT = {"qemu": 1800.0, "kvm": 600.0}
 TAIL = 12           # lines of output kept for an error
@@ -145,7 +145,7 @@ def lines(proc: subprocess.Popen[bytes]) -> Generator[str, None, None]:
 
     It ends when vagrant does, not when its pipe closes: a process vagrant leaves behind may
     hold the pipe open for good (vagrant-libvirt's ssh ProxyCommand to a guest on a remote
-    libvirt host, left running once the guest answered, kept a create waiting after both
+    hypervisor, left running once the guest answered, kept a create waiting after both
     nodes were provisioned). What vagrant wrote is read to the end, then what it left in its
     process group is killed."""
     assert proc.stdout is not None

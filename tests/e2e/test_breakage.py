@@ -117,8 +117,8 @@ BREAKAGES = [
                         "ip route add 192.168.10.10/32 dev byp1'"),
               ("node2", "ip link set byp2 netns A2 && ip netns exec A2 sh -ec 'ip link set byp2 mtu 1462 up; "
                         "ip route add 192.168.10.1/32 dev byp2'")),
-             host_cmd=f"ip link add byp1 netns {NAMES_OF.host_netns('node1')} mtu 1462 type veth peer "
-                      f"name byp2 netns {NAMES_OF.host_netns('node2')} mtu 1462",
+             host_cmd=f"ip link add byp1 netns {NAMES_OF.node_netns('node1')} mtu 1462 type veth peer "
+                      f"name byp2 netns {NAMES_OF.node_netns('node2')} mtu 1462",
              undo=(("node1", "ip netns exec A1 ip link del byp1"),),
              evidence="no encapsulated echo request captured"),
     Breakage("namespace-veth-mtu-1500", "mtu", "no overlay interface above the inner MTU", "node2",

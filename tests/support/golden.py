@@ -14,7 +14,7 @@ CASES = {
               "--libvirt-driver", "qemu"],
     "gre-3nodes": ["gre", "--nodes", "3", "--provider", "netns"],
     "geneve": ["geneve", "--box", "labgen/debian12", "--vni", "5000", "--libvirt-driver", "qemu"],
-    # Across two libvirt hosts (loopback: the link's addresses do not depend on this machine).
+    # Across two hypervisors (loopback: the link's addresses do not depend on this machine).
     "gre-split": ["gre", "--box", "labgen/debian12", "--libvirt-driver", "qemu", "--host",
                   "node2=qemu+ssh://root@127.0.0.1/system?keyfile=/root/.ssh/hv-b&no_verify=1"],
 }

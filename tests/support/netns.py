@@ -7,14 +7,14 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from labgen.lab.model import HANDLE_ROOT, host_prefix
+from labgen.lab.model import HANDLE_ROOT, lab_prefix
 from support.cli import labgen
 
 
 def node_cmd(lab: str, node: str, cmd: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run a shell command inside an emulated node (as a user poking at the lab would)."""
     handles = HANDLE_ROOT / lab
-    argv = ["nsenter", f"--net=/run/netns/{host_prefix(lab)}-{node}", f"--mount={handles}/{node}.mnt",
+    argv = ["nsenter", f"--net=/run/netns/{lab_prefix(lab)}-{node}", f"--mount={handles}/{node}.mnt",
             f"--uts={handles}/{node}.uts", "--", "sh", "-c", cmd]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     if check and proc.returncode != 0:

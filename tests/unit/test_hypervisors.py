@@ -1,4 +1,4 @@
-"""Labs across libvirt hosts: --host parsing, the hosts and projects in the model, the UDP
+"""Labs across hypervisors: --host parsing, the hypervisors and projects in the model, the UDP
 underlay link, the MTU it costs, and the refusals (one line each)."""
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def split(tunnel: str = "gre", **kw) -> Lab:
     return build_lab(Options(tunnel=tunnel, **kw))
 
 
-def test_a_split_lab_has_one_project_per_host_and_a_udp_link_between_them():
+def test_a_split_lab_has_one_project_per_hypervisor_and_a_udp_link_between_them():
     lab = split()
     assert lab.settings is not None and lab.settings.split
     local, remote = lab.settings.hosts
@@ -43,9 +43,9 @@ def test_the_udp_link_costs_42_bytes_of_the_underlay_mtu_unless_the_user_says_ot
     lab = split()
     assert SPLIT_UNDERLAY_MTU == 1500 - 20 - 8 - 14
     assert (lab.underlay_mtu, lab.inner_mtu) == (1458, 1458 - lab.overhead)
-    assert split(underlay_mtu=9000).underlay_mtu == 9000       # a jumbo path between the hosts
-    one_host = build_lab(Options(tunnel="gre", libvirt_driver="qemu"))
-    assert one_host.underlay_mtu == 1500 and not one_host.settings.split
+    assert split(underlay_mtu=9000).underlay_mtu == 9000       # a jumbo path between the hypervisors
+    one_hypervisor = build_lab(Options(tunnel="gre", libvirt_driver="qemu"))
+    assert one_hypervisor.underlay_mtu == 1500 and not one_hypervisor.settings.split
 
 
 def test_ports_follow_the_lab_name():
@@ -53,7 +53,7 @@ def test_ports_follow_the_lab_name():
     assert split(name="a").settings.links == split(name="a").settings.links
 
 
-def test_nodes_on_one_remote_host_keep_the_single_project_and_its_network():
+def test_nodes_on_one_remote_hypervisor_keep_the_single_project_and_its_network():
     lab = build_lab(Options(tunnel="gre", libvirt_driver="qemu",
                             hosts=(f"node1={HV_B}", f"node2={HV_B}")))
     (hv,) = lab.settings.hosts
@@ -101,7 +101,7 @@ def test_proxy_command_carries_the_uris_ssh_options():
     remote = lab.settings.hosts[1]
     assert remote.proxy_command == ("ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
                                     "-o LogLevel=ERROR -l root -i /k/hv-b 127.0.0.1 -W %h:%p")
-    assert lab.settings.hosts[0].proxy_command is None         # the local host needs none
+    assert lab.settings.hosts[0].proxy_command is None         # the local hypervisor needs none
     # vagrant-libvirt 0.11 cannot load a Vagrantfile with its own proxy command and a port
     # in the URI: then vagrant-libvirt's own proxy, and the pre-check asks the same of ssh.
     with_port = hypervisors.Hypervisor("h", "qemu+ssh://u@127.0.0.1:2222/system?keyfile=/k", ("node2",), ".")
@@ -122,7 +122,7 @@ def test_ssh_config_proxy_command_reaches_the_runner_with_its_tokens_replaced():
     assert parse_ssh_config(text.replace("  ProxyCommand ssh -l root 127.0.0.1 -W %h:%p\n", ""))["node2"].proxy_command is None
 
 
-def test_render_writes_one_vagrant_project_per_host(tmp_path):
+def test_render_writes_one_vagrant_project_per_hypervisor(tmp_path):
     proc = labgen("render", "gre", "--box", "labgen/debian12", "--libvirt-driver", "qemu",
                   "--host", f"node2={HV_B}", "--dir", str(tmp_path / "lab"))
     assert proc.returncode == 0, proc.stderr
@@ -131,7 +131,7 @@ def test_render_writes_one_vagrant_project_per_host(tmp_path):
     assert "config.vm.define 'node1'" in local and "node2" not in local.split("Vagrant.configure")[1]
     assert "config.vm.define 'node2'" in remote and f"lv.uri = '{HV_B}'" in remote
     assert 'libvirt__tunnel_type: "udp"' in local and "libvirt__network_name" not in local
-    # A remote host has none of this machine's paths: no serial console file there.
+    # A remote hypervisor has none of this machine's paths: no serial console file there.
     assert "lv.serial" in local and "lv.serial" not in remote
     assert not (tmp_path / "lab/Vagrantfile").exists()
 

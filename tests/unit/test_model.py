@@ -12,7 +12,7 @@ import pytest
 
 from labgen.errors import InputError
 from labgen.lab.build import check_timeout
-from labgen.lab.labfile import lab_json
+from labgen.lab.labfile import lab_json, load_lab
 from labgen.lab.model import Lab, Options
 from labgen.lifecycle import build_lab
 from labgen.providers import REGISTERED
@@ -48,19 +48,19 @@ def test_addresses_and_names_follow_the_design(n):
         loop = [(v.a, v.bridge_a, v.b, v.bridge_b) for v in node.veths if not v.namespace]
         assert loop == [("b12.1", "br2", "b12.2", "br1"), ("b13.1", "br3", "b13.2", "br1"),
                         ("b23.1", "br3", "b23.2", "br2")]
-    assert lb.underlay_host_ip == "10.10.10.254"
+    assert lb.underlay_hypervisor_ip == "10.10.10.254"
     assert lb.bridges == ("br1", "br2", "br3") and lb.tunnel_bridge == "br1"
     addresses = [ns.address for _, ns in lb.namespaces()]
     assert len(set(addresses)) == 2 * n
 
 
-def test_underlay_host_takes_the_last_usable_address_and_never_a_node():
+def test_underlay_hypervisor_takes_the_last_usable_address_and_never_a_node():
     lb = lab(nodes=2, underlay="172.16.5.0/29")
-    assert lb.underlay_host_ip == "172.16.5.6"
+    assert lb.underlay_hypervisor_ip == "172.16.5.6"
     assert [n.underlay_ip for n in lb.nodes] == ["172.16.5.1", "172.16.5.2"]
     lb8 = lab(nodes=8, underlay="172.16.5.0/28")
-    assert lb8.underlay_host_ip == "172.16.5.14"
-    assert lb8.underlay_host_ip not in {n.underlay_ip for n in lb8.nodes}
+    assert lb8.underlay_hypervisor_ip == "172.16.5.14"
+    assert lb8.underlay_hypervisor_ip not in {n.underlay_ip for n in lb8.nodes}
     with pytest.raises(InputError, match="too small for 8 nodes"):
         lab(nodes=8, underlay="172.16.5.0/29")
 
@@ -70,7 +70,7 @@ def test_other_networks_keep_the_same_host_parts():
     assert [n.underlay_ip for n in lb.nodes] == ["172.20.0.1", "172.20.0.2", "172.20.0.3"]
     assert [ns.address for _, ns in lb.namespaces()] == [
         "10.99.0.1", "10.99.0.2", "10.99.0.10", "10.99.0.11", "10.99.0.20", "10.99.0.21"]
-    assert lb.underlay_host_ip == "172.20.255.254"
+    assert lb.underlay_hypervisor_ip == "172.20.255.254"
     assert lb.overlay_prefixlen == 24 and lb.underlay_prefixlen == 16
     assert lb.underlay_netmask == "255.255.0.0"
 
@@ -159,9 +159,9 @@ def test_underlay_macs_are_distinct_and_stable():
     assert lab(name="other").underlay_mac("node1") != macs[0]
 
 
-def test_host_ports_are_edge_ports_under_rstp_only():
-    assert lab(stp="rstp").host_port_config == {"other_config:rstp-port-admin-edge": "true"}
-    assert lab(stp="stp").host_port_config == {}
+def test_ns_ports_are_edge_ports_under_rstp_only():
+    assert lab(stp="rstp").ns_port_config == {"other_config:rstp-port-admin-edge": "true"}
+    assert lab(stp="stp").ns_port_config == {}
 
 
 def test_settle_timeouts_follow_the_stp_mode():
@@ -222,6 +222,17 @@ def test_lab_json_from_before_the_libvirt_record_still_loads():
     assert Lab.from_dict(old, REGISTERED) == lb
 
 
+def test_lab_json_with_the_old_underlay_host_ip_key_still_loads(tmp_path):
+    """Earlier labgen versions wrote the hypervisor's underlay address as underlay_host_ip."""
+    lb = build_lab(Options(tunnel="gre", libvirt_driver="qemu"))
+    data = json.loads(lab_json(lb))
+    data = {("underlay_host_ip" if k == "underlay_hypervisor_ip" else k): v for k, v in data.items()}
+    assert "underlay_hypervisor_ip" not in data and data["underlay_host_ip"] == "10.10.10.254"
+    (tmp_path / "lab.json").write_text(json.dumps(data, indent=2) + "\n")
+    back = load_lab(tmp_path, REGISTERED)
+    assert back == lb and back.underlay_hypervisor_ip == "10.10.10.254"
+
+
 def test_names_derive_from_the_lab_name():
     lb = lab("vxlan")
     assert lb.name == "vxlan"
@@ -232,7 +243,7 @@ def test_names_derive_from_the_lab_name():
 def facts(lb: Lab) -> dict:
     """What a limit shows in a built lab."""
     return {"nodes": [n.name for n in lb.nodes], "underlay": [n.underlay_ip for n in lb.nodes],
-            "host": lb.underlay_host_ip, "overlay": [ns.address for _, ns in lb.namespaces()],
+            "hypervisor": lb.underlay_hypervisor_ip, "overlay": [ns.address for _, ns in lb.namespaces()],
             "key": lb.key, "mtu": (lb.underlay_mtu, lb.inner_mtu), "name": lb.name,
             "network": lb.libvirt_network, "vm": (lb.settings.memory, lb.settings.cpus) if lb.settings else None}
 
@@ -243,7 +254,7 @@ def facts(lb: Lab) -> dict:
 BOUNDARIES = [
     pytest.param({"nodes": 2}, {"nodes": ["node1", "node2"]}, {"nodes": 1}, "--nodes 1 is out of range",
                  id="nodes-2"),
-    pytest.param({"nodes": 8}, {"nodes": [f"node{k}" for k in range(1, 9)], "host": "10.10.10.254"},
+    pytest.param({"nodes": 8}, {"nodes": [f"node{k}" for k in range(1, 9)], "hypervisor": "10.10.10.254"},
                  {"nodes": 9}, "--nodes 9 is out of range", id="nodes-8"),
     pytest.param({"key": 0}, {"key": 0, "mtu": (1500, 1458)}, {"key": -1}, "GRE key -1 is out of range",
                  id="gre-key-0"),
@@ -263,7 +274,7 @@ BOUNDARIES = [
                  id="name-1-char"),
     pytest.param({"name": "a" * 20}, {"name": "a" * 20, "network": "labgen-" + "a" * 20}, {"name": "a" * 21},
                  "is not usable", id="name-20-chars"),
-    pytest.param({"underlay": "10.10.10.0/29"}, {"underlay": ["10.10.10.1", "10.10.10.2"], "host": "10.10.10.6"},
+    pytest.param({"underlay": "10.10.10.0/29"}, {"underlay": ["10.10.10.1", "10.10.10.2"], "hypervisor": "10.10.10.6"},
                  {"underlay": "10.10.10.0/30"}, "underlay 10.10.10.0/30 is too small for 2 nodes",
                  id="underlay-29-for-2-nodes"),
     pytest.param({"overlay": "192.168.10.0/28"},

@@ -51,7 +51,7 @@ def test_each_provider_refuses_what_it_cannot_do():
 def test_shell_goes_through_the_provider(tmp_path):
     lab = build_lab(Options(tunnel="gre", provider="netns", name="sh"))
     argv = providers.get("netns").shell_argv(lab, tmp_path, "node1")
-    assert argv[0] == "nsenter" and f"--net=/run/netns/{lab.host_netns('node1')}" in argv
+    assert argv[0] == "nsenter" and f"--net=/run/netns/{lab.node_netns('node1')}" in argv
     vm = build_lab(Options(tunnel="gre", name="sh"), kvm_usable=False)
     argv = providers.get("libvirt").shell_argv(vm, tmp_path, "node2")
     assert argv[:2] == ["env", f"VAGRANT_CWD={tmp_path.resolve()}"] and "node2" in argv

@@ -54,7 +54,7 @@ def test_node_scripts_pass_shellcheck(labs, case):
 @pytest.mark.parametrize("case", sorted(c for c in CASES if "--provider" not in CASES[c]))
 def test_vagrantfile_is_valid_ruby(labs, case):
     ruby = need("ruby")
-    vagrantfiles = sorted(labs[case].glob("**/Vagrantfile"))     # one per libvirt host
+    vagrantfiles = sorted(labs[case].glob("**/Vagrantfile"))     # one per hypervisor
     assert vagrantfiles
     for vagrantfile in vagrantfiles:
         proc = subprocess.run([ruby, "-c", str(vagrantfile)], capture_output=True, text=True, timeout=60)

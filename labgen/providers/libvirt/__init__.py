@@ -1,1 +1,1 @@
-"""The libvirt provider: VMs under Vagrant + vagrant-libvirt, on one or more libvirt hosts."""
+"""The libvirt provider: VMs under Vagrant + vagrant-libvirt, on one or more hypervisors."""

@@ -1,4 +1,4 @@
-"""`vagrant up` of a VM lab, one thread per libvirt host: Vagrant's lines to the log and to
+"""`vagrant up` of a VM lab, one thread per hypervisor: Vagrant's lines to the log and to
 per-node progress, each node's script run over SSH as soon as its guest is ready, and the
 `vagrant ssh-config` answer kept beside Vagrant's state."""
 from __future__ import annotations
@@ -50,7 +50,7 @@ def fetch_ssh_config(project: Path) -> str:
 
 
 class Bringup:
-    """`vagrant up --no-provision` of one host's project in a thread: its lines to the log and
+    """`vagrant up --no-provision` of one hypervisor's project in a thread: its lines to the log and
     to progress, an event once its domains are past creation, each node's script run over SSH
     as soon as Vagrant reports the guest ready (labgen/providers/nodescript.py), and a kill
     for Ctrl-C or a failed peer."""
@@ -72,7 +72,7 @@ class Bringup:
         self.peers: list[Bringup] = []     # killed when this one fails: no point going on
         self.started: Callable[[int], None] = lambda pid: None     # told vagrant's PID
         self.stopped_for: str | None = None     # the peer whose failure stopped this one
-        # Every guest of this host already runs in the domain Vagrant recorded for it: no
+        # Every guest of this hypervisor already runs in the domain Vagrant recorded for it: no
         # `vagrant up` (nothing for it to do), the scripts run at once.
         self.running = False
 

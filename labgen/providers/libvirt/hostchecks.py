@@ -1,5 +1,5 @@
-"""Whether this host and the lab's libvirt hosts can run a VM lab: tools, libvirtd, KVM,
-SSH to remote hosts, their size, the box, and names or ports another lab already holds.
+"""Whether this host and the lab's hypervisors can run a VM lab: tools, libvirtd, KVM,
+SSH to remote hypervisors, their size, the box, and names or ports another lab already holds.
 Each problem is one line with its fix."""
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 from labgen.errors import HostError
 from labgen.lab.model import Lab
 from labgen.providers.libvirt.hypervisors import LOCAL_URI, Hypervisor, UdpLink
-from labgen.providers.libvirt.project import domains, host_of, hosts, machine_ids
+from labgen.providers.libvirt.project import domains, hypervisor_of, hypervisors, machine_ids
 from labgen.providers.libvirt.settings import settings_of
-from labgen.providers.libvirt.virsh import host_shell, names, on_host, virsh
+from labgen.providers.libvirt.virsh import hypervisor_shell, names, on_hypervisor, virsh
 from labgen.system.hostfacts import KVM_FIX, kvm_access_drift, kvm_usable
 from labgen.vagrant import command as vagrant_cli
 
@@ -35,7 +35,7 @@ def host_problems(lab: Lab) -> list[str]:
     problems = []
     # What Vagrant, vagrant-libvirt and libvirtd run on this host. libvirtd finds qemu and
     # dnsmasq itself (sbin is on its PATH); labgen never runs those three.
-    local = any(not hv.remote for hv in hosts(lab))
+    local = any(not hv.remote for hv in hypervisors(lab))
     needed = ("vagrant", "virsh") + (("libvirtd", "qemu-system-x86_64", "qemu-img", "dnsmasq") if local else ())
     tools = {cmd: DEBIAN_PACKAGES[cmd] for cmd in needed}
     missing = missing_tools(tools, system_dirs=("libvirtd", "qemu-system-x86_64", "dnsmasq"))
@@ -51,14 +51,14 @@ def host_problems(lab: Lab) -> list[str]:
                         "libvirtd, or without systemd: virtlogd -d && libvirtd -d) "
                         "and make sure your user may use it (group libvirt, or sudo)")
     if shutil.which("virsh"):
-        for hv in hosts(lab):
+        for hv in hypervisors(lab):
             if hv.remote:
                 problems += remote_problems(hv)
     if settings_of(lab).driver == "kvm" and not kvm_usable():
         problems.append("KVM is not usable on this host: render with --libvirt-driver qemu "
                         "(software emulation, slower) or auto")
-    if not problems:        # every host answers: are they big enough for their VMs?
-        for hv in hosts(lab):
+    if not problems:        # every hypervisor answers: are they big enough for their VMs?
+        for hv in hypervisors(lab):
             problems += size_problems(lab, hv)
     if not problems:
         box = box_problem(lab)
@@ -67,16 +67,16 @@ def host_problems(lab: Lab) -> list[str]:
     return problems
 
 def size_problems(lab: Lab, hv: Hypervisor) -> list[str]:
-    """The VMs a libvirt host is to run against its size (`virsh nodeinfo`): every VM's
-    --memory together within the host's memory, each VM's --cpus within its CPUs. Free
+    """The VMs a hypervisor is to run against its size (`virsh nodeinfo`): every VM's
+    --memory together within the hypervisor's memory, each VM's --cpus within its CPUs. Free
     memory is not compared: QEMU takes a guest's memory as the guest touches it and the
-    page cache gives way, so what is free now does not tell whether the VMs fit. A host
-    that does not answer is another check's line."""
+    page cache gives way, so what is free now does not tell whether the VMs fit. A
+    hypervisor that does not answer is another check's line."""
     res = virsh(hv.uri, "nodeinfo")
     if res.returncode != 0:
         return []
-    host_cpus = re.search(r"^CPU\(s\):\s*(\d+)\s*$", res.stdout, re.M)
-    host_kib = re.search(r"^Memory size:\s*(\d+)\s*KiB\s*$", res.stdout, re.M)
+    hv_cpus = re.search(r"^CPU\(s\):\s*(\d+)\s*$", res.stdout, re.M)
+    hv_kib = re.search(r"^Memory size:\s*(\d+)\s*KiB\s*$", res.stdout, re.M)
     vm, count = settings_of(lab), len(hv.nodes)
     where = f"libvirt host {hv.name}" if hv.remote else "this host"
 
@@ -84,20 +84,20 @@ def size_problems(lab: Lab, hv: Hypervisor) -> list[str]:
         return f"{kib / (1 << 20):.1f}".removesuffix(".0") + " GiB"
     problems = []
     need = vm.memory * 1024 * count
-    if host_kib and need > int(host_kib.group(1)):
+    if hv_kib and need > int(hv_kib.group(1)):
         vms, fewer = (f" x {count} nodes", " or fewer --nodes") if count > 1 else ("", "")
         problems.append(f"--memory {vm.memory}{vms} needs {gib(need)}; {where} has "
-                        f"{gib(int(host_kib.group(1)))}: use a smaller --memory{fewer}")
-    if host_cpus and vm.cpus > int(host_cpus.group(1)):
-        n = host_cpus.group(1)
+                        f"{gib(int(hv_kib.group(1)))}: use a smaller --memory{fewer}")
+    if hv_cpus and vm.cpus > int(hv_cpus.group(1)):
+        n = hv_cpus.group(1)
         problems.append(f"--cpus {vm.cpus} is more than the {n} CPUs of {where}: "
                         f"use --cpus {n} or fewer")
     return problems
 
 def remote_problems(hv: Hypervisor) -> list[str]:
-    """A host reached over SSH: SSH itself (Vagrant reaches the guests through it), its
+    """A hypervisor reached over SSH: SSH itself (Vagrant reaches the guests through it), its
     libvirtd, and the storage pool vagrant-libvirt puts the box and the disks in."""
-    ssh = host_shell(hv, "true")
+    ssh = hypervisor_shell(hv, "true")
     if ssh.returncode != 0:
         return [f"libvirt host {hv.name} does not answer over SSH "
                 f"({vagrant_cli.last_line(ssh.stderr)}): check that "
@@ -133,7 +133,7 @@ def host_notes(lab: Lab) -> list[str]:
     from labgen.vagrant.boxfetch import missing_note
     notes = []
     drift = kvm_access_drift()
-    if drift and any(not hv.remote for hv in hosts(lab)):
+    if drift and any(not hv.remote for hv in hypervisors(lab)):
         notes.append(f"{drift} (no udev here?): libvirt probes QEMU again on every call, "
                      f"seconds each; fix: {KVM_FIX} "
                      f"(labgen create does it when run as root)")
@@ -143,7 +143,7 @@ def host_notes(lab: Lab) -> list[str]:
     note = missing_note(lab.box) if shutil.which("vagrant") else None
     # vagrant-libvirt's name for a box's image in a storage pool
     image = lab.box.name.replace("/", "-VAGRANTSLASH-") + "_vagrant_box_image_"
-    for hv in hosts(lab):
+    for hv in hypervisors(lab):
         vols = virsh(hv.uri, "vol-list", "default") if hv.remote and shutil.which("virsh") else None
         if vols is not None and vols.returncode == 0 and image not in vols.stdout:
             notes.append(f"host {hv.name}: box {lab.box.name} is not in its storage pool yet; "
@@ -158,11 +158,11 @@ def host_notes(lab: Lab) -> list[str]:
 def name_problems(lab: Lab, lab_dir: Path) -> list[str]:
     problems = []
     ours = set(machine_ids(lab, lab_dir))
-    for hv in hosts(lab):
+    for hv in hypervisors(lab):
         existing = names(virsh(hv.uri, "list", "--all", "--name"))
         taken = [d for d in domains(lab, hv) if d in existing
                  and d.removeprefix(lab.domain_prefix) not in ours]
-        where = on_host(hv)
+        where = on_hypervisor(hv)
         if taken:
             problems.append(f"libvirt domain {', '.join(taken)} already exists{where} and is not "
                             f"this lab's: remove it (virsh destroy/undefine) or pass another --name")
@@ -170,7 +170,7 @@ def name_problems(lab: Lab, lab_dir: Path) -> list[str]:
             problems += network_problems(lab, hv, bool(ours), where)
     for link in settings_of(lab).links:
         if link.node not in ours:
-            problems += port_problem(link, host_of(lab, link.node))
+            problems += port_problem(link, hypervisor_of(lab, link.node))
     return problems
 
 def network_problems(lab: Lab, hv: Hypervisor, ours: bool, where: str) -> list[str]:
@@ -194,9 +194,9 @@ def network_problems(lab: Lab, hv: Hypervisor, ours: bool, where: str) -> list[s
     return problems
 
 def port_problem(link: UdpLink, hv: Hypervisor) -> list[str]:
-    """The UDP port of a node's underlay link must be free on its host (qemu binds it)."""
+    """The UDP port of a node's underlay link must be free on its hypervisor (qemu binds it)."""
     if hv.remote:
-        res = host_shell(hv, f"ss -Hlun 'sport = :{link.local_port}'")
+        res = hypervisor_shell(hv, f"ss -Hlun 'sport = :{link.local_port}'")
         busy = res.returncode == 0 and bool(res.stdout.strip())
     else:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

@@ -1,12 +1,12 @@
-"""Where a VM lab's nodes run: libvirt hosts named by URI, and the underlay links between
-nodes on different hosts.
+"""Where a VM lab's nodes run: hypervisors (libvirtd) named by URI, and the underlay links
+between nodes on different hypervisors.
 
 `--host node2=qemu+ssh://root@hv-b/system` places a node; nodes without one run on the
-local libvirt (qemu:///system). Each host gets its own Vagrant project, because
-vagrant-libvirt drives one libvirt connection per Vagrantfile. Nodes on one host share a
-libvirt network as their underlay; nodes on different hosts cannot, so their underlay NICs
-are joined point to point by a UDP tunnel (libvirt's `<interface type='udp'>`): qemu sends
-each guest Ethernet frame as one UDP datagram to the other host (README and docs/design.md:
+local libvirt (qemu:///system). Each hypervisor gets its own Vagrant project, because
+vagrant-libvirt drives one libvirt connection per Vagrantfile. Nodes on one hypervisor share
+a libvirt network as their underlay; nodes on different hypervisors cannot, so their underlay
+NICs are joined point to point by a UDP tunnel (libvirt's `<interface type='udp'>`): qemu sends
+each guest Ethernet frame as one UDP datagram to the other hypervisor (README and docs/design.md:
 "Labs across hypervisors").
 """
 from __future__ import annotations
@@ -23,13 +23,13 @@ from labgen.errors import InputError
 
 LOCAL_URI = "qemu:///system"
 # One guest frame per datagram: the outer IPv4 (20) and UDP (8) headers plus the guest's own
-# Ethernet header (14; qemu sends no FCS). On a 1500-byte path between the hosts the guests'
+# Ethernet header (14; qemu sends no FCS). On a 1500-byte path between the hypervisors the guests'
 # underlay NICs get 1458, so no datagram is ever fragmented on the way.
-HOST_PATH_MTU = 1500
+HYPERVISOR_PATH_MTU = 1500
 UDP_LINK_OVERHEAD = 20 + 8 + 14
-SPLIT_UNDERLAY_MTU = HOST_PATH_MTU - UDP_LINK_OVERHEAD
+SPLIT_UNDERLAY_MTU = HYPERVISOR_PATH_MTU - UDP_LINK_OVERHEAD
 # UDP ports of the links: below Linux's ephemeral range (32768+), a block per lab name so two
-# labs rarely ask for the same ports (create checks they are free on every host).
+# labs rarely ask for the same ports (create checks they are free on every hypervisor).
 PORT_BASE, PORT_BLOCKS, PORT_BLOCK = 20000, 1000, 10
 
 _SAFE_URI = re.compile(r"^[A-Za-z0-9@:/._=&?%+~-]+$")
@@ -40,7 +40,7 @@ _EXAMPLE = "e.g. --host node2=qemu+ssh://root@hv-b/system"
 
 @dataclass(frozen=True)
 class Hypervisor:
-    """One libvirt host of a lab and the Vagrant project that drives it."""
+    """One hypervisor of a lab (the libvirtd at a URI) and the Vagrant project that drives it."""
 
     name: str                   # "local", or the URI's host (and port): names the project
     uri: str
@@ -52,13 +52,13 @@ class Hypervisor:
         return self.uri != LOCAL_URI
 
     def ssh_argv(self) -> list[str]:
-        """`ssh ... host` as the guests' proxy reaches this host (user, port, key and, where
+        """`ssh ... host` as the guests' proxy reaches this hypervisor (user, port, key and, where
         the proxy honours them, the host-key options of the URI): for the pre-checks."""
         return ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15", *_ssh_args(self.uri)]
 
     @property
     def proxy_command(self) -> str | None:
-        """How Vagrant and labgen reach a guest's SSH on this host: through the host. None
+        """How Vagrant and labgen reach a guest's SSH on this hypervisor: through it. None
         leaves it to vagrant-libvirt, which derives `ssh host -p PORT -l USER -i KEY -W %h:%p`
         from the URI: vagrant-libvirt 0.11 fails to load a Vagrantfile that sets its own
         proxy command when the URI has a port."""
@@ -69,8 +69,8 @@ class Hypervisor:
 
 @dataclass(frozen=True)
 class UdpLink:
-    """A node's underlay NIC on a lab across hosts: a UDP socket on its host, sending to the
-    other node's socket on the other host."""
+    """A node's underlay NIC on a lab across hypervisors: a UDP socket on its hypervisor,
+    sending to the other node's socket on the other hypervisor."""
 
     node: str
     local_ip: str
@@ -146,7 +146,7 @@ def placements(entries: tuple[str, ...], node_names: list[str]) -> dict[str, str
     return {n: placed.get(n, LOCAL_URI) for n in node_names}
 
 
-def _host_name(uri: str) -> str:
+def _hypervisor_name(uri: str) -> str:
     if uri == LOCAL_URI:
         return "local"
     p = uri_parts(uri)
@@ -154,12 +154,13 @@ def _host_name(uri: str) -> str:
 
 
 def plan(entries: tuple[str, ...], node_names: list[str]) -> tuple[Hypervisor, ...]:
-    """The lab's hosts, in node order; a lab on one host keeps its project in the lab dir."""
+    """The lab's hypervisors, in node order; a lab on one hypervisor keeps its project in the
+    lab dir."""
     where = placements(entries, node_names)
     uris = list(dict.fromkeys(where.values()))
     names: list[str] = []
     for uri in uris:
-        name = _host_name(uri)
+        name = _hypervisor_name(uri)
         names.append(name if name not in names else f"{name}-{len(names) + 1}")
     single = len(uris) == 1
     return tuple(
@@ -168,14 +169,14 @@ def plan(entries: tuple[str, ...], node_names: list[str]) -> tuple[Hypervisor, .
         for name, uri in zip(names, uris, strict=True))
 
 
-def links(lab_name: str, hosts: tuple[Hypervisor, ...], index: dict[str, int]) -> tuple[UdpLink, ...]:
-    """The two ends of the underlay link of a two-node lab across two hosts. Each host's
-    address is where the other host sends to: a remote host's resolved name, and for this
-    machine the source address of its route toward the other host."""
+def links(lab_name: str, hypervisors: tuple[Hypervisor, ...], index: dict[str, int]) -> tuple[UdpLink, ...]:
+    """The two ends of the underlay link of a two-node lab across two hypervisors. Each
+    hypervisor's address is where the other sends to: a remote hypervisor's resolved name,
+    and for this machine the source address of its route toward the other hypervisor."""
     import zlib
-    if len(hosts) < 2:
+    if len(hypervisors) < 2:
         return ()
-    (a, b) = hosts
+    (a, b) = hypervisors
     (na,), (nb,) = a.nodes, b.nodes
     addr = {a.name: _address(a, b), b.name: _address(b, a)}
     base = PORT_BASE + zlib.crc32(lab_name.encode()) % PORT_BLOCKS * PORT_BLOCK

@@ -1,4 +1,4 @@
-"""What belongs to a VM lab: its libvirt hosts, each with its Vagrant project and log, its
+"""What belongs to a VM lab: its hypervisors, each with its Vagrant project and log, its
 domains, and the machines Vagrant recorded for it."""
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ from labgen.providers.libvirt.hypervisors import Hypervisor
 from labgen.providers.libvirt.settings import settings_of
 
 
-def hosts(lab: Lab) -> tuple[Hypervisor, ...]:
-    """The lab's libvirt hosts, each with its Vagrant project."""
+def hypervisors(lab: Lab) -> tuple[Hypervisor, ...]:
+    """The lab's hypervisors, each with its Vagrant project."""
     return settings_of(lab).hosts
 
 
 def project_dir(lab_dir: Path, hv: Hypervisor) -> Path:
     return lab_dir / hv.project
 
-def host_of(lab: Lab, node: str) -> Hypervisor:
-    return next(hv for hv in hosts(lab) if node in hv.nodes)
+def hypervisor_of(lab: Lab, node: str) -> Hypervisor:
+    return next(hv for hv in hypervisors(lab) if node in hv.nodes)
 
 def log_path(lab: Lab, lab_dir: Path, hv: Hypervisor) -> Path:
     return lab_dir / "logs" / (f"vagrant-{hv.name}.log" if settings_of(lab).split else "vagrant.log")
@@ -27,9 +27,9 @@ def domains(lab: Lab, hv: Hypervisor | None = None) -> list[str]:
     return [f"{lab.domain_prefix}{n}" for n in (hv.nodes if hv else [n.name for n in lab.nodes])]
 
 def machine_ids(lab: Lab, lab_dir: Path) -> dict[str, str]:
-    """Domain UUIDs Vagrant recorded for this lab (what makes a domain ours), all hosts."""
+    """Domain UUIDs Vagrant recorded for this lab (what makes a domain ours), all hypervisors."""
     ids = {}
-    for hv in hosts(lab):
+    for hv in hypervisors(lab):
         for f in (project_dir(lab_dir, hv) / ".vagrant" / "machines").glob("*/libvirt/id"):
             ids[f.parts[-3]] = f.read_text().strip()
     return ids

@@ -1,9 +1,9 @@
 """The libvirt provider: two (or more) VMs with Vagrant + vagrant-libvirt; verification over
 SSH (paramiko) from `vagrant ssh-config`.
 
-A lab runs on one libvirt host or, with --host, across several (labgen/providers/libvirt/hypervisors.py): one
-Vagrant project per host, brought up side by side. Vagrant's output goes to logs/vagrant.log
-(logs/vagrant-HOST.log per host of a lab across hosts) and is read line by line for per-node
+A lab runs on one hypervisor or, with --host, across several (labgen/providers/libvirt/hypervisors.py): one
+Vagrant project per hypervisor, brought up side by side. Vagrant's output goes to logs/vagrant.log
+(logs/vagrant-NAME.log per hypervisor of a lab across hypervisors) and is read line by line for per-node
 progress; on failure the error shows the last lines and where the logs are.
 
 This module is the Provider; its jobs are beside it: settings.py (the lab.json record),
@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from labgen.errors import HostError, InputError, ProviderError
 from labgen.lab.build import node_names
-from labgen.lab.model import Lab, Options, host_prefix
+from labgen.lab.model import Lab, Options, lab_prefix
 from labgen.providers import Found, NodeStatus, Progress
 from labgen.providers.libvirt import hostchecks
 from labgen.providers.libvirt.bringup import Bringup, fetch_ssh_config, ssh_config_cache
 from labgen.providers.libvirt.hypervisors import LOCAL_URI, Hypervisor, links, plan
 from labgen.providers.libvirt.project import (
     domains,
-    host_of,
-    hosts,
+    hypervisor_of,
+    hypervisors,
     log_path,
     machine_ids,
     project_dir,
@@ -43,7 +43,7 @@ from labgen.providers.libvirt.registry import (
     write_registry,
 )
 from labgen.providers.libvirt.settings import LibvirtSettings, settings_of
-from labgen.providers.libvirt.virsh import DOMAIN, NETWORK, VOLUME, libvirt_host, names, on_host, virsh, volumes
+from labgen.providers.libvirt.virsh import DOMAIN, NETWORK, VOLUME, hypervisor_key, names, on_hypervisor, virsh, volumes
 from labgen.resources import resource_dir
 from labgen.system.hostfacts import fix_kvm_access, is_root, kvm_access_drift, kvm_usable
 from labgen.system.owner import Owner
@@ -75,7 +75,7 @@ class LibvirtProvider:
     # Vagrant leaves the underlay NIC unconfigured (auto_config false), NetworkManager may run.
     script_sets_underlay_address: ClassVar[bool] = True
     peer_wait: ClassVar[float] = 120.0     # VMs boot and provision each at its own pace
-    remote_nodes: ClassVar[bool] = True     # --host node2=qemu+ssh://...: a VM on another host
+    remote_nodes: ClassVar[bool] = True     # --host node2=qemu+ssh://...: a VM on another hypervisor
     stages_apart: ClassVar[bool] = True     # tunnel and mtu at once starve an emulated guest
     capture_wait: ClassVar[float] = 90.0
     templates: ClassVar[Path] = resource_dir("templates") / "libvirt"
@@ -87,7 +87,7 @@ class LibvirtProvider:
         if opts.memory < MIN_MEMORY_MB:
             raise InputError(f"--memory {opts.memory} MiB is too small for a node running Open "
                              f"vSwitch: use at least {MIN_MEMORY_MB}")
-        if opts.memory > 1 << 20:      # 1 TiB; the host's own size is checked by host_problems
+        if opts.memory > 1 << 20:      # 1 TiB; each hypervisor's own size is checked by host_problems
             raise InputError(f"--memory {opts.memory} MiB is out of range: use {MIN_MEMORY_MB} to "
                              f"{1 << 20} MiB per VM")
         if not 1 <= opts.cpus <= 64:
@@ -113,7 +113,7 @@ class LibvirtProvider:
     def files(self, lab: Lab, env: jinja2.Environment) -> dict[str, str]:
         tpl = env.get_template("libvirt/Vagrantfile.j2")
         out = {}
-        for hv in hosts(lab):
+        for hv in hypervisors(lab):
             back = "/".join(".." for _ in Path(hv.project).parts) or "."
             out[str(Path(hv.project) / "Vagrantfile")] = tpl.render(lab=lab, hv=hv, lab_dir=back)
         return out
@@ -124,7 +124,7 @@ class LibvirtProvider:
     def shell_argv(self, lab: Lab, lab_dir: Path, node: str) -> list[str]:
         # VAGRANT_CWD: vagrant finds the node's Vagrantfile from any directory.
         # -c runs the command with a terminal (vagrant ssh's --tty is on by default).
-        project = project_dir(lab_dir, host_of(lab, node))
+        project = project_dir(lab_dir, hypervisor_of(lab, node))
         return ["env", f"VAGRANT_CWD={project.resolve()}", "vagrant", "ssh", node, "-c", "sudo -i"]
 
     def __init__(self) -> None:
@@ -145,7 +145,7 @@ class LibvirtProvider:
         if not machine_ids(lab, lab_dir) or shutil.which("virsh") is None:
             return False
         return any(set(domains(lab, hv)) & names(virsh(hv.uri, "list", "--all", "--name"))
-                   for hv in hosts(lab))
+                   for hv in hypervisors(lab))
 
     def up(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
         from labgen.vagrant.boxfetch import ensure_box
@@ -155,27 +155,27 @@ class LibvirtProvider:
         stop_vagrants(lab.name, progress)
         # A box with a URL or catalog name that is not added yet: fetched once, with progress.
         ensure_box(lab.box, lambda message: progress("box", message),
-                   log=log_path(lab, lab_dir, hosts(lab)[0]))
+                   log=log_path(lab, lab_dir, hypervisors(lab)[0]))
         if settings_of(lab).driver == "qemu":
             progress("lab", "software emulation (qemu driver): about a minute per boot")
         drift = kvm_access_drift()
-        if drift and is_root() and any(not hv.remote for hv in hosts(lab)):
+        if drift and is_root() and any(not hv.remote for hv in hypervisors(lab)):
             fix_kvm_access()    # what udev does at boot where there is one
             progress("lab", f"{drift} (no udev here): set it to group kvm, read-write, "
                             f"else libvirt probes QEMU again on every call")
         self._ssh = None
         scripts = {n.name: lab_dir / "provision" / f"{n.name}.sh" for n in lab.nodes}
         runs = [Bringup(hv, project_dir(lab_dir, hv), log_path(lab, lab_dir, hv), progress,
-                         scripts, lab_dir / "logs") for hv in hosts(lab)]
+                         scripts, lab_dir / "logs") for hv in hypervisors(lab)]
         for run in runs:
             run.peers = [r for r in runs if r is not run]
             run.started = lambda pid: note_vagrant(lab.name, pid)
             ssh_config_cache(run.project).unlink(missing_ok=True)
             run.running = running_as_recorded(lab, lab_dir, run.hv)
-        # Two URIs may reach ONE libvirtd (the same machine by two names): then one host after
-        # the other up to the domains' start, then side by side, so that its box volume and
-        # management network are created once, not raced. Distinct hosts start together.
-        shared = len({libvirt_host(hv) for hv in hosts(lab)}) < len(runs)
+        # Two URIs may reach ONE libvirtd (the same machine by two names): then one hypervisor
+        # after the other up to the domains' start, then side by side, so that its box volume and
+        # management network are created once, not raced. Distinct hypervisors start together.
+        shared = len({hypervisor_key(hv) for hv in hypervisors(lab)}) < len(runs)
         try:
             for before, run in zip([None, *runs], runs, strict=False):
                 if before is not None and shared:
@@ -209,17 +209,17 @@ class LibvirtProvider:
 
     def destroy(self, lab: Lab, lab_dir: Path, progress: Progress) -> None:
         stop_vagrants(lab.name, progress)      # a killed labgen's vagrant up holds the machines
-        for hv in hosts(lab):
+        for hv in hypervisors(lab):
             project = project_dir(lab_dir, hv)
             if (project / ".vagrant").exists() and shutil.which("vagrant"):
-                progress("lab", f"vagrant destroy{on_host(hv)}")
+                progress("lab", f"vagrant destroy{on_hypervisor(hv)}")
                 res = vagrant_cli.run(["destroy", "-f"], cwd=project, timeout=300)
                 (lab_dir / "logs").mkdir(exist_ok=True)
                 with open(log_path(lab, lab_dir, hv), "a") as log:
                     log.write(res.stdout + res.stderr)
         # Whatever Vagrant left (a crash half way, a network it no longer tracks): by name,
-        # each host only its own nodes' (two URIs may reach one libvirtd and one pool).
-        for hv in hosts(lab):
+        # each hypervisor only its own nodes' (two URIs may reach one libvirtd and one pool).
+        for hv in hypervisors(lab):
             if shutil.which("virsh"):
                 self._remove_leftovers(lab, hv, progress)
             shutil.rmtree(project_dir(lab_dir, hv) / ".vagrant", ignore_errors=True)
@@ -232,34 +232,34 @@ class LibvirtProvider:
         mine = read_registry(lab.name)
         for dom in sorted(set(ours) & names(virsh(hv.uri, "list", "--all", "--name"))):
             # A domain of this name whose description names another lab id is someone else's
-            # (another machine's lab of the same name on a shared libvirt host): left alone.
+            # (another machine's lab of the same name on a shared hypervisor): left alone.
             desc = Owner.from_json(virsh(hv.uri, "desc", dom).stdout.strip())
             if desc is not None and mine is not None and desc.id != mine.id:
-                progress("lab", f"leaving domain {dom}{on_host(hv)}: it belongs to {desc.dir} (lab id {desc.id})")
+                progress("lab", f"leaving domain {dom}{on_hypervisor(hv)}: it belongs to {desc.dir} (lab id {desc.id})")
                 ours.remove(dom)
                 continue
-            progress("lab", f"removing leftover domain {dom}{on_host(hv)}")
+            progress("lab", f"removing leftover domain {dom}{on_hypervisor(hv)}")
             virsh(hv.uri, "destroy", dom)
             virsh(hv.uri, "undefine", dom, "--remove-all-storage", "--nvram")
         if not settings_of(lab).split and \
                 lab.libvirt_network in names(virsh(hv.uri, "net-list", "--all", "--name")):
-            progress("lab", f"removing network {lab.libvirt_network}{on_host(hv)}")
+            progress("lab", f"removing network {lab.libvirt_network}{on_hypervisor(hv)}")
             virsh(hv.uri, "net-destroy", lab.libvirt_network)
             virsh(hv.uri, "net-undefine", lab.libvirt_network)
         for vol in volumes(hv.uri):
             # vagrant-libvirt names a domain's disks DOMAIN.img, DOMAIN-vdb.qcow2, ...
             if any(vol.startswith((f"{dom}.", f"{dom}-")) for dom in ours):
-                progress("lab", f"removing leftover volume {vol}{on_host(hv)}")
+                progress("lab", f"removing leftover volume {vol}{on_hypervisor(hv)}")
                 virsh(hv.uri, "vol-delete", vol, "--pool", "default")
 
     # ---- who the lab belongs to (labgen/system/owner.py) -----------------------------------------
     def record(self, lab: Lab) -> Owner | None:
         """labgen's registry on this machine; else the description of one of the lab's
-        domains (written from the lab dir's claim when Vagrant defined it), on its host."""
+        domains (written from the lab dir's claim when Vagrant defined it), on its hypervisor."""
         record = read_registry(lab.name)
         if record is not None or shutil.which("virsh") is None:
             return record
-        for hv in hosts(lab):
+        for hv in hypervisors(lab):
             existing = names(virsh(hv.uri, "list", "--all", "--name"))
             for dom in domains(lab, hv):
                 if dom in existing:
@@ -274,7 +274,7 @@ class LibvirtProvider:
     # ---- the whole host ---------------------------------------------------------------------
     def inventory(self, uris: tuple[str, ...] = ()) -> list[Found]:
         """Every lab with a labgen-named domain, volume or network on this host's libvirt
-        (and at uris), or a record in labgen's registry; one entry per lab and host."""
+        (and at uris), or a record in labgen's registry; one entry per lab and hypervisor."""
         found: dict[tuple[str, str], dict[str, Any]] = {}
 
         def entry(name: str, uri: str) -> dict[str, Any]:
@@ -328,7 +328,7 @@ class LibvirtProvider:
         stop_vagrants(found.name, progress)
         removed: set[str] = set()       # the UUIDs of the domains removed
         if shutil.which("virsh") is not None:
-            prefix = host_prefix(found.name)
+            prefix = lab_prefix(found.name)
             for dom in sorted(names(virsh(uri, "list", "--all", "--name"))):
                 if (m := DOMAIN.match(dom)) and m.group(1) == found.name:
                     progress("lab", f"removing domain {dom}{on}")
@@ -354,11 +354,11 @@ class LibvirtProvider:
             return [NodeStatus(n.name, "unknown", "virsh is missing") for n in lab.nodes]
         ours = machine_ids(lab, lab_dir)
         out = {}
-        for hv in hosts(lab):
+        for hv in hypervisors(lab):
             listed = virsh(hv.uri, "list", "--all", "--name")
             existing = names(listed)
             running = names(virsh(hv.uri, "list", "--name"))
-            where = on_host(hv)
+            where = on_hypervisor(hv)
             for node in hv.nodes:
                 dom = f"{lab.domain_prefix}{node}"
                 if listed.returncode != 0:
@@ -375,7 +375,7 @@ class LibvirtProvider:
         from labgen.nodes.ssh import SSHRunner, parse_ssh_config  # paramiko: only when a node is reached
         if self._ssh is None:
             self._ssh = {}
-            for hv in hosts(lab):
+            for hv in hypervisors(lab):
                 self._ssh |= parse_ssh_config(self._ssh_config(project_dir(lab_dir, hv)))
         if node not in self._ssh:
             raise ProviderError(f"vagrant ssh-config knows no {node}: is the lab up? (labgen up)")

@@ -15,8 +15,8 @@ from labgen.system.processes import start_ticks, stop
 def forget_machines(lab_dir: Path, uuids: set[str]) -> list[Path]:
     """Drop Vagrant's record of machines removed behind its back (by prune) from the lab's
     projects: .vagrant/machines/NODE/libvirt, whose `id` names the domain's UUID. Left there,
-    Vagrant counts them as live users of their box, and `vagrant box remove` asks their libvirt
-    host about them: an error once that host is gone (a split lab's ssh URI). Only those UUIDs."""
+    Vagrant counts them as live users of their box, and `vagrant box remove` asks their
+    hypervisor about them: an error once it is gone (a split lab's ssh URI). Only those UUIDs."""
     dropped = []
     for id_file in [*lab_dir.glob(".vagrant/machines/*/libvirt/id"),
                     *lab_dir.glob("hosts/*/.vagrant/machines/*/libvirt/id")]:

@@ -1,5 +1,5 @@
 """What only VM labs have, kept in lab.json under the provider's key ("libvirt"): the size of
-each VM, the libvirt driver, the libvirt hosts and the UDP links of a lab across hosts."""
+each VM, the libvirt driver, the hypervisors and the UDP links of a lab across hypervisors."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
@@ -18,7 +18,8 @@ class LibvirtSettings:
     memory: int
     cpus: int
     driver: str
-    # The libvirt hosts and, on a lab across hosts, the UDP link of each node's underlay NIC.
+    # The hypervisors (named "hosts" here and in lab.json, as lab files already written have
+    # it) and, on a lab across hypervisors, the UDP link of each node's underlay NIC.
     hosts: tuple[Hypervisor, ...] = ()
     links: tuple[UdpLink, ...] = ()
 
@@ -28,7 +29,7 @@ class LibvirtSettings:
 
     @property
     def underlay_mtu(self) -> int | None:
-        """A lab across hosts carries its underlay in UDP between hosts: a smaller default."""
+        """A lab across hypervisors carries its underlay in UDP between them: a smaller default."""
         return SPLIT_UNDERLAY_MTU if self.split else None
 
     @property
@@ -46,8 +47,8 @@ class LibvirtSettings:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LibvirtSettings:
-        hosts = tuple(Hypervisor(**{**h, "nodes": tuple(h["nodes"])}) for h in d.get("hosts", ()))
-        return cls(memory=d["memory"], cpus=d["cpus"], driver=d["driver"], hosts=hosts,
+        hvs = tuple(Hypervisor(**{**h, "nodes": tuple(h["nodes"])}) for h in d.get("hosts", ()))
+        return cls(memory=d["memory"], cpus=d["cpus"], driver=d["driver"], hosts=hvs,
                    links=tuple(UdpLink(**ln) for ln in d.get("links", ())))
 
     @classmethod
@@ -57,7 +58,7 @@ class LibvirtSettings:
             settings = cls.from_dict(lab_json["libvirt"]) if lab_json["libvirt"] else None
         else:   # a lab.json from before the libvirt record: the settings were top-level
             settings = cls(lab_json["memory"], lab_json["cpus"], lab_json["libvirt_driver"])
-        if settings is not None and not settings.hosts:   # from before hosts: all on this one
+        if settings is not None and not settings.hosts:   # from before hypervisors: all on this one
             settings = replace(settings, hosts=plan((), nodes))
         return settings
 

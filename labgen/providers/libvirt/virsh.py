@@ -1,5 +1,5 @@
-"""libvirt's command line and the libvirt hosts: virsh against a URI, a shell on a remote
-host over the SSH its guests' proxy uses, and labgen's names for libvirt's objects."""
+"""libvirt's command line and the hypervisors: virsh against a URI, a shell on a remote
+hypervisor over the SSH its guests' proxy uses, and labgen's names for libvirt's objects."""
 from __future__ import annotations
 
 import re
@@ -16,8 +16,8 @@ def virsh(uri: str, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.CompletedProcess(args, 124, "", f"virsh -c {uri} gave no answer in 60 s")
 
 
-def host_shell(hv: Hypervisor, command: str) -> subprocess.CompletedProcess[str]:
-    """A shell command on a remote libvirt host, as the guests' proxy reaches it."""
+def hypervisor_shell(hv: Hypervisor, command: str) -> subprocess.CompletedProcess[str]:
+    """A shell command on a remote hypervisor, as the guests' proxy reaches it."""
     try:
         return subprocess.run([*hv.ssh_argv(), command], capture_output=True, text=True,
                               timeout=60, stdin=subprocess.DEVNULL)
@@ -29,14 +29,15 @@ def names(res: subprocess.CompletedProcess[str]) -> set[str]:
     return {ln.strip() for ln in res.stdout.splitlines() if ln.strip()}
 
 
-def libvirt_host(hv: Hypervisor) -> str:
-    """The name the libvirtd behind hv gives its machine (or its URI when it does not answer)."""
+def hypervisor_key(hv: Hypervisor) -> str:
+    """Which machine hv is: the name the libvirtd behind it gives its machine (or its URI
+    when it does not answer). Two URIs with one key reach one libvirtd."""
     res = virsh(hv.uri, "hostname")
     return res.stdout.strip() if res.returncode == 0 and res.stdout.strip() else hv.uri
 
 
-def on_host(hv: Hypervisor) -> str:
-    """' on HOST' for a remote host's lines, nothing for this machine's."""
+def on_hypervisor(hv: Hypervisor) -> str:
+    """' on NAME' for a remote hypervisor's lines, nothing for this machine's."""
     return f" on {hv.name}" if hv.remote else ""
 
 

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from labgen.errors import ProviderError
-from labgen.lab.model import HANDLE_ROOT, handle_dir, host_netns, underlay_switch
+from labgen.lab.model import HANDLE_ROOT, handle_dir, node_netns, underlay_switch
 from labgen.providers import Progress
 from labgen.system.owner import Owner
 from labgen.system.processes import stop
@@ -87,7 +87,7 @@ def mount_points() -> set[str]:
 
 
 def node_up(name: str, node: str, mounts: set[str]) -> bool:
-    return (str(NETNS_DIR / host_netns(name, node)) in mounts
+    return (str(NETNS_DIR / node_netns(name, node)) in mounts
             and str(handle_dir(name) / f"{node}.mnt") in mounts)
 
 
@@ -107,7 +107,7 @@ def _lab_processes(name: str, nodes: list[str]) -> list[int]:
     ping or capture of a killed verify). Found by namespace, never by process name."""
     mounts = mount_points()
     h = handle_dir(name)
-    net = {_ns_inode(NETNS_DIR / host_netns(name, n), mounts) for n in nodes}
+    net = {_ns_inode(NETNS_DIR / node_netns(name, n), mounts) for n in nodes}
     net.add(_ns_inode(NETNS_DIR / underlay_switch(name), mounts))
     mnt = {_ns_inode(h / f"{n}.mnt", mounts) for n in nodes}
     for n in nodes:
@@ -164,7 +164,7 @@ def remove_lab(name: str, nodes: list[str], progress: Progress) -> None:
         for suffix in (".mnt", ".uts"):
             unmount_all(h / f"{node}{suffix}")
             (h / f"{node}{suffix}").unlink(missing_ok=True)
-        _del_netns(NETNS_DIR / host_netns(name, node))
+        _del_netns(NETNS_DIR / node_netns(name, node))
     _del_netns(NETNS_DIR / underlay_switch(name))
     unmount_all(h)
     (h / (RECORD + ".tmp")).unlink(missing_ok=True)

@@ -3,7 +3,7 @@ namespace with its own Open vSwitch (userspace datapath), and runs the SAME rend
 script as a VM would. The underlay is a Linux bridge in a small "switch" namespace, so the
 host's own network namespace is never touched.
 
-Host-side names come from the model (Lab.host_netns, underlay_switch, handle_dir) and carry
+Host-side names come from the model (Lab.node_netns, underlay_switch, handle_dir) and carry
 the lab name, so several labs with the same addresses run side by side. What finds and
 removes a lab by its name alone (list, prune, destroy) is byname.py.
 """
@@ -94,7 +94,7 @@ class NetnsProvider:
 
     # ---- names (all from the model) -----------------------------------------------------
     def netns(self, lab: Lab, node: str) -> str:
-        return lab.host_netns(node)
+        return lab.node_netns(node)
 
     def switch(self, lab: Lab) -> str:
         return lab.underlay_switch

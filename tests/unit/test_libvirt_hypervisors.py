@@ -1,6 +1,6 @@
-"""The libvirt provider's own logic for labs across hosts, at its process boundary: stand-ins
+"""The libvirt provider's own logic for labs across hypervisors, at its process boundary: stand-ins
 for `vagrant` and `virsh` first on PATH (the real ones are exercised by
-tests/e2e/test_vm_e2e.py, whose shared GRE lab runs across two hosts)."""
+tests/e2e/test_vm_e2e.py, whose shared GRE lab runs across two hypervisors)."""
 from __future__ import annotations
 
 import os
@@ -34,9 +34,9 @@ def split_lab(tmp_path):
     return lab, lab_dir
 
 
-def test_leftovers_are_removed_per_host_each_only_its_own_nodes(split_lab, tmp_path, monkeypatch):
-    """Two URIs may reach one libvirtd and one pool: sweeping host A must not delete the disk
-    of a node that runs on host B."""
+def test_leftovers_are_removed_per_hypervisor_each_only_its_own_nodes(split_lab, tmp_path, monkeypatch):
+    """Two URIs may reach one libvirtd and one pool: sweeping hypervisor A must not delete the
+    disk of a node that runs on hypervisor B."""
     lab, lab_dir = split_lab
     calls = fake(tmp_path, monkeypatch, "virsh", """
 case "$*" in
@@ -46,13 +46,14 @@ esac""")
     deleted = [ln.split()[1:] for ln in calls.read_text().splitlines() if "vol-delete" in ln]
     assert deleted == [["-c", "qemu:///system", "vol-delete", "labgen-x-node1.img", "--pool", "default"],
                        ["-c", HV_B, "vol-delete", "labgen-x-node2.img", "--pool", "default"]]
-    # A lab across hosts has no libvirt underlay network to remove.
+    # A lab across hypervisors has no libvirt underlay network to remove.
     assert "net-destroy" not in calls.read_text()
 
 
-def test_a_failing_host_stops_the_other_and_is_the_one_named(split_lab, tmp_path, monkeypatch):
-    """Host local reaches its domains' start, then would run forever; host 127.0.0.1 fails.
-    up() kills the first (no waiting for it), and the error names only the failed host."""
+def test_a_failing_hypervisor_stops_the_other_and_is_the_one_named(split_lab, tmp_path, monkeypatch):
+    """Hypervisor local reaches its domains' start, then would run forever; hypervisor
+    127.0.0.1 fails. up() kills the first (no waiting for it), and the error names only the
+    failed hypervisor."""
     lab, lab_dir = split_lab
     monkeypatch.setattr("labgen.vagrant.boxfetch.ensure_box", lambda *a, **k: False)
     fake(tmp_path, monkeypatch, "virsh", 'echo same-machine')     # both URIs: one libvirtd
@@ -68,7 +69,7 @@ esac""")
     pidfile = tmp_path / "local-vagrant.pid"
     monkeypatch.setenv("LABGEN_TEST_PIDFILE", str(pidfile))
     seen: list[tuple[str, str]] = []
-    # A guard, not a measure: if up() failed to stop host local, this ends the test's wait.
+    # A guard, not a measure: if up() failed to stop hypervisor local, this ends the test's wait.
     fired: list[bool] = []
 
     def stop_it() -> None:
@@ -87,7 +88,7 @@ esac""")
     msg = str(exc.value)
     assert msg.startswith("vagrant up failed on host 127.0.0.1 (exit 1)") and "no route to host" in msg
     assert "host local" not in msg
-    # The second host started only once the first was past creating its domains.
+    # The second hypervisor started only once the first was past creating its domains.
     order = [ln.split()[0].rsplit("/", 1)[1] for ln in calls.read_text().splitlines()]
     assert order == ["local", "127.0.0.1"]
     assert seen.index(("node1", "booting")) < seen.index(("node2", "creating"))
@@ -119,9 +120,10 @@ def test_kvm_access_drift_is_seen_named_and_fixed(tmp_path):
     assert kvm_access_drift(tmp_path / "absent") is None
 
 
-def test_distinct_hosts_start_together(split_lab, tmp_path, monkeypatch):
-    """Two machines: host local's vagrant waits (on an event, not a clock) until host
-    127.0.0.1's has started; a staggered start would never get there, and the guard ends it."""
+def test_distinct_hypervisors_start_together(split_lab, tmp_path, monkeypatch):
+    """Two machines: hypervisor local's vagrant waits (on an event, not a clock) until
+    hypervisor 127.0.0.1's has started; a staggered start would never get there, and the guard
+    ends it."""
     lab, lab_dir = split_lab
     monkeypatch.setattr("labgen.vagrant.boxfetch.ensure_box", lambda *a, **k: False)
     fake(tmp_path, monkeypatch, "virsh", 'case "$*" in *"system hostname"*) echo hv-a ;; *) echo hv-b ;; esac')
@@ -217,7 +219,7 @@ esac""")
     assert str(err.value).startswith("node1: provisioning failed (exit 1)") and "vagrant up" not in str(err.value)
 
 
-# ---- VM sizes against the libvirt host (virsh nodeinfo), before anything is created ---------
+# ---- VM sizes against the hypervisor (virsh nodeinfo), before anything is created -----------
 # `virsh -c qemu:///system nodeinfo` on this project's CI host (libvirt 9.0.0, Debian 12).
 NODEINFO = """\
 CPU model:           x86_64
@@ -257,8 +259,8 @@ def test_vm_sizes_against_the_host(tmp_path, monkeypatch, kw, expected):
     assert calls.read_text().split() == ["-c", "qemu:///system", "nodeinfo"]
 
 
-def test_vm_sizes_on_each_host_of_a_lab_across_hosts(tmp_path, monkeypatch):
-    """Each host runs one node: its memory alone counts, and the line names the host."""
+def test_vm_sizes_on_each_hypervisor_of_a_lab_across_hypervisors(tmp_path, monkeypatch):
+    """Each hypervisor runs one node: its memory alone counts, and the line names it."""
     fake_command(monkeypatch, tmp_path, "virsh", output=NODEINFO.encode())
     lab = build_lab(Options(tunnel="gre", libvirt_driver="qemu", name="x", memory=32768,
                             hosts=(f"node2={HV_B}",)))
@@ -317,10 +319,10 @@ def test_up_skips_vagrant_only_when_every_guest_runs_in_its_recorded_domain(spli
     """A running lab's `up` needs no `vagrant up` (~25 s to say so); a node without Vagrant's
     record, one whose recorded domain is not among the running ones, or one that no up has
     provisioned to the end in that domain (still booting, perhaps), still gets it."""
-    from labgen.providers.libvirt.project import hosts, project_dir, provisioned_mark, running_as_recorded
+    from labgen.providers.libvirt.project import hypervisors, project_dir, provisioned_mark, running_as_recorded
     lab, lab_dir = split_lab
     fake(tmp_path, monkeypatch, "virsh", 'echo "  u-node1  "; echo u-other')
-    local = hosts(lab)[0]
+    local = hypervisors(lab)[0]
     assert local.nodes == ("node1",)
     record = project_dir(lab_dir, local) / ".vagrant" / "machines" / "node1" / "libvirt" / "id"
     assert not running_as_recorded(lab, lab_dir, local)       # never brought up
