@@ -240,8 +240,13 @@ class Lab:
 
     @property
     def stp_config(self) -> dict[str, str]:
-        """OVS Bridge columns that switch loop protection on (applied at bridge creation)."""
-        return {self.mode.enable: "true"} | (self.mode.tuned if self.stp_timers == "tuned" else {})
+        """OVS Bridge columns that switch loop protection on (applied at bridge creation, and
+        again when a running lab is provisioned again): the lab's mode on, every other mode
+        off (OVS runs RSTP when both are on, so a lab rendered again from RSTP to STP kept
+        RSTP and reported no STP state), its timer set written out."""
+        others = {m.enable: "false" for m in stp_modes.MODES.values() if m != self.mode}
+        timers = self.mode.tuned if self.stp_timers == "tuned" else self.mode.standard
+        return others | {self.mode.enable: "true"} | timers
 
     @property
     def root_node(self) -> str:

@@ -202,3 +202,37 @@ def test_destroy_leaves_nothing_when_a_node_netns_entry_was_removed(tmp_path, cl
     subprocess.run(["umount", str(entry)], check=True)
     entry.unlink()
     assert labgen("destroy", str(d)).returncode == 0
+
+
+def test_a_running_lab_provisioned_again_in_another_stp_mode_runs_only_that_mode(tmp_path):
+    """A lab rendered again with another --stp or --stp-timers and brought `up` runs what it
+    was rendered for. OVS runs RSTP whenever rstp_enable is on: a lab switched from RSTP to
+    STP kept RSTP and verify found no STP state on any port; a switch from tuned to
+    standard timers kept the tuned ones."""
+    d, name = tmp_path / "lab", "restp"
+    common = ["--provider", "netns", "--name", name, "--dir", str(d)]
+
+    def columns(node: str = "node1") -> list[str]:
+        return node_cmd(name, node, "ovs-vsctl get bridge br2 stp_enable rstp_enable "
+                        "other_config:stp-forward-delay").stdout.split()
+
+    def again(*stp: str) -> None:
+        rendered = labgen("render", "gre", *common, *stp, "--force")
+        assert rendered.returncode == 0, rendered.stderr
+        up = labgen("up", str(d))
+        assert up.returncode == 0, up.stderr[-3000:]
+    try:
+        created = labgen("create", "gre", *common, "--stp", "rstp")
+        assert created.returncode == 0, created.stderr[-3000:]
+        again("--stp", "stp", "--stp-timers", "tuned")
+        proc = labgen("verify", str(d), "--json")
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        assert columns() == ["true", "false", '"4"']
+        again("--stp", "stp", "--stp-timers", "standard")
+        assert columns() == ["true", "false", '"15"']
+        again("--stp", "rstp")
+        assert columns()[:2] == ["false", "true"]
+        proc = labgen("verify", str(d), "--json")
+        assert proc.returncode == 0, proc.stdout[-3000:]
+    finally:
+        labgen("destroy", str(d))

@@ -109,12 +109,13 @@ def test_golden_files_hold_the_articles_topology():
     assert 'RUN="/bin/true", TAG-="systemd"' in rule and "rules.d/99-zz-labgen.rules" in gre
     assert gre.index("udev_rule=") < gre.index("| ip -batch -")
     # The pinned root: node1's br1 wins the whole lab.
-    assert "add-br br1 -- set bridge br1 datapath_type=\"$DATAPATH\" stp_enable=true" in gre
+    assert "add-br br1 -- set bridge br1 datapath_type=\"$DATAPATH\" rstp_enable=false stp_enable=true" in gre
     assert "other_config:stp-priority=4096" in gre
 
     vx = (GOLDEN / "vxlan" / "provision" / "node2.sh").read_text()
     assert "INNER_MTU=1450" in vx and "rstp_enable=true" in vx
-    assert re.search(r"(?<!r)stp_enable", vx) is None, "rstp lab must not switch classic STP on"
+    assert re.search(r"(?<!r)stp_enable=true", vx) is None, "rstp lab must not switch classic STP on"
+    assert "stp_enable=false rstp_enable=true" in vx
     assert "type=vxlan options='{remote_ip=10.10.10.1,key=5000}'" in vx
     assert "addr replace 192.168.10.10/24 dev a2.2" in vx
     assert "addr replace 192.168.10.11/24 dev b2.2" in vx

@@ -120,18 +120,25 @@ def test_stp_tuned_timers_are_consistent():
     assert (fd, max_age) == (4, 6)
     # 802.1D: 2*(forward_delay-1) >= max_age, else OVS quietly raises the forward delay.
     assert 2 * (fd - 1) >= max_age
-    assert cfg["stp_enable"] == "true" and "rstp_enable" not in cfg
+    assert cfg["stp_enable"] == "true" and cfg["rstp_enable"] == "false"
 
 
-def test_stp_standard_timers_leave_ovs_defaults():
-    assert lab(stp="stp", stp_timers="standard").stp_config == {"stp_enable": "true"}
+def test_stp_standard_timers_are_written_out_at_802_1d_defaults():
+    # Written, not left out: a lab provisioned again from tuned timers must not keep them.
+    assert lab(stp="stp", stp_timers="standard").stp_config == {
+        "rstp_enable": "false", "stp_enable": "true",
+        "other_config:stp-forward-delay": "15", "other_config:stp-max-age": "20"}
 
 
 def test_rstp():
     lb = lab(stp="rstp")
     # tuned: a port may send 10 BPDUs a tick (OVS's default 6 held one back a tick)
-    assert lb.stp_config == {"rstp_enable": "true", "other_config:rstp-transmit-hold-count": "10"}
-    assert lab(stp="rstp", stp_timers="standard").stp_config == {"rstp_enable": "true"}
+    # and classic STP off: OVS runs RSTP when both are on, so a lab switched from one to the
+    # other by provisioning it again must switch the other off
+    assert lb.stp_config == {"stp_enable": "false", "rstp_enable": "true",
+                             "other_config:rstp-transmit-hold-count": "10"}
+    assert lab(stp="rstp", stp_timers="standard").stp_config == {
+        "stp_enable": "false", "rstp_enable": "true", "other_config:rstp-transmit-hold-count": "6"}
 
 
 @pytest.mark.parametrize("stp, key", [("stp", "other_config:stp-priority"),

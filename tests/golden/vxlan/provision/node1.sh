@@ -57,7 +57,17 @@ fi
 # firewalld already has (ALREADY_ENABLED) is no error. firewall-cmd where busctl is missing.
 firewalld_running() {
   if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-    systemctl is-active --quiet firewalld
+    # Right after boot, a login can come before firewalld has started (labgen's own box
+    # lets logins wait for sshd only): while its start job is queued or running, wait for
+    # it to end (at most 10 min), then ask.
+    local state n=0
+    while state=$(systemctl is-active firewalld 2>/dev/null)
+      [ "$state" = activating ] || [ "$state" = reloading ] ||
+        { [ "$state" = inactive ] && systemctl list-jobs --no-legend firewalld.service 2>/dev/null | grep -q .; }; do
+      n=$((n+1)); [ $n -gt 1200 ] && break
+      sleep 0.5   # polling systemd for the end of firewalld's start, not waiting an assumed time
+    done
+    [ "$state" = active ]
   else
     firewall-cmd --state >/dev/null 2>&1
   fi
@@ -228,9 +238,9 @@ vxlan-node*|gre-node*|geneve-node*) stale="$stale -- del-port br1 $port" ;;
   done
 fi
 ovs-vsctl $stale \
-  -- --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" rstp_enable=true other_config:rstp-transmit-hold-count=10 other_config:rstp-priority=4096 -- set interface br1 mtu_request="$INNER_MTU" \
-  -- --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" rstp_enable=true other_config:rstp-transmit-hold-count=10 -- set interface br2 mtu_request="$INNER_MTU" \
-  -- --may-exist add-br br3 -- set bridge br3 datapath_type="$DATAPATH" rstp_enable=true other_config:rstp-transmit-hold-count=10 -- set interface br3 mtu_request="$INNER_MTU" \
+  -- --may-exist add-br br1 -- set bridge br1 datapath_type="$DATAPATH" stp_enable=false rstp_enable=true other_config:rstp-transmit-hold-count=10 other_config:rstp-priority=4096 -- set interface br1 mtu_request="$INNER_MTU" \
+  -- --may-exist add-br br2 -- set bridge br2 datapath_type="$DATAPATH" stp_enable=false rstp_enable=true other_config:rstp-transmit-hold-count=10 -- set interface br2 mtu_request="$INNER_MTU" \
+  -- --may-exist add-br br3 -- set bridge br3 datapath_type="$DATAPATH" stp_enable=false rstp_enable=true other_config:rstp-transmit-hold-count=10 -- set interface br3 mtu_request="$INNER_MTU" \
   -- --may-exist add-port br2 a1.1 -- set port a1.1 other_config:rstp-port-admin-edge=true \
   -- --may-exist add-port br3 b1.1 -- set port b1.1 other_config:rstp-port-admin-edge=true \
   -- --may-exist add-port br2 b12.1 \
