@@ -24,7 +24,7 @@ def box_version(recipe: BoxRecipe, pubkey: str = "") -> str:
         BUILD_FORMAT, asdict(recipe), pubkey, guest.NETWORK_INTERFACES, guest.SUDOERS,
         guest.SSH_KEYGEN_UNIT, guest.SSHD_HOST_KEYS, guest.KERNEL_ARGS, guest.GRUB_CFG,
         guest.UNIT_EDITS, guest.OVS_AT_BOOT, guest.MASKED_UNITS, guest.MODPROBE_BLACKLIST,
-        guest.INITRAMFS_CONF, guest.INITRAMFS_MODULES,
+        guest.INITRAMFS_CONF, guest.INITRAMFS_MODULES, guest.JOURNALD_CONF,
         disk.GRUB_EARLY_CFG, disk.GRUB_CORE_MODULES, BOX_VAGRANTFILE,
     )
     return f"{recipe.base_version}.{int(digest[:6], 16)}"

@@ -209,7 +209,7 @@ def test_version_and_rootfs_key_of_the_shipped_recipe_are_unchanged():
     # The box in the cache and in Vagrant on every host carries these: a different value is
     # a rebuild everywhere. Update them only with a deliberate change to the recipe.
     r = get_recipe("debian12")
-    assert box_version(r, VAGRANT_PUB) == "1.1.0.7651302"
+    assert box_version(r, VAGRANT_PUB) == "1.2.0.3555980"
     assert rootfs_key(r) == "e19f7185f648"
 
 
@@ -304,18 +304,18 @@ def fake_host(monkeypatch):
 
 def test_build_box_reuses_without_building(fake_host, tmp_path):
     steps, listed = fake_host
-    listed.add(("labgen/debian12", "libvirt", "1.1.0.7651302"))
-    box = tmp_path / "labgen-debian12-1.1.0.7651302.box"
+    listed.add(("labgen/debian12", "libvirt", "1.2.0.3555980"))
+    box = tmp_path / "labgen-debian12-1.2.0.3555980.box"
     box.write_bytes(b"box")
     lines: list[str] = []
     built = build_box(cache_dir=tmp_path, progress=lines.append)
-    assert built == build.BuiltBox("labgen/debian12", "1.1.0.7651302", box, reused=True)
-    assert steps == [] and lines == [f"reused labgen/debian12 1.1.0.7651302 (libvirt): {box}"]
+    assert built == build.BuiltBox("labgen/debian12", "1.2.0.3555980", box, reused=True)
+    assert steps == [] and lines == [f"reused labgen/debian12 1.2.0.3555980 (libvirt): {box}"]
 
 
 def test_cached_box_missing_from_vagrant_is_only_added(fake_host, tmp_path):
     steps, _listed = fake_host
-    (tmp_path / "labgen-debian12-1.1.0.7651302.box").write_bytes(b"box")
+    (tmp_path / "labgen-debian12-1.2.0.3555980.box").write_bytes(b"box")
     built = build_box(cache_dir=tmp_path, progress=lambda _: None)
     assert steps == ["box add"] and built.reused
 
@@ -344,7 +344,7 @@ def test_full_build_runs_every_step_and_removes_older_boxes(fake_host, tmp_path,
     assert steps == ["debootstrap", "image", "package", "box add"] and not built.reused
     assert not (tmp_path / "labgen-debian12-1.0.0.1.box").exists()
     assert said == ["removed older cached labgen-debian12-1.0.0.1.box"]
-    assert "build labgen/debian12 1.1.0.7651302 action=build" in \
+    assert "build labgen/debian12 1.2.0.3555980 action=build" in \
         (tmp_path / "build-debian12.log").read_text()
 
 
@@ -393,6 +393,9 @@ PACKAGED_UNITS = {
         "[Unit]\nBefore=network.target\nAfter=network-pre.target ovsdb-server.service "
         "ovs-vswitchd.service\nPartOf=network.target\n"
         "[Install]\nWantedBy=multi-user.target\nAlias=ovs.service\nAlso=ovs-record-hostname.service\n",
+    "lib/systemd/system/systemd-user-sessions.service":
+        "[Unit]\nDescription=Permit User Sessions\n"
+        "After=remote-fs.target nss-user-lookup.target network.target home.mount\n",
 }
 
 
@@ -452,7 +455,13 @@ def test_guest_configuration(debootstrapped):
     assert os.readlink(units / "ovs-record-hostname.service") == "/dev/null"
     assert not (units / "openvswitch-switch.service.requires/ovs-record-hostname.service") \
         .is_symlink()
+    # logins wait for sshd, not for network.target (that is, for firewalld)
+    assert "\nAfter=remote-fs.target nss-user-lookup.target home.mount\n" in \
+        (units / "systemd-user-sessions.service").read_text()
     assert os.readlink(units / "modprobe@drm.service") == "/dev/null"
+    assert os.readlink(units / "sys-kernel-tracing.mount") == "/dev/null"
+    assert "Storage=volatile" in (root / "etc/systemd/journald.conf.d/labgen.conf").read_text()
+    assert "virtio_net" in (root / "etc/initramfs-tools/modules").read_text()
     assert "blacklist kvm_amd\n" in (root / "etc/modprobe.d/labgen.conf").read_text()
     assert "MODULES=list" in (root / "etc/initramfs-tools/conf.d/labgen.conf").read_text()
     assert "virtio_blk" in (root / "etc/initramfs-tools/modules").read_text()
