@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from labgen.errors import ProviderError
 from labgen.providers import Progress
+from labgen.providers.libvirt import console
 from labgen.providers.libvirt.hypervisors import Hypervisor
 from labgen.providers.libvirt.project import provisioned_mark, recorded_domains
 from labgen.vagrant import command as vagrant_cli
@@ -75,6 +76,7 @@ class Bringup:
         # Every guest of this hypervisor already runs in the domain Vagrant recorded for it: no
         # `vagrant up` (nothing for it to do), the scripts run at once.
         self.running = False
+        self._console: console.Watcher | None = None     # the guests' boot phases, while they boot
 
     @property
     def failed(self) -> bool:
@@ -89,6 +91,11 @@ class Bringup:
             self.past_creation.set()
             self._thread.start()
             return
+        if not self.hv.remote:      # the consoles are files on this machine (the Vagrantfile)
+            self._console = console.Watcher(
+                {n: self.logs / f"{n}-console.log" for n in self.hv.nodes},
+                lambda node, phase: self.progress(node, phase.said()))
+            self._console.start()
         self._proc = vagrant_cli.start(["up", "--provider", "libvirt", "--no-provision"], cwd=self.project,
                                        timeout=vagrant_cli.up_timeout(self.project))
         self.started(self._proc.pid)
@@ -115,6 +122,8 @@ class Bringup:
                         self._prefetch = threading.Thread(target=self._prefetch_ssh_config, daemon=True)
                         self._prefetch.start()
                     if node is not None and stage[node] == "SSH ready":
+                        if self._console is not None:
+                            self._console.stop(node)
                         self._start_script(node)
         except subprocess.CalledProcessError as exc:
             self.error = (exc.returncode, tail)
@@ -122,6 +131,8 @@ class Bringup:
             self.error = (-1, [str(exc)])
         finally:
             self.past_creation.set()
+            if self._console is not None:
+                self._console.stop()
         if self.error is not None:
             self._halt()        # vagrant up failed: the scripts that run have no lab to finish
         self._provision_all()
