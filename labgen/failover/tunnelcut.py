@@ -18,7 +18,8 @@ builds. The program matches IPv4 to the remote's underlay address and the tunnel
 encapsulation (GRE: IP protocol 47; VXLAN, Geneve: UDP to their port), nothing else.
 
 Restoring deletes exactly what the cut added: the filter (its own preference), and the
-clsact qdisc only when the cut created it. The NIC is the one the node script chose,
+clsact qdisc only when the cut created it; the same lines undo a cut that a killed
+failover left (leftovers.py). The NIC is the one the node script chose,
 remembered in OVS's database (external_ids:labgen-underlay-nic, templates/node.sh.j2)."""
 from __future__ import annotations
 
@@ -112,12 +113,27 @@ def cut_command(end: End, kind: TunnelKind) -> str:
 
 def restore_command(added_qdisc: bool) -> str:
     """Deletes the cut's filter, and the clsact qdisc when the cut added it; prints the
-    node's time just before."""
-    lines = [nic_command(), "t=$(date +%s.%N)",
-             f'tc filter del dev "$nic" egress pref {PREF} || exit 1']
-    if added_qdisc:
-        lines.append('tc qdisc del dev "$nic" clsact || exit 1')
-    return "\n".join(lines + [marks.CLEAR + " || exit 1", 'echo "$t"'])
+    node's time just before (taken right before the delete: the restore's outage starts
+    there)."""
+    return "\n".join([nic_command(), "t=$(date +%s.%N)",
+                      *undo_lines("true" if added_qdisc else None), 'echo "$t"'])
+
+
+def undo_lines(qdisc_added: str | None, if_there: bool = False) -> list[str]:
+    """Shell, with $nic set: what a cut added taken away, and the node's mark cleared: the
+    filter, and the clsact qdisc when `qdisc_added` holds (a shell test: "true", or one that
+    reads a leftover mark; None: the cut found the qdisc, it stays). `if_there`: each only
+    if it is there (a cut killed part way, leftovers.py); else a missing one is an error."""
+    def delete(what: str, present: str) -> list[str]:
+        if not if_there:
+            return [f"{what} || exit 1"]
+        return [f"if {present}; then", f"  {what} || exit 1", "fi"]
+    lines = delete(f'tc filter del dev "$nic" egress pref {PREF}',
+                   f'tc filter show dev "$nic" egress pref {PREF} | grep -q .')
+    if qdisc_added is not None:
+        qdisc = delete('tc qdisc del dev "$nic" clsact', 'tc qdisc show dev "$nic" | grep -q "^qdisc clsact "')
+        lines += qdisc if qdisc_added == "true" else [f"if {qdisc_added}; then", *("  " + q for q in qdisc), "fi"]
+    return lines + [marks.CLEAR + " || exit 1"]
 
 
 def parse_cut(stdout: str) -> tuple[float, bool]:
