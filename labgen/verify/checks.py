@@ -124,7 +124,7 @@ def run_stp_checks(lab: Lab, runners: Mapping[str, Runner], timeout: float,
 def poll_tree(lab: Lab, runners: Mapping[str, Runner], timeout: float,
               interval: float = 0.1, cut: Collection[Link] = ()) -> tuple[list[Check], dict[str, dict[str, BridgeState]]]:
     """Poll every node until the lab's mode is on for every bridge, every port reports its
-    state, nothing is still moving (spantree.idle_ports: what may) and the forwarding links
+    state, no port is still moving (not even one whose link carries nothing) and the forwarding links
     of all nodes form one spanning tree; that must hold on two polls in a row. A bridge
     without loop protection or a node that does not answer will not heal by waiting: those
     fail at once. Returns the checks and the state last read (failover reads the tree from

@@ -123,9 +123,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("stp", 4, "STP/RSTP is on for every bridge of every node and every port reports its "
           "role and state; from all nodes together, the links whose both ends forward (loop veths "
           "and tunnels) form one spanning tree: no loop, no bridge cut off, one root; every port has "
-          "reached its state, but that with RSTP a designated port facing a discarding alternate or "
-          "backup port may still be on its way once no information is in flight (each link has one "
-          "designated end, whose vector the other end holds): that link carries nothing either way; polled until "
+          "reached its state, with RSTP a designated port facing a discarding alternate or backup "
+          "port too (its link carries nothing either way, but echo requests were lost while such "
+          "ports moved); polled until "
           "it holds twice in a row, with a timeout (with STP each poll first wakes ovs-vswitchd, which "
           "runs its STP timers only when its loop wakes: else a port forwards up to a second late "
           "at each state change)",

@@ -58,9 +58,11 @@ def test_three_nodes_full_mesh(tmp_path, clean_host):
 
 
 def test_rstp_tree_judged_whole_is_one_every_overlay_ping_crosses_at_once(tmp_path, clean_host):
-    """With RSTP the spanning tree stage does not wait for a designated port facing an
-    alternate (spantree.idle_ports). The moment it holds, on 6 freshly made nodes (60 ports
-    in the tree), every namespace's first echo request to every other one is answered: one
+    """With RSTP the spanning tree stage waits for every port, a designated port facing an
+    alternate too (when it did not, 1-4 of these 132 requests were lost in about 6 runs of
+    100: docs/benchmarks.md, "RSTP: every port waited for"). The moment it holds, on 6
+    freshly made nodes (60 ports in the tree), every namespace's first echo request to every
+    other one is answered: one
     echo request each, no second try, so a tree that was judged whole too early loses some.
     (The one one-shot probe of this module, on purpose: loss is the claim.) Every namespace
     knows every other one's MAC before the tree is judged (permanent neighbour entries), so

@@ -21,7 +21,6 @@ from labgen.verify.spantree import (
     BridgeState,
     PortState,
     bridge_problems,
-    idle_ports,
     judge_tree,
     links,
     parse_state,
@@ -55,7 +54,7 @@ def test_recorded_converged_labs_are_one_spanning_tree(mode, tunnel):
 def test_parse_reads_full_port_names_roles_and_states():
     br1 = recorded("rstp")["node1"]["br1"]
     assert set(br1.ports) == {"b12.2", "b13.2", "gre-node2"}
-    assert br1.ports["gre-node2"] == PortState("root", "forwarding", ("8.000.c66046881a4c", "2000", "8003"))
+    assert br1.ports["gre-node2"] == PortState("root", "forwarding")
     assert br1.rstp_enable and not br1.stp_enable and br1.root_id and br1.bridge_id
 
 
@@ -165,42 +164,21 @@ def _put(the_state, end, **changes):
 
 
 @pytest.mark.parametrize("still", ["discarding", "learning"])
-def test_rstp_designated_port_facing_an_alternate_may_still_move_once_nothing_is_in_flight(still):
-    """Its link carries nothing either way (the far end discards); OVS forwards it 3 ticks
-    after the last BPDU it got. Every other port must have reached its state."""
+def test_rstp_designated_port_facing_an_alternate_is_waited_for(still):
+    """Its link carries nothing either way (the far end discards), but first echo requests
+    were lost while such ports moved (docs/benchmarks.md): the tree is not judged settled
+    until it forwards, and the problem names it."""
     the_lab, state = lab("rstp"), recorded("rstp")
     pairs = _facing(state, the_lab, "alternate")
     assert len(pairs) == 2                          # one per node's loop in the recording
-    assert idle_ports(the_lab, state) == {d for d, _ in pairs}
+    assert judge_tree(the_lab, state).ok            # the recording: both forward
     for d, _ in pairs:
         _put(state, d, state=still)
     verdict = judge_tree(the_lab, state)
-    assert verdict.ok and verdict.settled and verdict.forwarding_links == 5, verdict.problems
-
-
-def test_rstp_nothing_is_idle_while_information_is_in_flight():
-    the_lab = lab("rstp")
-    cases = {
-        "the alternate holds another vector than its designated end sends":
-            lambda st, d, o: _put(st, o, vector=("8.000.000000000001", "0", "8001")),
-        "both ends claim designated": lambda st, d, o: _put(st, o, role="designated"),
-        "a vector not reported": lambda st, d, o: _put(st, o, vector=None),
-        "a designated end that sends another bridge's vector":
-            lambda st, d, o: (_put(st, d, vector=("8.000.000000000001", *st[d[0]][d[1]].ports[d[2]].vector[1:])),
-                              _put(st, o, vector=st[d[0]][d[1]].ports[d[2]].vector)),
-    }
-    for why, edit in cases.items():
-        state = recorded("rstp")
-        d, o = _facing(state, the_lab, "alternate")[0]
-        edit(state, d, o)
-        _put(state, d, state="discarding")
-        assert idle_ports(the_lab, state) == set(), why
-        verdict = judge_tree(the_lab, state)
-        assert not verdict.settled and not verdict.ok, why
-        assert any(p.startswith("still settling") and d[2] in p for p in verdict.problems), why
-    state = recorded("rstp")                        # two roots: nothing idle either
-    state["node2"]["br3"].root_id = "8.000.000000000001"
-    assert idle_ports(the_lab, state) == set()
+    assert verdict.is_tree and verdict.forwarding_links == 5   # the same tree carries frames
+    assert not verdict.settled and not verdict.ok
+    settling = next(p for p in verdict.problems if p.startswith("still settling"))
+    assert all(d[2] in settling for d, _ in pairs), settling
 
 
 def test_a_designated_port_facing_a_root_port_must_forward():

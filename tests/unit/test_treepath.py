@@ -96,7 +96,7 @@ def test_the_port_that_took_over_is_the_blocked_end_that_forwards_after_the_cut(
     assert _took_over(the_lab, before, after) == [blocked_end]
     assert _took_over(the_lab, before, before) == []
     # RSTP: the designated end facing the alternate may itself have been discarding (on its
-    # way, spantree.idle_ports); it forwards after the cut too but took over from nothing.
+    # way to forwarding); it forwards after the cut too but took over from nothing.
     other = alt.bridges.b if blocked_end == alt.bridges.a else alt.bridges.a
     waiting = copy.deepcopy(before)
     waiting[other[0]][other[1]].ports[other[2]] = PortState("designated", "discarding")

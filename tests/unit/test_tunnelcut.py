@@ -18,7 +18,7 @@ from labgen.lab import tunnels
 from labgen.lab.model import Options
 from labgen.lifecycle import build_lab
 from labgen.nodes.runner import Result
-from labgen.verify.spantree import BridgeState, PortState, forwarding_links, idle_ports, judge_tree, links
+from labgen.verify.spantree import BridgeState, PortState, forwarding_links, judge_tree, links
 
 REMOTE, OTHER, LOCAL = "10.0.0.3", "10.0.0.2", "10.0.0.1"
 
@@ -238,15 +238,6 @@ def test_a_cut_tunnel_of_the_tree_is_judged_whole_only_once_another_link_took_ov
     assert verdict.ok and verdict.settled, verdict.problems
     assert not judge_tree(the_lab, after).settled      # without the cut: a designated port moving
     assert _took_over(the_lab, before, after, (ln,)) == [joins.b]
-
-
-def test_idle_ports_ignore_a_cut_link():
-    the_lab = three()
-    state, _, blocked = tree_state(the_lab)
-    ln = next(x for x in blocked if x.a[0] != x.b[0])
-    set_port(state, ln.b, "designated", "discarding")
-    # Without vectors no port is idle either way; with the cut link skipped nothing breaks.
-    assert idle_ports(the_lab, state, [ln]) == set() == idle_ports(the_lab, state)
 
 
 def _connected_without(the_lab, used) -> bool:
