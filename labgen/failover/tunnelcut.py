@@ -119,9 +119,9 @@ def restore_command(added_qdisc: bool) -> str:
                       *undo_lines("true" if added_qdisc else None), 'echo "$t"'])
 
 
-def undo_lines(qdisc_added: str | None, if_there: bool = False) -> list[str]:
+def undo_lines(qdisc_if: str | None, if_there: bool = False) -> list[str]:
     """Shell, with $nic set: what a cut added taken away, and the node's mark cleared: the
-    filter, and the clsact qdisc when `qdisc_added` holds (a shell test: "true", or one that
+    filter, and the clsact qdisc when the shell test `qdisc_if` holds ("true", or one that
     reads a leftover mark; None: the cut found the qdisc, it stays). `if_there`: each only
     if it is there (a cut killed part way, leftovers.py); else a missing one is an error."""
     def delete(what: str, present: str) -> list[str]:
@@ -130,9 +130,9 @@ def undo_lines(qdisc_added: str | None, if_there: bool = False) -> list[str]:
         return [f"if {present}; then", f"  {what} || exit 1", "fi"]
     lines = delete(f'tc filter del dev "$nic" egress pref {PREF}',
                    f'tc filter show dev "$nic" egress pref {PREF} | grep -q .')
-    if qdisc_added is not None:
+    if qdisc_if is not None:
         qdisc = delete('tc qdisc del dev "$nic" clsact', 'tc qdisc show dev "$nic" | grep -q "^qdisc clsact "')
-        lines += qdisc if qdisc_added == "true" else [f"if {qdisc_added}; then", *("  " + q for q in qdisc), "fi"]
+        lines += [f"if {qdisc_if}; then", *("  " + q for q in qdisc), "fi"]
     return lines + [marks.CLEAR + " || exit 1"]
 
 

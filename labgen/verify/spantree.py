@@ -206,10 +206,10 @@ def judge_tree(lab: Lab, state: dict[str, dict[str, BridgeState]],
     # Every port must reach its state, a designated port facing an alternate too (its link
     # carries nothing either way, but first echo requests were lost while such ports moved:
     # docs/benchmarks.md, "RSTP: every port waited for"). Only a cut link's ends are not.
-    idle = {end for link in cut for end in (link.a, link.b)}
+    cut_ends = {end for link in cut for end in (link.a, link.b)}
     moving = [f"{n} {b} {p} {s.state}" for n, b in vertices
               for p, s in state[n][b].ports.items()
-              if state[n][b].enabled(mode) and (n, b, p) not in idle and (s.state in TRANSITIONAL or (
+              if state[n][b].enabled(mode) and (n, b, p) not in cut_ends and (s.state in TRANSITIONAL or (
                   s.role in ("root", "designated") and s.state in STABLE_BLOCKED - DOWN))]
     roots = {state[n][b].root_id for n, b in vertices if state[n][b].enabled(mode)}
     root = next(iter(roots)) if len(roots) == 1 else None
