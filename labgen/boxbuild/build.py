@@ -7,6 +7,8 @@ version derived from the recipe so an unchanged recipe is built once and then re
 """
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from labgen.vagrant import command as vagrant
 from . import boxfile, disk, guest, register, rootfs
 from .apt import resolve_mirror
 from .boxfile import PROVIDER
-from .cache import box_file, exclusive, remove_older_files, resolve_cache_dir, rootfs_file
+from .cache import boot_file, boot_record, box_file, exclusive, remove_older_files, resolve_cache_dir, rootfs_file
 from .errors import BoxBuildError
 from .log import BuildLog
 from .recipe import get_recipe
@@ -92,6 +94,7 @@ def build_box(
 
             def configure(root: Path, fs_uuid: str) -> None:
                 guest.configure(root, recipe, pubkey, fs_uuid, mirror, log.run)
+                keep_boot_files(root, cache, recipe.box_name, version, fs_uuid)
 
             raw = cache / f"{name}-disk.raw.partial"
             try:
@@ -105,8 +108,35 @@ def build_box(
             progress(f"reusing cached {box_path}; adding it to Vagrant")
         log.step("box add", register.box_add, log, recipe.box_name, version, box_path,
                  replace=registered or force)
-        remove_older_files(box_path, recipe.box_name.replace("/", "-") + "-*.box", progress)
+        stem = recipe.box_name.replace("/", "-")
+        remove_older_files(box_path, stem + "-*.box", progress)
+        for kind in BOOT_KINDS:
+            remove_older_files(boot_file(cache, recipe.box_name, version, kind),
+                               f"{stem}-*.{kind}", progress)
     return BuiltBox(recipe.box_name, version, box_path, reused=action == "add")
+
+
+# The box's kernel and initramfs, kept beside the .box: a lab on this host boots them
+# directly (libvirt direct kernel boot, labgen/providers/libvirt/directboot.py), without the
+# BIOS's disk reads and GRUB. Files of the cache are readable by the emulator's user.
+BOOT_KINDS = ("vmlinuz", "initrd")
+
+
+def keep_boot_files(root: Path, cache: Path, box_name: str, version: str, fs_uuid: str) -> None:
+    """Copy the configured root fs's kernel and initramfs to the cache, and record them with
+    the kernel command line for the box of this version."""
+    kernel, initrd = guest.kernel_files(root)
+    paths = {}
+    for kind, name in zip(BOOT_KINDS, (kernel, initrd), strict=True):
+        path = boot_file(cache, box_name, version, kind)
+        partial = path.with_name(path.name + ".partial")
+        shutil.copyfile(root / "boot" / name, partial)
+        partial.chmod(0o644)
+        partial.rename(path)
+        paths[kind] = str(path)
+    record = {"box": box_name, "version": version, "kernel": paths["vmlinuz"],
+              "initrd": paths["initrd"], "cmdline": guest.kernel_cmdline(fs_uuid)}
+    boot_record(cache, box_name).write_text(json.dumps(record, indent=2) + "\n")
 
 
 def check_preconditions() -> None:

@@ -1,6 +1,6 @@
 """The build cache (default /var/cache/labgen/boxes, or $LABGEN_CACHE_DIR): the built
-.box files, the debootstrap tarballs they start from, the build logs, and the lock that
-keeps two builds of one box apart."""
+.box files with their kernels and initramfs images, the debootstrap tarballs they start
+from, the build logs, and the lock that keeps two builds of one box apart."""
 from __future__ import annotations
 
 import contextlib
@@ -25,6 +25,17 @@ def resolve_cache_dir(cache_dir: Path | None = None) -> Path:
 
 def box_file(cache: Path, box_name: str, version: str) -> Path:
     return cache / f"{box_name.replace('/', '-')}-{version}.box"
+
+
+def boot_file(cache: Path, box_name: str, version: str, kind: str) -> Path:
+    """The kernel ("vmlinuz") or initramfs ("initrd") of a built box, for direct kernel boot."""
+    return cache / f"{box_name.replace('/', '-')}-{version}.{kind}"
+
+
+def boot_record(cache: Path, box_name: str) -> Path:
+    """What the last build of a box left for direct kernel boot: its version, kernel,
+    initramfs and kernel command line (JSON; read by labgen/providers/libvirt/directboot.py)."""
+    return cache / f"{box_name.replace('/', '-')}.boot.json"
 
 
 def rootfs_file(cache: Path, name: str, key: str) -> Path:

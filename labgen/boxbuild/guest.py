@@ -19,13 +19,35 @@ from .errors import BoxBuildError
 from .log import Run
 from .recipe import BoxRecipe
 
-NETWORK_INTERFACES = """\
-# labgen box: DHCP on the first NIC (Vagrant's management network)
-auto lo
-iface lo inet loopback
+# The management NIC (Vagrant's management network, eth0) by systemd-networkd, not ifupdown
+# and dhclient (1.3.0): ifupdown's udev hotplug script, ifup@eth0 and dhclient's start took
+# ~3 s of the one emulated CPU before the first DHCPDISCOVER, and dhclient-script ~2.5 s
+# after the lease before the address was set (docs/benchmarks.md). networkd is already in
+# memory when eth0 appears and sets the lease itself. No IPv6 or link-local addresses: Vagrant
+# reaches the guest over IPv4. The client identifier is the MAC, as dhclient sent it. Only
+# eth0 matches: every other link (the underlay, the lab's bridges and veths) stays unmanaged.
+NETWORKD_ETH0 = """\
+# labgen box: DHCP on the first NIC (Vagrant's management network); labgen/boxbuild/guest.py
+[Match]
+Name=eth0
 
-allow-hotplug eth0
-iface eth0 inet dhcp
+[Network]
+DHCP=ipv4
+LinkLocalAddressing=no
+IPv6AcceptRA=no
+
+[DHCPv4]
+ClientIdentifier=mac
+# the hostname is the box's, then the node script's: no hostnamed started for the lease's
+UseHostname=no
+"""
+# Routes and rules networkd did not make are left alone (its default removes them from the
+# links it manages): the guest is a lab node, whose routes are labgen's or the user's.
+NETWORKD_CONF = """\
+# labgen box: leave other routes alone (labgen/boxbuild/guest.py)
+[Network]
+ManageForeignRoutes=no
+ManageForeignRoutingPolicyRules=no
 """
 
 SUDOERS = "vagrant ALL=(ALL) NOPASSWD: ALL\nDefaults:vagrant !requiretty\n"
@@ -57,7 +79,7 @@ HostKey /etc/ssh/ssh_host_ecdsa_key
 # before another costs its whole start time. Debian orders Open vSwitch before
 # network.target and networking.service (for ifupdown's OVS integration, which labgen never
 # uses: the node script builds its bridges with ovs-vsctl), and ssh.service after
-# network.target. So the management NIC's DHCP (ifup@eth0), network.target and with it
+# network.target. So the management NIC's DHCP, network.target and with it
 # systemd-user-sessions (no login before it) and sshd all waited ~60 s for ovsdb-server and
 # ovs-vswitchd. configure() writes copies of these units to /etc/systemd/system without
 # the listed ordering; a listed value missing from the packaged unit fails the build (a
@@ -65,17 +87,18 @@ HostKey /etc/ssh/ssh_host_ecdsa_key
 # MASKED_UNITS), so openvswitch-switch's [Install] no longer names it: `systemctl enable`
 # would otherwise trip on the mask.
 #
-# The management NIC's DHCP (ifup@eth0) also waited for network-pre.target, that is for
-# firewalld (Before=network-pre.target), ~20-40 s of Python on the emulated CPU, before
-# dhclient even started; Vagrant waits for that lease before it tries SSH. Now dhclient
-# runs while firewalld starts. Logins still wait for firewalld: systemd-user-sessions
-# (pam_nologin) is After=network.target, which is After=network-pre.target, so Vagrant's
-# first login and the node script's firewall step always find firewalld active. Before
-# that, only sshd listens on the NIC, and firewalld's default zone lets SSH in anyway.
+# The management NIC's DHCP also waited for network-pre.target, that is for firewalld
+# (Before=network-pre.target), ~20-40 s of Python on the emulated CPU, before the DHCP
+# client even started; Vagrant waits for that lease before it tries SSH. Now
+# systemd-networkd asks for the lease while firewalld starts. Before firewalld is active,
+# only sshd listens on the NIC, and firewalld's default zone lets SSH in anyway.
 UNIT_EDITS: dict[str, dict[str, tuple[str, ...]]] = {
     # sshd listens on 0.0.0.0: it needs no configured network
     "ssh.service": {"After": ("network.target",)},
-    "ifup@.service": {"After": ("network-pre.target",)},
+    "systemd-networkd.service": {"After": ("network-pre.target",)},
+    # DNS for the guest's own use, not the lab's: systemd-resolved (2 s of the emulated CPU)
+    # no longer holds up sysinit.target, that is every unit of the boot (8 s measured)
+    "systemd-resolved.service": {"Before": ("sysinit.target",)},
     "ovsdb-server.service": {"Before": ("network.target", "networking.service")},
     "ovs-vswitchd.service": {"Before": ("network.target", "networking.service")},
     "openvswitch-switch.service": {"Before": ("network.target",),
@@ -88,6 +111,17 @@ UNIT_EDITS: dict[str, dict[str, tuple[str, ...]]] = {
     # the tunnel's rule still goes to an active firewalld. Measured in docs/benchmarks.md.
     "systemd-user-sessions.service": {"After": ("network.target",)},
 }
+
+# Who gets the one emulated CPU first while the boot's units compete for it. systemd-networkd
+# first: the DHCP lease Vagrant waits for comes ~6 s after its request whatever the guest
+# does (libvirt's dnsmasq checks the address first), so the sooner it asks, the more of the
+# rest of the boot (the host keys, sshd, logind) runs in that wait; at the same priority, its
+# start (loading systemd's shared library) took ~9 s. Then firewalld's start, ~7 s of
+# Python, and systemd-resolved (DNS for the guest's own use) last. System services share
+# one CPU group in the guest, so nice decides. firewalld is still active before the node
+# script's firewall step, which waits for its start job.
+NICE_UNITS = {"systemd-networkd.service": -10, "firewalld.service": 10,
+              "systemd-resolved.service": 19}
 
 # Open vSwitch is not started at boot: the recipe's `start` (systemctl enable --now
 # openvswitch-switch), which the node script runs while provisioning, starts it. At boot
@@ -189,7 +223,7 @@ terminal_output serial console
 set timeout=0
 search --no-floppy --fs-uuid --set=root {uuid}
 menuentry "Debian GNU/Linux" {{
-    linux /boot/{kernel} root=UUID={uuid} ro {args}
+    linux /boot/{kernel} {cmdline}
     initrd /boot/{initrd}
 }}
 """
@@ -234,7 +268,15 @@ def configure(root: Path, recipe: BoxRecipe, pubkey: str, fs_uuid: str, mirror: 
     write("etc/hosts", f"127.0.0.1 localhost\n127.0.1.1 {hostname}\n"
                        "::1 localhost ip6-localhost ip6-loopback\n")
     write("etc/fstab", f"UUID={fs_uuid} / ext4 errors=remount-ro 0 1\n")
-    write("etc/network/interfaces", NETWORK_INTERFACES)
+    write("etc/systemd/network/10-eth0.network", NETWORKD_ETH0)
+    write("etc/systemd/networkd.conf.d/labgen.conf", NETWORKD_CONF)
+    # networkd on at boot: the links `systemctl enable systemd-networkd` makes, less the
+    # wait-online unit (nothing in the box waits for network-online.target).
+    for rel, unit in (("multi-user.target.wants/systemd-networkd.service", "systemd-networkd"),
+                      ("sockets.target.wants/systemd-networkd.socket", "systemd-networkd.socket"),
+                      ("dbus-org.freedesktop.network1.service", "systemd-networkd")):
+        unit += "" if unit.endswith(".socket") else ".service"
+        symlink(root / "etc/systemd/system" / rel, f"/lib/systemd/system/{unit}")
     if mirror:
         write("etc/apt/sources.list",
               f"deb {mirror} {recipe.suite} main\n"
@@ -286,11 +328,19 @@ def configure(root: Path, recipe: BoxRecipe, pubkey: str, fs_uuid: str, mirror: 
             symlink(link, f"/etc/systemd/system/{target.name}")
     if not OVS_AT_BOOT:
         (units / "multi-user.target.wants/openvswitch-switch.service").unlink(missing_ok=True)
+    # Open vSwitch's SysV script goes (systemd starts OVS from its own units): with it, the
+    # recipe's `systemctl enable` ran systemd-sysv-install (update-rc.d, Perl) and reloaded
+    # systemd three times, 8.5 s of the node script's first run on an emulated guest.
+    for script in (root / "etc/init.d/openvswitch-switch", *root.glob("etc/rc?.d/*openvswitch-switch")):
+        script.unlink(missing_ok=True)
     for unit in MASKED_UNITS:
         for link in units.glob(f"*.requires/{unit}"):
             link.unlink()  # a Requires= on a masked unit would fail its requirer
         symlink(units / unit, "/dev/null")
 
+    for unit, nice in NICE_UNITS.items():
+        write(f"etc/systemd/system/{unit}.d/labgen-nice.conf",
+              f"# labgen box: see NICE_UNITS in labgen/boxbuild/guest.py\n[Service]\nNice={nice}\n")
     write("etc/modprobe.d/labgen.conf", MODPROBE_BLACKLIST)
     write("etc/systemd/journald.conf.d/labgen.conf", JOURNALD_CONF)
 
@@ -307,10 +357,18 @@ def configure(root: Path, recipe: BoxRecipe, pubkey: str, fs_uuid: str, mirror: 
         for path in root.glob(pattern):
             path.unlink()
     (root / "etc/resolv.conf").unlink(missing_ok=True)
+    if (root / "lib/systemd/system/systemd-resolved.service").is_file():
+        # the DNS servers of networkd's lease, through systemd-resolved's stub
+        symlink(root / "etc/resolv.conf", "../run/systemd/resolve/stub-resolv.conf")
 
     kernel, initrd = kernel_files(root)
-    write("boot/grub/grub.cfg", GRUB_CFG.format(uuid=fs_uuid, kernel=kernel,
-                                               initrd=initrd, args=KERNEL_ARGS))
+    write("boot/grub/grub.cfg", GRUB_CFG.format(uuid=fs_uuid, kernel=kernel, initrd=initrd,
+                                               cmdline=kernel_cmdline(fs_uuid)))
+
+
+def kernel_cmdline(fs_uuid: str) -> str:
+    """The kernel's command line, from GRUB or given by libvirt (direct kernel boot)."""
+    return f"root=UUID={fs_uuid} ro {KERNEL_ARGS}"
 
 
 def edited_unit(name: str, text: str, edits: dict[str, tuple[str, ...]]) -> str:

@@ -12,7 +12,8 @@ from .boxfile import BOX_VAGRANTFILE
 from .recipe import BoxRecipe
 
 # Bump when the build steps change in a way the recipe data does not show.
-BUILD_FORMAT = 2  # 2: units edited and masked, initramfs made again (issue 27)
+BUILD_FORMAT = 3  # 2: units edited and masked, initramfs made again (issue 27); 3: networkd
+                  # enabled, OVS's SysV script removed, resolv.conf to resolved's stub
 
 
 def box_version(recipe: BoxRecipe, pubkey: str = "") -> str:
@@ -21,9 +22,10 @@ def box_version(recipe: BoxRecipe, pubkey: str = "") -> str:
     A plain integer segment keeps it a valid Vagrant (RubyGems) version; the same recipe
     always gives the same version, so an existing box is found and reused."""
     digest = _digest(
-        BUILD_FORMAT, asdict(recipe), pubkey, guest.NETWORK_INTERFACES, guest.SUDOERS,
+        BUILD_FORMAT, asdict(recipe), pubkey, guest.NETWORKD_ETH0, guest.NETWORKD_CONF, guest.SUDOERS,
         guest.SSH_KEYGEN_UNIT, guest.SSHD_HOST_KEYS, guest.KERNEL_ARGS, guest.GRUB_CFG,
-        guest.UNIT_EDITS, guest.OVS_AT_BOOT, guest.MASKED_UNITS, guest.MODPROBE_BLACKLIST,
+        guest.UNIT_EDITS, guest.NICE_UNITS, guest.OVS_AT_BOOT, guest.MASKED_UNITS,
+        guest.MODPROBE_BLACKLIST,
         guest.INITRAMFS_CONF, guest.INITRAMFS_MODULES, guest.JOURNALD_CONF,
         disk.GRUB_EARLY_CFG, disk.GRUB_CORE_MODULES, BOX_VAGRANTFILE,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from support.cli import labgen
+from support.cli import ENV, labgen
 
 # case -> render arguments. Every case pins the libvirt driver (auto would probe this host).
 CASES = {
@@ -20,9 +20,13 @@ CASES = {
 }
 
 
-def render_case(case: str, where: Path) -> Path:
-    """Render one case with the real CLI into where/lab and return the lab dir."""
+def render_case(case: str, where: Path, env: dict[str, str] | None = None) -> Path:
+    """Render one case with the real CLI into where/lab and return the lab dir. The box cache
+    and Vagrant home are empty ones (a box built on this host would add direct kernel boot
+    to the Vagrantfile: tests/unit/test_directboot.py), unless env names others."""
     lab_dir = where / "lab"
-    proc = labgen("render", *CASES[case], "--dir", str(lab_dir), cwd=where, timeout=120)
+    env = {**ENV, "LABGEN_CACHE_DIR": str(where / "box-cache"),
+           "VAGRANT_HOME": str(where / "vagrant-home"), **(env or {})}
+    proc = labgen("render", *CASES[case], "--dir", str(lab_dir), cwd=where, env=env, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return lab_dir

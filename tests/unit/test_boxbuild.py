@@ -209,8 +209,8 @@ def test_version_and_rootfs_key_of_the_shipped_recipe_are_unchanged():
     # The box in the cache and in Vagrant on every host carries these: a different value is
     # a rebuild everywhere. Update them only with a deliberate change to the recipe.
     r = get_recipe("debian12")
-    assert box_version(r, VAGRANT_PUB) == "1.2.0.3555980"
-    assert rootfs_key(r) == "e19f7185f648"
+    assert box_version(r, VAGRANT_PUB) == "1.3.0.9703461"
+    assert rootfs_key(r) == "cbd91b6910c7"
 
 
 @pytest.mark.skipif(not shutil.which("vagrant"), reason="vagrant is not installed")
@@ -304,25 +304,25 @@ def fake_host(monkeypatch):
 
 def test_build_box_reuses_without_building(fake_host, tmp_path):
     steps, listed = fake_host
-    listed.add(("labgen/debian12", "libvirt", "1.2.0.3555980"))
-    box = tmp_path / "labgen-debian12-1.2.0.3555980.box"
+    listed.add(("labgen/debian12", "libvirt", "1.3.0.9703461"))
+    box = tmp_path / "labgen-debian12-1.3.0.9703461.box"
     box.write_bytes(b"box")
     lines: list[str] = []
     built = build_box(cache_dir=tmp_path, progress=lines.append)
-    assert built == build.BuiltBox("labgen/debian12", "1.2.0.3555980", box, reused=True)
-    assert steps == [] and lines == [f"reused labgen/debian12 1.2.0.3555980 (libvirt): {box}"]
+    assert built == build.BuiltBox("labgen/debian12", "1.3.0.9703461", box, reused=True)
+    assert steps == [] and lines == [f"reused labgen/debian12 1.3.0.9703461 (libvirt): {box}"]
 
 
 def test_cached_box_missing_from_vagrant_is_only_added(fake_host, tmp_path):
     steps, _listed = fake_host
-    (tmp_path / "labgen-debian12-1.2.0.3555980.box").write_bytes(b"box")
+    (tmp_path / "labgen-debian12-1.3.0.9703461.box").write_bytes(b"box")
     built = build_box(cache_dir=tmp_path, progress=lambda _: None)
     assert steps == ["box add"] and built.reused
 
 
 def test_cached_rootfs_skips_debootstrap_even_without_a_mirror(fake_host, tmp_path):
     steps, _listed = fake_host
-    (tmp_path / "debian12-rootfs-e19f7185f648.tar").write_bytes(b"")
+    (tmp_path / "debian12-rootfs-cbd91b6910c7.tar").write_bytes(b"")
     built = build_box(cache_dir=tmp_path, progress=lambda _: None)
     assert steps == ["image", "package", "box add"] and not built.reused
 
@@ -344,7 +344,7 @@ def test_full_build_runs_every_step_and_removes_older_boxes(fake_host, tmp_path,
     assert steps == ["debootstrap", "image", "package", "box add"] and not built.reused
     assert not (tmp_path / "labgen-debian12-1.0.0.1.box").exists()
     assert said == ["removed older cached labgen-debian12-1.0.0.1.box"]
-    assert "build labgen/debian12 1.2.0.3555980 action=build" in \
+    assert "build labgen/debian12 1.3.0.9703461 action=build" in \
         (tmp_path / "build-debian12.log").read_text()
 
 
@@ -358,7 +358,9 @@ def debootstrapped(tmp_path) -> Path:
                       ("etc/ssh/ssh_host_rsa_key", "secret"), ("etc/openvswitch/conf.db", "{}"),
                       ("var/cache/apt/archives/x.deb", ""), ("var/lib/apt/lists/a_b", ""),
                       ("etc/resolv.conf", "nameserver 10.0.0.1\n"),
-                      ("var/lib/dbus/machine-id", "abc\n"), *PACKAGED_UNITS.items()]:
+                      ("var/lib/dbus/machine-id", "abc\n"),
+                      ("etc/init.d/openvswitch-switch", "#!/bin/sh\n"),
+                      ("etc/rc2.d/S01openvswitch-switch", "#!/bin/sh\n"), *PACKAGED_UNITS.items()]:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
     for rel, target in [("etc/systemd/system/sshd.service", "/lib/systemd/system/ssh.service"),
@@ -380,9 +382,13 @@ PACKAGED_UNITS = {
         "[Unit]\nDescription=OpenBSD Secure Shell server\nAfter=network.target auditd.service\n"
         "[Service]\nExecStart=/usr/sbin/sshd -D $SSHD_OPTS\n"
         "[Install]\nWantedBy=multi-user.target\nAlias=sshd.service\n",
-    "lib/systemd/system/ifup@.service":
-        "[Unit]\nAfter=local-fs.target network-pre.target apparmor.service systemd-sysctl.service\n"
-        "Before=network.target shutdown.target network-online.target\n",
+    "lib/systemd/system/systemd-networkd.service":
+        "[Unit]\nAfter=systemd-networkd.socket systemd-udevd.service network-pre.target "
+        "systemd-sysusers.service systemd-sysctl.service\n"
+        "Before=network.target multi-user.target shutdown.target initrd-switch-root.target\n",
+    "lib/systemd/system/systemd-resolved.service":
+        "[Unit]\nDefaultDependencies=no\nBefore=sysinit.target network.target nss-lookup.target "
+        "shutdown.target initrd-switch-root.target\n",
     "lib/systemd/system/ovsdb-server.service":
         "[Unit]\nAfter=systemd-journald.socket network-pre.target dpdk.service local-fs.target\n"
         "Before=network.target networking.service\nPartOf=openvswitch-switch.service\n",
@@ -428,7 +434,7 @@ def test_guest_configuration(debootstrapped):
     assert (root / "etc/apt/sources.list").read_text() == \
         "deb http://m/debian bookworm main\ndeb http://m/debian bookworm-updates main\n"
     assert (root / "etc/machine-id").read_text() == ""
-    for gone in ("etc/ssh/ssh_host_rsa_key", "etc/openvswitch/conf.db", "etc/resolv.conf",
+    for gone in ("etc/ssh/ssh_host_rsa_key", "etc/openvswitch/conf.db",
                  "var/cache/apt/archives/x.deb", "var/lib/apt/lists/a_b", "var/lib/dbus/machine-id"):
         assert not (root / gone).exists(), gone
     units = root / "etc/systemd/system"
@@ -440,8 +446,25 @@ def test_guest_configuration(debootstrapped):
     # boot order: sshd and the management NIC wait for neither the network nor OVS
     ssh = (units / "ssh.service").read_text()
     assert "\nAfter=auditd.service\n" in ssh and "network.target" not in ssh.split("\n", 1)[1]
-    assert "\nAfter=local-fs.target apparmor.service systemd-sysctl.service\n" in \
-        (units / "ifup@.service").read_text()
+    # the management NIC: networkd's DHCP on eth0 only, not after firewalld
+    assert "\nAfter=systemd-networkd.socket systemd-udevd.service systemd-sysusers.service " \
+        "systemd-sysctl.service\n" in (units / "systemd-networkd.service").read_text()
+    for link in ("multi-user.target.wants/systemd-networkd.service",
+                 "dbus-org.freedesktop.network1.service"):
+        assert os.readlink(units / link) == "/etc/systemd/system/systemd-networkd.service", link
+    assert os.readlink(units / "sockets.target.wants/systemd-networkd.socket") == \
+        "/lib/systemd/system/systemd-networkd.socket"
+    network = (root / "etc/systemd/network/10-eth0.network").read_text()
+    assert "\nName=eth0\n" in network and "\nDHCP=ipv4\n" in network
+    assert "ManageForeignRoutes=no" in (root / "etc/systemd/networkd.conf.d/labgen.conf").read_text()
+    assert os.readlink(root / "etc/resolv.conf") == "../run/systemd/resolve/stub-resolv.conf"
+    assert "\nBefore=network.target nss-lookup.target shutdown.target initrd-switch-root.target\n" \
+        in (units / "systemd-resolved.service").read_text()
+    # what waits while the units on the way to SSH run
+    assert "\nNice=10\n" in (units / "firewalld.service.d/labgen-nice.conf").read_text()
+    # no SysV script: `systemctl enable` of OVS then only makes links
+    assert not (root / "etc/init.d/openvswitch-switch").exists()
+    assert not (root / "etc/rc2.d/S01openvswitch-switch").exists()
     for name in ("ovsdb-server.service", "ovs-vswitchd.service"):
         text = (units / name).read_text()
         assert "\nBefore=" not in text and "\nAfter=" in text, name
@@ -622,3 +645,21 @@ def test_unit_edit_drops_only_the_named_ordering_and_notices_a_changed_unit():
     assert edited.startswith("# labgen box: /lib/systemd/system/x.service without After=b.service")
     with pytest.raises(BoxBuildError, match=r"x.service in the root fs has no Before=d.target"):
         guest.edited_unit("x.service", text, {"Before": ("d.target",)})
+
+
+def test_the_kernel_and_initramfs_are_kept_for_direct_kernel_boot(tmp_path):
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    (root / "boot").mkdir(parents=True)
+    cache.mkdir()
+    (root / "boot/vmlinuz-6.1.0-9-amd64").write_bytes(b"kernel")
+    (root / "boot/initrd.img-6.1.0-9-amd64").write_bytes(b"initrd")
+    build.keep_boot_files(root, cache, "labgen/debian12", "1.3.0.1", "UUID-1")
+    kernel = cache / "labgen-debian12-1.3.0.1.vmlinuz"
+    initrd = cache / "labgen-debian12-1.3.0.1.initrd"
+    assert kernel.read_bytes() == b"kernel" and initrd.read_bytes() == b"initrd"
+    # the emulator's user (libvirt-qemu) reads them
+    assert stat.S_IMODE(kernel.stat().st_mode) == 0o644 == stat.S_IMODE(initrd.stat().st_mode)
+    assert json.loads((cache / "labgen-debian12.boot.json").read_text()) == {
+        "box": "labgen/debian12", "version": "1.3.0.1", "kernel": str(kernel),
+        "initrd": str(initrd), "cmdline": "root=UUID=UUID-1 ro " + guest.KERNEL_ARGS}
+    assert not list(cache.glob("*.partial"))

@@ -23,6 +23,7 @@ from labgen.lab.model import Lab, Options, lab_prefix
 from labgen.providers import Found, NodeStatus, Progress
 from labgen.providers.libvirt import hostchecks
 from labgen.providers.libvirt.bringup import Bringup, fetch_ssh_config, ssh_config_cache
+from labgen.providers.libvirt.directboot import direct_boot
 from labgen.providers.libvirt.hypervisors import LOCAL_URI, Hypervisor, links, plan
 from labgen.providers.libvirt.project import (
     domains,
@@ -115,7 +116,8 @@ class LibvirtProvider:
         out = {}
         for hv in hypervisors(lab):
             back = "/".join(".." for _ in Path(hv.project).parts) or "."
-            out[str(Path(hv.project) / "Vagrantfile")] = tpl.render(lab=lab, hv=hv, lab_dir=back)
+            out[str(Path(hv.project) / "Vagrantfile")] = tpl.render(
+                lab=lab, hv=hv, lab_dir=back, boot=direct_boot(lab.box, hv))
         return out
 
     def local_argv(self, lab: Lab, node: str) -> None:

@@ -24,7 +24,7 @@ fi
 # Every process counts: 8 emulated nodes share two cores, an emulated guest has one CPU.
 if ! nic=$(ovs-vsctl --timeout=5 --if-exists get Open_vSwitch . external_ids:labgen-underlay-nic 2>/dev/null); then
   log "starting Open vSwitch"
-  systemctl enable --now openvswitch-switch
+  systemctl enable --no-reload --now openvswitch-switch
   nic=$(ovs-vsctl --timeout=30 wait-until Open_vSwitch . -- --if-exists get Open_vSwitch . external_ids:labgen-underlay-nic)
 fi
 nic=${nic//\"/}
