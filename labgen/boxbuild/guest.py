@@ -50,6 +50,10 @@ ManageForeignRoutes=no
 ManageForeignRoutingPolicyRules=no
 """
 
+# Users whose systemd user manager starts at boot (lingering), while the guest waits for its
+# DHCP lease, instead of in Vagrant's first login (~3 s of the emulated CPU on that login).
+LINGERING = ("vagrant",)
+
 SUDOERS = "vagrant ALL=(ALL) NOPASSWD: ALL\nDefaults:vagrant !requiretty\n"
 
 # Each VM must get its own SSH host keys, so the box ships none and makes them on boot.
@@ -290,6 +294,8 @@ def configure(root: Path, recipe: BoxRecipe, pubkey: str, fs_uuid: str, mirror: 
     chroot("useradd", "--create-home", "--shell", "/bin/bash", "--groups", "sudo", "vagrant")
     chroot("chpasswd", stdin_text="vagrant:vagrant\n")
     write("etc/sudoers.d/vagrant", SUDOERS, 0o440)
+    for user in LINGERING:
+        write(f"var/lib/systemd/linger/{user}", "")
     ssh_dir = root / "home/vagrant/.ssh"
     write("home/vagrant/.ssh/authorized_keys", pubkey, 0o600)
     ssh_dir.chmod(0o700)

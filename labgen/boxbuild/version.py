@@ -22,7 +22,8 @@ def box_version(recipe: BoxRecipe, pubkey: str = "") -> str:
     A plain integer segment keeps it a valid Vagrant (RubyGems) version; the same recipe
     always gives the same version, so an existing box is found and reused."""
     digest = _digest(
-        BUILD_FORMAT, asdict(recipe), pubkey, guest.NETWORKD_ETH0, guest.NETWORKD_CONF, guest.SUDOERS,
+        BUILD_FORMAT, asdict(recipe), pubkey, guest.NETWORKD_ETH0, guest.NETWORKD_CONF,
+        guest.LINGERING, guest.SUDOERS,
         guest.SSH_KEYGEN_UNIT, guest.SSHD_HOST_KEYS, guest.KERNEL_ARGS, guest.GRUB_CFG,
         guest.UNIT_EDITS, guest.NICE_UNITS, guest.OVS_AT_BOOT, guest.MASKED_UNITS,
         guest.MODPROBE_BLACKLIST,

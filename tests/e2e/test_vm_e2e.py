@@ -56,6 +56,7 @@ from support.vm import (
     vagrant_machine_locks,
 )
 
+from labgen.boxbuild.cache import boot_record, resolve_cache_dir
 from labgen.lab import tunnels
 from labgen.vagrant import command as vagrant
 from labgen.verify.stages import NAMES
@@ -176,6 +177,30 @@ def test_the_split_lab_runs_one_project_per_host_joined_by_udp(gre_lab, hv_b):
         assert "mtu 1458" in on_node(lab, node, "ip link show eth1").stdout
     # node2 was reached over the remote host's SSH: vagrant ssh-config names the proxy.
     assert "ProxyCommand" in (lab / "hosts/127.0.0.1/.vagrant/labgen-ssh-config").read_text()
+
+
+def test_the_local_node_boots_the_box_kernel_directly_the_remote_one_through_grub(gre_lab, box):
+    """Direct kernel boot (labgen/providers/libvirt/directboot.py): node1, on this host's
+    libvirt, runs the kernel and initramfs `labgen box build` kept, with the box version they
+    belong to; node2, on the other host, boots the same box through the BIOS and GRUB."""
+    lab, proc, _ = gre_lab
+    assert proc.returncode == 0
+    record = json.loads(boot_record(resolve_cache_dir(), box).read_text())
+    xml = {node: ET.fromstring(subprocess.run(
+        ["virsh", "-c", "qemu:///system", "dumpxml", f"labgen-{NAME}-{node}"],
+        capture_output=True, text=True, check=True).stdout) for node in ("node1", "node2")}
+    assert xml["node1"].findtext("os/kernel") == record["kernel"]
+    assert xml["node1"].findtext("os/initrd") == record["initrd"]
+    assert xml["node1"].findtext("os/cmdline") == record["cmdline"]
+    assert xml["node2"].find("os/kernel") is None
+    assert f"config.vm.box_version = '{record['version']}'" in (lab / "hosts/local/Vagrantfile").read_text()
+    assert "box_version" not in (lab / "hosts/127.0.0.1/Vagrantfile").read_text()
+    # The same kernel command line (the box's root file system), given by libvirt to node1
+    # and by GRUB, which adds the image's name, to node2.
+    cmdline = {node: on_node(lab, node, "cat /proc/cmdline").stdout.strip() for node in xml}
+    assert cmdline["node1"] == record["cmdline"]
+    assert cmdline["node2"].startswith("BOOT_IMAGE=/boot/vmlinuz-")
+    assert cmdline["node2"].endswith(" " + record["cmdline"])
 
 
 def test_split_lab_pre_checks_refuse_in_one_line_and_create_nothing(tmp_path, box, hv_b):
