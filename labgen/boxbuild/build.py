@@ -23,7 +23,7 @@ from .cache import boot_file, boot_record, box_file, exclusive, remove_older_fil
 from .errors import BoxBuildError
 from .log import BuildLog
 from .recipe import get_recipe
-from .version import box_version, rootfs_key
+from .version import box_version, filesystem_uuid, rootfs_key
 
 # Tools checked before anything is created: tool -> Debian package that ships it.
 REQUIRED_TOOLS: dict[str, str] = {
@@ -99,7 +99,7 @@ def build_box(
             raw = cache / f"{name}-disk.raw.partial"
             try:
                 log.step("image", disk.make_image, log.run, progress, raw, rootfs_tar,
-                         recipe.disk_gib, configure)
+                         recipe.disk_gib, filesystem_uuid(recipe.box_name, version), configure)
                 log.step("package", boxfile.package, log.run, progress, raw, box_path,
                          recipe.disk_gib)
             finally:

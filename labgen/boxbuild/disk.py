@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -36,10 +35,9 @@ GRUB_CORE_MODULES = ("biosdisk", "part_msdos", "ext2", "search_fs_uuid")
 
 
 def make_image(run: Run, progress: Callable[[str], None], raw: Path, rootfs_tar: Path,
-               disk_gib: int, configure: Callable[[Path, str], None]) -> None:
-    """raw: a disk of disk_gib GiB with rootfs_tar unpacked onto its partition, then
-    configure(mount point, fs UUID) run on it, and GRUB installed."""
-    fs_uuid = str(uuid.uuid4())
+               disk_gib: int, fs_uuid: str, configure: Callable[[Path, str], None]) -> None:
+    """raw: a disk of disk_gib GiB with rootfs_tar unpacked onto its partition (file system
+    UUID fs_uuid), then configure(mount point, fs_uuid) run on it, and GRUB installed."""
     size = disk_gib * 1024**3
     with raw.open("wb") as f:
         f.truncate(size)  # sparse: only written blocks take space

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from dataclasses import asdict
 
 from . import disk, guest
@@ -12,8 +13,9 @@ from .boxfile import BOX_VAGRANTFILE
 from .recipe import BoxRecipe
 
 # Bump when the build steps change in a way the recipe data does not show.
-BUILD_FORMAT = 3  # 2: units edited and masked, initramfs made again (issue 27); 3: networkd
-                  # enabled, OVS's SysV script removed, resolv.conf to resolved's stub
+BUILD_FORMAT = 4  # 2: units edited and masked, initramfs made again (issue 27); 3: networkd
+                  # enabled, OVS's SysV script removed, resolv.conf to resolved's stub, the
+                  # kernel kept for direct boot; 4: the file system UUID from the version
 
 
 def box_version(recipe: BoxRecipe, pubkey: str = "") -> str:
@@ -40,3 +42,12 @@ def rootfs_key(recipe: BoxRecipe) -> str:
 
 def _digest(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def filesystem_uuid(box_name: str, version: str) -> str:
+    """The root file system's UUID, the same for every build of one box version: libvirt's
+    pool keeps the disk of the first build it was given under the version's name (a box
+    built again at that version, after the cache was removed or with --force, is not
+    uploaded again), and the kernel command line of a lab's direct kernel boot, taken from
+    the newest build, must find that disk's root (labgen/providers/libvirt/directboot.py)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"labgen-box:{box_name}:{version}"))

@@ -9,6 +9,7 @@ import shutil
 import stat
 import tarfile
 import tomllib
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from labgen.boxbuild import (
     register,
     resolve_mirror,
     rootfs_key,
+    version,
 )
 from labgen.boxbuild.log import BuildLog
 from labgen.lab import boxes
@@ -209,7 +211,7 @@ def test_version_and_rootfs_key_of_the_shipped_recipe_are_unchanged():
     # The box in the cache and in Vagrant on every host carries these: a different value is
     # a rebuild everywhere. Update them only with a deliberate change to the recipe.
     r = get_recipe("debian12")
-    assert box_version(r, VAGRANT_PUB) == "1.3.0.11958243"
+    assert box_version(r, VAGRANT_PUB) == "1.3.0.10737910"
     assert rootfs_key(r) == "cbd91b6910c7"
 
 
@@ -304,18 +306,18 @@ def fake_host(monkeypatch):
 
 def test_build_box_reuses_without_building(fake_host, tmp_path):
     steps, listed = fake_host
-    listed.add(("labgen/debian12", "libvirt", "1.3.0.11958243"))
-    box = tmp_path / "labgen-debian12-1.3.0.11958243.box"
+    listed.add(("labgen/debian12", "libvirt", "1.3.0.10737910"))
+    box = tmp_path / "labgen-debian12-1.3.0.10737910.box"
     box.write_bytes(b"box")
     lines: list[str] = []
     built = build_box(cache_dir=tmp_path, progress=lines.append)
-    assert built == build.BuiltBox("labgen/debian12", "1.3.0.11958243", box, reused=True)
-    assert steps == [] and lines == [f"reused labgen/debian12 1.3.0.11958243 (libvirt): {box}"]
+    assert built == build.BuiltBox("labgen/debian12", "1.3.0.10737910", box, reused=True)
+    assert steps == [] and lines == [f"reused labgen/debian12 1.3.0.10737910 (libvirt): {box}"]
 
 
 def test_cached_box_missing_from_vagrant_is_only_added(fake_host, tmp_path):
     steps, _listed = fake_host
-    (tmp_path / "labgen-debian12-1.3.0.11958243.box").write_bytes(b"box")
+    (tmp_path / "labgen-debian12-1.3.0.10737910.box").write_bytes(b"box")
     built = build_box(cache_dir=tmp_path, progress=lambda _: None)
     assert steps == ["box add"] and built.reused
 
@@ -344,7 +346,7 @@ def test_full_build_runs_every_step_and_removes_older_boxes(fake_host, tmp_path,
     assert steps == ["debootstrap", "image", "package", "box add"] and not built.reused
     assert not (tmp_path / "labgen-debian12-1.0.0.1.box").exists()
     assert said == ["removed older cached labgen-debian12-1.0.0.1.box"]
-    assert "build labgen/debian12 1.3.0.11958243 action=build" in \
+    assert "build labgen/debian12 1.3.0.10737910 action=build" in \
         (tmp_path / "build-debian12.log").read_text()
 
 
@@ -663,3 +665,12 @@ def test_the_kernel_and_initramfs_are_kept_for_direct_kernel_boot(tmp_path):
         "box": "labgen/debian12", "version": "1.3.0.1", "kernel": str(kernel),
         "initrd": str(initrd), "cmdline": "root=UUID=UUID-1 ro " + guest.KERNEL_ARGS}
     assert not list(cache.glob("*.partial"))
+
+
+def test_every_build_of_a_box_version_has_one_root_file_system_uuid():
+    # libvirt's pool keeps the first build's disk of a version; a later build's kernel command
+    # line (direct kernel boot) must find its root
+    one = version.filesystem_uuid("labgen/debian12", "1.3.0.1")
+    assert one == version.filesystem_uuid("labgen/debian12", "1.3.0.1")
+    assert one != version.filesystem_uuid("labgen/debian12", "1.3.0.2")
+    assert str(uuid.UUID(one)) == one
