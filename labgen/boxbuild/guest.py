@@ -20,12 +20,12 @@ from .log import Run
 from .recipe import BoxRecipe
 
 # The management NIC (Vagrant's management network, eth0) by systemd-networkd, not ifupdown
-# and dhclient (1.3.0): ifupdown's udev hotplug script, ifup@eth0 and dhclient's start took
-# ~3 s of the one emulated CPU before the first DHCPDISCOVER, and dhclient-script ~2.5 s
-# after the lease before the address was set (docs/benchmarks.md). networkd is already in
-# memory when eth0 appears and sets the lease itself. No IPv6 or link-local addresses: Vagrant
-# reaches the guest over IPv4. The client identifier is the MAC, as dhclient sent it. Only
-# eth0 matches: every other link (the underlay, the lab's bridges and veths) stays unmanaged.
+# and dhclient (1.3.0): the address is set as the lease comes (dhclient-script took ~2.5 s
+# of the emulated CPU after it, before Vagrant's first login could come). The lease itself
+# comes no sooner than dhclient's (docs/benchmarks.md). No IPv6 or link-local addresses:
+# Vagrant reaches the guest over IPv4. The client identifier is the MAC, as dhclient sent
+# it. Only eth0 matches: every other link (the underlay, the lab's bridges and veths) stays
+# unmanaged.
 NETWORKD_ETH0 = """\
 # labgen box: DHCP on the first NIC (Vagrant's management network); labgen/boxbuild/guest.py
 [Match]
@@ -119,16 +119,16 @@ UNIT_EDITS: dict[str, dict[str, tuple[str, ...]]] = {
 # Who gets the one emulated CPU first while the boot's units compete for it. systemd-networkd
 # first: the DHCP lease Vagrant waits for comes ~6 s after its request whatever the guest
 # does (libvirt's dnsmasq checks the address first), so the sooner it asks, the more of the
-# rest of the boot (the host keys, sshd, logind) runs in that wait; at the same priority, its
-# start (loading systemd's shared library) took ~9 s. Then firewalld's start, ~7 s of
-# Python, and systemd-resolved (DNS for the guest's own use) last. System services share
-# one CPU group in the guest, so nice decides. firewalld is still active before the node
-# script's firewall step, which waits for its start job.
+# rest of the boot (the host keys, sshd, logind) runs in that wait; its start took 8-12 s at
+# boot (0.8 s on an idle guest). Then firewalld's start, ~7 s of Python, and
+# systemd-resolved (DNS for the guest's own use) last. System services share one CPU group
+# in the guest, so nice decides. firewalld is still active before the node script's
+# firewall step, which waits for its start job.
 NICE_UNITS = {"systemd-networkd.service": -10, "firewalld.service": 10,
               "systemd-resolved.service": 19}
 
-# Open vSwitch is not started at boot: the recipe's `start` (systemctl enable --now
-# openvswitch-switch), which the node script runs while provisioning, starts it. At boot
+# Open vSwitch is not started at boot: the recipe's `start` (systemctl enable --no-reload
+# --now openvswitch-switch), which the node script runs while provisioning, starts it. At boot
 # its two daemons (~45 s each of the one emulated CPU, measured) ran while Vagrant waited
 # for SSH. A rebooted provisioned node starts it at boot (enabled then).
 OVS_AT_BOOT = False
@@ -276,10 +276,9 @@ def configure(root: Path, recipe: BoxRecipe, pubkey: str, fs_uuid: str, mirror: 
     write("etc/systemd/networkd.conf.d/labgen.conf", NETWORKD_CONF)
     # networkd on at boot: the links `systemctl enable systemd-networkd` makes, less the
     # wait-online unit (nothing in the box waits for network-online.target).
-    for rel, unit in (("multi-user.target.wants/systemd-networkd.service", "systemd-networkd"),
+    for rel, unit in (("multi-user.target.wants/systemd-networkd.service", "systemd-networkd.service"),
                       ("sockets.target.wants/systemd-networkd.socket", "systemd-networkd.socket"),
-                      ("dbus-org.freedesktop.network1.service", "systemd-networkd")):
-        unit += "" if unit.endswith(".socket") else ".service"
+                      ("dbus-org.freedesktop.network1.service", "systemd-networkd.service")):
         symlink(root / "etc/systemd/system" / rel, f"/lib/systemd/system/{unit}")
     if mirror:
         write("etc/apt/sources.list",
