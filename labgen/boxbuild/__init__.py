@@ -4,7 +4,9 @@ recipe.py   what goes into a box, read from its file in boxes/
 version.py  the box version and root fs key derived from it (what makes reuse work)
 apt.py      the Debian mirror debootstrap uses
 rootfs.py   debootstrap, cached as a tarball
-guest.py    what the root fs gets on top: vagrant user, network, host keys, GRUB menu
+guest.py    what the root fs gets on top: vagrant user, host keys, initramfs, GRUB menu
+bootorder.py  what starts at boot, in which order and at what priority (networkd on eth0)
+rootfiles.py  writing a file or a symlink into the root fs
 disk.py     the raw disk: MBR, ext4 partition, GRUB boot sectors, loop device and mounts
 boxfile.py  qcow2 + metadata + Vagrantfile -> .box
 register.py `vagrant box add` through a local catalog, so the version is kept

@@ -19,7 +19,7 @@ from labgen.vagrant import command as vagrant
 from . import boxfile, disk, guest, register, rootfs
 from .apt import resolve_mirror
 from .boxfile import PROVIDER
-from .cache import boot_file, boot_record, box_file, exclusive, remove_older_files, resolve_cache_dir, rootfs_file
+from .cache import boot_file, boot_record, box_file, exclusive, remove_older_files, resolve_cache_dir, rootfs_file, stem
 from .errors import BoxBuildError
 from .log import BuildLog
 from .recipe import get_recipe
@@ -108,11 +108,9 @@ def build_box(
             progress(f"reusing cached {box_path}; adding it to Vagrant")
         log.step("box add", register.box_add, log, recipe.box_name, version, box_path,
                  replace=registered or force)
-        stem = recipe.box_name.replace("/", "-")
-        remove_older_files(box_path, stem + "-*.box", progress)
-        for kind in BOOT_KINDS:
-            remove_older_files(boot_file(cache, recipe.box_name, version, kind),
-                               f"{stem}-*.{kind}", progress)
+        for current in (box_path, *(boot_file(cache, recipe.box_name, version, kind)
+                                    for kind in BOOT_KINDS)):
+            remove_older_files(current, f"{stem(recipe.box_name)}-*{current.suffix}", progress)
     return BuiltBox(recipe.box_name, version, box_path, reused=action == "add")
 
 

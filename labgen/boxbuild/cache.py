@@ -23,19 +23,24 @@ def resolve_cache_dir(cache_dir: Path | None = None) -> Path:
     return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR)
 
 
+def stem(box_name: str) -> str:
+    """What the names of a box's files in the cache start with: labgen/debian12 -> labgen-debian12."""
+    return box_name.replace("/", "-")
+
+
 def box_file(cache: Path, box_name: str, version: str) -> Path:
-    return cache / f"{box_name.replace('/', '-')}-{version}.box"
+    return cache / f"{stem(box_name)}-{version}.box"
 
 
 def boot_file(cache: Path, box_name: str, version: str, kind: str) -> Path:
     """The kernel ("vmlinuz") or initramfs ("initrd") of a built box, for direct kernel boot."""
-    return cache / f"{box_name.replace('/', '-')}-{version}.{kind}"
+    return cache / f"{stem(box_name)}-{version}.{kind}"
 
 
 def boot_record(cache: Path, box_name: str) -> Path:
     """What the last build of a box left for direct kernel boot: its version, kernel,
     initramfs and kernel command line (JSON; read by labgen/providers/libvirt/directboot.py)."""
-    return cache / f"{box_name.replace('/', '-')}.boot.json"
+    return cache / f"{stem(box_name)}.boot.json"
 
 
 def rootfs_file(cache: Path, name: str, key: str) -> Path:

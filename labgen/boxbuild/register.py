@@ -10,6 +10,7 @@ from pathlib import Path
 from labgen.vagrant import command as vagrant
 
 from .boxfile import PROVIDER
+from .cache import stem
 from .log import BuildLog
 
 
@@ -34,7 +35,7 @@ def box_add(log: BuildLog, name: str, version: str, box_path: Path, *, replace: 
     """Write the catalog beside the box and add the box from it (replacing the same version
     when `replace`); Vagrant's output goes to the build log."""
     catalog = box_catalog(name, version, box_path, sha256(box_path))
-    catalog_path = box_path.parent / f"{name.replace('/', '-')}.json"
+    catalog_path = box_path.parent / f"{stem(name)}.json"
     catalog_path.write_text(json.dumps(catalog, indent=2) + "\n")
     args = ["box", "add", "--provider", PROVIDER, "--box-version", version,
             *(["--force"] if replace else []), str(catalog_path)]

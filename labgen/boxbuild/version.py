@@ -8,7 +8,7 @@ import json
 import uuid
 from dataclasses import asdict
 
-from . import disk, guest
+from . import bootorder, disk, guest
 from .boxfile import BOX_VAGRANTFILE
 from .recipe import BoxRecipe
 
@@ -24,12 +24,12 @@ def box_version(recipe: BoxRecipe, pubkey: str = "") -> str:
     A plain integer segment keeps it a valid Vagrant (RubyGems) version; the same recipe
     always gives the same version, so an existing box is found and reused."""
     digest = _digest(
-        BUILD_FORMAT, asdict(recipe), pubkey, guest.NETWORKD_ETH0, guest.NETWORKD_CONF,
-        guest.LINGERING, guest.SUDOERS,
+        BUILD_FORMAT, asdict(recipe), pubkey, bootorder.NETWORKD_ETH0, bootorder.NETWORKD_CONF,
+        bootorder.LINGERING, guest.SUDOERS,
         guest.SSH_KEYGEN_UNIT, guest.SSHD_HOST_KEYS, guest.KERNEL_ARGS, guest.GRUB_CFG,
-        guest.UNIT_EDITS, guest.NICE_UNITS, guest.OVS_AT_BOOT, guest.MASKED_UNITS,
+        bootorder.UNIT_EDITS, bootorder.NICE_UNITS, bootorder.OVS_AT_BOOT, bootorder.MASKED_UNITS,
         guest.MODPROBE_BLACKLIST,
-        guest.INITRAMFS_CONF, guest.INITRAMFS_MODULES, guest.JOURNALD_CONF,
+        guest.INITRAMFS_CONF, guest.INITRAMFS_MODULES, bootorder.JOURNALD_CONF,
         disk.GRUB_EARLY_CFG, disk.GRUB_CORE_MODULES, BOX_VAGRANTFILE,
     )
     return f"{recipe.base_version}.{int(digest[:6], 16)}"

@@ -267,6 +267,12 @@ def ssh_config(lab_dir: Path) -> str:
     return res.stdout
 
 
+def box_dir_name(name: str) -> str:
+    """How Vagrant spells a box name on disk: its folder under the Vagrant home's boxes/, and
+    the start of vagrant-libvirt's image name in a storage pool."""
+    return name.replace("/", "-VAGRANTSLASH-")
+
+
 def user_home() -> Path:
     """The Vagrant home every other vagrant call uses: VAGRANT_HOME, else ~/.vagrant.d."""
     return Path(os.environ.get("VAGRANT_HOME") or Path.home() / ".vagrant.d")

@@ -22,6 +22,7 @@ from labgen.boxbuild import (
     AptSource,
     BoxBuildError,
     apt,
+    bootorder,
     box_catalog,
     box_version,
     boxfile,
@@ -211,7 +212,7 @@ def test_version_and_rootfs_key_of_the_shipped_recipe_are_unchanged():
     # The box in the cache and in Vagrant on every host carries these: a different value is
     # a rebuild everywhere. Update them only with a deliberate change to the recipe.
     r = get_recipe("debian12")
-    assert box_version(r, VAGRANT_PUB) == "1.3.0.10737910"
+    assert box_version(r, VAGRANT_PUB) == "1.3.0.14014559"
     assert rootfs_key(r) == "cbd91b6910c7"
 
 
@@ -306,18 +307,18 @@ def fake_host(monkeypatch):
 
 def test_build_box_reuses_without_building(fake_host, tmp_path):
     steps, listed = fake_host
-    listed.add(("labgen/debian12", "libvirt", "1.3.0.10737910"))
-    box = tmp_path / "labgen-debian12-1.3.0.10737910.box"
+    listed.add(("labgen/debian12", "libvirt", "1.3.0.14014559"))
+    box = tmp_path / "labgen-debian12-1.3.0.14014559.box"
     box.write_bytes(b"box")
     lines: list[str] = []
     built = build_box(cache_dir=tmp_path, progress=lines.append)
-    assert built == build.BuiltBox("labgen/debian12", "1.3.0.10737910", box, reused=True)
-    assert steps == [] and lines == [f"reused labgen/debian12 1.3.0.10737910 (libvirt): {box}"]
+    assert built == build.BuiltBox("labgen/debian12", "1.3.0.14014559", box, reused=True)
+    assert steps == [] and lines == [f"reused labgen/debian12 1.3.0.14014559 (libvirt): {box}"]
 
 
 def test_cached_box_missing_from_vagrant_is_only_added(fake_host, tmp_path):
     steps, _listed = fake_host
-    (tmp_path / "labgen-debian12-1.3.0.10737910.box").write_bytes(b"box")
+    (tmp_path / "labgen-debian12-1.3.0.14014559.box").write_bytes(b"box")
     built = build_box(cache_dir=tmp_path, progress=lambda _: None)
     assert steps == ["box add"] and built.reused
 
@@ -346,7 +347,7 @@ def test_full_build_runs_every_step_and_removes_older_boxes(fake_host, tmp_path,
     assert steps == ["debootstrap", "image", "package", "box add"] and not built.reused
     assert not (tmp_path / "labgen-debian12-1.0.0.1.box").exists()
     assert said == ["removed older cached labgen-debian12-1.0.0.1.box"]
-    assert "build labgen/debian12 1.3.0.10737910 action=build" in \
+    assert "build labgen/debian12 1.3.0.14014559 action=build" in \
         (tmp_path / "build-debian12.log").read_text()
 
 
@@ -642,11 +643,11 @@ def test_log_step_times_a_step_and_fails_in_one_line_with_the_last_words(tmp_pat
 
 def test_unit_edit_drops_only_the_named_ordering_and_notices_a_changed_unit():
     text = "[Unit]\nAfter=a.target b.service\nBefore=c.target\n# After=b.service\n"
-    edited = guest.edited_unit("x.service", text, {"After": ("b.service",), "Before": ("c.target",)})
+    edited = bootorder.edited_unit("x.service", text, {"After": ("b.service",), "Before": ("c.target",)})
     assert edited.splitlines()[1:] == ["[Unit]", "After=a.target", "# After=b.service"]
     assert edited.startswith("# labgen box: /lib/systemd/system/x.service without After=b.service")
     with pytest.raises(BoxBuildError, match=r"x.service in the root fs has no Before=d.target"):
-        guest.edited_unit("x.service", text, {"Before": ("d.target",)})
+        bootorder.edited_unit("x.service", text, {"Before": ("d.target",)})
 
 
 def test_the_kernel_and_initramfs_are_kept_for_direct_kernel_boot(tmp_path):

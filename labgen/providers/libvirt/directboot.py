@@ -17,7 +17,7 @@ from pathlib import Path
 
 from labgen.boxbuild.cache import boot_record, resolve_cache_dir
 from labgen.lab.boxes import Box
-from labgen.vagrant.command import user_home
+from labgen.vagrant.command import box_dir_name, user_home
 
 from .hypervisors import Hypervisor
 
@@ -42,8 +42,7 @@ def direct_boot(box: Box, hv: Hypervisor, cache: Path | None = None,
         cmdline = record["cmdline"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    box_dir = ((home or user_home()) / "boxes" / box.name.replace("/", "-VAGRANTSLASH-")
-               / str(version) / "libvirt")
+    box_dir = (home or user_home()) / "boxes" / box_dir_name(box.name) / str(version) / "libvirt"
     if not (Path(kernel).is_file() and Path(initrd).is_file() and box_dir.is_dir()):
         return None
     return DirectBoot(str(version), str(kernel), str(initrd), str(cmdline), str(box_dir))

@@ -142,7 +142,7 @@ def host_notes(lab: Lab) -> list[str]:
                      "about a minute per boot")
     note = missing_note(lab.box) if shutil.which("vagrant") else None
     # vagrant-libvirt's name for a box's image in a storage pool
-    image = lab.box.name.replace("/", "-VAGRANTSLASH-") + "_vagrant_box_image_"
+    image = vagrant_cli.box_dir_name(lab.box.name) + "_vagrant_box_image_"
     for hv in hypervisors(lab):
         vols = virsh(hv.uri, "vol-list", "default") if hv.remote and shutil.which("virsh") else None
         if vols is not None and vols.returncode == 0 and image not in vols.stdout:

@@ -1,0 +1,201 @@
+"""What starts when the box boots, in which order and at what priority (issue 27): the VMs run
+on one emulated CPU, where every unit ahead of sshd and the management NIC's DHCP lease
+delays the lab. configure_units() applies it to the root fs; labgen/boxbuild/version.py
+digests every constant here, so a change to any of them is a new box version. Figures:
+docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import BoxBuildError
+from .rootfiles import symlink, write_file
+
+# The management NIC (Vagrant's management network, eth0) by systemd-networkd, not ifupdown
+# and dhclient (1.3.0): the address is set as the lease comes (dhclient-script took ~2.5 s
+# of the emulated CPU after it, before Vagrant's first login could come). The lease itself
+# comes no sooner than dhclient's (docs/benchmarks.md). No IPv6 or link-local addresses:
+# Vagrant reaches the guest over IPv4. The client identifier is the MAC, as dhclient sent
+# it. Only eth0 matches: every other link (the underlay, the lab's bridges and veths) stays
+# unmanaged.
+NETWORKD_ETH0 = """\
+# labgen box: DHCP on the first NIC (Vagrant's management network); labgen/boxbuild/bootorder.py
+[Match]
+Name=eth0
+
+[Network]
+DHCP=ipv4
+LinkLocalAddressing=no
+IPv6AcceptRA=no
+
+[DHCPv4]
+ClientIdentifier=mac
+# the hostname is the box's, then the node script's: no hostnamed started for the lease's
+UseHostname=no
+"""
+# Routes and rules networkd did not make are left alone (its default removes them from the
+# links it manages): the guest is a lab node, whose routes are labgen's or the user's.
+NETWORKD_CONF = """\
+# labgen box: leave other routes alone (labgen/boxbuild/bootorder.py)
+[Network]
+ManageForeignRoutes=no
+ManageForeignRoutingPolicyRules=no
+"""
+
+# Users whose systemd user manager starts at boot (lingering), while the guest waits for its
+# DHCP lease, instead of in Vagrant's first login (~3 s of the emulated CPU on that login).
+LINGERING = ("vagrant",)
+
+# Boot order (issue 27). The VMs run on one emulated vCPU, where a unit that is ordered
+# before another costs its whole start time. Debian orders Open vSwitch before
+# network.target and networking.service (for ifupdown's OVS integration, which labgen never
+# uses: the node script builds its bridges with ovs-vsctl), and ssh.service after
+# network.target. So the management NIC's DHCP, network.target and with it
+# systemd-user-sessions (no login before it) and sshd all waited ~60 s for ovsdb-server and
+# ovs-vswitchd. configure_units() writes copies of these units to /etc/systemd/system without
+# the listed ordering; a listed value missing from the packaged unit fails the build (a
+# changed Debian unit must be looked at again). ovs-record-hostname.service is masked (see
+# MASKED_UNITS), so openvswitch-switch's [Install] no longer names it: `systemctl enable`
+# would otherwise trip on the mask.
+#
+# The management NIC's DHCP also waited for network-pre.target, that is for firewalld
+# (Before=network-pre.target), ~20-40 s of Python on the emulated CPU, before the DHCP
+# client even started; Vagrant waits for that lease before it tries SSH. Now
+# systemd-networkd asks for the lease while firewalld starts. Before firewalld is active,
+# only sshd listens on the NIC, and firewalld's default zone lets SSH in anyway.
+UNIT_EDITS: dict[str, dict[str, tuple[str, ...]]] = {
+    # sshd listens on 0.0.0.0: it needs no configured network
+    "ssh.service": {"After": ("network.target",)},
+    "systemd-networkd.service": {"After": ("network-pre.target",)},
+    # DNS for the guest's own use, not the lab's: systemd-resolved (2 s of the emulated CPU)
+    # no longer holds up sysinit.target, that is every unit of the boot (8 s measured)
+    "systemd-resolved.service": {"Before": ("sysinit.target",)},
+    "ovsdb-server.service": {"Before": ("network.target", "networking.service")},
+    "ovs-vswitchd.service": {"Before": ("network.target", "networking.service")},
+    "openvswitch-switch.service": {"Before": ("network.target",),
+                                   "Also": ("ovs-record-hostname.service",)},
+    # Logins no longer wait for network.target, that is for firewalld (~30-60 s of Python on
+    # the emulated CPU; network.target is After=network-pre.target, which firewalld is
+    # Before) and networking.service: Vagrant's first login comes as soon as sshd answers
+    # and the management NIC has its lease. The node script waits for firewalld's start job
+    # to end before it looks at the firewall (templates/node.sh.j2, firewalld_running), so
+    # the tunnel's rule still goes to an active firewalld. Measured in docs/benchmarks.md.
+    "systemd-user-sessions.service": {"After": ("network.target",)},
+}
+
+# Who gets the one emulated CPU first while the boot's units compete for it. systemd-networkd
+# first: the DHCP lease Vagrant waits for comes ~6 s after its request whatever the guest
+# does (libvirt's dnsmasq checks the address first), so the sooner it asks, the more of the
+# rest of the boot (the host keys, sshd, logind) runs in that wait; its start took 8-12 s at
+# boot (0.8 s on an idle guest). Then firewalld's start, ~7 s of Python, and
+# systemd-resolved (DNS for the guest's own use) last. System services share one CPU group
+# in the guest, so nice decides. firewalld is still active before the node script's
+# firewall step, which waits for its start job.
+NICE_UNITS = {"systemd-networkd.service": -10, "firewalld.service": 10,
+              "systemd-resolved.service": 19}
+
+# Open vSwitch is not started at boot: the recipe's `start` (systemctl enable --no-reload
+# --now openvswitch-switch), which the node script runs while provisioning, starts it. At boot
+# its two daemons (~45 s each of the one emulated CPU, measured) ran while Vagrant waited
+# for SSH. A rebooted provisioned node starts it at boot (enabled then).
+OVS_AT_BOOT = False
+
+# Units that do nothing for a lab and cost boot time or run behind the lab's back on the
+# emulated CPU: apt and dpkg timers, e2scrub (for LVM snapshots, which the box has none
+# of; it took 15 s of each boot), fstrim, and ovs-record-hostname (waits for
+# network-online.target to write the hostname into OVS's external_ids, which labgen does
+# not read; 21 s of each boot).
+MASKED_UNITS = (
+    "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "fstrim.timer",
+    "e2scrub_all.timer", "e2scrub_reap.service", "ovs-record-hostname.service",
+    # systemd loads these modules early on every boot, for a console (drm: the VMs have no
+    # video device), LVM (dm_mod), EFI variables (efi_pstore) and FUSE, none of which the
+    # box has or uses
+    "modprobe@drm.service", "modprobe@dm_mod.service", "modprobe@efi_pstore.service",
+    "modprobe@fuse.service",
+    # and what a lab never mounts or runs: loop devices and configfs (built into Debian's
+    # kernel; the modprobe is a process for nothing), foreign binary formats, huge pages
+    # (the kernel datapath needs none), the kernel's debug and trace file systems. Each
+    # took 6-9 s of the one emulated CPU while the boot's other units waited for it.
+    "modprobe@loop.service", "modprobe@configfs.service", "systemd-binfmt.service",
+    "proc-sys-fs-binfmt_misc.automount", "dev-hugepages.mount", "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount",
+)
+
+# The journal in memory only: systemd-journal-flush (on the boot's critical chain, 7 s)
+# then has nothing to copy to /var/log/journal. A lab's logs that matter are labgen's own
+# (the lab directory's logs/) and the serial console.
+JOURNALD_CONF = """\
+# labgen box: the journal in memory only (labgen/boxbuild/bootorder.py)
+[Journal]
+Storage=volatile
+"""
+
+
+
+def configure_units(root: Path) -> None:
+    """The root fs's systemd configuration for the lab's boot: networkd on eth0, the vagrant
+    user lingering, the units of UNIT_EDITS copied without that ordering, OVS off at boot and
+    without its SysV script, MASKED_UNITS masked, NICE_UNITS niced, the journal in memory."""
+    units = root / "etc/systemd/system"
+    write_file(root, "etc/systemd/network/10-eth0.network", NETWORKD_ETH0)
+    write_file(root, "etc/systemd/networkd.conf.d/labgen.conf", NETWORKD_CONF)
+    # networkd on at boot: the links `systemctl enable systemd-networkd` makes, less the
+    # wait-online unit (nothing in the box waits for network-online.target).
+    for rel, unit in (("multi-user.target.wants/systemd-networkd.service", "systemd-networkd.service"),
+                      ("sockets.target.wants/systemd-networkd.socket", "systemd-networkd.socket"),
+                      ("dbus-org.freedesktop.network1.service", "systemd-networkd.service")):
+        symlink(units / rel, f"/lib/systemd/system/{unit}")
+    for user in LINGERING:
+        write_file(root, f"var/lib/systemd/linger/{user}", "")
+
+    for name, edits in UNIT_EDITS.items():
+        packaged = root / "lib/systemd/system" / name
+        if not packaged.is_file():
+            raise BoxBuildError(f"{name} not in the root fs: the recipe lacks its package")
+        write_file(root, f"etc/systemd/system/{name}", edited_unit(name, packaged.read_text(), edits))
+    # The links `systemctl enable` made point at the packaged file: point them at the copy.
+    for link in sorted(units.rglob("*")):
+        target = Path(os.readlink(link)) if link.is_symlink() else None
+        if target and target.name in UNIT_EDITS and target.parent != Path("/etc/systemd/system"):
+            symlink(link, f"/etc/systemd/system/{target.name}")
+    if not OVS_AT_BOOT:
+        (units / "multi-user.target.wants/openvswitch-switch.service").unlink(missing_ok=True)
+    # Open vSwitch's SysV script goes (systemd starts OVS from its own units): with it, the
+    # recipe's `systemctl enable` ran systemd-sysv-install (update-rc.d, Perl) and reloaded
+    # systemd three times, 8.5 s of the node script's first run on an emulated guest.
+    for script in (root / "etc/init.d/openvswitch-switch", *root.glob("etc/rc?.d/*openvswitch-switch")):
+        script.unlink(missing_ok=True)
+    for unit in MASKED_UNITS:
+        for link in units.glob(f"*.requires/{unit}"):
+            link.unlink()  # a Requires= on a masked unit would fail its requirer
+        symlink(units / unit, "/dev/null")
+    for unit, nice in NICE_UNITS.items():
+        write_file(root, f"etc/systemd/system/{unit}.d/labgen-nice.conf",
+                   f"# labgen box: see NICE_UNITS in labgen/boxbuild/bootorder.py\n[Service]\nNice={nice}\n")
+    write_file(root, "etc/systemd/journald.conf.d/labgen.conf", JOURNALD_CONF)
+
+
+def edited_unit(name: str, text: str, edits: dict[str, tuple[str, ...]]) -> str:
+    """The unit file text without the values `edits` lists under each key (a line left
+    with no value goes); a listed value the text lacks is an error."""
+    out = [f"# labgen box: /lib/systemd/system/{name} without "
+           + ", ".join(f"{k}={v}" for k, vs in edits.items() for v in vs)
+           + " (labgen/boxbuild/bootorder.py)"]
+    found: set[tuple[str, str]] = set()
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() in edits and not line.lstrip().startswith("#"):
+            drop = edits[key.strip()]
+            kept = [v for v in value.split() if v not in drop]
+            found |= {(key.strip(), v) for v in value.split() if v in drop}
+            if not kept:
+                continue
+            line = f"{key.strip()}={' '.join(kept)}"
+        out.append(line)
+    missing = [f"{k}={v}" for k, vs in edits.items() for v in vs if (k, v) not in found]
+    if missing:
+        raise BoxBuildError(f"{name} in the root fs has no {', '.join(missing)}: Debian's "
+                            "unit changed; look at UNIT_EDITS in labgen/boxbuild/bootorder.py again")
+    return "\n".join(out) + "\n"
