@@ -39,6 +39,12 @@ def node_netns(lab_name: str, node: str) -> str:
     return f"{lab_prefix(lab_name)}-{node}"
 
 
+def management_network(lab_name: str) -> str:
+    """A VM lab's own management network ('.' is no character of a lab name: never another
+    lab's underlay network labgen-NAME)."""
+    return f"{lab_prefix(lab_name)}.mgmt"
+
+
 def underlay_switch(lab_name: str) -> str:
     """The emulated underlay switch's namespace."""
     return f"{lab_prefix(lab_name)}-underlay"
@@ -195,6 +201,10 @@ class Lab:
     @property
     def libvirt_network(self) -> str:
         return self.lab_prefix
+
+    @property
+    def management_network(self) -> str:
+        return management_network(self.name)
 
     @property
     def domain_prefix(self) -> str:

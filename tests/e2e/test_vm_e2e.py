@@ -31,6 +31,7 @@ import socket
 import subprocess
 import time
 import xml.etree.ElementTree as ET
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 
 import pytest
@@ -201,6 +202,27 @@ def test_the_local_node_boots_the_box_kernel_directly_the_remote_one_through_gru
     assert cmdline["node1"] == record["cmdline"]
     assert cmdline["node2"].startswith("BOOT_IMAGE=/boot/vmlinuz-")
     assert cmdline["node2"].endswith(" " + record["cmdline"])
+
+
+def test_the_nodes_lease_their_address_on_the_labs_own_management_network(gre_lab):
+    """labgen/providers/libvirt/management.py: each node's first NIC is on labgen-NAME.mgmt (both
+    "hosts" are this libvirtd: one network), whose dnsmasq offers without a ping check, and its
+    address is in the subnet lab.json holds, not on vagrant-libvirt's shared network."""
+    lab, proc, _ = gre_lab
+    assert proc.returncode == 0
+    subnet = ip_network(json.loads((lab / "lab.json").read_text())["libvirt"]["management"])
+    net = ET.fromstring(subprocess.run(["virsh", "-c", "qemu:///system", "net-dumpxml", f"labgen-{NAME}.mgmt"],
+                                       capture_output=True, text=True, check=True).stdout)
+    ip = net.find("ip")
+    assert ip_network(f"{ip.get('address')}/{ip.get('netmask')}", strict=False) == subnet
+    assert [o.get("value") for o in net.iter("{http://libvirt.org/schemas/network/dnsmasq/1.0}option")] == ["no-ping"]
+    for node in ("node1", "node2"):
+        dom = ET.fromstring(subprocess.run(["virsh", "-c", "qemu:///system", "dumpxml", f"labgen-{NAME}-{node}"],
+                                           capture_output=True, text=True, check=True).stdout)
+        first = dom.find("devices/interface/source")
+        assert first is not None and first.get("network") == f"labgen-{NAME}.mgmt", node
+        out = on_node(lab, node, "ip -4 -o addr show dev eth0").stdout.split()
+        assert ip_address(out[out.index("inet") + 1].split("/")[0]) in subnet, out
 
 
 def test_split_lab_pre_checks_refuse_in_one_line_and_create_nothing(tmp_path, box, hv_b):
@@ -487,6 +509,10 @@ def test_up_killed_while_a_node_provisions_leaves_a_partial_lab_that_prune_remov
 @pytest.mark.parametrize("net_name,ip,name,fragment", [
     ("labgen-clash", "10.99.0.1", "clash", "libvirt network labgen-clash already exists and is not this lab's"),
     ("someone-else", "10.10.10.254", "free", "libvirt network someone-else already uses the underlay"),
+    # the lab's own management network (labgen/providers/libvirt/management.py): its name, its subnet
+    ("labgen-clash.mgmt", "10.99.1.1", "clash", "libvirt network labgen-clash.mgmt already exists and is not this lab's"),
+    ("someone-else", "198.18.57.1", "free",
+     "libvirt network someone-else already uses 198.18.57.0/27, the management subnet of lab free"),
 ])
 def test_libvirt_names_and_subnets_taken_by_others_are_refused(tmp_path, box, net_name, ip, name, fragment):
     sweep(name)

@@ -83,8 +83,8 @@ BAD = [
     ("libvirt-driver-unknown", ["gre", "--libvirt-driver", "xen"], "unknown libvirt driver 'xen'"),
     ("underlay-mtu-100", ["gre", "--underlay-mtu", "100"], "--underlay-mtu 100 is out of range"),
     ("underlay-mtu-too-big", ["gre", "--underlay-mtu", "9001"], "--underlay-mtu 9001 is out of range"),
-    ("underlay-on-vagrant-mgmt", ["gre", "--underlay", "192.168.121.0/24"],
-     "overlaps vagrant-libvirt's management network 192.168.121.0/24"),
+    ("underlay-on-the-management-network", ["gre", "--underlay", "198.19.66.0/24"],
+     "overlaps 198.19.66.128/27, the management network of lab gre"),
     ("memory-too-big", ["gre", "--memory", "1048577"], "--memory 1048577 MiB is out of range: use 512 to 1048576"),
     ("cpus-65", ["gre", "--cpus", "65"], "--cpus 65 is out of range: use 1 to 64"),
     # Contradicting options: --vni is --key by another name (typer would keep the last one).

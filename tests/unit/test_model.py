@@ -6,6 +6,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from dataclasses import replace
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
@@ -226,7 +228,19 @@ def test_lab_json_from_before_the_libvirt_record_still_loads():
     old |= {"memory": 2048, "cpus": 1, "libvirt_driver": "qemu", "libvirt_network": "labgen-gre",
             "domain_prefix": "labgen-gre-"}
     del old["libvirt"]
-    assert Lab.from_dict(old, REGISTERED) == lb
+    # (from before the lab's own management network too: it stays on vagrant-libvirt's)
+    assert Lab.from_dict(old, REGISTERED) == replace(lb, settings=replace(lb.settings, management=""))
+
+
+def test_a_vm_lab_has_its_own_management_subnet_from_its_name_and_keeps_it_in_lab_json():
+    gre, other = (build_lab(Options(tunnel="gre", name=n), kvm_usable=False) for n in ("gre", "gre2"))
+    assert gre.settings.management == "198.19.66.128/27" and gre.management_network == "labgen-gre.mgmt"
+    assert other.settings.management != gre.settings.management
+    assert ip_network(gre.settings.management).subnet_of(ip_network("198.18.0.0/15"))
+    assert Lab.from_dict(gre.to_dict(), REGISTERED) == gre
+    before = gre.to_dict()
+    del before["libvirt"]["management"]     # a lab.json written before it
+    assert Lab.from_dict(before, REGISTERED).settings.management == ""
 
 
 def test_lab_json_with_the_old_underlay_host_ip_key_still_loads(tmp_path):

@@ -43,9 +43,11 @@ def test_each_provider_refuses_what_it_cannot_do():
     with pytest.raises(InputError, match="needs a kernel Open vSwitch module"):
         build_lab(Options(tunnel="gre", provider="netns", datapath="system"))
     with pytest.raises(InputError, match="management network"):
-        build_lab(Options(tunnel="gre", underlay="192.168.121.0/24"), kvm_usable=False)
-    # The same underlay is fine where there is no Vagrant management network.
-    assert build_lab(Options(tunnel="gre", provider="netns", underlay="192.168.121.0/24"))
+        build_lab(Options(tunnel="gre", underlay="198.19.66.0/24"), kvm_usable=False)
+    # The same underlay is fine where there is no Vagrant management network, or under
+    # another lab name (another management subnet).
+    assert build_lab(Options(tunnel="gre", provider="netns", underlay="198.19.66.0/24"))
+    assert build_lab(Options(tunnel="gre", name="other", underlay="198.19.66.0/24"), kvm_usable=False)
 
 
 def test_shell_goes_through_the_provider(tmp_path):

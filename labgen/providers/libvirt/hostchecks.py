@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 import shutil
 import socket
-from ipaddress import ip_address, ip_network
+from ipaddress import IPv4Network, ip_address, ip_network
 from pathlib import Path
 
 from labgen.errors import HostError
 from labgen.lab.model import Lab
+from labgen.providers.libvirt import management
 from labgen.providers.libvirt.hypervisors import LOCAL_URI, Hypervisor, UdpLink
 from labgen.providers.libvirt.project import domains, hypervisor_of, hypervisors, machine_ids
 from labgen.providers.libvirt.settings import settings_of
@@ -168,6 +169,7 @@ def name_problems(lab: Lab, lab_dir: Path) -> list[str]:
                             f"this lab's: remove it (virsh destroy/undefine) or pass another --name")
         if not settings_of(lab).split:
             problems += network_problems(lab, hv, bool(ours), where)
+        problems += management_problems(lab, hv, bool(ours) or _claimed(lab, lab_dir), where)
     for link in settings_of(lab).links:
         if link.node not in ours:
             problems += port_problem(link, hypervisor_of(lab, link.node))
@@ -191,6 +193,31 @@ def network_problems(lab: Lab, hv: Hypervisor, ours: bool, where: str) -> list[s
         elif clash and net != lab.libvirt_network:
             problems.append(f"libvirt network {net}{where} already uses the underlay {lab.underlay}: "
                             f"pick another --underlay or remove that network")
+    return problems
+
+def _claimed(lab: Lab, lab_dir: Path) -> bool:
+    """Does labgen's registry hold this directory's claim on the lab (an up killed after it
+    made the management network, before Vagrant made any machine)?"""
+    from labgen.providers.libvirt.registry import read_registry
+    from labgen.system.owner import read_claim
+    record, mine = read_registry(lab.name), read_claim(lab_dir)
+    return record is not None and mine is not None and record.id == mine.id
+
+def management_problems(lab: Lab, hv: Hypervisor, ours: bool, where: str) -> list[str]:
+    """The lab's management network (management.py): its name free or this lab's, its subnet
+    used by no other libvirt network on hv."""
+    if not settings_of(lab).management:
+        return []
+    net, name = IPv4Network(settings_of(lab).management), lab.management_network
+    problems = []
+    if not ours and name in names(virsh(hv.uri, "net-list", "--all", "--name")):
+        problems.append(f"libvirt network {name} already exists{where} and is not this lab's: "
+                        f"remove it (labgen destroy --name {lab.name} --provider libvirt, if "
+                        f"`labgen list` shows its lab) or pass another --name")
+    for other in management.clashes(hv, name, net):
+        problems.append(f"libvirt network {other}{where} already uses {net}, the management subnet "
+                        f"of lab {lab.name} (it follows the lab name): pass another --name or "
+                        f"remove that network")
     return problems
 
 def port_problem(link: UdpLink, hv: Hypervisor) -> list[str]:

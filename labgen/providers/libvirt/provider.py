@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from labgen.errors import HostError, InputError, ProviderError
 from labgen.lab.build import node_names
-from labgen.lab.model import Lab, Options, lab_prefix
+from labgen.lab.model import Lab, Options, lab_prefix, management_network
 from labgen.providers import Found, NodeStatus, Progress
-from labgen.providers.libvirt import hostchecks
+from labgen.providers.libvirt import hostchecks, management
 from labgen.providers.libvirt.bringup import Bringup, fetch_ssh_config, ssh_config_cache
 from labgen.providers.libvirt.directboot import direct_boot
 from labgen.providers.libvirt.hypervisors import LOCAL_URI, Hypervisor, links, plan
@@ -55,8 +55,6 @@ if TYPE_CHECKING:
 
     from labgen.nodes.ssh import SSHRunner, SSHTarget
 
-# vagrant-libvirt's management network; an underlay on it would clash inside the VMs.
-VAGRANT_MGMT_NET = ip_network("192.168.121.0/24")
 DRIVERS = ("kvm", "qemu", "auto")
 MIN_MEMORY_MB = 512
 
@@ -93,9 +91,6 @@ class LibvirtProvider:
                              f"{1 << 20} MiB per VM")
         if not 1 <= opts.cpus <= 64:
             raise InputError(f"--cpus {opts.cpus} is out of range: use 1 to 64")
-        if underlay.overlaps(VAGRANT_MGMT_NET):
-            raise InputError(f"underlay {underlay} overlaps vagrant-libvirt's management network "
-                             f"{VAGRANT_MGMT_NET}: pick another, e.g. --underlay 10.10.10.0/24")
 
     def settings(self, opts: Options, kvm_usable: bool | None, lab_name: str) -> LibvirtSettings:
         names = node_names(opts.nodes)
@@ -104,9 +99,15 @@ class LibvirtProvider:
             raise InputError(f"--host puts {opts.nodes} nodes on {len(placed)} libvirt hosts: a lab "
                              f"across hosts has 2 nodes on 2 hosts (their underlay is one point-to-"
                              f"point UDP link): use --nodes 2 and one --host")
+        mgmt = management.subnet(lab_name)
+        if ip_network(opts.underlay, strict=False).overlaps(mgmt):
+            raise InputError(f"underlay {opts.underlay} overlaps {mgmt}, the management network "
+                             f"of lab {lab_name} (its subnet follows the lab name): pick another "
+                             f"--underlay, e.g. 10.10.10.0/24, or another --name")
         return LibvirtSettings(memory=opts.memory, cpus=opts.cpus,
                                driver=resolve_driver(opts.libvirt_driver, kvm_usable), hosts=placed,
-                               links=links(lab_name, placed, {n: k for k, n in enumerate(names, 1)}))
+                               links=links(lab_name, placed, {n: k for k, n in enumerate(names, 1)}),
+                               management=str(mgmt))
 
     def read_settings(self, lab_json: dict[str, Any], nodes: list[str]) -> LibvirtSettings | None:
         return LibvirtSettings.read(lab_json, nodes)
@@ -165,6 +166,11 @@ class LibvirtProvider:
             fix_kvm_access()    # what udev does at boot where there is one
             progress("lab", f"{drift} (no udev here): set it to group kvm, read-write, "
                             f"else libvirt probes QEMU again on every call")
+        if settings_of(lab).management:
+            for hv in hypervisors(lab):
+                done = management.ensure(hv, lab.management_network, IPv4Network(settings_of(lab).management))
+                if done:
+                    progress("lab", done)
         self._ssh = None
         scripts = {n.name: lab_dir / "provision" / f"{n.name}.sh" for n in lab.nodes}
         runs = [Bringup(hv, project_dir(lab_dir, hv), log_path(lab, lab_dir, hv), progress,
@@ -248,11 +254,22 @@ class LibvirtProvider:
             progress("lab", f"removing network {lab.libvirt_network}{on_hypervisor(hv)}")
             virsh(hv.uri, "net-destroy", lab.libvirt_network)
             virsh(hv.uri, "net-undefine", lab.libvirt_network)
+        self._remove_management(hv.uri, lab.management_network, on_hypervisor(hv), progress)
         for vol in volumes(hv.uri):
             # vagrant-libvirt names a domain's disks DOMAIN.img, DOMAIN-vdb.qcow2, ...
             if any(vol.startswith((f"{dom}.", f"{dom}-")) for dom in ours):
                 progress("lab", f"removing leftover volume {vol}{on_hypervisor(hv)}")
                 virsh(hv.uri, "vol-delete", vol, "--pool", "default")
+
+    @staticmethod
+    def _remove_management(uri: str, net: str, on: str, progress: Progress) -> None:
+        """The lab's management network, once none of its domains (nor anyone's) uses it."""
+        if net not in names(virsh(uri, "net-list", "--all", "--name")):
+            return
+        if management.remove(uri, net):
+            progress("lab", f"removing network {net}{on}")
+        else:
+            progress("lab", f"leaving network {net}{on}: a domain still uses it")
 
     # ---- who the lab belongs to (labgen/system/owner.py) -----------------------------------------
     def record(self, lab: Lab) -> Owner | None:
@@ -345,6 +362,7 @@ class LibvirtProvider:
                 progress("lab", f"removing network {prefix}{on}")
                 virsh(uri, "net-destroy", prefix)
                 virsh(uri, "net-undefine", prefix)
+            self._remove_management(uri, management_network(found.name), on, progress)
         if found.record is not None and found.record.claimed_by_its_dir():
             forget_machines(Path(found.record.dir), removed - {""})
         registry_file(found.name).with_suffix(".pids").unlink(missing_ok=True)

@@ -1,5 +1,6 @@
 """What only VM labs have, kept in lab.json under the provider's key ("libvirt"): the size of
-each VM, the libvirt driver, the hypervisors and the UDP links of a lab across hypervisors."""
+each VM, the libvirt driver, the hypervisors, the UDP links of a lab across hypervisors and
+the subnet of the lab's management network."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
@@ -22,6 +23,9 @@ class LibvirtSettings:
     # it) and, on a lab across hypervisors, the UDP link of each node's underlay NIC.
     hosts: tuple[Hypervisor, ...] = ()
     links: tuple[UdpLink, ...] = ()
+    # The lab's own management network's subnet (management.py), on each hypervisor; "" in a
+    # lab.json from before it: such a lab stays on vagrant-libvirt's shared network.
+    management: str = ""
 
     @property
     def split(self) -> bool:
@@ -49,7 +53,8 @@ class LibvirtSettings:
     def from_dict(cls, d: dict[str, Any]) -> LibvirtSettings:
         hvs = tuple(Hypervisor(**{**h, "nodes": tuple(h["nodes"])}) for h in d.get("hosts", ()))
         return cls(memory=d["memory"], cpus=d["cpus"], driver=d["driver"], hosts=hvs,
-                   links=tuple(UdpLink(**ln) for ln in d.get("links", ())))
+                   links=tuple(UdpLink(**ln) for ln in d.get("links", ())),
+                   management=d.get("management", ""))
 
     @classmethod
     def read(cls, lab_json: dict[str, Any], nodes: list[str]) -> LibvirtSettings | None:

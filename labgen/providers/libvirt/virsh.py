@@ -47,7 +47,8 @@ def volumes(uri: str) -> list[str]:
 
 
 # Domains labgen-NAME-nodeK, their disks labgen-NAME-nodeK.img / -vdb.qcow2, the underlay
-# network labgen-NAME. A box's image (labgen-VAGRANTSLASH-...) matches none of these.
+# network labgen-NAME and the management network labgen-NAME.mgmt. A box's image
+# (labgen-VAGRANTSLASH-...) matches none of these.
 DOMAIN = re.compile(r"^labgen-([a-z][a-z0-9-]*)-(node\d+)$")
 VOLUME = re.compile(r"^labgen-([a-z][a-z0-9-]*)-(node\d+)[.-]")
-NETWORK = re.compile(r"^labgen-([a-z][a-z0-9-]*)$")
+NETWORK = re.compile(r"^labgen-([a-z][a-z0-9-]*)(?:\.mgmt)?$")
