@@ -50,7 +50,11 @@ HostKey /etc/ssh/ssh_host_ecdsa_key
 # 70 s after coldplug began on a loaded host): KVM (the emulated CPU advertises SVM), the
 # floppy, the IDE controller (no IDE disk: the box's disk is virtio), USB controllers
 # (no USB device), the PIIX4 SMBus, the PC speaker and RAPL. An explicit modprobe still
-# loads them; only udev's loading by hardware alias is blocked.
+# loads them; only loading by alias (udev's, the kernel's own requests) is blocked.
+# Also wireless: systemd-networkd asks the kernel for nl80211 as it starts, which loaded
+# cfg80211 (1.1 MB, with its X.509 certificates): most of networkd's 12.6 s start at boot,
+# which eth0's lease and so Vagrant's SSH waited for (docs/benchmarks.md). And the CPU's
+# crypto accelerators (the kernel has the generic code; sshd's crypto is OpenSSL's).
 MODPROBE_BLACKLIST = """\
 # labgen box: hardware the lab does not use (labgen/boxbuild/guest.py)
 blacklist kvm
@@ -67,6 +71,15 @@ blacklist i2c_piix4
 blacklist pcspkr
 blacklist intel_rapl_msr
 blacklist intel_rapl_common
+blacklist cfg80211
+blacklist aesni_intel
+blacklist ghash_clmulni_intel
+blacklist sha1_ssse3
+blacklist sha256_ssse3
+blacklist sha512_ssse3
+blacklist crc32_pclmul
+blacklist crct10dif_pclmul
+blacklist polyval_clmulni
 """
 
 # The initramfs only has to find a virtio disk (the box's Vagrantfile sets disk_bus
