@@ -53,8 +53,7 @@ HostKey /etc/ssh/ssh_host_ecdsa_key
 # loads them; only loading by alias (udev's, the kernel's own requests) is blocked.
 # Also wireless: systemd-networkd asks the kernel for nl80211 as it starts, which loaded
 # cfg80211 (1.1 MB, with its X.509 certificates): most of networkd's 12.6 s start at boot,
-# which eth0's lease and so Vagrant's SSH waited for (docs/benchmarks.md). And the CPU's
-# crypto accelerators (the kernel has the generic code; sshd's crypto is OpenSSL's).
+# which eth0's lease and so Vagrant's SSH waited for (docs/benchmarks.md).
 MODPROBE_BLACKLIST = """\
 # labgen box: hardware the lab does not use (labgen/boxbuild/guest.py)
 blacklist kvm
@@ -72,14 +71,6 @@ blacklist pcspkr
 blacklist intel_rapl_msr
 blacklist intel_rapl_common
 blacklist cfg80211
-blacklist aesni_intel
-blacklist ghash_clmulni_intel
-blacklist sha1_ssse3
-blacklist sha256_ssse3
-blacklist sha512_ssse3
-blacklist crc32_pclmul
-blacklist crct10dif_pclmul
-blacklist polyval_clmulni
 """
 
 # The initramfs only has to find a virtio disk (the box's Vagrantfile sets disk_bus

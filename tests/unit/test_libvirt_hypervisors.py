@@ -163,6 +163,7 @@ def test_ssh_config_is_asked_while_the_guests_boot_and_scripts_start_at_ssh_read
     write_lab(lab, lab_dir, providers.get(lab.provider))
     monkeypatch.setattr("labgen.vagrant.boxfetch.ensure_box", lambda *a, **k: False)
     monkeypatch.setattr("labgen.providers.libvirt.provider.kvm_access_drift", lambda *a: None)
+    virsh = fake(tmp_path, monkeypatch, "virsh", "")   # the lab's management network, defined
     asked, ran = tmp_path / "ssh-config-asked", tmp_path / "scripts-ran"
     fake(tmp_path, monkeypatch, "vagrant", f"""
 case "$1" in
@@ -181,7 +182,10 @@ case "$1" in
       printf 'Host node2\\n  HostName 10.0.0.2\\n  User vagrant\\n  Port 22\\n  IdentityFile /k\\n' ;;
 esac""")
 
+    used = {}
+
     def script(runner, node, path, log, timeout=0.0):
+        used[node] = runner
         with open(ran, "a") as fh:
             fh.write(f"{node} {runner.target.host} {path.name}\n")
         return 0.5
@@ -192,8 +196,18 @@ esac""")
     # up ended only because both scripts ran while it waited: they started at "ready"
     assert sorted(ran.read_text().splitlines()) == ["node1 10.0.0.1 node1.sh", "node2 10.0.0.2 node2.sh"]
     assert ("node1", "provisioned in 0.5 s") in seen
+    # before vagrant up: the lab's own management network, defined and started
+    nets = [ln.split()[3:5] for ln in virsh.read_text().splitlines() if " net-" in ln]
+    assert nets[-2:] == [["net-define", nets[-2][1]], ["net-start", "labgen-x.mgmt"]]
+    assert ("lab", "management network labgen-x.mgmt 198.18.208.96/27 defined (DHCP without "
+                   "dnsmasq's ping check)") in seen
     fake(tmp_path, monkeypatch, "vagrant", "exit 1")    # from now on, Vagrant would fail
-    assert provider.runner(lab, lab_dir, "node2").target.host == "10.0.0.2"
+    # The scripts' connections are handed over once, to any provider object of this process
+    # (create's verify makes its own): then new ones, from ssh-config's answer.
+    assert LibvirtProvider().runner(lab, lab_dir, "node1") is used["node1"]
+    assert provider.runner(lab, lab_dir, "node2") is used["node2"]
+    again = provider.runner(lab, lab_dir, "node2")
+    assert again is not used["node2"] and again.target.host == "10.0.0.2"
 
 
 def test_a_failed_node_script_is_the_error_and_stops_vagrant(tmp_path, monkeypatch):
@@ -214,6 +228,7 @@ esac""")
     def script(runner, node, path, log, timeout=0.0):
         raise ProviderError(f"{node}: provisioning failed (exit 1), see {log}: boom")
     monkeypatch.setattr("labgen.providers.nodescript.provision", script)
+    fake(tmp_path, monkeypatch, "virsh", "")
     with pytest.raises(ProviderError) as err:
         LibvirtProvider().up(lab, lab_dir, lambda who, what: None)
     assert str(err.value).startswith("node1: provisioning failed (exit 1)") and "vagrant up" not in str(err.value)

@@ -69,6 +69,10 @@ class Bringup:
         self._config_lock = threading.Lock()
         self._scripts: dict[str, threading.Thread] = {}
         self._runners: dict[str, SSHRunner] = {}
+        # Each node's connection once its script passed, still open with its idle root shell:
+        # verify, right after, reuses it (a new one costs an SSH handshake and a sudo, ~2-3 s
+        # of an emulated guest).
+        self.kept: dict[str, SSHRunner] = {}
         self._halted = False
         self.peers: list[Bringup] = []     # killed when this one fails: no point going on
         self.started: Callable[[int], None] = lambda pid: None     # told vagrant's PID
@@ -194,6 +198,7 @@ class Bringup:
     def _script(self, node: str) -> None:
         from labgen.nodes.ssh import SSHRunner
         from labgen.providers.nodescript import provision
+        took = None
         try:
             runner = self._runners[node] = SSHRunner(node, self._target(node))
             self.progress(node, "provisioning")
@@ -207,8 +212,11 @@ class Bringup:
                     peer.kill(because=self.hv.name)
             return
         finally:
-            if node in self._runners:
-                self._runners[node].close()
+            kept = self._runners.pop(node, None)
+            if kept is not None and (took is None or self._halted):
+                kept.close()
+            elif kept is not None:
+                self.kept[node] = kept
         self.progress(node, f"provisioned in {took:.1f} s")
 
     def kill(self, because: str | None = None) -> None:
@@ -224,7 +232,7 @@ class Bringup:
                 os.killpg(self._proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        for runner in list(self._runners.values()):
+        for runner in [*self._runners.values(), *self.kept.values()]:
             runner.close()      # a running script's channel closes: its run() returns
 
     def join(self) -> None:

@@ -59,6 +59,16 @@ DRIVERS = ("kvm", "qemu", "auto")
 MIN_MEMORY_MB = 512
 
 
+# Connections up() kept open, by (lab dir, node), until a runner() takes one: a new provider
+# object is made for each step of a command (labgen/providers: get), so they live here.
+_KEPT: dict[tuple[str, str], SSHRunner] = {}
+
+
+def _drop_kept(lab_dir: Path) -> None:
+    for key in [k for k in _KEPT if k[0] == str(lab_dir.resolve())]:
+        _KEPT.pop(key).close()
+
+
 def resolve_driver(requested: str, usable: bool | None = None) -> str:
     """auto -> kvm only when /dev/kvm really runs guests here, else qemu (software emulation)."""
     if requested != "auto":
@@ -202,7 +212,14 @@ class LibvirtProvider:
         # The run that failed first is the cause; two that failed at once stopped each other.
         failed = [r for r in runs if r.failed and r.stopped_for is None] or [r for r in runs if r.failed]
         if failed:
+            for run in runs:
+                run.kill()      # closes the connections kept from the scripts that passed
             raise ProviderError("; ".join(self._failure(lab, lab_dir, r) for r in failed))
+        # The scripts' connections, open with a root shell each: the next runner() of a node
+        # in this process (create's verify) takes its connection over instead of opening one.
+        _drop_kept(lab_dir)
+        for run in runs:
+            _KEPT.update({(str(lab_dir.resolve()), node): r for node, r in run.kept.items()})
         progress("lab", "all nodes provisioned")
 
     def _failure(self, lab: Lab, lab_dir: Path, run: Bringup) -> str:
@@ -234,6 +251,7 @@ class LibvirtProvider:
         registry_file(lab.name).with_suffix(".pids").unlink(missing_ok=True)
         registry_file(lab.name).unlink(missing_ok=True)     # last: a killed destroy stays listed
         self._ssh = None
+        _drop_kept(lab_dir)
 
     def _remove_leftovers(self, lab: Lab, hv: Hypervisor, progress: Progress) -> None:
         ours = domains(lab, hv)
@@ -393,6 +411,9 @@ class LibvirtProvider:
 
     def runner(self, lab: Lab, lab_dir: Path, node: str) -> SSHRunner:
         from labgen.nodes.ssh import SSHRunner, parse_ssh_config  # paramiko: only when a node is reached
+        kept = _KEPT.pop((str(lab_dir.resolve()), node), None)
+        if kept is not None:        # up's connection to it, handed over once
+            return kept
         if self._ssh is None:
             self._ssh = {}
             for hv in hypervisors(lab):
