@@ -85,30 +85,18 @@ UNIT_EDITS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 # Who gets the one emulated CPU first while the boot's units compete for it. systemd-networkd
-# first: the sooner it asks for the DHCP lease Vagrant waits for, the more of the rest of the
-# boot (the host keys, sshd, logind) runs in the wait (on vagrant-libvirt's shared network
-# ~6 s: its dnsmasq checks the address first); its start took 8-12 s at boot (0.8 s on an
-# idle guest; most of it was the wireless module it made the kernel load: guest.py). Then
-# firewalld's start, ~7 s of Python, and systemd-resolved (DNS for the guest's own use)
-# last. System services share one CPU group in the guest, so nice decides. firewalld is
-# still active before the node script's firewall step, which waits for its start job.
-# (sshd, D-Bus, logind and the host keys at -10 too made Vagrant's first login no sooner in
-# a trial: docs/benchmarks.md.)
+# first: on vagrant-libvirt's shared network the DHCP lease Vagrant waits for comes ~6 s after
+# its request whatever the guest does (that dnsmasq checks the address first), so the sooner
+# it asks, the more of the rest of the boot (the host keys, sshd, logind) runs in that wait;
+# its start took 8-12 s at boot (0.8 s on an idle guest). (A lab's own management network
+# answers at once: providers/libvirt/management.py. A box that got the lease sooner still,
+# without the wireless module networkd's start loaded, reached SSH no sooner:
+# docs/benchmarks.md.) Then firewalld's start, ~7 s of Python, and
+# systemd-resolved (DNS for the guest's own use) last. System services share one CPU group
+# in the guest, so nice decides. firewalld is still active before the node script's
+# firewall step, which waits for its start job.
 NICE_UNITS = {"systemd-networkd.service": -10, "firewalld.service": 10,
               "systemd-resolved.service": 19}
-
-# systemd runs every generator before it loads a unit, ~0.15-0.3 s each on the emulated CPU
-# (2.2 s for Debian's twelve, measured one by one in a guest). Those for what the box has
-# not (encrypted, verity or integrity volumes, GPT auto-mounts, hibernation, boot counting,
-# rc.local, SysV scripts without a unit of their own, offline updates) or a lab never
-# passes on the kernel command line (systemd.run=, the debug shell) are off: a symlink to
-# /dev/null in /etc/systemd/system-generators. fstab and getty (the serial console) stay.
-GENERATORS_OFF = (
-    "systemd-cryptsetup-generator", "systemd-debug-generator", "systemd-gpt-auto-generator",
-    "systemd-hibernate-resume-generator", "systemd-integritysetup-generator",
-    "systemd-rc-local-generator", "systemd-run-generator", "systemd-system-update-generator",
-    "systemd-sysv-generator", "systemd-veritysetup-generator",
-)
 
 # Open vSwitch is not started at boot: the recipe's `start` (systemctl enable --no-reload
 # --now openvswitch-switch), which the node script runs while provisioning, starts it. At boot
@@ -186,8 +174,6 @@ def configure_units(root: Path) -> None:
         for link in units.glob(f"*.requires/{unit}"):
             link.unlink()  # a Requires= on a masked unit would fail its requirer
         symlink(units / unit, "/dev/null")
-    for name in GENERATORS_OFF:
-        symlink(root / "etc/systemd/system-generators" / name, "/dev/null")
     for unit, nice in NICE_UNITS.items():
         write_file(root, f"etc/systemd/system/{unit}.d/labgen-nice.conf",
                    f"# labgen box: see NICE_UNITS in labgen/boxbuild/bootorder.py\n[Service]\nNice={nice}\n")

@@ -50,10 +50,7 @@ HostKey /etc/ssh/ssh_host_ecdsa_key
 # 70 s after coldplug began on a loaded host): KVM (the emulated CPU advertises SVM), the
 # floppy, the IDE controller (no IDE disk: the box's disk is virtio), USB controllers
 # (no USB device), the PIIX4 SMBus, the PC speaker and RAPL. An explicit modprobe still
-# loads them; only loading by alias (udev's, the kernel's own requests) is blocked.
-# Also wireless: systemd-networkd asks the kernel for nl80211 as it starts, which loaded
-# cfg80211 (1.1 MB, with its X.509 certificates): most of networkd's 12.6 s start at boot,
-# which eth0's lease and so Vagrant's SSH waited for (docs/benchmarks.md).
+# loads them; only udev's loading by hardware alias is blocked.
 MODPROBE_BLACKLIST = """\
 # labgen box: hardware the lab does not use (labgen/boxbuild/guest.py)
 blacklist kvm
@@ -70,7 +67,6 @@ blacklist i2c_piix4
 blacklist pcspkr
 blacklist intel_rapl_msr
 blacklist intel_rapl_common
-blacklist cfg80211
 """
 
 # The initramfs only has to find a virtio disk (the box's Vagrantfile sets disk_bus

@@ -28,7 +28,6 @@ def box_version(recipe: BoxRecipe, pubkey: str = "") -> str:
         bootorder.LINGERING, guest.SUDOERS,
         guest.SSH_KEYGEN_UNIT, guest.SSHD_HOST_KEYS, guest.KERNEL_ARGS, guest.GRUB_CFG,
         bootorder.UNIT_EDITS, bootorder.NICE_UNITS, bootorder.OVS_AT_BOOT, bootorder.MASKED_UNITS,
-        bootorder.GENERATORS_OFF,
         guest.MODPROBE_BLACKLIST,
         guest.INITRAMFS_CONF, guest.INITRAMFS_MODULES, bootorder.JOURNALD_CONF,
         disk.GRUB_EARLY_CFG, disk.GRUB_CORE_MODULES, BOX_VAGRANTFILE,
