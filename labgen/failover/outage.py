@@ -111,10 +111,13 @@ def outage(record: Record, event: float, until: float = math.inf, since: float =
     lost = those without a reply; the outage runs from the event to the reply of the first
     probe answered after the last lost one (traffic that came back and stopped again counts
     as one outage to its end), and is 0 when none was lost (the stream's resolution is its
-    interval). `since`: no probe sent before it counts (it is the previous event's)."""
+    interval). `until` counts (a probe sent then is this event's); `since`: no probe sent
+    before it or then counts (it is the previous event's)."""
     before = [p.sent for p in record.probes if p.sent < event and p.answered is not None]
     start = max([since, *before])
-    window = [p for p in record.probes if start < p.sent < until]
+    # `until` is the send time of a probe (cut_and_restore's meeting point), which is this
+    # event's: the first answer after the losses may be that very probe.
+    window = [p for p in record.probes if start < p.sent <= until]
     lost = [p for p in window if p.answered is None]
     if not lost:
         return Outage(0.0, 0, None)

@@ -104,6 +104,18 @@ def test_cut_and_restore_count_each_lost_probe_once():
     assert (on_restore.lost, on_restore.back_seq) == (3, 34)
 
 
+def test_a_cut_that_traffic_came_back_from_with_the_last_probe_before_the_restore_has_an_end():
+    """Found by CI (an RSTP failover on namespaces): traffic came back after the cut only with
+    the probe sent last before the restore, which is where the two windows meet. That probe
+    ends the cut's outage (it was "no recovery", the failover a failure); the restore's
+    window starts after it."""
+    rec = parse(steady(60, lost=set(range(11, 31))), 0.01)     # 31 sent 100.30, answered 100.301
+    on_cut, on_restore = cut_and_restore(rec, 100.095, 100.305)
+    assert (on_cut.lost, on_cut.back_seq) == (20, 31)
+    assert on_cut.ms == pytest.approx(1000 * (100.301 - 100.095), abs=0.01)
+    assert on_restore.seconds == 0.0 and on_restore.lost == 0
+
+
 def test_duplicate_replies_are_counted_not_taken_as_answers():
     text = steady(5) + "\n[100.0415] 64 bytes from 192.168.10.10: icmp_seq=5 ttl=64 time=1.50 ms (DUP!)"
     assert parse(text, 0.01).duplicates == 1
