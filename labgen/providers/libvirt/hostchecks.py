@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import socket
-from ipaddress import IPv4Network, ip_address, ip_network
+from ipaddress import IPv4Network, ip_network
 from pathlib import Path
 
 from labgen.errors import HostError
@@ -15,7 +15,7 @@ from labgen.providers.libvirt import management
 from labgen.providers.libvirt.hypervisors import LOCAL_URI, Hypervisor, UdpLink
 from labgen.providers.libvirt.project import domains, hypervisor_of, hypervisors, machine_ids
 from labgen.providers.libvirt.settings import settings_of
-from labgen.providers.libvirt.virsh import hypervisor_shell, names, on_hypervisor, virsh
+from labgen.providers.libvirt.virsh import hypervisor_shell, names, network_subnets, on_hypervisor, virsh
 from labgen.system.hostfacts import KVM_FIX, kvm_access_drift, kvm_usable
 from labgen.vagrant import command as vagrant_cli
 
@@ -167,30 +167,27 @@ def name_problems(lab: Lab, lab_dir: Path) -> list[str]:
         if taken:
             problems.append(f"libvirt domain {', '.join(taken)} already exists{where} and is not "
                             f"this lab's: remove it (virsh destroy/undefine) or pass another --name")
+        subnets = network_subnets(hv.uri)
         if not settings_of(lab).split:
-            problems += network_problems(lab, hv, bool(ours), where)
-        problems += management_problems(lab, hv, bool(ours) or _claimed(lab, lab_dir), where)
+            problems += network_problems(lab, subnets, bool(ours), where)
+        problems += management_problems(lab, subnets, bool(ours) or _claimed(lab, lab_dir), where)
     for link in settings_of(lab).links:
         if link.node not in ours:
             problems += port_problem(link, hypervisor_of(lab, link.node))
     return problems
 
-def network_problems(lab: Lab, hv: Hypervisor, ours: bool, where: str) -> list[str]:
-    import xml.etree.ElementTree as ET  # only doctor and up read libvirt's XML (render: ~3 ms)
+def network_problems(lab: Lab, subnets: dict[str, list[IPv4Network]], ours: bool,
+                     where: str) -> list[str]:
+    """The lab's underlay network: its name free or this lab's, its subnet used by no other
+    libvirt network (`subnets`: virsh.network_subnets of the hypervisor)."""
     problems = []
     underlay = ip_network(lab.underlay)
-    for net in names(virsh(hv.uri, "net-list", "--all", "--name")):
-        xml = virsh(hv.uri, "net-dumpxml", net).stdout
-        try:
-            ips = [e.get("address", "") for e in ET.fromstring(xml).iter("ip") if e.get("address")]
-        except ET.ParseError:
-            continue
-        clash = any(ip_address(a) in underlay for a in ips if ":" not in a)
+    for net, found in subnets.items():
         if net == lab.libvirt_network and not ours:
             problems.append(f"libvirt network {net} already exists{where} and is not this lab's: "
                             f"remove it (virsh net-destroy {net}; virsh net-undefine {net}) "
                             f"or pass another --name")
-        elif clash and net != lab.libvirt_network:
+        elif net != lab.libvirt_network and any(s.overlaps(underlay) for s in found):
             problems.append(f"libvirt network {net}{where} already uses the underlay {lab.underlay}: "
                             f"pick another --underlay or remove that network")
     return problems
@@ -203,18 +200,19 @@ def _claimed(lab: Lab, lab_dir: Path) -> bool:
     record, mine = read_registry(lab.name), read_claim(lab_dir)
     return record is not None and mine is not None and record.id == mine.id
 
-def management_problems(lab: Lab, hv: Hypervisor, ours: bool, where: str) -> list[str]:
+def management_problems(lab: Lab, subnets: dict[str, list[IPv4Network]], ours: bool,
+                        where: str) -> list[str]:
     """The lab's management network (management.py): its name free or this lab's, its subnet
-    used by no other libvirt network on hv."""
+    used by no other libvirt network (`subnets`, as for network_problems)."""
     if not settings_of(lab).management:
         return []
     net, name = IPv4Network(settings_of(lab).management), lab.management_network
     problems = []
-    if not ours and name in names(virsh(hv.uri, "net-list", "--all", "--name")):
+    if not ours and name in subnets:
         problems.append(f"libvirt network {name} already exists{where} and is not this lab's: "
                         f"remove it (labgen destroy --name {lab.name} --provider libvirt, if "
                         f"`labgen list` shows its lab) or pass another --name")
-    for other in management.clashes(hv, name, net):
+    for other in management.clashes(subnets, name, net):
         problems.append(f"libvirt network {other}{where} already uses {net}, the management subnet "
                         f"of lab {lab.name} (it follows the lab name): pass another --name or "
                         f"remove that network")

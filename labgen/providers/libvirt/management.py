@@ -20,7 +20,7 @@ from tempfile import TemporaryDirectory
 
 from labgen.errors import ProviderError
 from labgen.providers.libvirt.hypervisors import Hypervisor
-from labgen.providers.libvirt.virsh import names, on_hypervisor, virsh
+from labgen.providers.libvirt.virsh import names, on_hypervisor, subnets_of, virsh
 
 POOL = IPv4Network("198.18.0.0/15")
 PREFIX = 27         # 29 addresses to lease: up to 8 nodes, each recreated a few times
@@ -48,34 +48,10 @@ def xml(name: str, net: IPv4Network) -> str:
 """
 
 
-def addresses(uri: str, net: str) -> list[IPv4Network]:
-    """The IPv4 subnets of a libvirt network (none when it has none or is gone)."""
-    import xml.etree.ElementTree as ET  # only up and the pre-checks read libvirt's XML
-    try:
-        root = ET.fromstring(virsh(uri, "net-dumpxml", net).stdout)
-    except ET.ParseError:
-        return []
-    out = []
-    for e in root.iter("ip"):
-        addr, mask = e.get("address", ""), e.get("netmask") or e.get("prefix") or "24"
-        if addr and ":" not in addr:
-            out.append(IPv4Network(f"{addr}/{mask}", strict=False))
-    return out
-
-
-def in_use(uri: str, net: str) -> bool:
-    """Does a domain still use the network? (libvirt counts them while it runs)"""
-    import xml.etree.ElementTree as ET
-    try:
-        return int(ET.fromstring(virsh(uri, "net-dumpxml", net).stdout).get("connections", "0")) > 0
-    except (ET.ParseError, ValueError):
-        return False
-
-
-def clashes(hv: Hypervisor, name: str, net: IPv4Network) -> list[str]:
-    """Other libvirt networks on hv whose subnets overlap the management subnet."""
-    return [other for other in sorted(names(virsh(hv.uri, "net-list", "--all", "--name")))
-            if other != name and any(s.overlaps(net) for s in addresses(hv.uri, other))]
+def clashes(subnets: dict[str, list[IPv4Network]], name: str, net: IPv4Network) -> list[str]:
+    """The other libvirt networks (virsh.network_subnets) whose subnets overlap `net`."""
+    return [other for other, found in subnets.items()
+            if other != name and any(s.overlaps(net) for s in found)]
 
 
 def ensure(hv: Hypervisor, name: str, net: IPv4Network) -> str | None:
@@ -84,7 +60,7 @@ def ensure(hv: Hypervisor, name: str, net: IPv4Network) -> str | None:
     where = on_hypervisor(hv)
     existing = names(virsh(hv.uri, "net-list", "--all", "--name"))
     if name in existing:
-        found = addresses(hv.uri, name)
+        found = subnets_of(virsh(hv.uri, "net-dumpxml", name).stdout)
         if found != [net]:
             raise ProviderError(f"libvirt network {name}{where} has {', '.join(map(str, found)) or 'no subnet'}, "
                                 f"not this lab's {net}: remove it (labgen destroy, or virsh "
@@ -108,17 +84,6 @@ def ensure(hv: Hypervisor, name: str, net: IPv4Network) -> str | None:
                             f"another network or interface of this host may use {net}: free it "
                             f"or pass another --name (the subnet follows the lab name)")
     return f"management network {name} {net}{where} {done} (DHCP without dnsmasq's ping check)"
-
-
-def remove(uri: str, name: str) -> bool:
-    """Stop and undefine the network unless a domain still uses it. True when it is gone."""
-    if name not in names(virsh(uri, "net-list", "--all", "--name")):
-        return True
-    if in_use(uri, name):
-        return False
-    virsh(uri, "net-destroy", name)
-    virsh(uri, "net-undefine", name)
-    return True
 
 
 def _last(text: str) -> str:

@@ -44,7 +44,17 @@ from labgen.providers.libvirt.registry import (
     write_registry,
 )
 from labgen.providers.libvirt.settings import LibvirtSettings, settings_of
-from labgen.providers.libvirt.virsh import DOMAIN, NETWORK, VOLUME, hypervisor_key, names, on_hypervisor, virsh, volumes
+from labgen.providers.libvirt.virsh import (
+    DOMAIN,
+    NETWORK,
+    VOLUME,
+    hypervisor_key,
+    names,
+    on_hypervisor,
+    remove_network,
+    virsh,
+    volumes,
+)
 from labgen.resources import resource_dir
 from labgen.system.hostfacts import fix_kvm_access, is_root, kvm_access_drift, kvm_usable
 from labgen.system.owner import Owner
@@ -267,12 +277,8 @@ class LibvirtProvider:
             progress("lab", f"removing leftover domain {dom}{on_hypervisor(hv)}")
             virsh(hv.uri, "destroy", dom)
             virsh(hv.uri, "undefine", dom, "--remove-all-storage", "--nvram")
-        if not settings_of(lab).split and \
-                lab.libvirt_network in names(virsh(hv.uri, "net-list", "--all", "--name")):
-            progress("lab", f"removing network {lab.libvirt_network}{on_hypervisor(hv)}")
-            virsh(hv.uri, "net-destroy", lab.libvirt_network)
-            virsh(hv.uri, "net-undefine", lab.libvirt_network)
-        self._remove_management(hv.uri, lab.management_network, on_hypervisor(hv), progress)
+        for net in ((lab.libvirt_network,) if not settings_of(lab).split else ()) + (lab.management_network,):
+            self._remove_network(hv.uri, net, on_hypervisor(hv), progress)
         for vol in volumes(hv.uri):
             # vagrant-libvirt names a domain's disks DOMAIN.img, DOMAIN-vdb.qcow2, ...
             if any(vol.startswith((f"{dom}.", f"{dom}-")) for dom in ours):
@@ -280,13 +286,12 @@ class LibvirtProvider:
                 virsh(hv.uri, "vol-delete", vol, "--pool", "default")
 
     @staticmethod
-    def _remove_management(uri: str, net: str, on: str, progress: Progress) -> None:
-        """The lab's management network, once none of its domains (nor anyone's) uses it."""
-        if net not in names(virsh(uri, "net-list", "--all", "--name")):
-            return
-        if management.remove(uri, net):
-            progress("lab", f"removing network {net}{on}")
-        else:
+    def _remove_network(uri: str, net: str, on: str, progress: Progress) -> None:
+        """One of the lab's networks (underlay, management), once no domain uses it."""
+        done = remove_network(uri, net)
+        if done == "removed":
+            progress("lab", f"removed network {net}{on}")
+        elif done == "in use":
             progress("lab", f"leaving network {net}{on}: a domain still uses it")
 
     # ---- who the lab belongs to (labgen/system/owner.py) -----------------------------------------
@@ -376,11 +381,8 @@ class LibvirtProvider:
                 if (m := VOLUME.match(vol)) and m.group(1) == found.name:
                     progress("lab", f"removing volume {vol}{on}")
                     virsh(uri, "vol-delete", vol, "--pool", "default")
-            if prefix in names(virsh(uri, "net-list", "--all", "--name")):
-                progress("lab", f"removing network {prefix}{on}")
-                virsh(uri, "net-destroy", prefix)
-                virsh(uri, "net-undefine", prefix)
-            self._remove_management(uri, management_network(found.name), on, progress)
+            for net in (prefix, management_network(found.name)):
+                self._remove_network(uri, net, on, progress)
         if found.record is not None and found.record.claimed_by_its_dir():
             forget_machines(Path(found.record.dir), removed - {""})
         registry_file(found.name).with_suffix(".pids").unlink(missing_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from ipaddress import IPv4Network
 
 from labgen.providers.libvirt.hypervisors import Hypervisor
 
@@ -44,6 +45,41 @@ def on_hypervisor(hv: Hypervisor) -> str:
 def volumes(uri: str) -> list[str]:
     lines = virsh(uri, "vol-list", "default").stdout.splitlines()[2:]
     return [ln.split()[0] for ln in lines if ln.split()]
+
+
+def network_subnets(uri: str) -> dict[str, list[IPv4Network]]:
+    """Every libvirt network at uri with its IPv4 subnets (none for one without): what the
+    pre-checks compare the lab's underlay and management subnets with."""
+    return {net: subnets_of(virsh(uri, "net-dumpxml", net).stdout)
+            for net in sorted(names(virsh(uri, "net-list", "--all", "--name")))}
+
+
+def subnets_of(xml: str) -> list[IPv4Network]:
+    """The IPv4 subnets in a network's XML (`<ip address= netmask=|prefix=>`)."""
+    import xml.etree.ElementTree as ET  # only up and the pre-checks read libvirt's XML
+    try:
+        ips = list(ET.fromstring(xml).iter("ip"))
+    except ET.ParseError:
+        return []
+    return [IPv4Network(f"{e.get('address')}/{e.get('netmask') or e.get('prefix') or 24}", strict=False)
+            for e in ips if e.get("address") and ":" not in e.get("address", "")]
+
+
+def remove_network(uri: str, name: str) -> str | None:
+    """Stop and undefine a lab's network once no domain uses it (libvirt counts them while
+    it runs): "removed", "in use", or None when there is no such network."""
+    import xml.etree.ElementTree as ET
+    if name not in names(virsh(uri, "net-list", "--all", "--name")):
+        return None
+    try:
+        used = int(ET.fromstring(virsh(uri, "net-dumpxml", name).stdout).get("connections", "0")) > 0
+    except (ET.ParseError, ValueError):
+        used = False
+    if used:
+        return "in use"
+    virsh(uri, "net-destroy", name)
+    virsh(uri, "net-undefine", name)
+    return "removed"
 
 
 # Domains labgen-NAME-nodeK, their disks labgen-NAME-nodeK.img / -vdb.qcow2, the underlay
