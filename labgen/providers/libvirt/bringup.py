@@ -50,6 +50,26 @@ def fetch_ssh_config(project: Path) -> str:
     return text
 
 
+# Connections the node scripts of an up left open, by (lab dir, node), until a runner() of the
+# node takes one: labgen makes a new provider object for each step of a command
+# (labgen/providers: get), so they live here, for the process.
+_KEPT: dict[tuple[str, str], SSHRunner] = {}
+
+
+def hand_over(lab_dir: Path, runs: list[Bringup]) -> None:
+    drop_kept(lab_dir)
+    _KEPT.update({(str(lab_dir.resolve()), node): r for run in runs for node, r in run.kept.items()})
+
+
+def take_over(lab_dir: Path, node: str) -> SSHRunner | None:
+    return _KEPT.pop((str(lab_dir.resolve()), node), None)
+
+
+def drop_kept(lab_dir: Path) -> None:
+    for key in [k for k in _KEPT if k[0] == str(lab_dir.resolve())]:
+        _KEPT.pop(key).close()
+
+
 class Bringup:
     """`vagrant up --no-provision` of one hypervisor's project in a thread: its lines to the log and
     to progress, an event once its domains are past creation, each node's script run over SSH

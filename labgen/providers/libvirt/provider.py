@@ -22,7 +22,14 @@ from labgen.lab.build import node_names
 from labgen.lab.model import Lab, Options, lab_prefix, management_network
 from labgen.providers import Found, NodeStatus, Progress
 from labgen.providers.libvirt import hostchecks, management
-from labgen.providers.libvirt.bringup import Bringup, fetch_ssh_config, ssh_config_cache
+from labgen.providers.libvirt.bringup import (
+    Bringup,
+    drop_kept,
+    fetch_ssh_config,
+    hand_over,
+    ssh_config_cache,
+    take_over,
+)
 from labgen.providers.libvirt.directboot import direct_boot
 from labgen.providers.libvirt.hypervisors import LOCAL_URI, Hypervisor, links, plan
 from labgen.providers.libvirt.project import (
@@ -67,16 +74,6 @@ if TYPE_CHECKING:
 
 DRIVERS = ("kvm", "qemu", "auto")
 MIN_MEMORY_MB = 512
-
-
-# Connections up() kept open, by (lab dir, node), until a runner() takes one: a new provider
-# object is made for each step of a command (labgen/providers: get), so they live here.
-_KEPT: dict[tuple[str, str], SSHRunner] = {}
-
-
-def _drop_kept(lab_dir: Path) -> None:
-    for key in [k for k in _KEPT if k[0] == str(lab_dir.resolve())]:
-        _KEPT.pop(key).close()
 
 
 def resolve_driver(requested: str, usable: bool | None = None) -> str:
@@ -227,9 +224,7 @@ class LibvirtProvider:
             raise ProviderError("; ".join(self._failure(lab, lab_dir, r) for r in failed))
         # The scripts' connections, open with a root shell each: the next runner() of a node
         # in this process (create's verify) takes its connection over instead of opening one.
-        _drop_kept(lab_dir)
-        for run in runs:
-            _KEPT.update({(str(lab_dir.resolve()), node): r for node, r in run.kept.items()})
+        hand_over(lab_dir, runs)
         progress("lab", "all nodes provisioned")
 
     def _failure(self, lab: Lab, lab_dir: Path, run: Bringup) -> str:
@@ -261,7 +256,7 @@ class LibvirtProvider:
         registry_file(lab.name).with_suffix(".pids").unlink(missing_ok=True)
         registry_file(lab.name).unlink(missing_ok=True)     # last: a killed destroy stays listed
         self._ssh = None
-        _drop_kept(lab_dir)
+        drop_kept(lab_dir)
 
     def _remove_leftovers(self, lab: Lab, hv: Hypervisor, progress: Progress) -> None:
         ours = domains(lab, hv)
@@ -413,7 +408,7 @@ class LibvirtProvider:
 
     def runner(self, lab: Lab, lab_dir: Path, node: str) -> SSHRunner:
         from labgen.nodes.ssh import SSHRunner, parse_ssh_config  # paramiko: only when a node is reached
-        kept = _KEPT.pop((str(lab_dir.resolve()), node), None)
+        kept = take_over(lab_dir, node)
         if kept is not None:        # up's connection to it, handed over once
             return kept
         if self._ssh is None:
