@@ -32,6 +32,9 @@ class Box:
     url: str = ""       # download URL, when the box is not in Vagrant's catalog
     note: str = ""      # shown in `labgen boxes`, e.g. end of life
     build: str = ""     # name for `labgen box build`, for boxes made locally
+    # The CPU model QEMU emulates for this box under software emulation (the qemu driver);
+    # "" keeps libvirt's host-model. Only where the box's OS is known to run on it.
+    emulated_cpu: str = ""
 
     @property
     def vagrant_guest(self) -> str:
@@ -56,7 +59,7 @@ def _load(path: Path, providers: Collection[str]) -> Box:
             name=data["name"], description=data["description"], family=data["family"],
             providers=tuple(data["providers"]), install=data["install"].strip(),
             start=data["start"].strip(), url=data.get("url", ""), note=data.get("note", ""),
-            build=data.get("build", ""),
+            build=data.get("build", ""), emulated_cpu=data.get("emulated_cpu", ""),
         )
     except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
         raise InputError(f"box file {path} is invalid ({exc}): fix or remove it") from exc

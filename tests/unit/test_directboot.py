@@ -45,6 +45,13 @@ def test_a_built_box_on_this_host_boots_its_kernel(tmp_path):
     assert boot.box_dir == str(home / "boxes/labgen-VAGRANTSLASH-debian12/1.3.0.7/libvirt")
 
 
+def test_under_software_emulation_the_kernel_runs_without_speculation_mitigations(tmp_path):
+    cache, home = built_here(tmp_path)
+    boot = direct_boot(BUILT, LOCAL, cache, home, emulated=True)
+    assert boot is not None
+    assert boot.cmdline == "root=UUID=u-1 ro console=ttyS0 mitigations=off"
+
+
 @pytest.mark.parametrize("gone", ["kernel", "initrd", "record", "box", "broken record"])
 def test_anything_missing_boots_through_grub(tmp_path, gone):
     cache, home = built_here(tmp_path)
@@ -78,7 +85,9 @@ def test_the_vagrantfile_pins_the_box_and_names_the_kernel_only_while_they_are_t
     assert f"if File.file?('{kernel}') && File.file?('{cache}/labgen-debian12-1.3.0.7.initrd') &&" \
         in text
     assert "      config.vm.box_version = '1.3.0.7'\n" in text
-    assert "      lv.cmd_line = 'root=UUID=u-1 ro console=ttyS0'\n" in text
+    # the golden case runs under software emulation (--libvirt-driver qemu)
+    assert "      lv.cmd_line = 'root=UUID=u-1 ro console=ttyS0 mitigations=off'\n" in text
+    assert "    lv.cpu_model = 'qemu64'\n" in text
     ruby = shutil.which("ruby")
     if ruby:
         proc = subprocess.run([ruby, "-c", str(lab / "Vagrantfile")], capture_output=True,

@@ -27,13 +27,23 @@ class DirectBoot:
     version: str      # the box version whose kernel this is (the Vagrantfile pins it)
     kernel: str
     initrd: str
-    cmdline: str
+    cmdline: str      # the box's (GRUB's), plus EMULATED_KERNEL_ARGS under software emulation
     box_dir: str      # Vagrant's copy of that box version: checked again when Vagrant runs
 
 
+# Kernel arguments for a guest under software emulation (the qemu driver) only:
+# - mitigations=off: the kernel's defences against speculative-execution attacks (retpolines,
+#   return thunks, barriers on copies from user space) are shaped for a real CPU's branch
+#   predictors; QEMU's emulated CPU has none, and they cost every system call and interrupt
+#   of the one emulated CPU. With KVM the guest runs on the real CPU: the defaults stay.
+# Measured in docs/benchmarks.md.
+EMULATED_KERNEL_ARGS = ("mitigations=off",)
+
+
 def direct_boot(box: Box, hv: Hypervisor, cache: Path | None = None,
-                home: Path | None = None) -> DirectBoot | None:
-    """How the nodes of `hv` boot `box` directly, or None (they boot through GRUB)."""
+                home: Path | None = None, *, emulated: bool = False) -> DirectBoot | None:
+    """How the nodes of `hv` boot `box` directly, or None (they boot through GRUB);
+    `emulated`: under software emulation (the qemu driver)."""
     if not box.build or hv.remote:
         return None
     try:
@@ -45,4 +55,6 @@ def direct_boot(box: Box, hv: Hypervisor, cache: Path | None = None,
     box_dir = (home or user_home()) / "boxes" / box_dir_name(box.name) / str(version) / "libvirt"
     if not (Path(kernel).is_file() and Path(initrd).is_file() and box_dir.is_dir()):
         return None
+    if emulated:
+        cmdline = " ".join([str(cmdline), *EMULATED_KERNEL_ARGS])
     return DirectBoot(str(version), str(kernel), str(initrd), str(cmdline), str(box_dir))

@@ -135,7 +135,8 @@ class LibvirtProvider:
         for hv in hypervisors(lab):
             back = "/".join(".." for _ in Path(hv.project).parts) or "."
             out[str(Path(hv.project) / "Vagrantfile")] = tpl.render(
-                lab=lab, hv=hv, lab_dir=back, boot=direct_boot(lab.box, hv))
+                lab=lab, hv=hv, lab_dir=back,
+                boot=direct_boot(lab.box, hv, emulated=settings_of(lab).driver == "qemu"))
         return out
 
     def local_argv(self, lab: Lab, node: str) -> None:
