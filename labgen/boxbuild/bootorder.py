@@ -43,9 +43,6 @@ ManageForeignRoutes=no
 ManageForeignRoutingPolicyRules=no
 """
 
-# Users whose systemd user manager starts at boot (lingering), while the guest waits for its
-# DHCP lease, instead of in Vagrant's first login (~3 s of the emulated CPU on that login).
-LINGERING = ("vagrant",)
 
 # Boot order (issue 27). The VMs run on one emulated vCPU, where a unit that is ordered
 # before another costs its whole start time. Debian orders Open vSwitch before
@@ -85,18 +82,27 @@ UNIT_EDITS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 # Who gets the one emulated CPU first while the boot's units compete for it. systemd-networkd
-# first: on vagrant-libvirt's shared network the DHCP lease Vagrant waits for comes ~6 s after
-# its request whatever the guest does (that dnsmasq checks the address first), so the sooner
-# it asks, the more of the rest of the boot (the host keys, sshd, logind) runs in that wait;
-# its start took 8-12 s at boot (0.8 s on an idle guest). (A lab's own management network
-# answers at once: providers/libvirt/management.py. A box that got the lease sooner still,
-# without the wireless module networkd's start loaded, reached SSH no sooner:
-# docs/benchmarks.md.) Then firewalld's start, ~7 s of Python, and
-# systemd-resolved (DNS for the guest's own use) last. System services share one CPU group
-# in the guest, so nice decides. firewalld is still active before the node script's
-# firewall step, which waits for its start job.
-NICE_UNITS = {"systemd-networkd.service": -10, "firewalld.service": 10,
-              "systemd-resolved.service": 19}
+# first: the sooner it asks for the DHCP lease Vagrant waits for, the more of the rest of the
+# boot runs while the lease comes; its start took 8-12 s at boot (0.8 s on an idle guest).
+NICE_UNITS = {"systemd-networkd.service": -10}
+
+# What the lab does not wait for runs in the background: firewalld's start (~6-8 s of the
+# emulated CPU: Python, its XML, ~30 iptables and ebtables probes) and systemd-resolved (DNS
+# for the guest's own use). Their slice's CPU weight is "idle" (cgroup v2 cpu.idle), so they
+# get the CPU only when the boot, the logins and the node script leave it (with an 802.1D
+# lab, while the spanning tree's forward delay runs). Nice did not do it: systemd gives
+# system.slice and user.slice, where the logins and the node script run, equal CPU weights,
+# and firewalld at nice 10 took half the CPU from the node script (docs/benchmarks.md).
+# firewalld is still active before the node script's firewall step, which waits for its start.
+BACKGROUND_UNITS = ("firewalld.service", "systemd-resolved.service")
+BACKGROUND_SLICE = """\
+# labgen box: what the lab does not wait for (labgen/boxbuild/bootorder.py)
+[Unit]
+Description=Background services of the lab box
+
+[Slice]
+CPUWeight=idle
+"""
 
 # Open vSwitch is not started at boot: the recipe's `start` (systemctl enable --no-reload
 # --now openvswitch-switch), which the node script runs while provisioning, starts it. At boot
@@ -124,6 +130,12 @@ MASKED_UNITS = (
     "modprobe@loop.service", "modprobe@configfs.service", "systemd-binfmt.service",
     "proc-sys-fs-binfmt_misc.automount", "dev-hugepages.mount", "sys-kernel-debug.mount",
     "sys-kernel-tracing.mount",
+    # No systemd user manager: logind starts one for each user's first login (lingering,
+    # at boot), ~1 s of the emulated CPU and a wait of every first login for it, for
+    # `systemctl --user`, which a lab never runs (logins do without it). Its unit also
+    # delegates the CPU controller, which gives the logins' slice the CPU weight of all the
+    # boot's services together.
+    "user@.service",
 )
 
 # The journal in memory only: systemd-journal-flush (on the boot's critical chain, 7 s)
@@ -138,9 +150,10 @@ Storage=volatile
 
 
 def configure_units(root: Path) -> None:
-    """The root fs's systemd configuration for the lab's boot: networkd on eth0, the vagrant
-    user lingering, the units of UNIT_EDITS copied without that ordering, OVS off at boot and
-    without its SysV script, MASKED_UNITS masked, NICE_UNITS niced, the journal in memory."""
+    """The root fs's systemd configuration for the lab's boot: networkd on eth0, the units of
+    UNIT_EDITS copied without that ordering, OVS off at boot and without its SysV script,
+    MASKED_UNITS masked, NICE_UNITS niced, BACKGROUND_UNITS in the idle slice, the journal in
+    memory."""
     units = root / "etc/systemd/system"
     write_file(root, "etc/systemd/network/10-eth0.network", NETWORKD_ETH0)
     write_file(root, "etc/systemd/networkd.conf.d/labgen.conf", NETWORKD_CONF)
@@ -150,9 +163,6 @@ def configure_units(root: Path) -> None:
                       ("sockets.target.wants/systemd-networkd.socket", "systemd-networkd.socket"),
                       ("dbus-org.freedesktop.network1.service", "systemd-networkd.service")):
         symlink(units / rel, f"/lib/systemd/system/{unit}")
-    for user in LINGERING:
-        write_file(root, f"var/lib/systemd/linger/{user}", "")
-
     for name, edits in UNIT_EDITS.items():
         packaged = root / "lib/systemd/system" / name
         if not packaged.is_file():
@@ -178,6 +188,11 @@ def configure_units(root: Path) -> None:
         write_file(root, f"etc/systemd/system/{unit}.d/labgen-nice.conf",
                    f"# labgen box: see NICE_UNITS in labgen/boxbuild/bootorder.py\n[Service]\nNice={nice}\n")
     write_file(root, "etc/systemd/journald.conf.d/labgen.conf", JOURNALD_CONF)
+    write_file(root, "etc/systemd/system/background.slice", BACKGROUND_SLICE)
+    for unit in BACKGROUND_UNITS:
+        write_file(root, f"etc/systemd/system/{unit}.d/labgen-background.conf",
+                   "# labgen box: see BACKGROUND_UNITS in labgen/boxbuild/bootorder.py\n"
+                   "[Service]\nSlice=background.slice\n")
 
 
 def edited_unit(name: str, text: str, edits: dict[str, tuple[str, ...]]) -> str:

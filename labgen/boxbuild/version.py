@@ -25,9 +25,10 @@ def box_version(recipe: BoxRecipe, pubkey: str = "") -> str:
     always gives the same version, so an existing box is found and reused."""
     digest = _digest(
         BUILD_FORMAT, asdict(recipe), pubkey, bootorder.NETWORKD_ETH0, bootorder.NETWORKD_CONF,
-        bootorder.LINGERING, guest.SUDOERS,
+        guest.SUDOERS,
         guest.SSH_KEYGEN_UNIT, guest.SSHD_HOST_KEYS, guest.KERNEL_ARGS, guest.GRUB_CFG,
-        bootorder.UNIT_EDITS, bootorder.NICE_UNITS, bootorder.OVS_AT_BOOT, bootorder.MASKED_UNITS,
+        bootorder.UNIT_EDITS, bootorder.NICE_UNITS, bootorder.BACKGROUND_UNITS,
+        bootorder.BACKGROUND_SLICE, bootorder.OVS_AT_BOOT, bootorder.MASKED_UNITS,
         guest.MODPROBE_BLACKLIST,
         guest.INITRAMFS_CONF, guest.INITRAMFS_MODULES, bootorder.JOURNALD_CONF,
         disk.GRUB_EARLY_CFG, disk.GRUB_CORE_MODULES, BOX_VAGRANTFILE,

@@ -212,7 +212,7 @@ def test_version_and_rootfs_key_of_the_shipped_recipe_are_unchanged():
     # The box in the cache and in Vagrant on every host carries these: a different value is
     # a rebuild everywhere. Update them only with a deliberate change to the recipe.
     r = get_recipe("debian12")
-    assert box_version(r, VAGRANT_PUB) == "1.3.0.14014559"
+    assert box_version(r, VAGRANT_PUB) == "1.4.0.168428"
     assert rootfs_key(r) == "cbd91b6910c7"
 
 
@@ -307,18 +307,18 @@ def fake_host(monkeypatch):
 
 def test_build_box_reuses_without_building(fake_host, tmp_path):
     steps, listed = fake_host
-    listed.add(("labgen/debian12", "libvirt", "1.3.0.14014559"))
-    box = tmp_path / "labgen-debian12-1.3.0.14014559.box"
+    listed.add(("labgen/debian12", "libvirt", "1.4.0.168428"))
+    box = tmp_path / "labgen-debian12-1.4.0.168428.box"
     box.write_bytes(b"box")
     lines: list[str] = []
     built = build_box(cache_dir=tmp_path, progress=lines.append)
-    assert built == build.BuiltBox("labgen/debian12", "1.3.0.14014559", box, reused=True)
-    assert steps == [] and lines == [f"reused labgen/debian12 1.3.0.14014559 (libvirt): {box}"]
+    assert built == build.BuiltBox("labgen/debian12", "1.4.0.168428", box, reused=True)
+    assert steps == [] and lines == [f"reused labgen/debian12 1.4.0.168428 (libvirt): {box}"]
 
 
 def test_cached_box_missing_from_vagrant_is_only_added(fake_host, tmp_path):
     steps, _listed = fake_host
-    (tmp_path / "labgen-debian12-1.3.0.14014559.box").write_bytes(b"box")
+    (tmp_path / "labgen-debian12-1.4.0.168428.box").write_bytes(b"box")
     built = build_box(cache_dir=tmp_path, progress=lambda _: None)
     assert steps == ["box add"] and built.reused
 
@@ -347,7 +347,7 @@ def test_full_build_runs_every_step_and_removes_older_boxes(fake_host, tmp_path,
     assert steps == ["debootstrap", "image", "package", "box add"] and not built.reused
     assert not (tmp_path / "labgen-debian12-1.0.0.1.box").exists()
     assert said == ["removed older cached labgen-debian12-1.0.0.1.box"]
-    assert "build labgen/debian12 1.3.0.14014559 action=build" in \
+    assert "build labgen/debian12 1.4.0.168428 action=build" in \
         (tmp_path / "build-debian12.log").read_text()
 
 
@@ -463,8 +463,13 @@ def test_guest_configuration(debootstrapped):
     assert os.readlink(root / "etc/resolv.conf") == "../run/systemd/resolve/stub-resolv.conf"
     assert "\nBefore=network.target nss-lookup.target shutdown.target initrd-switch-root.target\n" \
         in (units / "systemd-resolved.service").read_text()
-    # what waits while the units on the way to SSH run
-    assert "\nNice=10\n" in (units / "firewalld.service.d/labgen-nice.conf").read_text()
+    # what the lab does not wait for runs when the CPU is idle; no user managers
+    assert "\nCPUWeight=idle\n" in (units / "background.slice").read_text()
+    for name in ("firewalld.service", "systemd-resolved.service"):
+        assert "\nSlice=background.slice\n" in (units / f"{name}.d/labgen-background.conf").read_text()
+    assert not (units / "firewalld.service.d/labgen-nice.conf").exists()
+    assert os.readlink(units / "user@.service") == "/dev/null"
+    assert not (root / "var/lib/systemd/linger/vagrant").exists()
     # no SysV script: `systemctl enable` of OVS then only makes links
     assert not (root / "etc/init.d/openvswitch-switch").exists()
     assert not (root / "etc/rc2.d/S01openvswitch-switch").exists()

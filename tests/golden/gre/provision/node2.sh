@@ -197,9 +197,9 @@ grep -q "[[:space:]]$NODE\$" /etc/hosts || echo "127.0.1.1 $NODE" >> /etc/hosts
 
 # --- the SSH user's logins (labgen verify, exec) ------------------------------------------
 # Its systemd manager kept running between logins: else every new login starts it first,
-# ~3 s on an emulated guest.
+# ~3 s on an emulated guest. (labgen's own box has no user managers: nothing to keep.)
 if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ] && [ ! -e "/var/lib/systemd/linger/$SUDO_USER" ] \
-    && command -v loginctl >/dev/null 2>&1; then
+    && ! [ /etc/systemd/system/user@.service -ef /dev/null ] && command -v loginctl >/dev/null 2>&1; then
   loginctl enable-linger "$SUDO_USER" || log "loginctl enable-linger $SUDO_USER failed (logins stay slower)"
 fi
 
