@@ -68,8 +68,13 @@ UNIT_EDITS: dict[str, dict[str, tuple[str, ...]]] = {
     # DNS for the guest's own use, not the lab's: systemd-resolved (2 s of the emulated CPU)
     # no longer holds up sysinit.target, that is every unit of the boot (8 s measured)
     "systemd-resolved.service": {"Before": ("sysinit.target",)},
-    "ovsdb-server.service": {"Before": ("network.target", "networking.service")},
-    "ovs-vswitchd.service": {"Before": ("network.target", "networking.service")},
+    # OVS: not before network.target (above), nor after network-pre.target, that is after
+    # firewalld's start, which the node script's start of OVS then waited for (1.4.0 runs
+    # firewalld's start in the background: it would be on the lab's way again)
+    "ovsdb-server.service": {"Before": ("network.target", "networking.service"),
+                             "After": ("network-pre.target",)},
+    "ovs-vswitchd.service": {"Before": ("network.target", "networking.service"),
+                             "After": ("network-pre.target",)},
     "openvswitch-switch.service": {"Before": ("network.target",),
                                    "Also": ("ovs-record-hostname.service",)},
     # Logins no longer wait for network.target, that is for firewalld (~30-60 s of Python on

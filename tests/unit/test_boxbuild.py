@@ -212,7 +212,7 @@ def test_version_and_rootfs_key_of_the_shipped_recipe_are_unchanged():
     # The box in the cache and in Vagrant on every host carries these: a different value is
     # a rebuild everywhere. Update them only with a deliberate change to the recipe.
     r = get_recipe("debian12")
-    assert box_version(r, VAGRANT_PUB) == "1.4.0.168428"
+    assert box_version(r, VAGRANT_PUB) == "1.4.0.5507710"
     assert rootfs_key(r) == "cbd91b6910c7"
 
 
@@ -307,18 +307,18 @@ def fake_host(monkeypatch):
 
 def test_build_box_reuses_without_building(fake_host, tmp_path):
     steps, listed = fake_host
-    listed.add(("labgen/debian12", "libvirt", "1.4.0.168428"))
-    box = tmp_path / "labgen-debian12-1.4.0.168428.box"
+    listed.add(("labgen/debian12", "libvirt", "1.4.0.5507710"))
+    box = tmp_path / "labgen-debian12-1.4.0.5507710.box"
     box.write_bytes(b"box")
     lines: list[str] = []
     built = build_box(cache_dir=tmp_path, progress=lines.append)
-    assert built == build.BuiltBox("labgen/debian12", "1.4.0.168428", box, reused=True)
-    assert steps == [] and lines == [f"reused labgen/debian12 1.4.0.168428 (libvirt): {box}"]
+    assert built == build.BuiltBox("labgen/debian12", "1.4.0.5507710", box, reused=True)
+    assert steps == [] and lines == [f"reused labgen/debian12 1.4.0.5507710 (libvirt): {box}"]
 
 
 def test_cached_box_missing_from_vagrant_is_only_added(fake_host, tmp_path):
     steps, _listed = fake_host
-    (tmp_path / "labgen-debian12-1.4.0.168428.box").write_bytes(b"box")
+    (tmp_path / "labgen-debian12-1.4.0.5507710.box").write_bytes(b"box")
     built = build_box(cache_dir=tmp_path, progress=lambda _: None)
     assert steps == ["box add"] and built.reused
 
@@ -347,7 +347,7 @@ def test_full_build_runs_every_step_and_removes_older_boxes(fake_host, tmp_path,
     assert steps == ["debootstrap", "image", "package", "box add"] and not built.reused
     assert not (tmp_path / "labgen-debian12-1.0.0.1.box").exists()
     assert said == ["removed older cached labgen-debian12-1.0.0.1.box"]
-    assert "build labgen/debian12 1.4.0.168428 action=build" in \
+    assert "build labgen/debian12 1.4.0.5507710 action=build" in \
         (tmp_path / "build-debian12.log").read_text()
 
 
@@ -476,6 +476,7 @@ def test_guest_configuration(debootstrapped):
     for name in ("ovsdb-server.service", "ovs-vswitchd.service"):
         text = (units / name).read_text()
         assert "\nBefore=" not in text and "\nAfter=" in text, name
+        assert "network-pre.target" not in text.split("\n", 1)[1], name   # not after firewalld
     ovs = (units / "openvswitch-switch.service").read_text()
     assert "\nBefore=" not in ovs and "\nAlso=" not in ovs and "\nAlias=ovs.service\n" in ovs
     assert "PartOf=network.target" in ovs
