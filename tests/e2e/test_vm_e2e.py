@@ -59,6 +59,7 @@ from support.vm import (
 
 from labgen.boxbuild.cache import boot_record, resolve_cache_dir
 from labgen.lab import tunnels
+from labgen.providers.libvirt.directboot import EMULATED_KERNEL_ARGS
 from labgen.vagrant import command as vagrant
 from labgen.verify.stages import NAMES
 
@@ -190,16 +191,22 @@ def test_the_local_node_boots_the_box_kernel_directly_the_remote_one_through_gru
     xml = {node: ET.fromstring(subprocess.run(
         ["virsh", "-c", "qemu:///system", "dumpxml", f"labgen-{NAME}-{node}"],
         capture_output=True, text=True, check=True).stdout) for node in ("node1", "node2")}
+    # Under software emulation (the qemu driver) labgen adds its kernel arguments to the
+    # box's and gives both guests QEMU's qemu64 CPU (the box file's emulated_cpu).
+    emulated = json.loads((lab / "lab.json").read_text())["libvirt"]["driver"] == "qemu"
+    direct = " ".join([record["cmdline"], *(EMULATED_KERNEL_ARGS if emulated else ())])
     assert xml["node1"].findtext("os/kernel") == record["kernel"]
     assert xml["node1"].findtext("os/initrd") == record["initrd"]
-    assert xml["node1"].findtext("os/cmdline") == record["cmdline"]
+    assert xml["node1"].findtext("os/cmdline") == direct
+    for node in xml:
+        assert (xml[node].findtext("cpu/model") == "qemu64") == emulated, node
     assert xml["node2"].find("os/kernel") is None
     assert f"config.vm.box_version = '{record['version']}'" in (lab / "hosts/local/Vagrantfile").read_text()
     assert "box_version" not in (lab / "hosts/127.0.0.1/Vagrantfile").read_text()
     # The same kernel command line (the box's root file system), given by libvirt to node1
     # and by GRUB, which adds the image's name, to node2.
     cmdline = {node: on_node(lab, node, "cat /proc/cmdline").stdout.strip() for node in xml}
-    assert cmdline["node1"] == record["cmdline"]
+    assert cmdline["node1"] == direct
     assert cmdline["node2"].startswith("BOOT_IMAGE=/boot/vmlinuz-")
     assert cmdline["node2"].endswith(" " + record["cmdline"])
 
