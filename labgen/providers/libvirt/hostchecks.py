@@ -6,16 +6,22 @@ from __future__ import annotations
 import re
 import shutil
 import socket
-from ipaddress import IPv4Network, ip_network
+from ipaddress import IPv4Network
 from pathlib import Path
 
 from labgen.errors import HostError
 from labgen.lab.model import Lab
-from labgen.providers.libvirt import management
 from labgen.providers.libvirt.hypervisors import LOCAL_URI, Hypervisor, UdpLink
 from labgen.providers.libvirt.project import domains, hypervisor_of, hypervisors, machine_ids
 from labgen.providers.libvirt.settings import settings_of
-from labgen.providers.libvirt.virsh import hypervisor_shell, names, network_subnets, on_hypervisor, virsh
+from labgen.providers.libvirt.virsh import (
+    hypervisor_shell,
+    names,
+    network_subnets,
+    on_hypervisor,
+    overlapping,
+    virsh,
+)
 from labgen.system.hostfacts import KVM_FIX, kvm_access_drift, kvm_usable
 from labgen.vagrant import command as vagrant_cli
 
@@ -138,7 +144,7 @@ def host_notes(lab: Lab) -> list[str]:
         notes.append(f"{drift} (no udev here?): libvirt probes QEMU again on every call, "
                      f"seconds each; fix: {KVM_FIX} "
                      f"(labgen create does it when run as root)")
-    if settings_of(lab).driver == "qemu":
+    if settings_of(lab).emulated:
         notes.append("KVM is not usable here; VMs use software emulation (qemu driver), "
                      "about a minute per boot")
     note = missing_note(lab.box) if shutil.which("vagrant") else None
@@ -181,15 +187,15 @@ def network_problems(lab: Lab, subnets: dict[str, list[IPv4Network]], ours: bool
     """The lab's underlay network: its name free or this lab's, its subnet used by no other
     libvirt network (`subnets`: virsh.network_subnets of the hypervisor)."""
     problems = []
-    underlay = ip_network(lab.underlay)
-    for net, found in subnets.items():
-        if net == lab.libvirt_network and not ours:
-            problems.append(f"libvirt network {net} already exists{where} and is not this lab's: "
-                            f"remove it (virsh net-destroy {net}; virsh net-undefine {net}) "
-                            f"or pass another --name")
-        elif net != lab.libvirt_network and any(s.overlaps(underlay) for s in found):
-            problems.append(f"libvirt network {net}{where} already uses the underlay {lab.underlay}: "
-                            f"pick another --underlay or remove that network")
+    underlay = IPv4Network(lab.underlay)
+    net = lab.libvirt_network
+    if net in subnets and not ours:
+        problems.append(f"libvirt network {net} already exists{where} and is not this lab's: "
+                        f"remove it (virsh net-destroy {net}; virsh net-undefine {net}) "
+                        f"or pass another --name")
+    for other in overlapping(subnets, underlay, but=net):
+        problems.append(f"libvirt network {other}{where} already uses the underlay {lab.underlay}: "
+                        f"pick another --underlay or remove that network")
     return problems
 
 def _claimed(lab: Lab, lab_dir: Path) -> bool:
@@ -212,7 +218,7 @@ def management_problems(lab: Lab, subnets: dict[str, list[IPv4Network]], ours: b
         problems.append(f"libvirt network {name} already exists{where} and is not this lab's: "
                         f"remove it (labgen destroy --name {lab.name} --provider libvirt, if "
                         f"`labgen list` shows its lab) or pass another --name")
-    for other in management.clashes(subnets, name, net):
+    for other in overlapping(subnets, net, but=name):
         problems.append(f"libvirt network {other}{where} already uses {net}, the management subnet "
                         f"of lab {lab.name} (it follows the lab name): pass another --name or "
                         f"remove that network")

@@ -48,12 +48,6 @@ def xml(name: str, net: IPv4Network) -> str:
 """
 
 
-def clashes(subnets: dict[str, list[IPv4Network]], name: str, net: IPv4Network) -> list[str]:
-    """The other libvirt networks (virsh.network_subnets) whose subnets overlap `net`."""
-    return [other for other, found in subnets.items()
-            if other != name and any(s.overlaps(net) for s in found)]
-
-
 def ensure(hv: Hypervisor, name: str, net: IPv4Network) -> str | None:
     """Define and start the network on hv unless it runs already. Returns what was done, for
     progress, or None. A network that fails to start is removed again (nothing half-made)."""

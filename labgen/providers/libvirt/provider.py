@@ -136,7 +136,7 @@ class LibvirtProvider:
             back = "/".join(".." for _ in Path(hv.project).parts) or "."
             out[str(Path(hv.project) / "Vagrantfile")] = tpl.render(
                 lab=lab, hv=hv, lab_dir=back,
-                boot=direct_boot(lab.box, hv, emulated=settings_of(lab).driver == "qemu"))
+                boot=direct_boot(lab.box, hv, emulated=settings_of(lab).emulated))
         return out
 
     def local_argv(self, lab: Lab, node: str) -> None:
@@ -177,7 +177,7 @@ class LibvirtProvider:
         # A box with a URL or catalog name that is not added yet: fetched once, with progress.
         ensure_box(lab.box, lambda message: progress("box", message),
                    log=log_path(lab, lab_dir, hypervisors(lab)[0]))
-        if settings_of(lab).driver == "qemu":
+        if settings_of(lab).emulated:
             progress("lab", "software emulation (qemu driver): about a minute per boot")
         drift = kvm_access_drift()
         if drift and is_root() and any(not hv.remote for hv in hypervisors(lab)):

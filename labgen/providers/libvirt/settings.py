@@ -37,11 +37,16 @@ class LibvirtSettings:
         return SPLIT_UNDERLAY_MTU if self.split else None
 
     @property
+    def emulated(self) -> bool:
+        """Software emulation (the qemu driver): the guests' CPU is QEMU's, not the host's."""
+        return self.driver == "qemu"
+
+    @property
     def boot_timeout(self) -> int:
         """Vagrant's wait for a guest's SSH, in seconds. Emulated guests (qemu driver) reached
         SSH 180-199 s after boot on the slowest machines recorded (docs/benchmarks.md): twice
         that, rounded up. With KVM, Vagrant's own default."""
-        return 400 if self.driver == "qemu" else 300
+        return 400 if self.emulated else 300
 
     def link(self, node: str) -> UdpLink | None:
         return next((ln for ln in self.links if ln.node == node), None)

@@ -65,6 +65,12 @@ def subnets_of(xml: str) -> list[IPv4Network]:
             for e in ips if e.get("address") and ":" not in e.get("address", "")]
 
 
+def overlapping(subnets: dict[str, list[IPv4Network]], net: IPv4Network, but: str) -> list[str]:
+    """The networks of `subnets` (network_subnets), other than `but`, that use part of `net`."""
+    return [other for other, found in subnets.items()
+            if other != but and any(s.overlaps(net) for s in found)]
+
+
 def remove_network(uri: str, name: str) -> str | None:
     """Stop and undefine a lab's network once no domain uses it (libvirt counts them while
     it runs): "removed", "in use", or None when there is no such network."""
