@@ -8,6 +8,7 @@ guest.py    what the root fs gets on top: vagrant user, host keys, initramfs, GR
 bootorder.py  what starts at boot, in which order and at what priority (networkd on eth0)
 rootfiles.py  writing a file or a symlink into the root fs
 disk.py     the raw disk: MBR, ext4 partition, GRUB boot sectors, loop device and mounts
+kernelimage.py  the kernel direct kernel boot starts (uncompressed, PVH entry)
 boxfile.py  qcow2 + metadata + Vagrantfile -> .box
 register.py `vagrant box add` through a local catalog, so the version is kept
 cache.py    the cache directory, its lock and clean-up

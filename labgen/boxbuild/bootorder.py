@@ -75,7 +75,10 @@ UNIT_EDITS: dict[str, dict[str, tuple[str, ...]]] = {
                              "After": ("network-pre.target",)},
     "ovs-vswitchd.service": {"Before": ("network.target", "networking.service"),
                              "After": ("network-pre.target",)},
+    # (and its umbrella unit, which the node script starts, did wait for firewalld's start
+    # until 1.5.0: the bridges, and with them spanning tree's timers, came only after it)
     "openvswitch-switch.service": {"Before": ("network.target",),
+                                   "After": ("network-pre.target",),
                                    "Also": ("ovs-record-hostname.service",)},
     # Logins no longer wait for network.target, that is for firewalld (~30-60 s of Python on
     # the emulated CPU; network.target is After=network-pre.target, which firewalld is
@@ -141,6 +144,57 @@ MASKED_UNITS = (
     # delegates the CPU controller, which gives the logins' slice the CPU weight of all the
     # boot's services together.
     "user@.service",
+    # The box's system users exist (its packages made them when they were installed):
+    # systemd-sysusers checked them again on every boot, 1.2 s of the emulated CPU ahead of
+    # udev and every unit after it. No getty on the first virtual console: the VMs have no
+    # screen (the serial console keeps its own).
+    "systemd-sysusers.service", "getty@tty1.service",
+    # Boot records in utmp and wtmp (`who -b`, `last`), a journal flush with nothing to flush
+    # (volatile journal), the commit of a machine ID that systemd derives from the VM's UUID
+    # on every boot anyway, and POSIX message queues: processes ahead of sysinit.target
+    # (utmp's was its slowest, 6.7 s on a busy guest) that a lab never reads.
+    "systemd-update-utmp.service", "systemd-update-utmp-runlevel.service",
+    "systemd-journal-flush.service", "systemd-machine-id-commit.service", "dev-mqueue.mount",
+)
+
+# Open vSwitch's two daemons started by systemd itself, not through ovs-ctl: its start of
+# both (a shell script that runs ~20 programs: a database made and checked, versions and IDs
+# written one ovs-vsctl at a time, the kernel module, mlockall) took 7-11 s of the node
+# script on an emulated guest, the daemons alone ~1 s (docs/benchmarks.md). The database
+# comes with the box (OVS_DATABASE), the kernel module is loaded by the kernel when
+# ovs-vswitchd first asks for its netlink family, and memory is not locked (the box has
+# no swap). Stop and reload stay the package's (ovs-ctl finds the daemons by their pid files).
+OVS_RUNDIR = "/var/run/openvswitch"
+OVS_DAEMON_UNITS = {
+    "ovsdb-server.service": (
+        "/usr/sbin/ovsdb-server /etc/openvswitch/conf.db -vconsole:emer -vsyslog:err -vfile:info"
+        f" --remote=punix:{OVS_RUNDIR}/db.sock --remote=db:Open_vSwitch,Open_vSwitch,manager_options"
+        " --private-key=db:Open_vSwitch,SSL,private_key --certificate=db:Open_vSwitch,SSL,certificate"
+        " --bootstrap-ca-cert=db:Open_vSwitch,SSL,ca_cert --no-chdir"
+        f" --log-file=/var/log/openvswitch/ovsdb-server.log --pidfile={OVS_RUNDIR}/ovsdb-server.pid --detach"),
+    "ovs-vswitchd.service": (
+        f"/usr/sbin/ovs-vswitchd unix:{OVS_RUNDIR}/db.sock -vconsole:emer -vsyslog:err -vfile:info"
+        " --no-chdir --log-file=/var/log/openvswitch/ovs-vswitchd.log"
+        f" --pidfile={OVS_RUNDIR}/ovs-vswitchd.pid --detach"),
+}
+OVS_DAEMON_DROPIN = """\
+# labgen box: the daemon itself, not ovs-ctl (OVS_DAEMON_UNITS in labgen/boxbuild/bootorder.py)
+[Service]
+PIDFile={pidfile}
+ExecStart=
+ExecStart={command}
+"""
+
+# systemd's generators, each a program run on every boot before any unit starts, that find
+# nothing in a lab VM: no encrypted, verity or integrity volumes, GPT auto-mounts, resume
+# device, /etc/rc.local, offline update, or systemd.run= and debug shell on the command line.
+# A link to /dev/null in /etc/systemd/system-generators masks one (systemd.generator(7)).
+# fstab, getty (the serial console's getty) and sysv stay.
+MASKED_GENERATORS = (
+    "systemd-cryptsetup-generator", "systemd-veritysetup-generator",
+    "systemd-integritysetup-generator", "systemd-gpt-auto-generator",
+    "systemd-hibernate-resume-generator", "systemd-rc-local-generator",
+    "systemd-system-update-generator", "systemd-run-generator", "systemd-debug-generator",
 )
 
 # The journal in memory only: systemd-journal-flush (on the boot's critical chain, 7 s)
@@ -156,9 +210,9 @@ Storage=volatile
 
 def configure_units(root: Path) -> None:
     """The root fs's systemd configuration for the lab's boot: networkd on eth0, the units of
-    UNIT_EDITS copied without that ordering, OVS off at boot and without its SysV script,
-    MASKED_UNITS masked, NICE_UNITS niced, BACKGROUND_UNITS in the idle slice, the journal in
-    memory."""
+    UNIT_EDITS copied without that ordering, OVS off at boot, without its SysV script and
+    its daemons started directly, MASKED_UNITS and MASKED_GENERATORS masked, NICE_UNITS
+    niced, BACKGROUND_UNITS in the idle slice, the journal in memory."""
     units = root / "etc/systemd/system"
     write_file(root, "etc/systemd/network/10-eth0.network", NETWORKD_ETH0)
     write_file(root, "etc/systemd/networkd.conf.d/labgen.conf", NETWORKD_CONF)
@@ -192,6 +246,12 @@ def configure_units(root: Path) -> None:
     for unit, nice in NICE_UNITS.items():
         write_file(root, f"etc/systemd/system/{unit}.d/labgen-nice.conf",
                    f"# labgen box: see NICE_UNITS in labgen/boxbuild/bootorder.py\n[Service]\nNice={nice}\n")
+    for unit, command in OVS_DAEMON_UNITS.items():
+        pidfile = command.split("--pidfile=")[1].split()[0]
+        write_file(root, f"etc/systemd/system/{unit}.d/labgen-daemon.conf",
+                   OVS_DAEMON_DROPIN.format(pidfile=pidfile, command=command))
+    for generator in MASKED_GENERATORS:
+        symlink(root / "etc/systemd/system-generators" / generator, "/dev/null")
     write_file(root, "etc/systemd/journald.conf.d/labgen.conf", JOURNALD_CONF)
     write_file(root, "etc/systemd/system/background.slice", BACKGROUND_SLICE)
     for unit in BACKGROUND_UNITS:

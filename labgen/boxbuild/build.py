@@ -8,7 +8,6 @@ version derived from the recipe so an unchanged recipe is built once and then re
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 from labgen.system.hostfacts import is_root, missing_tools
 from labgen.vagrant import command as vagrant
 
-from . import boxfile, disk, guest, register, rootfs
+from . import boxfile, disk, guest, kernelimage, register, rootfs
 from .apt import resolve_mirror
 from .boxfile import PROVIDER
 from .cache import boot_file, boot_record, box_file, exclusive, remove_older_files, resolve_cache_dir, rootfs_file, stem
@@ -116,23 +115,31 @@ def build_box(
 
 # The box's kernel and initramfs, kept beside the .box: a lab on this host boots them
 # directly (libvirt direct kernel boot, labgen/providers/libvirt/directboot.py), without the
-# BIOS's disk reads and GRUB. Files of the cache are readable by the emulator's user.
-BOOT_KINDS = ("vmlinuz", "initrd")
+# BIOS's disk reads and GRUB. The kernel is kept uncompressed where it can start so
+# ("vmlinux", labgen/boxbuild/kernelimage.py), else as the bzImage ("vmlinuz"). Files of the
+# cache are readable by the emulator's user.
+BOOT_KINDS = ("vmlinux", "vmlinuz", "initrd")
 
 
 def keep_boot_files(root: Path, cache: Path, box_name: str, version: str, fs_uuid: str) -> None:
     """Copy the configured root fs's kernel and initramfs to the cache, and record them with
     the kernel command line for the box of this version."""
     kernel, initrd = guest.kernel_files(root)
+    bzimage = (root / "boot" / kernel).read_bytes()
+    elf = kernelimage.pvh_kernel(bzimage)
+    files = {"vmlinux" if elf else "vmlinuz": elf or bzimage,
+             "initrd": (root / "boot" / initrd).read_bytes()}
     paths = {}
-    for kind, name in zip(BOOT_KINDS, (kernel, initrd), strict=True):
+    for kind, data in files.items():
         path = boot_file(cache, box_name, version, kind)
         partial = path.with_name(path.name + ".partial")
-        shutil.copyfile(root / "boot" / name, partial)
+        partial.write_bytes(data)
         partial.chmod(0o644)
         partial.rename(path)
         paths[kind] = str(path)
-    record = {"box": box_name, "version": version, "kernel": paths["vmlinuz"],
+    for kind in set(BOOT_KINDS) - set(files):   # an earlier build's other form of the kernel
+        boot_file(cache, box_name, version, kind).unlink(missing_ok=True)
+    record = {"box": box_name, "version": version, "kernel": paths.get("vmlinux") or paths["vmlinuz"],
               "initrd": paths["initrd"], "cmdline": guest.kernel_cmdline(fs_uuid)}
     boot_record(cache, box_name).write_text(json.dumps(record, indent=2) + "\n")
 

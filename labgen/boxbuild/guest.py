@@ -45,6 +45,11 @@ HostKey /etc/ssh/ssh_host_ed25519_key
 HostKey /etc/ssh/ssh_host_ecdsa_key
 """
 
+# Logins through sshd (Vagrant's check, labgen's provisioning) without the message of the
+# day: pam_motd ran run-parts over /etc/update-motd.d (uname, ...) at each login, processes
+# the emulated CPU ran while the lab waited. A line the packaged file lacks fails the build.
+SSHD_PAM_DROPPED = ("pam_motd.so",)
+
 # Drivers udev loads on every boot for the emulated PC's other hardware, none of which a
 # lab uses, while the management NIC's virtio_net waits in the same queue (eth0 appeared
 # 70 s after coldplug began on a loaded host): KVM (the emulated CPU advertises SVM), the
@@ -98,7 +103,27 @@ ext4
 virtio_net
 """
 
-KERNEL_ARGS = "console=tty0 console=ttyS0,115200n8 net.ifnames=0 biosdevname=0"
+# The serial console only (the VMs have no screen: a virtual console on tty0 was the
+# kernel's text written to VGA memory no device holds), and no file system check: the box's
+# disk is a fresh copy-on-write image of a cleanly unmounted ext4 (~1 s of each emulated
+# boot, in the initramfs).
+KERNEL_ARGS = "console=ttyS0,115200n8 net.ifnames=0 biosdevname=0 fsck.mode=skip"
+
+# Open vSwitch's database, made at build time as ovs-ctl makes it at the first start, with
+# the versions it writes and without the one per-VM value it adds (external_ids:system-id,
+# which OVN's controller reads: set it where a lab runs OVN). The box's units start the
+# daemons without ovs-ctl (labgen/boxbuild/bootorder.py, OVS_DAEMON_UNITS).
+OVS_DATABASE = """\
+set -e
+db=/etc/openvswitch/conf.db schema=/usr/share/openvswitch/vswitch.ovsschema
+rm -f "$db" /etc/openvswitch/.conf.db.~lock~ /etc/openvswitch/system-id.conf
+ovsdb-tool create "$db" "$schema"
+ovs=$(ovs-vswitchd --version | sed -n '1s/.* //p')
+. /etc/os-release
+row="\\"ovs_version\\": \\"$ovs\\", \\"db_version\\": \\"$(ovsdb-tool schema-version "$schema")\\""
+row="$row, \\"system_type\\": \\"$ID\\", \\"system_version\\": \\"$VERSION_ID\\""
+ovsdb-tool transact "$db" "[\\"Open_vSwitch\\", {\\"op\\": \\"insert\\", \\"table\\": \\"Open_vSwitch\\", \\"row\\": {$row}}]"
+"""
 
 GRUB_CFG = """\
 # Hand-written: grub-mkconfig cannot probe the loop device the image was built on.
@@ -148,7 +173,9 @@ def configure(root: Path, recipe: BoxRecipe, pubkey: str, fs_uuid: str, mirror: 
     write("etc/hostname", hostname + "\n")
     write("etc/hosts", f"127.0.0.1 localhost\n127.0.1.1 {hostname}\n"
                        "::1 localhost ip6-localhost ip6-loopback\n")
-    write("etc/fstab", f"UUID={fs_uuid} / ext4 errors=remount-ro 0 1\n")
+    # no file system check (fsck.mode=skip in KERNEL_ARGS for the initramfs; pass 0 here, so
+    # that systemd makes no check unit)
+    write("etc/fstab", f"UUID={fs_uuid} / ext4 errors=remount-ro 0 0\n")
     if mirror:
         write("etc/apt/sources.list",
               f"deb {mirror} {recipe.suite} main\n"
@@ -167,7 +194,7 @@ def configure(root: Path, recipe: BoxRecipe, pubkey: str, fs_uuid: str, mirror: 
     ssh_dir.chmod(0o700)
     chroot("chown", "-R", "vagrant:vagrant", "/home/vagrant/.ssh")
 
-    # Per-VM identity: no machine-id, no SSH host keys, no OVS database in the box.
+    # Per-VM identity: no machine-id, no SSH host keys, no OVS system-id in the box.
     write("etc/machine-id", "")
     (root / "var/lib/dbus/machine-id").unlink(missing_ok=True)
     for key in root.glob("etc/ssh/ssh_host_*"):
@@ -176,8 +203,8 @@ def configure(root: Path, recipe: BoxRecipe, pubkey: str, fs_uuid: str, mirror: 
     symlink(root / "etc/systemd/system/ssh.service.wants/labgen-ssh-hostkeys.service",
             "/etc/systemd/system/labgen-ssh-hostkeys.service")
     write("etc/ssh/sshd_config.d/labgen-hostkeys.conf", SSHD_HOST_KEYS)
-    for name in ("conf.db", ".conf.db.~lock~", "system-id.conf"):
-        (root / "etc/openvswitch" / name).unlink(missing_ok=True)
+    write("etc/pam.d/sshd", without_pam_modules((root / "etc/pam.d/sshd").read_text(), SSHD_PAM_DROPPED))
+    chroot("sh", "-c", OVS_DATABASE)
 
     # firewalld on at boot, as on CentOS and its relatives (its public zone rejects
     # everything but SSH and DHCPv6): the node script must open the tunnel precisely.
@@ -211,6 +238,23 @@ def configure(root: Path, recipe: BoxRecipe, pubkey: str, fs_uuid: str, mirror: 
     kernel, initrd = kernel_files(root)
     write("boot/grub/grub.cfg", GRUB_CFG.format(uuid=fs_uuid, kernel=kernel, initrd=initrd,
                                                cmdline=kernel_cmdline(fs_uuid)))
+
+
+def without_pam_modules(text: str, modules: tuple[str, ...]) -> str:
+    """A PAM file's text without the lines that call `modules`; each must be called."""
+    kept, found = [], set()
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        called = next((w for w in words if w in modules), None)
+        if called:
+            found.add(called)
+            continue
+        kept.append(line)
+    missing = [m for m in modules if m not in found]
+    if missing:
+        raise BoxBuildError(f"/etc/pam.d/sshd calls no {', '.join(missing)}: Debian's file changed; "
+                            "look at SSHD_PAM_DROPPED in labgen/boxbuild/guest.py again")
+    return "\n".join(kept) + "\n"
 
 
 def kernel_cmdline(fs_uuid: str) -> str:

@@ -13,9 +13,10 @@ from .boxfile import BOX_VAGRANTFILE
 from .recipe import BoxRecipe
 
 # Bump when the build steps change in a way the recipe data does not show.
-BUILD_FORMAT = 4  # 2: units edited and masked, initramfs made again (issue 27); 3: networkd
+BUILD_FORMAT = 5  # 2: units edited and masked, initramfs made again (issue 27); 3: networkd
                   # enabled, OVS's SysV script removed, resolv.conf to resolved's stub, the
-                  # kernel kept for direct boot; 4: the file system UUID from the version
+                  # kernel kept for direct boot; 4: the file system UUID from the version;
+                  # 5: the kernel kept uncompressed for PVH boot
 
 
 def box_version(recipe: BoxRecipe, pubkey: str = "") -> str:
@@ -29,6 +30,8 @@ def box_version(recipe: BoxRecipe, pubkey: str = "") -> str:
         guest.SSH_KEYGEN_UNIT, guest.SSHD_HOST_KEYS, guest.KERNEL_ARGS, guest.GRUB_CFG,
         bootorder.UNIT_EDITS, bootorder.NICE_UNITS, bootorder.BACKGROUND_UNITS,
         bootorder.BACKGROUND_SLICE, bootorder.OVS_AT_BOOT, bootorder.MASKED_UNITS,
+        bootorder.OVS_DAEMON_UNITS, bootorder.OVS_DAEMON_DROPIN, bootorder.MASKED_GENERATORS,
+        guest.OVS_DATABASE, guest.SSHD_PAM_DROPPED,
         guest.MODPROBE_BLACKLIST,
         guest.INITRAMFS_CONF, guest.INITRAMFS_MODULES, bootorder.JOURNALD_CONF,
         disk.GRUB_EARLY_CFG, disk.GRUB_CORE_MODULES, BOX_VAGRANTFILE,

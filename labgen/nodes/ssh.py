@@ -219,6 +219,11 @@ class SSHRunner:
         with self._lock:
             return self._client.get_transport() if self._client else None
 
+    def connect(self) -> None:
+        """Open the connection now (RunnerError if the node does not answer), e.g. to learn
+        that a booting guest's sshd is up."""
+        self._connected()
+
     def _connected(self) -> paramiko.Transport:
         """The open transport, connecting (or reconnecting after a drop) under the lock so
         that concurrent first calls share one connection."""

@@ -3,10 +3,13 @@ cache, log, build). Processes are faked only where they are a boundary (Vagrant,
 everything else runs for real. The real box, built or reused: tests/e2e/test_vm_box_build.py."""
 from __future__ import annotations
 
+import gzip
 import json
+import lzma
 import os
 import shutil
 import stat
+import struct
 import tarfile
 import tomllib
 import uuid
@@ -34,6 +37,7 @@ from labgen.boxbuild import (
     disk,
     get_recipe,
     guest,
+    kernelimage,
     parse_deb822_sources,
     parse_one_line_sources,
     pick_debian_mirror,
@@ -212,7 +216,7 @@ def test_version_and_rootfs_key_of_the_shipped_recipe_are_unchanged():
     # The box in the cache and in Vagrant on every host carries these: a different value is
     # a rebuild everywhere. Update them only with a deliberate change to the recipe.
     r = get_recipe("debian12")
-    assert box_version(r, VAGRANT_PUB) == "1.4.0.5507710"
+    assert box_version(r, VAGRANT_PUB) == "1.5.0.10895093"
     assert rootfs_key(r) == "cbd91b6910c7"
 
 
@@ -307,18 +311,18 @@ def fake_host(monkeypatch):
 
 def test_build_box_reuses_without_building(fake_host, tmp_path):
     steps, listed = fake_host
-    listed.add(("labgen/debian12", "libvirt", "1.4.0.5507710"))
-    box = tmp_path / "labgen-debian12-1.4.0.5507710.box"
+    listed.add(("labgen/debian12", "libvirt", "1.5.0.10895093"))
+    box = tmp_path / "labgen-debian12-1.5.0.10895093.box"
     box.write_bytes(b"box")
     lines: list[str] = []
     built = build_box(cache_dir=tmp_path, progress=lines.append)
-    assert built == build.BuiltBox("labgen/debian12", "1.4.0.5507710", box, reused=True)
-    assert steps == [] and lines == [f"reused labgen/debian12 1.4.0.5507710 (libvirt): {box}"]
+    assert built == build.BuiltBox("labgen/debian12", "1.5.0.10895093", box, reused=True)
+    assert steps == [] and lines == [f"reused labgen/debian12 1.5.0.10895093 (libvirt): {box}"]
 
 
 def test_cached_box_missing_from_vagrant_is_only_added(fake_host, tmp_path):
     steps, _listed = fake_host
-    (tmp_path / "labgen-debian12-1.4.0.5507710.box").write_bytes(b"box")
+    (tmp_path / "labgen-debian12-1.5.0.10895093.box").write_bytes(b"box")
     built = build_box(cache_dir=tmp_path, progress=lambda _: None)
     assert steps == ["box add"] and built.reused
 
@@ -347,7 +351,7 @@ def test_full_build_runs_every_step_and_removes_older_boxes(fake_host, tmp_path,
     assert steps == ["debootstrap", "image", "package", "box add"] and not built.reused
     assert not (tmp_path / "labgen-debian12-1.0.0.1.box").exists()
     assert said == ["removed older cached labgen-debian12-1.0.0.1.box"]
-    assert "build labgen/debian12 1.4.0.5507710 action=build" in \
+    assert "build labgen/debian12 1.5.0.10895093 action=build" in \
         (tmp_path / "build-debian12.log").read_text()
 
 
@@ -363,7 +367,8 @@ def debootstrapped(tmp_path) -> Path:
                       ("etc/resolv.conf", "nameserver 10.0.0.1\n"),
                       ("var/lib/dbus/machine-id", "abc\n"),
                       ("etc/init.d/openvswitch-switch", "#!/bin/sh\n"),
-                      ("etc/rc2.d/S01openvswitch-switch", "#!/bin/sh\n"), *PACKAGED_UNITS.items()]:
+                      ("etc/rc2.d/S01openvswitch-switch", "#!/bin/sh\n"),
+                      ("etc/pam.d/sshd", SSHD_PAM), *PACKAGED_UNITS.items()]:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
     for rel, target in [("etc/systemd/system/sshd.service", "/lib/systemd/system/ssh.service"),
@@ -377,6 +382,29 @@ def debootstrapped(tmp_path) -> Path:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).symlink_to(target)
     return root
+
+
+# Debian 12's /etc/pam.d/sshd (openssh-server 9.2), comments left out.
+SSHD_PAM = """\
+@include common-auth
+account    required     pam_nologin.so
+@include common-account
+session    required     pam_loginuid.so
+@include common-session
+session    optional     pam_motd.so  motd=/run/motd.dynamic
+session    optional     pam_motd.so noupdate
+session    optional     pam_mail.so standard noenv # [1]
+session    required     pam_env.so user_readenv=1 envfile=/etc/default/locale
+@include common-password
+"""
+
+
+def test_sshd_logins_lose_only_the_message_of_the_day():
+    assert guest.without_pam_modules(SSHD_PAM, ("pam_motd.so",)) == SSHD_PAM.replace(
+        "session    optional     pam_motd.so  motd=/run/motd.dynamic\n", "").replace(
+        "session    optional     pam_motd.so noupdate\n", "")
+    with pytest.raises(BoxBuildError, match=r"/etc/pam.d/sshd calls no pam_motd.so: Debian's file changed"):
+        guest.without_pam_modules("@include common-session\n", ("pam_motd.so",))
 
 
 # The lines of Debian 12's units that configure() edits (openssh-server 9.2, openvswitch 3.1).
@@ -421,6 +449,7 @@ def test_guest_configuration(debootstrapped):
         ["chroot", str(root), *cmd] if cmd[0] not in ("mount", "umount") else cmd for cmd in [
             ["useradd", "--create-home", "--shell", "/bin/bash", "--groups", "sudo", "vagrant"],
             ["chpasswd"], ["chown", "-R", "vagrant:vagrant", "/home/vagrant/.ssh"],
+            ["sh", "-c", guest.OVS_DATABASE],
             ["mount", "-t", "proc", "proc", str(root / "proc")],
             ["update-initramfs", "-u", "-k", "6.1.0-9-amd64"],
             ["umount", str(root / "proc")]]]
@@ -433,11 +462,13 @@ def test_guest_configuration(debootstrapped):
     assert mode("home/vagrant/.ssh/authorized_keys") == 0o600 and mode("home/vagrant/.ssh") == 0o700
     assert mode("etc/sudoers.d/vagrant") == 0o440
     assert (root / "etc/hostname").read_text() == "labgen\n"
-    assert (root / "etc/fstab").read_text() == "UUID=UUID-1 / ext4 errors=remount-ro 0 1\n"
+    assert (root / "etc/fstab").read_text() == "UUID=UUID-1 / ext4 errors=remount-ro 0 0\n"
+    sshd_pam = (root / "etc/pam.d/sshd").read_text()
+    assert "pam_motd" not in sshd_pam and "@include common-session\n" in sshd_pam
     assert (root / "etc/apt/sources.list").read_text() == \
         "deb http://m/debian bookworm main\ndeb http://m/debian bookworm-updates main\n"
     assert (root / "etc/machine-id").read_text() == ""
-    for gone in ("etc/ssh/ssh_host_rsa_key", "etc/openvswitch/conf.db",
+    for gone in ("etc/ssh/ssh_host_rsa_key",
                  "var/cache/apt/archives/x.deb", "var/lib/apt/lists/a_b", "var/lib/dbus/machine-id"):
         assert not (root / gone).exists(), gone
     units = root / "etc/systemd/system"
@@ -480,6 +511,20 @@ def test_guest_configuration(debootstrapped):
     ovs = (units / "openvswitch-switch.service").read_text()
     assert "\nBefore=" not in ovs and "\nAlso=" not in ovs and "\nAlias=ovs.service\n" in ovs
     assert "PartOf=network.target" in ovs
+    assert "network-pre.target" not in ovs.split("\n", 1)[1]     # nor the unit the node script starts
+    # the daemons themselves, not ovs-ctl; stop and reload stay the package's
+    for name, pidfile in (("ovsdb-server.service", "ovsdb-server.pid"),
+                          ("ovs-vswitchd.service", "ovs-vswitchd.pid")):
+        dropin = (units / f"{name}.d/labgen-daemon.conf").read_text()
+        assert "\nExecStart=\nExecStart=/usr/sbin/" + name.split(".")[0] + " " in dropin
+        assert f"\nPIDFile=/var/run/openvswitch/{pidfile}\n" in dropin
+        assert f"--pidfile=/var/run/openvswitch/{pidfile} --detach" in dropin
+        execs = [ln for ln in dropin.splitlines() if ln.startswith("Exec")]
+        assert not [ln for ln in execs if "ovs-ctl" in ln or "mlockall" in ln or "ExecStop" in ln]
+    for generator in bootorder.MASKED_GENERATORS:
+        assert os.readlink(root / "etc/systemd/system-generators" / generator) == "/dev/null"
+    assert not (root / "etc/systemd/system-generators/systemd-fstab-generator").exists()
+    assert os.readlink(units / "systemd-sysusers.service") == "/dev/null"
     for link in ("sshd.service", "multi-user.target.wants/ssh.service"):
         assert os.readlink(units / link) == "/etc/systemd/system/ssh.service", link
     # OVS starts when the node script runs the recipe's `start` (systemctl enable --now)
@@ -499,7 +544,7 @@ def test_guest_configuration(debootstrapped):
     assert "virtio_blk" in (root / "etc/initramfs-tools/modules").read_text()
     grub = (root / "boot/grub/grub.cfg").read_text()
     assert "set timeout=0\n" in grub
-    assert "linux /boot/vmlinuz-6.1.0-9-amd64 root=UUID=UUID-1 ro console=tty0" in grub
+    assert "linux /boot/vmlinuz-6.1.0-9-amd64 root=UUID=UUID-1 ro console=ttyS0" in grub
     assert "initrd /boot/initrd.img-6.1.0-9-amd64" in grub
 
 
@@ -672,6 +717,54 @@ def test_the_kernel_and_initramfs_are_kept_for_direct_kernel_boot(tmp_path):
         "box": "labgen/debian12", "version": "1.3.0.1", "kernel": str(kernel),
         "initrd": str(initrd), "cmdline": "root=UUID=UUID-1 ro " + guest.KERNEL_ARGS}
     assert not list(cache.glob("*.partial"))
+
+
+def _elf_with_notes(notes: list[tuple[bytes, int]]) -> bytes:
+    """A minimal ELF64 image with one PT_NOTE segment holding `notes` (name, type)."""
+    blob = b""
+    for name, kind in notes:
+        desc = b"\0" * 8
+        blob += struct.pack("<III", len(name), len(desc), kind) + name.ljust((len(name) + 3) & ~3, b"\0") + desc
+    header = bytearray(64)
+    header[:6] = b"\x7fELF\x02\x01"
+    struct.pack_into("<Q", header, 0x20, 64)            # program headers right after
+    struct.pack_into("<HH", header, 0x36, 56, 1)
+    phdr = struct.pack("<IIQQQQQQ", 4, 0, 64 + 56, 0, 0, len(blob), len(blob), 4)
+    return bytes(header) + phdr + blob
+
+
+def _bzimage(payload: bytes, setup_sects: int = 3) -> bytes:
+    """A bzImage as the boot protocol lays it out: setup sectors, then the protected-mode
+    code, whose compressed kernel payload_offset / payload_length name."""
+    setup = bytearray((setup_sects + 1) * 512)
+    setup[0x1F1] = setup_sects
+    setup[0x202:0x206] = b"HdrS"
+    struct.pack_into("<II", setup, 0x248, 100, len(payload))
+    return bytes(setup) + b"\x90" * 100 + payload + struct.pack("<I", 12345)   # + size trailer
+
+
+def test_the_kernel_is_kept_uncompressed_when_it_has_a_pvh_entry(tmp_path):
+    pvh = _elf_with_notes([(b"Xen\0", 6), (b"Xen\0", kernelimage.PVH_NOTE_TYPE)])
+    for packed in (lzma.compress(pvh, format=lzma.FORMAT_XZ), gzip.compress(pvh)):
+        assert kernelimage.pvh_kernel(_bzimage(packed)) == pvh
+    # no PVH note, an unknown compression, not a bzImage: the bzImage boots as it is
+    assert kernelimage.pvh_kernel(_bzimage(lzma.compress(_elf_with_notes([(b"Xen\0", 6)]),
+                                                         format=lzma.FORMAT_XZ))) is None
+    assert kernelimage.pvh_kernel(_bzimage(b"\x28\xb5\x2f\xfd" + bytes(50))) is None
+    assert kernelimage.pvh_kernel(b"kernel") is None
+    assert kernelimage.pvh_kernel(_bzimage(b"\xfd7zXZ\0broken")) is None
+
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    (root / "boot").mkdir(parents=True)
+    cache.mkdir()
+    (root / "boot/vmlinuz-6.1.0-9-amd64").write_bytes(_bzimage(lzma.compress(pvh, format=lzma.FORMAT_XZ)))
+    (root / "boot/initrd.img-6.1.0-9-amd64").write_bytes(b"initrd")
+    (cache / "labgen-debian12-1.3.0.1.vmlinuz").write_bytes(b"an earlier build's bzImage")
+    build.keep_boot_files(root, cache, "labgen/debian12", "1.3.0.1", "UUID-1")
+    kernel = cache / "labgen-debian12-1.3.0.1.vmlinux"
+    assert kernel.read_bytes() == pvh and stat.S_IMODE(kernel.stat().st_mode) == 0o644
+    assert json.loads((cache / "labgen-debian12.boot.json").read_text())["kernel"] == str(kernel)
+    assert not (cache / "labgen-debian12-1.3.0.1.vmlinuz").exists()
 
 
 def test_every_build_of_a_box_version_has_one_root_file_system_uuid():

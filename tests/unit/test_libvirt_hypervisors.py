@@ -152,12 +152,21 @@ esac""")
     assert not fired and started.exists()
 
 
+def guests_answer_ssh(monkeypatch) -> list[str]:
+    """The guests' sshd answers at once (the process boundary: labgen's SSH connection);
+    returns the addresses connected to, in order."""
+    connected: list[str] = []
+    monkeypatch.setattr("labgen.nodes.ssh.SSHRunner.connect", lambda self: connected.append(self.target.host))
+    return connected
+
+
 def test_ssh_config_is_asked_while_the_guests_boot_and_scripts_start_at_ssh_ready(tmp_path, monkeypatch):
     """Once every node of a project has its address, `vagrant ssh-config` runs beside
-    `vagrant up` (it takes no machine lock): the stand-in `up` reports the guests ready only
-    after ssh-config was asked (an event, not a clock). Each node's script then starts at its
-    own "ready" line, while `up` still runs, on the address ssh-config gave; its answer is
-    also what verify later reads. (The script's run over SSH: tests/e2e/test_ssh_runner.py.)"""
+    `vagrant up` (it takes no machine lock), and each node's script starts as soon as labgen's
+    own connection to the guest works, before Vagrant's "ready" line: the stand-in `up` says
+    the guests are ready only after both scripts ran (an event, not a clock), on the address
+    ssh-config gave; its answer is also what verify later reads. (The script's run over SSH:
+    tests/e2e/test_ssh_runner.py; the wait for a booting guest's sshd: test_bringup.py.)"""
     lab = build_lab(Options(tunnel="gre", libvirt_driver="qemu", name="x"))
     lab_dir = tmp_path / "lab"
     write_lab(lab, lab_dir, providers.get(lab.provider))
@@ -172,11 +181,10 @@ case "$1" in
       touch .vagrant/machines/node1/libvirt/id .vagrant/machines/node2/libvirt/id
       echo "==> node1: Waiting for machine to boot. This may take a few minutes..."
       echo "==> node2: Waiting for machine to boot. This may take a few minutes..."
-      i=0; while [ ! -e "{asked}" ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done
-      [ -e "{asked}" ] || exit 4
+      i=0; while [ "$(cat "{ran}" 2>/dev/null | wc -l)" -lt 2 ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done
+      [ -e "{asked}" ] && [ "$(wc -l < "{ran}")" = 2 ] || exit 4
       echo "==> node1: Machine booted and ready!"
-      echo "==> node2: Machine booted and ready!"
-      i=0; while [ "$(cat "{ran}" 2>/dev/null | wc -l)" -lt 2 ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done ;;
+      echo "==> node2: Machine booted and ready!" ;;
   ssh-config) touch "{asked}"
       printf 'Host node1\\n  HostName 10.0.0.1\\n  User vagrant\\n  Port 22\\n  IdentityFile /k\\n'
       printf 'Host node2\\n  HostName 10.0.0.2\\n  User vagrant\\n  Port 22\\n  IdentityFile /k\\n' ;;
@@ -190,12 +198,16 @@ esac""")
             fh.write(f"{node} {runner.target.host} {path.name}\n")
         return 0.5
     monkeypatch.setattr("labgen.providers.nodescript.provision", script)
+    connected = guests_answer_ssh(monkeypatch)
     seen: list[tuple[str, str]] = []
     provider = LibvirtProvider()
     provider.up(lab, lab_dir, lambda who, what: seen.append((who, what)))
-    # up ended only because both scripts ran while it waited: they started at "ready"
+    # up ended only because both scripts ran while it waited, before its "ready" lines
     assert sorted(ran.read_text().splitlines()) == ["node1 10.0.0.1 node1.sh", "node2 10.0.0.2 node2.sh"]
+    assert sorted(connected) == ["10.0.0.1", "10.0.0.2"]
     assert ("node1", "provisioned in 0.5 s") in seen
+    # "SSH ready" once per node: labgen's, not Vagrant's again
+    assert [w for w, what in seen if what == "SSH ready"].count("node1") == 1
     # before vagrant up: the lab's own management network, defined and started
     nets = [ln.split()[3:5] for ln in virsh.read_text().splitlines() if " net-" in ln]
     assert nets[-2:] == [["net-define", nets[-2][1]], ["net-start", "labgen-x.mgmt"]]
@@ -228,6 +240,7 @@ esac""")
     def script(runner, node, path, log, timeout=0.0):
         raise ProviderError(f"{node}: provisioning failed (exit 1), see {log}: boom")
     monkeypatch.setattr("labgen.providers.nodescript.provision", script)
+    guests_answer_ssh(monkeypatch)
     fake(tmp_path, monkeypatch, "virsh", "")
     with pytest.raises(ProviderError) as err:
         LibvirtProvider().up(lab, lab_dir, lambda who, what: None)

@@ -1,6 +1,6 @@
 """`vagrant up` of a VM lab, one thread per hypervisor: Vagrant's lines to the log and to
-per-node progress, each node's script run over SSH as soon as its guest is ready, and the
-`vagrant ssh-config` answer kept beside Vagrant's state."""
+per-node progress, each node's script run over SSH as soon as its guest answers labgen's
+own connection, and the `vagrant ssh-config` answer kept beside Vagrant's state."""
 from __future__ import annotations
 
 import os
@@ -34,6 +34,12 @@ STAGES = [
 ]
 # Stages before a guest has its address: `vagrant ssh-config` cannot answer for it yet.
 BEFORE_ADDRESS = ("creating", "booting", "waiting for an IP address")
+# Once every guest has its address, labgen tries SSH itself, this often while the answer is
+# "connection refused" (sshd not up yet: the guest's kernel answers at once), and starts the
+# node's script on the first connection that works; Vagrant's own check comes seconds
+# later (docs/benchmarks.md). Through another hypervisor each try is an ssh to it: less often.
+SSH_RETRY = 0.25
+SSH_RETRY_PROXIED = 1.0
 _NODE_LINE = re.compile(r"^(?:==> )?(node\d+): (.*)$")
 TAIL = 12
 
@@ -73,8 +79,9 @@ def drop_kept(lab_dir: Path) -> None:
 class Bringup:
     """`vagrant up --no-provision` of one hypervisor's project in a thread: its lines to the log and
     to progress, an event once its domains are past creation, each node's script run over SSH
-    as soon as Vagrant reports the guest ready (labgen/providers/nodescript.py), and a kill
-    for Ctrl-C or a failed peer."""
+    as soon as the guest answers (labgen/providers/nodescript.py; labgen tries from the moment
+    every guest has its address, Vagrant's own check comes later), and a kill for Ctrl-C or
+    a failed peer."""
 
     def __init__(self, hv: Hypervisor, project: Path, log: Path, progress: Progress,
                  scripts: dict[str, Path], logs: Path):
@@ -94,6 +101,9 @@ class Bringup:
         # of an emulated guest).
         self.kept: dict[str, SSHRunner] = {}
         self._halted = False
+        self._stop = threading.Event()      # set with _halted: ends the scripts' waits for SSH
+        self._ready_said: set[str] = set()  # nodes whose "SSH ready" was said (ours or Vagrant's)
+        self._ready_lock = threading.Lock()
         self.peers: list[Bringup] = []     # killed when this one fails: no point going on
         self.started: Callable[[int], None] = lambda pid: None     # told vagrant's PID
         self.stopped_for: str | None = None     # the peer whose failure stopped this one
@@ -138,16 +148,16 @@ class Bringup:
                     log.write(line + "\n")
                     log.flush()
                     tail = [*tail[-TAIL + 1:], line]
-                    node = track(line, stage, self.progress)
+                    node = track(line, stage, self._vagrant_progress)
                     if any(s != "creating" for s in stage.values()):
                         self.past_creation.set()
                     if self._prefetch is None and set(stage) >= set(self.hv.nodes) and \
                             not any(s in BEFORE_ADDRESS for s in stage.values()):
                         self._prefetch = threading.Thread(target=self._prefetch_ssh_config, daemon=True)
                         self._prefetch.start()
+                        for each in self.hv.nodes:  # each waits for its guest's SSH itself
+                            self._start_script(each)
                     if node is not None and stage[node] == "SSH ready":
-                        if self._console is not None:
-                            self._console.stop(node)
                         self._start_script(node)
         except subprocess.CalledProcessError as exc:
             self.error = (exc.returncode, tail)
@@ -178,6 +188,40 @@ class Bringup:
             recorded = recorded_domains(self.project, self.hv)
             if recorded is not None:
                 provisioned_mark(self.project).write_text(recorded)
+
+    def _vagrant_progress(self, node: str, stage: str) -> None:
+        if stage != "SSH ready" or self._say_ready(node):
+            self.progress(node, stage)
+
+    def _say_ready(self, node: str) -> bool:
+        """Whether this is the first word that `node` answers SSH (labgen's or Vagrant's):
+        the console's boot phases end there."""
+        with self._ready_lock:
+            if node in self._ready_said:
+                return False
+            self._ready_said.add(node)
+        if self._console is not None:
+            self._console.stop(node)
+        return True
+
+    def _wait_for_ssh(self, runner: SSHRunner, node: str) -> None:
+        """Connect to the booting guest, trying again while its sshd is not up, until vagrant
+        up fails (a halt) or its own time runs out."""
+        from labgen.nodes.runner import RunnerError
+        deadline = time.monotonic() + vagrant_cli.up_timeout(self.project)
+        pause = SSH_RETRY_PROXIED if runner.target.proxy_command else SSH_RETRY
+        while True:
+            try:
+                runner.connect()
+                break
+            except RunnerError as exc:
+                if self._halted:
+                    raise ProviderError(f"{node}: stopped while waiting for SSH") from exc
+                if time.monotonic() > deadline:
+                    raise ProviderError(f"{node}: no SSH: {exc}") from exc
+            self._stop.wait(pause)      # a poll of the guest's port, ended early by a halt
+        if self._say_ready(node):
+            self.progress(node, "SSH ready")
 
     def _prefetch_ssh_config(self) -> None:
         """How to reach the guests, asked once each has its address (while they boot):
@@ -221,6 +265,7 @@ class Bringup:
         took = None
         try:
             runner = self._runners[node] = SSHRunner(node, self._target(node))
+            self._wait_for_ssh(runner, node)
             self.progress(node, "provisioning")
             took = provision(runner, node, self.scripts[node], self.logs / f"{node}-provision.log")
         except Exception as exc:    # any failure must reach up(), not die with the thread
@@ -247,6 +292,7 @@ class Bringup:
 
     def _halt(self) -> None:
         self._halted = True
+        self._stop.set()
         if self._proc is not None and self._proc.poll() is None:
             try:        # Vagrant runs in a session of its own: the whole group goes
                 os.killpg(self._proc.pid, signal.SIGKILL)

@@ -213,16 +213,13 @@ fi
 firewalld_running() {
   if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
     # Right after boot, a login can come before firewalld has started (labgen's own box
-    # lets logins wait for sshd only): while its start job is queued or running, wait for
-    # it to end (at most 10 min), then ask.
-    local state n=0
-    while state=$(systemctl is-active firewalld 2>/dev/null)
-      [ "$state" = activating ] || [ "$state" = reloading ] ||
-        { [ "$state" = inactive ] && systemctl list-jobs --no-legend firewalld.service 2>/dev/null | grep -q .; }; do
-      n=$((n+1)); [ $n -gt 1200 ] && break
-      sleep 0.5   # polling systemd for the end of firewalld's start, not waiting an assumed time
-    done
-    [ "$state" = active ]
+    # lets logins wait for sshd only). A transient unit ordered after firewalld.service waits
+    # for firewalld's start job, if one is queued or running, to end, and starts nothing
+    # (After= only orders); then systemd says whether firewalld is active. No polling: each
+    # systemctl is a process, whose CPU an emulated guest's firewalld start needs.
+    timeout 600 systemd-run --quiet --wait --collect -p After=firewalld.service /bin/true \
+      >/dev/null 2>&1 || true
+    [ "$(systemctl is-active firewalld 2>/dev/null)" = active ]
   else
     firewall-cmd --state >/dev/null 2>&1
   fi
