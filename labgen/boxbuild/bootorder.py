@@ -103,6 +103,9 @@ NICE_UNITS = {"systemd-networkd.service": -10}
 # and firewalld at nice 10 took half the CPU from the node script (docs/benchmarks.md).
 # firewalld is still active before the node script's firewall step, which waits for its start.
 BACKGROUND_UNITS = ("firewalld.service", "systemd-resolved.service")
+# and one after the other: the node script waits for firewalld's start (its rule must go to an
+# active firewalld), not for resolved's, which took a share of the idle CPU beside it
+BACKGROUND_AFTER = {"systemd-resolved.service": "firewalld.service"}
 BACKGROUND_SLICE = """\
 # labgen box: what the lab does not wait for (labgen/boxbuild/bootorder.py)
 [Unit]
@@ -155,6 +158,11 @@ MASKED_UNITS = (
     # (utmp's was its slowest, 6.7 s on a busy guest) that a lab never reads.
     "systemd-update-utmp.service", "systemd-update-utmp-runlevel.service",
     "systemd-journal-flush.service", "systemd-machine-id-commit.service", "dev-mqueue.mount",
+    # No polkit: firewalld asked it about every call, root's too (its daemon and JavaScript
+    # rules started on the node script's first call, ~1 s of the emulated CPU); without it
+    # firewalld lets root, and only root, make changes (firewall/server/decorators.py).
+    # Nothing else in the box asks it: the lab's tools run as root through sudo.
+    "polkit.service",
 )
 
 # Open vSwitch's two daemons started by systemd itself, not through ovs-ctl: its start of
@@ -246,6 +254,10 @@ def configure_units(root: Path) -> None:
     for unit, nice in NICE_UNITS.items():
         write_file(root, f"etc/systemd/system/{unit}.d/labgen-nice.conf",
                    f"# labgen box: see NICE_UNITS in labgen/boxbuild/bootorder.py\n[Service]\nNice={nice}\n")
+    for unit, after in BACKGROUND_AFTER.items():
+        write_file(root, f"etc/systemd/system/{unit}.d/labgen-after.conf",
+                   "# labgen box: see BACKGROUND_AFTER in labgen/boxbuild/bootorder.py\n"
+                   f"[Unit]\nAfter={after}\n")
     for unit, command in OVS_DAEMON_UNITS.items():
         pidfile = command.split("--pidfile=")[1].split()[0]
         write_file(root, f"etc/systemd/system/{unit}.d/labgen-daemon.conf",

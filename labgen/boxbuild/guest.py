@@ -50,6 +50,14 @@ HostKey /etc/ssh/ssh_host_ecdsa_key
 # the emulated CPU ran while the lab waited. A line the packaged file lacks fails the build.
 SSHD_PAM_DROPPED = ("pam_motd.so",)
 
+# firewalld's start probes every iptables front end it finds (each table listed, its wait and
+# restore options tried: ~20 processes), for its direct interface, which a lab does not use
+# (its rules go to firewalld's nftables zones). The box keeps iptables for IPv4 (the node
+# script's path where firewalld is off) and drops the commands of the IPv6 and bridge front
+# ends (their alternatives; ip6tables-nft and ebtables-nft stay): firewalld's start took
+# 1.1 s less of the emulated CPU, its rule being on the lab's way (docs/benchmarks.md).
+UNPROBED_ALTERNATIVES = ("ip6tables", "ebtables")
+
 # Drivers udev loads on every boot for the emulated PC's other hardware, none of which a
 # lab uses, while the management NIC's virtio_net waits in the same queue (eth0 appeared
 # 70 s after coldplug began on a loaded host): KVM (the emulated CPU advertises SVM), the
@@ -104,10 +112,11 @@ virtio_net
 """
 
 # The serial console only (the VMs have no screen: a virtual console on tty0 was the
-# kernel's text written to VGA memory no device holds), and no file system check: the box's
-# disk is a fresh copy-on-write image of a cleanly unmounted ext4 (~1 s of each emulated
-# boot, in the initramfs).
-KERNEL_ARGS = "console=ttyS0,115200n8 net.ifnames=0 biosdevname=0 fsck.mode=skip"
+# kernel's text written to VGA memory no device holds), no PS/2 mouse port to probe (the
+# driver's protocol probes ran in the initramfs), and no file system check: the box's disk is
+# a fresh copy-on-write image of a cleanly unmounted ext4 (~1 s of each emulated boot, in the
+# initramfs).
+KERNEL_ARGS = "console=ttyS0,115200n8 net.ifnames=0 biosdevname=0 i8042.noaux fsck.mode=skip"
 
 # Open vSwitch's database, made at build time as ovs-ctl makes it at the first start, with
 # the versions it writes and without the one per-VM value it adds (external_ids:system-id,
@@ -212,6 +221,8 @@ def configure(root: Path, recipe: BoxRecipe, pubkey: str, fs_uuid: str, mirror: 
             "/lib/systemd/system/firewalld.service")
     symlink(root / "etc/systemd/system/dbus-org.fedoraproject.FirewallD1.service",
             "/lib/systemd/system/firewalld.service")
+    for name in UNPROBED_ALTERNATIVES:
+        chroot("update-alternatives", "--remove-all", name)
 
     # What starts at boot, in which order, at what priority (labgen/boxbuild/bootorder.py).
     bootorder.configure_units(root)

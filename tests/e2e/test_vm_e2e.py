@@ -198,8 +198,16 @@ def test_the_local_node_boots_the_box_kernel_directly_the_remote_one_through_gru
     assert xml["node1"].findtext("os/kernel") == record["kernel"]
     assert xml["node1"].findtext("os/initrd") == record["initrd"]
     assert xml["node1"].findtext("os/cmdline") == direct
+    # The box's kernel, uncompressed, entered through its PVH note (labgen/boxbuild/kernelimage.py):
+    # the same kernel release as GRUB's bzImage on node2.
+    assert record["kernel"].endswith(".vmlinux") and open(record["kernel"], "rb").read(4) == b"\x7fELF"
+    release = {node: on_node(lab, node, "uname -r").stdout.strip() for node in xml}
+    assert release["node1"] == release["node2"] != ""
     for node in xml:
         assert (xml[node].findtext("cpu/model") == "qemu64") == emulated, node
+        # no USB controller, no memory balloon (the Vagrantfile)
+        assert [c.get("model") for c in xml[node].findall("devices/controller[@type='usb']")] in ([], ["none"]), node
+        assert xml[node].find("devices/memballoon").get("model") == "none", node
     assert xml["node2"].find("os/kernel") is None
     assert f"config.vm.box_version = '{record['version']}'" in (lab / "hosts/local/Vagrantfile").read_text()
     assert "box_version" not in (lab / "hosts/127.0.0.1/Vagrantfile").read_text()

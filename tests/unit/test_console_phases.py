@@ -62,3 +62,20 @@ def test_a_console_file_not_made_yet_is_waited_for(tmp_path):
     f.write_text(CONSOLE)
     w.poll()
     assert seen[0] == "boot loader" and seen[-1] == "login prompt"
+
+
+def test_a_console_file_emptied_by_the_new_boot_is_read_from_its_top(tmp_path):
+    # libvirt's default for a file console (no append=on): qemu empties it when the domain
+    # starts. The earlier boot's text was longer than what this boot has written so far.
+    f = tmp_path / "node1-console.log"
+    f.write_text("[    0.000000] Linux version 6.1.0 (an earlier boot)\r\n" + "x" * 5000 + "\r\nold login: ")
+    seen: list[str] = []
+    w = console.Watcher({"node1": f}, lambda node, ph: seen.append(ph.name))
+    w.poll()
+    f.write_text(CONSOLE[:CONSOLE.index("Run /init")])     # the new boot, shorter so far
+    w.poll()
+    assert seen == ["boot loader", "kernel"]
+    with open(f, "a") as out:
+        out.write(CONSOLE[CONSOLE.index("Run /init"):])
+    w.poll()
+    assert seen == ["boot loader", "kernel", "initramfs", "systemd", "login prompt"]

@@ -3,10 +3,13 @@ to logs/NODE-console.log on its libvirt host): boot loader, kernel, initramfs, s
 prompt. Under software emulation a guest takes one to several minutes to boot; these let a
 user watching `labgen create` see it move, and bench/boot time each phase.
 
-The console file is appended to across boots (qemu opens it with append=on): a watcher starts
-at the size the file had before the boot."""
+A watcher starts at the size the file had before the boot: qemu appends to it across boots
+where the domain says append=on, and empties it at each start where it does not (libvirt's
+default, as vagrant-libvirt writes it): a file shorter than what was read is read again from
+its top."""
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Callable
@@ -83,6 +86,8 @@ class Watcher:
                 continue
             try:
                 with open(path, "rb") as f:
+                    if os.fstat(f.fileno()).st_size < self._offset[node]:
+                        self._offset[node], self._partial[node] = 0, ""   # emptied by a new boot
                     f.seek(self._offset[node])
                     chunk = f.read()
             except OSError:
