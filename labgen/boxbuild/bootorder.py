@@ -158,11 +158,9 @@ MASKED_UNITS = (
     # (utmp's was its slowest, 6.7 s on a busy guest) that a lab never reads.
     "systemd-update-utmp.service", "systemd-update-utmp-runlevel.service",
     "systemd-journal-flush.service", "systemd-machine-id-commit.service", "dev-mqueue.mount",
-    # No polkit: firewalld asked it about every call, root's too (its daemon and JavaScript
-    # rules started on the node script's first call, ~1 s of the emulated CPU); without it
-    # firewalld lets root, and only root, make changes (firewall/server/decorators.py).
-    # Nothing else in the box asks it: the lab's tools run as root through sudo.
-    "polkit.service",
+    # (Not polkit, tried in a 1.5.0 build: firewalld then asked D-Bus to start it for each of
+    # its ~300 authorization checks of a lab's life, each activation failing on the mask;
+    # dbus-daemon took 1.4 s more of the emulated CPU, firewalld no less.)
 )
 
 # Open vSwitch's two daemons started by systemd itself, not through ovs-ctl: its start of

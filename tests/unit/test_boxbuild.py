@@ -216,7 +216,7 @@ def test_version_and_rootfs_key_of_the_shipped_recipe_are_unchanged():
     # The box in the cache and in Vagrant on every host carries these: a different value is
     # a rebuild everywhere. Update them only with a deliberate change to the recipe.
     r = get_recipe("debian12")
-    assert box_version(r, VAGRANT_PUB) == "1.5.0.13093994"
+    assert box_version(r, VAGRANT_PUB) == "1.5.0.267681"
     assert rootfs_key(r) == "cbd91b6910c7"
 
 
@@ -311,18 +311,18 @@ def fake_host(monkeypatch):
 
 def test_build_box_reuses_without_building(fake_host, tmp_path):
     steps, listed = fake_host
-    listed.add(("labgen/debian12", "libvirt", "1.5.0.13093994"))
-    box = tmp_path / "labgen-debian12-1.5.0.13093994.box"
+    listed.add(("labgen/debian12", "libvirt", "1.5.0.267681"))
+    box = tmp_path / "labgen-debian12-1.5.0.267681.box"
     box.write_bytes(b"box")
     lines: list[str] = []
     built = build_box(cache_dir=tmp_path, progress=lines.append)
-    assert built == build.BuiltBox("labgen/debian12", "1.5.0.13093994", box, reused=True)
-    assert steps == [] and lines == [f"reused labgen/debian12 1.5.0.13093994 (libvirt): {box}"]
+    assert built == build.BuiltBox("labgen/debian12", "1.5.0.267681", box, reused=True)
+    assert steps == [] and lines == [f"reused labgen/debian12 1.5.0.267681 (libvirt): {box}"]
 
 
 def test_cached_box_missing_from_vagrant_is_only_added(fake_host, tmp_path):
     steps, _listed = fake_host
-    (tmp_path / "labgen-debian12-1.5.0.13093994.box").write_bytes(b"box")
+    (tmp_path / "labgen-debian12-1.5.0.267681.box").write_bytes(b"box")
     built = build_box(cache_dir=tmp_path, progress=lambda _: None)
     assert steps == ["box add"] and built.reused
 
@@ -351,7 +351,7 @@ def test_full_build_runs_every_step_and_removes_older_boxes(fake_host, tmp_path,
     assert steps == ["debootstrap", "image", "package", "box add"] and not built.reused
     assert not (tmp_path / "labgen-debian12-1.0.0.1.box").exists()
     assert said == ["removed older cached labgen-debian12-1.0.0.1.box"]
-    assert "build labgen/debian12 1.5.0.13093994 action=build" in \
+    assert "build labgen/debian12 1.5.0.267681 action=build" in \
         (tmp_path / "build-debian12.log").read_text()
 
 
