@@ -256,8 +256,8 @@ def configure_units(root: Path) -> None:
         write_file(root, f"etc/systemd/system/{unit}.d/labgen-after.conf",
                    "# labgen box: see BACKGROUND_AFTER in labgen/boxbuild/bootorder.py\n"
                    f"[Unit]\nAfter={after}\n")
-    for unit, command in OVS_DAEMON_UNITS.items():
-        pidfile = command.split("--pidfile=")[1].split()[0]
+    for unit, command in OVS_DAEMON_UNITS.items():    # each daemon's pid file is named for it
+        pidfile = f"{OVS_RUNDIR}/{unit.removesuffix('.service')}.pid"
         write_file(root, f"etc/systemd/system/{unit}.d/labgen-daemon.conf",
                    OVS_DAEMON_DROPIN.format(pidfile=pidfile, command=command))
     for generator in MASKED_GENERATORS:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from labgen.errors import ProviderError
+from labgen.nodes.runner import RunnerError
 from labgen.providers import Progress
 from labgen.providers.libvirt import console
 from labgen.providers.libvirt.hypervisors import Hypervisor
@@ -207,7 +208,6 @@ class Bringup:
     def _wait_for_ssh(self, runner: SSHRunner, node: str) -> None:
         """Connect to the booting guest, trying again while its sshd is not up, until vagrant
         up fails (a halt) or its own time runs out."""
-        from labgen.nodes.runner import RunnerError
         deadline = time.monotonic() + vagrant_cli.up_timeout(self.project)
         pause = SSH_RETRY_PROXIED if runner.target.proxy_command else SSH_RETRY
         while True:

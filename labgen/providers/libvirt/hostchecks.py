@@ -186,16 +186,22 @@ def network_problems(lab: Lab, subnets: dict[str, list[IPv4Network]], ours: bool
                      where: str) -> list[str]:
     """The lab's underlay network: its name free or this lab's, its subnet used by no other
     libvirt network (`subnets`: virsh.network_subnets of the hypervisor)."""
-    problems = []
-    underlay = IPv4Network(lab.underlay)
     net = lab.libvirt_network
-    if net in subnets and not ours:
-        problems.append(f"libvirt network {net} already exists{where} and is not this lab's: "
-                        f"remove it (virsh net-destroy {net}; virsh net-undefine {net}) "
-                        f"or pass another --name")
-    for other in overlapping(subnets, underlay, but=net):
-        problems.append(f"libvirt network {other}{where} already uses the underlay {lab.underlay}: "
-                        f"pick another --underlay or remove that network")
+    return taken(net, IPv4Network(lab.underlay), subnets, ours, where,
+                 f"remove it (virsh net-destroy {net}; virsh net-undefine {net}) or pass another --name",
+                 f"the underlay {lab.underlay}: pick another --underlay or remove that network")
+
+
+def taken(name: str, subnet: IPv4Network, subnets: dict[str, list[IPv4Network]], ours: bool,
+          where: str, remove: str, uses: str) -> list[str]:
+    """A network of the lab, `name` with `subnet`: a network of that name that is not this
+    lab's (`remove`: how to fix it), and every other network whose subnet overlaps (`uses`:
+    what that subnet is to the lab, and how to fix it)."""
+    problems = []
+    if name in subnets and not ours:
+        problems.append(f"libvirt network {name} already exists{where} and is not this lab's: {remove}")
+    for other in overlapping(subnets, subnet, but=name):
+        problems.append(f"libvirt network {other}{where} already uses {uses}")
     return problems
 
 def _claimed(lab: Lab, lab_dir: Path) -> bool:
@@ -212,17 +218,12 @@ def management_problems(lab: Lab, subnets: dict[str, list[IPv4Network]], ours: b
     used by no other libvirt network (`subnets`, as for network_problems)."""
     if not settings_of(lab).management:
         return []
-    net, name = IPv4Network(settings_of(lab).management), lab.management_network
-    problems = []
-    if not ours and name in subnets:
-        problems.append(f"libvirt network {name} already exists{where} and is not this lab's: "
-                        f"remove it (labgen destroy --name {lab.name} --provider libvirt, if "
-                        f"`labgen list` shows its lab) or pass another --name")
-    for other in overlapping(subnets, net, but=name):
-        problems.append(f"libvirt network {other}{where} already uses {net}, the management subnet "
-                        f"of lab {lab.name} (it follows the lab name): pass another --name or "
-                        f"remove that network")
-    return problems
+    net = IPv4Network(settings_of(lab).management)
+    return taken(lab.management_network, net, subnets, ours, where,
+                 f"remove it (labgen destroy --name {lab.name} --provider libvirt, if "
+                 f"`labgen list` shows its lab) or pass another --name",
+                 f"{net}, the management subnet of lab {lab.name} (it follows the lab name): "
+                 f"pass another --name or remove that network")
 
 def port_problem(link: UdpLink, hv: Hypervisor) -> list[str]:
     """The UDP port of a node's underlay link must be free on its hypervisor (qemu binds it)."""
