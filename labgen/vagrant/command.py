@@ -23,6 +23,10 @@ from labgen.errors import HostError, ProviderError
 # Vagrant phones home for updates unless told not to; these labs may be air-gapped.
 ENV = {"VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_BOX_UPDATE_CHECK_DISABLE": "1",
        "VAGRANT_DEFAULT_PROVIDER": "libvirt"}
+# Set by labgen for `vagrant up`: the directory where labgen marks each machine whose SSH
+# answered labgen's own connection; the Vagrantfile's wait for SSH ends on that mark instead
+# of logging in itself (templates/libvirt/Vagrantfile.j2).
+SSH_READY_ENV = "LABGEN_SSH_READY_DIR"
 TIMEOUT = 120.0     # seconds; Ruby alone takes a few to start
 # A streamed run whose caller names no bound: `vagrant box add` (a box downloaded from a URL,
 # hundreds of MB, or added from the local build in seconds). Past it the run is stuck.
@@ -106,15 +110,17 @@ class Started(subprocess.Popen[bytes]):
     deadline: float | None = None
 
 
-def start(args: Sequence[str], cwd: Path | None = None, timeout: float | None = None) -> Started:
-    """`vagrant ARGS...` started, its output (stdout and stderr together) on a pipe for
-    lines(), which stops it once `timeout` seconds from now have passed (None: no bound); the
-    caller may kill it from another thread (then lines() ends)."""
+def start(args: Sequence[str], cwd: Path | None = None, timeout: float | None = None,
+          extra_env: dict[str, str] | None = None) -> Started:
+    """`vagrant ARGS...` started (with `extra_env` added to its environment), its output
+    (stdout and stderr together) on a pipe for lines(), which stops it once `timeout` seconds
+    from now have passed (None: no bound); the caller may kill it from another thread (then
+    lines() ends)."""
     # A session of its own: kill() ends Vagrant with every process it started, and a
     # destroy after a killed labgen can stop it by its PID as a group (providers/libvirt.py).
     proc = Started(["vagrant", *args], cwd=cwd, stdout=subprocess.PIPE,
-                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env(),
-                   start_new_session=True)
+                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                   env={**env(), **(extra_env or {})}, start_new_session=True)
     if timeout is not None:
         proc.timeout, proc.deadline = timeout, time.monotonic() + timeout
     return proc

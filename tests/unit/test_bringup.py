@@ -1,5 +1,5 @@
 """The VM bring-up's own logic at its process boundaries: when a node's script starts (on
-labgen's first SSH connection that works, while Vagrant still waits for its own), and that
+labgen's first SSH connection that works, which then ends Vagrant's wait), and that
 "SSH ready" is said once per node. The real thing is in tests/e2e/test_vm_e2e.py."""
 from __future__ import annotations
 
@@ -75,3 +75,33 @@ def test_the_wait_for_ssh_has_an_end(tmp_path, monkeypatch):
     up = _bringup(tmp_path, [])
     with pytest.raises(ProviderError, match=r"^node1: no SSH: node1: cannot connect .*connection refused$"):
         up._wait_for_ssh(BootingGuest(refusals=10**9), "node1")
+
+
+def test_vagrant_up_ends_its_wait_for_ssh_on_labgens_mark(tmp_path, monkeypatch):
+    """`vagrant up` is told where labgen marks each guest whose SSH answered labgen's own
+    connection (the Vagrantfile's wait for SSH ends there, without a login of Vagrant's);
+    an earlier up's marks are gone first."""
+    up = _bringup(tmp_path, [])
+    ready = bringup.ssh_ready_dir(tmp_path)
+    ready.mkdir(parents=True)
+    (ready / "node2").touch()       # an earlier up's mark
+    started: dict[str, object] = {}
+
+    class Proc:
+        pid = 4242
+
+    def start(args, cwd=None, timeout=None, extra_env=None):
+        started.update(args=args, env=extra_env)
+        return Proc()
+
+    monkeypatch.setattr(bringup.vagrant_cli, "start", start)
+    monkeypatch.setattr(up, "_thread", threading.Thread(target=lambda: None))    # no lines to read
+    up.start()
+    if up._console is not None:
+        up._console.stop()
+    assert started["env"] == {bringup.vagrant_cli.SSH_READY_ENV: str(ready.resolve())}
+    assert list(ready.iterdir()) == []
+    monkeypatch.setattr(bringup, "SSH_RETRY", 0.001)
+    guest = BootingGuest(refusals=2)
+    up._wait_for_ssh(guest, "node1")
+    assert guest.tries == 3 and [p.name for p in ready.iterdir()] == ["node1"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -37,12 +38,19 @@ STAGES = [
 BEFORE_ADDRESS = ("creating", "booting", "waiting for an IP address")
 # Once every guest has its address, labgen tries SSH itself, this often while the answer is
 # "connection refused" (sshd not up yet: the guest's kernel answers at once), and starts the
-# node's script on the first connection that works; Vagrant's own check comes seconds
-# later (docs/benchmarks.md). Through another hypervisor each try is an ssh to it: less often.
+# node's script on the first connection that works, and marks the machine so that Vagrant's
+# wait for it ends without a login of its own (ssh_ready_dir; docs/benchmarks.md). Through
+# another hypervisor each try is an ssh to it: less often.
 SSH_RETRY = 0.25
 SSH_RETRY_PROXIED = 1.0
 _NODE_LINE = re.compile(r"^(?:==> )?(node\d+): (.*)$")
 TAIL = 12
+
+
+def ssh_ready_dir(project: Path) -> Path:
+    """Where labgen marks each machine of this `vagrant up` whose SSH answered labgen: the
+    Vagrantfile's wait for SSH ends there (vagrant_cli.SSH_READY_ENV)."""
+    return project / ".vagrant" / "labgen-ssh-ready"
 
 
 def ssh_config_cache(project: Path) -> Path:
@@ -81,8 +89,8 @@ class Bringup:
     """`vagrant up --no-provision` of one hypervisor's project in a thread: its lines to the log and
     to progress, an event once its domains are past creation, each node's script run over SSH
     as soon as the guest answers (labgen/providers/nodescript.py; labgen tries from the moment
-    every guest has its address, Vagrant's own check comes later), and a kill for Ctrl-C or
-    a failed peer."""
+    every guest has its address; Vagrant's wait for SSH ends on labgen's mark), and a kill for
+    Ctrl-C or a failed peer."""
 
     def __init__(self, hv: Hypervisor, project: Path, log: Path, progress: Progress,
                  scripts: dict[str, Path], logs: Path):
@@ -131,8 +139,12 @@ class Bringup:
                 {n: self.logs / f"{n}-console.log" for n in self.hv.nodes},
                 lambda node, phase: self.progress(node, phase.said()))
             self._console.start()
+        ready = ssh_ready_dir(self.project)
+        shutil.rmtree(ready, ignore_errors=True)    # marks of an earlier up
+        ready.mkdir(parents=True)
         self._proc = vagrant_cli.start(["up", "--provider", "libvirt", "--no-provision"], cwd=self.project,
-                                       timeout=vagrant_cli.up_timeout(self.project))
+                                       timeout=vagrant_cli.up_timeout(self.project),
+                                       extra_env={vagrant_cli.SSH_READY_ENV: str(ready.resolve())})
         self.started(self._proc.pid)
         self._thread.start()
 
@@ -220,6 +232,8 @@ class Bringup:
                 if time.monotonic() > deadline:
                     raise ProviderError(f"{node}: no SSH: {exc}") from exc
             self._stop.wait(pause)      # a poll of the guest's port, ended early by a halt
+        if self._proc is not None:      # Vagrant's wait for this machine ends (the Vagrantfile)
+            (ssh_ready_dir(self.project) / node).touch()
         if self._say_ready(node):
             self.progress(node, "SSH ready")
 
