@@ -203,6 +203,29 @@ MASKED_GENERATORS = (
     "systemd-system-update-generator", "systemd-run-generator", "systemd-debug-generator",
 )
 
+# udev's coldplug at boot replays every device the kernel found before udevd ran through
+# udev's rules, a worker's run each: all 263 of the emulated PC's in Debian's unit (and the
+# kernel's modules), 3.7 s of
+# udevd's CPU when replayed on a running guest, 88 of them ttys and VT consoles and 58 ACPI
+# objects (docs/benchmarks.md). The box replays what a lab VM uses: disks, NICs, PCI and
+# virtio devices (their drivers load by alias), input devices, the platform, PnP and serio
+# devices, the memory and misc devices (their /dev modes), the serial console ttyS0 (its
+# getty waits for the device's unit) and the ACPI power button (its driver loads by alias;
+# `vagrant halt` presses it). A packaged trigger line missing fails the build.
+COLDPLUG_PACKAGED = ("ExecStart=-udevadm trigger --type=all --action=add"
+                     " --prioritized-subsystem=module,block,tpmrm,net,tty,input",)
+COLDPLUG_SUBSYSTEMS = ("block", "net", "pci", "virtio", "input", "platform", "pnp", "serio",
+                       "mem", "misc")
+COLDPLUG_DEVICES = (("tty", "ttyS0"), ("acpi", "LNXPWRBN:00"))
+COLDPLUG_DROPIN = (
+    "# labgen box: the devices a lab VM uses (COLDPLUG_* in labgen/boxbuild/bootorder.py)\n"
+    "[Service]\nExecStart=\n"
+    "ExecStart=-udevadm trigger --type=subsystems --action=add\n"
+    "ExecStart=-udevadm trigger --type=devices --action=add --prioritized-subsystem=block,net,input"
+    + "".join(f" --subsystem-match={s}" for s in COLDPLUG_SUBSYSTEMS) + "\n"
+    + "".join(f"ExecStart=-udevadm trigger --type=devices --action=add --subsystem-match={s}"
+              f" --sysname-match={n}\n" for s, n in COLDPLUG_DEVICES))
+
 # The journal in memory only: systemd-journal-flush (on the boot's critical chain, 7 s)
 # then has nothing to copy to /var/log/journal. A lab's logs that matter are labgen's own
 # (the lab directory's logs/) and the serial console.
@@ -218,7 +241,8 @@ def configure_units(root: Path) -> None:
     """The root fs's systemd configuration for the lab's boot: networkd on eth0, the units of
     UNIT_EDITS copied without that ordering, OVS off at boot, without its SysV script and
     its daemons started directly, MASKED_UNITS and MASKED_GENERATORS masked, NICE_UNITS
-    niced, BACKGROUND_UNITS in the idle slice, the journal in memory."""
+    niced, BACKGROUND_UNITS in the idle slice, udev's coldplug of what a lab uses, the
+    journal in memory."""
     units = root / "etc/systemd/system"
     write_file(root, "etc/systemd/network/10-eth0.network", NETWORKD_ETH0)
     write_file(root, "etc/systemd/networkd.conf.d/labgen.conf", NETWORKD_CONF)
@@ -262,6 +286,12 @@ def configure_units(root: Path) -> None:
                    OVS_DAEMON_DROPIN.format(pidfile=pidfile, command=command))
     for generator in MASKED_GENERATORS:
         symlink(root / "etc/systemd/system-generators" / generator, "/dev/null")
+    trigger = (root / "lib/systemd/system/systemd-udev-trigger.service").read_text()
+    missing = [line for line in COLDPLUG_PACKAGED if line not in trigger.splitlines()]
+    if missing:
+        raise BoxBuildError(f"systemd-udev-trigger.service lacks {missing[0]!r}: look at COLDPLUG_* again")
+    write_file(root, "etc/systemd/system/systemd-udev-trigger.service.d/labgen-coldplug.conf",
+               COLDPLUG_DROPIN)
     write_file(root, "etc/systemd/journald.conf.d/labgen.conf", JOURNALD_CONF)
     write_file(root, "etc/systemd/system/background.slice", BACKGROUND_SLICE)
     for unit in BACKGROUND_UNITS:

@@ -33,7 +33,7 @@ def box_version(recipe: BoxRecipe, pubkey: str = "") -> str:
         bootorder.OVS_DAEMON_UNITS, bootorder.BACKGROUND_AFTER, bootorder.OVS_DAEMON_DROPIN, bootorder.MASKED_GENERATORS,
         guest.OVS_DATABASE, guest.SSHD_PAM_DROPPED, guest.UNPROBED_ALTERNATIVES,
         guest.MODPROBE_BLACKLIST,
-        guest.INITRAMFS_CONF, guest.INITRAMFS_MODULES, bootorder.JOURNALD_CONF,
+        guest.INITRAMFS_CONF, guest.INITRAMFS_MODULES, bootorder.JOURNALD_CONF, bootorder.COLDPLUG_DROPIN,
         disk.GRUB_EARLY_CFG, disk.GRUB_CORE_MODULES, BOX_VAGRANTFILE,
     )
     return f"{recipe.base_version}.{int(digest[:6], 16)}"

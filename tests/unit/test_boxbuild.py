@@ -216,7 +216,7 @@ def test_version_and_rootfs_key_of_the_shipped_recipe_are_unchanged():
     # The box in the cache and in Vagrant on every host carries these: a different value is
     # a rebuild everywhere. Update them only with a deliberate change to the recipe.
     r = get_recipe("debian12")
-    assert box_version(r, VAGRANT_PUB) == "1.5.0.267681"
+    assert box_version(r, VAGRANT_PUB) == "1.5.0.7867146"
     assert rootfs_key(r) == "cbd91b6910c7"
 
 
@@ -236,6 +236,14 @@ def test_version_is_stable_vagrant_compatible_and_tracks_the_recipe():
     assert rootfs_key(reordered) == rootfs_key(r)        # debootstrap gets the same set
     assert rootfs_key(replace(r, suite="trixie")) != rootfs_key(r)
     assert rootfs_key(replace(r, hostname="other")) == rootfs_key(r)
+
+
+def test_a_packaged_coldplug_that_changed_fails_the_build(debootstrapped):
+    unit = debootstrapped / "lib/systemd/system/systemd-udev-trigger.service"
+    unit.write_text("[Service]\nExecStart=-udevadm trigger --action=add\n")
+    with pytest.raises(BoxBuildError, match=r"^systemd-udev-trigger.service lacks 'ExecStart=-udevadm trigger "
+                       r"--type=all .*': look at COLDPLUG_\* again$"):
+        bootorder.configure_units(debootstrapped)
 
 
 def test_version_tracks_the_guest_files(monkeypatch):
@@ -311,18 +319,18 @@ def fake_host(monkeypatch):
 
 def test_build_box_reuses_without_building(fake_host, tmp_path):
     steps, listed = fake_host
-    listed.add(("labgen/debian12", "libvirt", "1.5.0.267681"))
-    box = tmp_path / "labgen-debian12-1.5.0.267681.box"
+    listed.add(("labgen/debian12", "libvirt", "1.5.0.7867146"))
+    box = tmp_path / "labgen-debian12-1.5.0.7867146.box"
     box.write_bytes(b"box")
     lines: list[str] = []
     built = build_box(cache_dir=tmp_path, progress=lines.append)
-    assert built == build.BuiltBox("labgen/debian12", "1.5.0.267681", box, reused=True)
-    assert steps == [] and lines == [f"reused labgen/debian12 1.5.0.267681 (libvirt): {box}"]
+    assert built == build.BuiltBox("labgen/debian12", "1.5.0.7867146", box, reused=True)
+    assert steps == [] and lines == [f"reused labgen/debian12 1.5.0.7867146 (libvirt): {box}"]
 
 
 def test_cached_box_missing_from_vagrant_is_only_added(fake_host, tmp_path):
     steps, _listed = fake_host
-    (tmp_path / "labgen-debian12-1.5.0.267681.box").write_bytes(b"box")
+    (tmp_path / "labgen-debian12-1.5.0.7867146.box").write_bytes(b"box")
     built = build_box(cache_dir=tmp_path, progress=lambda _: None)
     assert steps == ["box add"] and built.reused
 
@@ -351,7 +359,7 @@ def test_full_build_runs_every_step_and_removes_older_boxes(fake_host, tmp_path,
     assert steps == ["debootstrap", "image", "package", "box add"] and not built.reused
     assert not (tmp_path / "labgen-debian12-1.0.0.1.box").exists()
     assert said == ["removed older cached labgen-debian12-1.0.0.1.box"]
-    assert "build labgen/debian12 1.5.0.267681 action=build" in \
+    assert "build labgen/debian12 1.5.0.7867146 action=build" in \
         (tmp_path / "build-debian12.log").read_text()
 
 
@@ -433,6 +441,9 @@ PACKAGED_UNITS = {
     "lib/systemd/system/systemd-user-sessions.service":
         "[Unit]\nDescription=Permit User Sessions\n"
         "After=remote-fs.target nss-user-lookup.target network.target home.mount\n",
+    "lib/systemd/system/systemd-udev-trigger.service":      # systemd 252
+        "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=-udevadm trigger --type=all "
+        "--action=add --prioritized-subsystem=module,block,tpmrm,net,tty,input\n",
 }
 
 
@@ -541,6 +552,14 @@ def test_guest_configuration(debootstrapped):
     assert os.readlink(units / "modprobe@drm.service") == "/dev/null"
     assert os.readlink(units / "sys-kernel-tracing.mount") == "/dev/null"
     assert "Storage=volatile" in (root / "etc/systemd/journald.conf.d/labgen.conf").read_text()
+    # udev's coldplug: what a lab VM uses, not every tty, VT console and ACPI object
+    coldplug = [ln for ln in (units / "systemd-udev-trigger.service.d/labgen-coldplug.conf")
+                .read_text().splitlines() if ln.startswith("ExecStart=")]
+    assert coldplug[0] == "ExecStart=" and len(coldplug) == 5
+    assert "--subsystem-match=net" in coldplug[2] and "--subsystem-match=block" in coldplug[2]
+    assert "tty" not in coldplug[2] and "acpi" not in coldplug[2]
+    assert coldplug[3].endswith("--subsystem-match=tty --sysname-match=ttyS0")
+    assert coldplug[4].endswith("--subsystem-match=acpi --sysname-match=LNXPWRBN:00")
     assert "virtio_net" in (root / "etc/initramfs-tools/modules").read_text()
     assert "blacklist kvm_amd\n" in (root / "etc/modprobe.d/labgen.conf").read_text()
     assert "MODULES=list" in (root / "etc/initramfs-tools/conf.d/labgen.conf").read_text()
