@@ -23,10 +23,12 @@ from labgen.errors import HostError, ProviderError
 # Vagrant phones home for updates unless told not to; these labs may be air-gapped.
 ENV = {"VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_BOX_UPDATE_CHECK_DISABLE": "1",
        "VAGRANT_DEFAULT_PROVIDER": "libvirt"}
-# Set by labgen for `vagrant up`: the directory where labgen marks each machine whose SSH
-# answered labgen's own connection; the Vagrantfile's wait for SSH ends on that mark instead
-# of logging in itself (templates/libvirt/Vagrantfile.j2).
-SSH_READY_ENV = "LABGEN_SSH_READY_DIR"
+# Set by labgen for `vagrant up`: the directory where the Vagrantfile writes how to reach
+# each machine once it has its address (MACHINE.ssh-config, as `vagrant ssh-config` says it)
+# and labgen marks each machine whose SSH answered labgen's own connection (a file MACHINE),
+# which ends Vagrant's wait for SSH without a login of its own
+# (templates/libvirt/Vagrantfile.j2).
+SSH_DIR_ENV = "LABGEN_SSH_DIR"
 TIMEOUT = 120.0     # seconds; Ruby alone takes a few to start
 # A streamed run whose caller names no bound: `vagrant box add` (a box downloaded from a URL,
 # hundreds of MB, or added from the local build in seconds). Past it the run is stuck.

@@ -3,6 +3,7 @@ labgen's first SSH connection that works, which then ends Vagrant's wait), and t
 "SSH ready" is said once per node. The real thing is in tests/e2e/test_vm_e2e.py."""
 from __future__ import annotations
 
+import subprocess
 import threading
 
 import pytest
@@ -77,31 +78,127 @@ def test_the_wait_for_ssh_has_an_end(tmp_path, monkeypatch):
         up._wait_for_ssh(BootingGuest(refusals=10**9), "node1")
 
 
-def test_vagrant_up_ends_its_wait_for_ssh_on_labgens_mark(tmp_path, monkeypatch):
-    """`vagrant up` is told where labgen marks each guest whose SSH answered labgen's own
-    connection (the Vagrantfile's wait for SSH ends there, without a login of Vagrant's);
-    an earlier up's marks are gone first."""
-    up = _bringup(tmp_path, [])
-    ready = bringup.ssh_ready_dir(tmp_path)
-    ready.mkdir(parents=True)
-    (ready / "node2").touch()       # an earlier up's mark
-    started: dict[str, object] = {}
+SAID = """Host node1
+  HostName 198.19.66.130
+  User vagrant
+  Port 22
+  UserKnownHostsFile /dev/null
+  StrictHostKeyChecking no
+  PasswordAuthentication no
+  IdentityFile /root/.vagrant.d/insecure_private_key
+  IdentitiesOnly yes
+  LogLevel FATAL
+"""
 
-    class Proc:
-        pid = 4242
+
+class Vagrant:
+    """`vagrant up` as Bringup starts it (vagrant_cli.start): running until told it ended. Its
+    PID is a real process in a session of its own (a sleep of this test's), which a halt
+    kills with its group as it would kill Vagrant's."""
+
+    def __init__(self) -> None:
+        self.code: int | None = None
+        self.proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
+        self.pid = self.proc.pid
+
+    def poll(self) -> int | None:
+        return self.code
+
+
+def _started(tmp_path, monkeypatch, vagrantfile: str, vagrants: list[Vagrant]):
+    """A Bringup whose `vagrant up` was started (no lines read): the fake, and its env."""
+    (tmp_path / "Vagrantfile").write_text(vagrantfile)
+    hv = Hypervisor("local", LOCAL_URI, ("node1", "node2"), ".")
+    up = bringup.Bringup(hv, tmp_path, tmp_path / "vagrant.log", lambda node, what: None, {},
+                         tmp_path / "logs")
+    vagrant, env = Vagrant(), {}
+    vagrants.append(vagrant)
 
     def start(args, cwd=None, timeout=None, extra_env=None):
-        started.update(args=args, env=extra_env)
-        return Proc()
+        env.update(extra_env or {})
+        return vagrant
 
     monkeypatch.setattr(bringup.vagrant_cli, "start", start)
-    monkeypatch.setattr(up, "_thread", threading.Thread(target=lambda: None))    # no lines to read
+    monkeypatch.setattr(up, "_thread", threading.Thread(target=lambda: None))
+    monkeypatch.setattr(bringup, "SSH_RETRY", 0.001)
     up.start()
     if up._console is not None:
         up._console.stop()
-    assert started["env"] == {bringup.vagrant_cli.SSH_READY_ENV: str(ready.resolve())}
-    assert list(ready.iterdir()) == []
-    monkeypatch.setattr(bringup, "SSH_RETRY", 0.001)
+    return up, vagrant, env
+
+
+@pytest.fixture
+def vagrants():
+    """The fake Vagrants a test started: each one's sleep ends with the test."""
+    started: list[Vagrant] = []
+    yield started
+    for v in started:
+        if v.proc.poll() is None:
+            v.proc.kill()
+        v.proc.wait()
+
+
+def test_vagrant_says_how_to_reach_a_guest_and_labgen_ends_its_wait(tmp_path, monkeypatch, vagrants):
+    """Under labgen, Vagrant writes each machine's ssh-config into a directory that labgen
+    names, once the machine has its address; labgen's target comes from there (no `vagrant
+    ssh-config`), and a file named after the machine ends Vagrant's wait once labgen's own
+    connection worked. An earlier up's files are gone first; once every machine's
+    ssh-config is there, labgen keeps them for its later commands."""
+    said = bringup.ssh_dir(tmp_path)
+    said.mkdir(parents=True)
+    (said / "node2").touch()        # an earlier up's mark
+    monkeypatch.setattr(bringup, "fetch_ssh_config", lambda project: pytest.fail("vagrant ssh-config"))
+    up, _, env = _started(tmp_path, monkeypatch, f"if ENV['{bringup.vagrant_cli.SSH_DIR_ENV}']\n", vagrants)
+    assert env == {bringup.vagrant_cli.SSH_DIR_ENV: str(said.resolve())}
+    assert list(said.iterdir()) == []
+    (said / "node1.ssh-config").write_text(SAID)
+    assert up._target("node1") == SSHTarget("198.19.66.130", 22, "vagrant",
+                                            "/root/.vagrant.d/insecure_private_key", None)
+    assert not bringup.ssh_config_cache(tmp_path).exists()     # node2's is not there yet
     guest = BootingGuest(refusals=2)
     up._wait_for_ssh(guest, "node1")
-    assert guest.tries == 3 and [p.name for p in ready.iterdir()] == ["node1"]
+    assert guest.tries == 3 and sorted(p.name for p in said.iterdir()) == ["node1", "node1.ssh-config"]
+    (said / "node2.ssh-config").write_text(SAID.replace("node1", "node2").replace(".130", ".131"))
+    assert up._target("node2").host == "198.19.66.131"
+    assert bringup.ssh_config_cache(tmp_path).read_text() == \
+        SAID + SAID.replace("node1", "node2").replace(".130", ".131")
+
+
+def test_a_vagrantfile_that_does_not_say_is_asked_with_vagrant_ssh_config(tmp_path, monkeypatch, vagrants):
+    """A lab rendered by an earlier labgen: no directory named to Vagrant (it checks SSH
+    itself), and `vagrant ssh-config` gives the target."""
+    asked: list[object] = []
+
+    def ssh_config(project):
+        asked.append(project)
+        return SAID
+
+    monkeypatch.setattr(bringup, "fetch_ssh_config", ssh_config)
+    up, _, env = _started(tmp_path, monkeypatch, "lv.driver = 'qemu'\n", vagrants)
+    assert env == {} and not bringup.ssh_dir(tmp_path).exists()
+    assert up._target("node1").host == "198.19.66.130" and asked == [tmp_path]
+    up._wait_for_ssh(BootingGuest(refusals=0), "node1")
+    assert not bringup.ssh_dir(tmp_path).exists()
+
+
+def test_a_vagrant_that_ended_without_saying_falls_back_and_a_halt_stops_the_wait(tmp_path, monkeypatch,
+                                                                                 vagrants):
+    monkeypatch.setattr(bringup, "fetch_ssh_config", lambda project: SAID)
+    up, vagrant, _ = _started(tmp_path, monkeypatch, f"ENV['{bringup.vagrant_cli.SSH_DIR_ENV}']\n", vagrants)
+    vagrant.code = 1        # vagrant up failed before the guest had an address
+    assert up._target("node1").host == "198.19.66.130"
+    vagrant.code = None
+    failed: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            up._target("node2")
+        except ProviderError as exc:
+            failed.append(exc)
+
+    waiter = threading.Thread(target=target)
+    waiter.start()
+    up.kill(because="local")
+    waiter.join(timeout=30)
+    assert not waiter.is_alive() and [str(e) for e in failed] == ["node2: stopped while waiting for SSH"]
+    assert vagrant.proc.wait(timeout=30) == -9      # the halt killed "Vagrant"'s group

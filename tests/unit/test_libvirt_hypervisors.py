@@ -160,20 +160,32 @@ def guests_answer_ssh(monkeypatch) -> list[str]:
     return connected
 
 
-def test_ssh_config_is_asked_while_the_guests_boot_and_scripts_start_at_ssh_ready(tmp_path, monkeypatch):
-    """Once every node of a project has its address, `vagrant ssh-config` runs beside
-    `vagrant up` (it takes no machine lock), and each node's script starts as soon as labgen's
-    own connection to the guest works, before Vagrant's "ready" line: the stand-in `up` says
-    the guests are ready only after both scripts ran (an event, not a clock), on the address
-    ssh-config gave; its answer is also what verify later reads. (The script's run over SSH:
+@pytest.mark.parametrize("vagrantfile", ["says", "earlier"])
+def test_scripts_start_on_labgens_connection_to_the_address_vagrant_gave(tmp_path, monkeypatch, vagrantfile):
+    """Each node's script starts as soon as labgen's own connection to the guest works, on
+    the address Vagrant gave, and that address is also what verify later reads. "says": the
+    Vagrantfile writes each machine's ssh-config into LABGEN_SSH_DIR once it has its address,
+    and Vagrant's wait ends on labgen's mark there (the stand-in `up` says "ready" only after
+    both marks: an event, not a clock); `vagrant ssh-config` is never asked. "earlier": a
+    Vagrantfile of an earlier labgen, without that: `vagrant ssh-config` runs beside
+    `vagrant up` once every node has its address (it takes no machine lock), and the stand-in
+    says "ready" only after both scripts ran. (The script's run over SSH:
     tests/e2e/test_ssh_runner.py; the wait for a booting guest's sshd: test_bringup.py.)"""
     lab = build_lab(Options(tunnel="gre", libvirt_driver="qemu", name="x"))
     lab_dir = tmp_path / "lab"
     write_lab(lab, lab_dir, providers.get(lab.provider))
+    if vagrantfile == "earlier":
+        file = lab_dir / "Vagrantfile"
+        file.write_text(file.read_text().replace("LABGEN_SSH_DIR", "LABGEN_UNSET"))
     monkeypatch.setattr("labgen.vagrant.boxfetch.ensure_box", lambda *a, **k: False)
     monkeypatch.setattr("labgen.providers.libvirt.provider.kvm_access_drift", lambda *a: None)
     virsh = fake(tmp_path, monkeypatch, "virsh", "")   # the lab's management network, defined
     asked, ran = tmp_path / "ssh-config-asked", tmp_path / "scripts-ran"
+    say = ('for n in 1 2; do printf "Host node$n\\n  HostName 10.0.0.$n\\n  User vagrant\\n  Port 22\\n'
+           '  IdentityFile /k\\n" > "$LABGEN_SSH_DIR/node$n.ssh-config"; done')
+    wait = ('[ -e "$LABGEN_SSH_DIR/node1" ] && [ -e "$LABGEN_SSH_DIR/node2" ] && [ ! -e "{asked}" ]'
+            if vagrantfile == "says" else '[ -e "{asked}" ] && [ "$(wc -l < "{ran}" 2>/dev/null)" = 2 ]'
+            ).format(asked=asked, ran=ran)
     fake(tmp_path, monkeypatch, "vagrant", f"""
 case "$1" in
   up) [ "$2 $3 $4" = "--provider libvirt --no-provision" ] || exit 3
@@ -181,8 +193,9 @@ case "$1" in
       touch .vagrant/machines/node1/libvirt/id .vagrant/machines/node2/libvirt/id
       echo "==> node1: Waiting for machine to boot. This may take a few minutes..."
       echo "==> node2: Waiting for machine to boot. This may take a few minutes..."
-      i=0; while [ "$(cat "{ran}" 2>/dev/null | wc -l)" -lt 2 ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done
-      [ -e "{asked}" ] && [ "$(wc -l < "{ran}")" = 2 ] || exit 4
+      {say if vagrantfile == "says" else '[ -z "$LABGEN_SSH_DIR" ] || exit 5'}
+      i=0; while ! {{ {wait}; }} && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done
+      {wait} || exit 4
       echo "==> node1: Machine booted and ready!"
       echo "==> node2: Machine booted and ready!" ;;
   ssh-config) touch "{asked}"
@@ -202,8 +215,10 @@ esac""")
     seen: list[tuple[str, str]] = []
     provider = LibvirtProvider()
     provider.up(lab, lab_dir, lambda who, what: seen.append((who, what)))
-    # up ended only because both scripts ran while it waited, before its "ready" lines
+    # up ended only because labgen's connections worked (or, earlier, both scripts ran)
+    # while it waited, before its "ready" lines
     assert sorted(ran.read_text().splitlines()) == ["node1 10.0.0.1 node1.sh", "node2 10.0.0.2 node2.sh"]
+    assert asked.exists() == (vagrantfile == "earlier")
     assert sorted(connected) == ["10.0.0.1", "10.0.0.2"]
     assert ("node1", "provisioned in 0.5 s") in seen
     # "SSH ready" once per node: labgen's, not Vagrant's again
@@ -215,7 +230,7 @@ esac""")
                    "dnsmasq's ping check)") in seen
     fake(tmp_path, monkeypatch, "vagrant", "exit 1")    # from now on, Vagrant would fail
     # The scripts' connections are handed over once, to any provider object of this process
-    # (create's verify makes its own): then new ones, from ssh-config's answer.
+    # (create's verify makes its own): then new ones, from ssh-config's answer as kept.
     assert LibvirtProvider().runner(lab, lab_dir, "node1") is used["node1"]
     assert provider.runner(lab, lab_dir, "node2") is used["node2"]
     again = provider.runner(lab, lab_dir, "node2")

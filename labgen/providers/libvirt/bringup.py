@@ -36,21 +36,31 @@ STAGES = [
 ]
 # Stages before a guest has its address: `vagrant ssh-config` cannot answer for it yet.
 BEFORE_ADDRESS = ("creating", "booting", "waiting for an IP address")
-# Once every guest has its address, labgen tries SSH itself, this often while the answer is
-# "connection refused" (sshd not up yet: the guest's kernel answers at once), and starts the
-# node's script on the first connection that works, and marks the machine so that Vagrant's
-# wait for it ends without a login of its own (ssh_ready_dir; docs/benchmarks.md). Through
-# another hypervisor each try is an ssh to it: less often.
+# Once a guest has its address (Vagrant writes how to reach it, ssh_dir), labgen tries SSH
+# itself, this often while the answer is "connection refused" (sshd not up yet: the guest's
+# kernel answers at once), starts the node's script on the first connection that works, and
+# marks the machine so that Vagrant's wait for it ends without a login of its own
+# (docs/benchmarks.md). Through another hypervisor each try is an ssh to it: less often.
 SSH_RETRY = 0.25
 SSH_RETRY_PROXIED = 1.0
 _NODE_LINE = re.compile(r"^(?:==> )?(node\d+): (.*)$")
 TAIL = 12
 
 
-def ssh_ready_dir(project: Path) -> Path:
-    """Where labgen marks each machine of this `vagrant up` whose SSH answered labgen: the
-    Vagrantfile's wait for SSH ends there (vagrant_cli.SSH_READY_ENV)."""
-    return project / ".vagrant" / "labgen-ssh-ready"
+def ssh_dir(project: Path) -> Path:
+    """Where, during a `vagrant up`, the Vagrantfile writes how to reach each machine
+    (MACHINE.ssh-config) and labgen marks each machine whose SSH answered labgen (MACHINE),
+    which ends Vagrant's wait for it (vagrant_cli.SSH_DIR_ENV)."""
+    return project / ".vagrant" / "labgen-ssh"
+
+
+def says_ssh_config(project: Path) -> bool:
+    """Whether the project's Vagrantfile writes each machine's ssh-config into ssh_dir()
+    (one rendered by an earlier labgen does not: `vagrant ssh-config` is asked instead)."""
+    try:
+        return vagrant_cli.SSH_DIR_ENV in (project / "Vagrantfile").read_text()
+    except OSError:
+        return False
 
 
 def ssh_config_cache(project: Path) -> Path:
@@ -102,6 +112,8 @@ class Bringup:
         self._proc: subprocess.Popen[bytes] | None = None
         self._thread = threading.Thread(target=self._run, name=f"vagrant-up-{hv.name}", daemon=True)
         self._prefetch: threading.Thread | None = None
+        self._said: Path | None = None      # ssh_dir() of this up, if its Vagrantfile writes there
+        self._stage: dict[str, str] = {}    # each node's stage, as Vagrant's lines say it
         self._config_lock = threading.Lock()
         self._scripts: dict[str, threading.Thread] = {}
         self._runners: dict[str, SSHRunner] = {}
@@ -139,12 +151,14 @@ class Bringup:
                 {n: self.logs / f"{n}-console.log" for n in self.hv.nodes},
                 lambda node, phase: self.progress(node, phase.said()))
             self._console.start()
-        ready = ssh_ready_dir(self.project)
-        shutil.rmtree(ready, ignore_errors=True)    # marks of an earlier up
-        ready.mkdir(parents=True)
+        extra_env = {}
+        if says_ssh_config(self.project):
+            self._said = ssh_dir(self.project)
+            shutil.rmtree(self._said, ignore_errors=True)      # an earlier up's
+            self._said.mkdir(parents=True)
+            extra_env[vagrant_cli.SSH_DIR_ENV] = str(self._said.resolve())
         self._proc = vagrant_cli.start(["up", "--provider", "libvirt", "--no-provision"], cwd=self.project,
-                                       timeout=vagrant_cli.up_timeout(self.project),
-                                       extra_env={vagrant_cli.SSH_READY_ENV: str(ready.resolve())})
+                                       timeout=vagrant_cli.up_timeout(self.project), extra_env=extra_env)
         self.started(self._proc.pid)
         self._thread.start()
 
@@ -152,7 +166,7 @@ class Bringup:
         if self._proc is None:      # running already: no vagrant up
             self._provision_all()
             return
-        stage: dict[str, str] = {}
+        stage = self._stage
         tail: list[str] = []
         try:
             with open(self.log, "a") as log:
@@ -164,7 +178,10 @@ class Bringup:
                     node = track(line, stage, self._vagrant_progress)
                     if any(s != "creating" for s in stage.values()):
                         self.past_creation.set()
-                    if self._prefetch is None and set(stage) >= set(self.hv.nodes) and \
+                    if self._said is not None:      # each guest's script, once it has its address
+                        if node is not None and stage[node] not in BEFORE_ADDRESS:
+                            self._start_script(node)
+                    elif self._prefetch is None and set(stage) >= set(self.hv.nodes) and \
                             not any(s in BEFORE_ADDRESS for s in stage.values()):
                         self._prefetch = threading.Thread(target=self._prefetch_ssh_config, daemon=True)
                         self._prefetch.start()
@@ -232,8 +249,8 @@ class Bringup:
                 if time.monotonic() > deadline:
                     raise ProviderError(f"{node}: no SSH: {exc}") from exc
             self._stop.wait(pause)      # a poll of the guest's port, ended early by a halt
-        if self._proc is not None:      # Vagrant's wait for this machine ends (the Vagrantfile)
-            (ssh_ready_dir(self.project) / node).touch()
+        if self._said is not None:      # Vagrant's wait for this machine ends (the Vagrantfile)
+            (self._said / node).touch()
         if self._say_ready(node):
             self.progress(node, "SSH ready")
 
@@ -250,6 +267,9 @@ class Bringup:
 
     def _target(self, node: str) -> SSHTarget:
         from labgen.nodes.ssh import parse_ssh_config
+        said = self._said_target(node)
+        if said is not None:
+            return said
         if self._prefetch is not None:
             self._prefetch.join()
         targets: dict[str, SSHTarget] = {}
@@ -265,6 +285,34 @@ class Bringup:
         if node not in targets:
             raise ProviderError(f"{node}: vagrant ssh-config gave no address for it")
         return targets[node]
+
+    def _said_target(self, node: str) -> SSHTarget | None:
+        """How to reach `node` as this up's Vagrant wrote it (MACHINE.ssh-config in ssh_dir()),
+        waited for; once every machine's is there, they are kept as `vagrant ssh-config`'s
+        answer (ssh_config_cache) for labgen's later commands. None: no such file to wait for
+        (no vagrant up, or a Vagrantfile that does not write it, or a vagrant up that ended or
+        found the guest ready by itself)."""
+        from labgen.nodes.ssh import parse_ssh_config
+        if self._said is None or self._proc is None:
+            return None
+        path = self._said / f"{node}.ssh-config"
+        while not path.exists():
+            if self._halted:
+                raise ProviderError(f"{node}: stopped while waiting for SSH")
+            if self._proc.poll() is not None or self._stage.get(node) == "SSH ready":
+                return None
+            self._stop.wait(0.1)    # a file's stat, while Vagrant waits for the address
+        try:
+            target = parse_ssh_config(path.read_text()).get(node)
+        except ValueError as exc:
+            raise ProviderError(f"{node}: Vagrant's ssh-config for it gave no address: {exc}") from exc
+        if target is None:
+            raise ProviderError(f"{node}: Vagrant's ssh-config names another machine ({path})")
+        with self._config_lock:
+            texts = [self._said / f"{n}.ssh-config" for n in self.hv.nodes]
+            if all(t.exists() for t in texts):
+                ssh_config_cache(self.project).write_text("".join(t.read_text() for t in texts))
+        return target
 
     def _start_script(self, node: str) -> None:
         if node in self._scripts or self._halted:

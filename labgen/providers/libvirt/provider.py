@@ -135,7 +135,7 @@ class LibvirtProvider:
         for hv in hypervisors(lab):
             back = "/".join(".." for _ in Path(hv.project).parts) or "."
             out[str(Path(hv.project) / "Vagrantfile")] = tpl.render(
-                lab=lab, hv=hv, lab_dir=back, ssh_ready_env=vagrant_cli.SSH_READY_ENV,
+                lab=lab, hv=hv, lab_dir=back, ssh_dir_env=vagrant_cli.SSH_DIR_ENV,
                 boot=direct_boot(lab.box, hv, emulated=settings_of(lab).emulated))
         return out
 
