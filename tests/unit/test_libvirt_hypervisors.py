@@ -376,3 +376,16 @@ def test_up_skips_vagrant_only_when_every_guest_runs_in_its_recorded_domain(spli
     assert running_as_recorded(lab, lab_dir, local)
     record.write_text("u-gone")                                 # a domain that stopped or went
     assert not running_as_recorded(lab, lab_dir, local)
+
+
+@pytest.mark.parametrize("answer, line", [
+    ('echo "Vagrant failed to initialize at a very early stage: a lock" >&2; exit 1',
+     "`vagrant plugin list` failed (exit 1): Vagrant failed to initialize at a very early stage: a lock"),
+    ('echo "vagrant-share (2.0.0, global)"', "vagrant plugin vagrant-libvirt (package vagrant-libvirt)"),
+])
+def test_a_vagrant_that_cannot_list_its_plugins_is_not_called_pluginless(tmp_path, monkeypatch, answer, line):
+    """`vagrant plugin list` that fails is Vagrant's own error, said as such; one that answers
+    without vagrant-libvirt is the missing plugin."""
+    lab = build_lab(Options(tunnel="gre", libvirt_driver="qemu", name="x"))
+    fake(tmp_path, monkeypatch, "vagrant", answer)
+    assert any(line in problem for problem in hostchecks.host_problems(lab))

@@ -47,7 +47,11 @@ def host_problems(lab: Lab) -> list[str]:
     tools = {cmd: DEBIAN_PACKAGES[cmd] for cmd in needed}
     missing = missing_tools(tools, system_dirs=("libvirtd", "qemu-system-x86_64", "dnsmasq"))
     vagrant = shutil.which("vagrant") is not None
-    if not vagrant or not has_plugin():
+    plugins = vagrant_cli.run(["plugin", "list"], timeout=60) if vagrant else None
+    if plugins is not None and plugins.returncode != 0:     # not a missing plugin: say Vagrant's words
+        said = (plugins.stderr or plugins.stdout).strip().splitlines() or ["no output"]
+        problems.append(f"`vagrant plugin list` failed (exit {plugins.returncode}): {said[-1].strip()}")
+    elif plugins is None or "vagrant-libvirt" not in plugins.stdout:
         missing.append("vagrant plugin vagrant-libvirt (package vagrant-libvirt)")
     if missing:
         problems.append(missing_line(missing))
@@ -119,9 +123,6 @@ def remote_problems(hv: Hypervisor) -> list[str]:
                 f"dir --target /var/lib/libvirt/images && virsh pool-start default && "
                 f"virsh pool-autostart default"]
     return []
-
-def has_plugin() -> bool:
-    return "vagrant-libvirt" in vagrant_cli.run(["plugin", "list"], timeout=60).stdout
 
 def box_problem(lab: Lab) -> str | None:
     """Only a box that is not in Vagrant AND has no download source stops the run: one
