@@ -204,10 +204,9 @@ MASKED_GENERATORS = (
 )
 
 # udev's coldplug at boot replays every device the kernel found before udevd ran through
-# udev's rules, a worker's run each: all 263 of the emulated PC's in Debian's unit (and the
-# kernel's modules), 3.7 s of
-# udevd's CPU when replayed on a running guest, 88 of them ttys and VT consoles and 58 ACPI
-# objects (docs/benchmarks.md). The box replays what a lab VM uses: disks, NICs, PCI and
+# udev's rules, a worker's run each: in Debian's unit all 263 of the emulated PC's (88 of
+# them ttys and VT consoles, 58 ACPI objects) and the kernel's modules, 3.7 s of udevd's CPU
+# when replayed on a running guest (docs/benchmarks.md). The box replays what a lab VM uses: disks, NICs, PCI and
 # virtio devices (their drivers load by alias), input devices, the platform, PnP and serio
 # devices, the memory and misc devices (their /dev modes), the serial console ttyS0 (its
 # getty waits for the device's unit) and the ACPI power button (its driver loads by alias;

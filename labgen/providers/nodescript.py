@@ -4,8 +4,9 @@ Vagrant's shell provisioner would do the same, but only after its own steps that
 guest's first SSH answer (fstab, a directory, an upload, a chown, each its own SSH session):
 ~4 s on an emulated guest before the script's first line (docs/benchmarks.md). labgen starts
 the script itself as soon as the guest answers its own SSH connection
-(labgen/providers/libvirt/bringup.py); Vagrant's wait for SSH then ends without a login. The Vagrantfile keeps the
-provisioner, so `vagrant up` / `vagrant provision` in the lab dir still give the same lab.
+(labgen/providers/libvirt/bringup.py); Vagrant's wait for SSH then ends without a login.
+The Vagrantfile keeps the provisioner, so `vagrant up` / `vagrant provision` in the lab dir
+still give the same lab.
 failure() is every provider's one line for a script that failed.
 """
 from __future__ import annotations

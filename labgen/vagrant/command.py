@@ -23,11 +23,8 @@ from labgen.errors import HostError, ProviderError
 # Vagrant phones home for updates unless told not to; these labs may be air-gapped.
 ENV = {"VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_BOX_UPDATE_CHECK_DISABLE": "1",
        "VAGRANT_DEFAULT_PROVIDER": "libvirt"}
-# Set by labgen for `vagrant up`: the directory where the Vagrantfile writes how to reach
-# each machine once it has its address (MACHINE.ssh-config, as `vagrant ssh-config` says it)
-# and labgen marks each machine whose SSH answered labgen's own connection (a file MACHINE),
-# which ends Vagrant's wait for SSH without a login of its own
-# (templates/libvirt/Vagrantfile.j2).
+# Set by labgen for `vagrant up`: the directory through which the Vagrantfile and labgen
+# hand each machine's SSH over (labgen/providers/libvirt/bringup.py, ssh_dir).
 SSH_DIR_ENV = "LABGEN_SSH_DIR"
 TIMEOUT = 120.0     # seconds; Ruby alone takes a few to start
 # A streamed run whose caller names no bound: `vagrant box add` (a box downloaded from a URL,
