@@ -15,6 +15,7 @@ import secrets
 import select
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import paramiko
@@ -53,9 +54,12 @@ class RootShell:
     def close(self) -> None:
         self.chan.close()
 
-    def run(self, command: str, deadline: float) -> Outcome:
+    def run(self, command: str, deadline: float,
+            on_output: Callable[[str], None] | None = None) -> Outcome:
         """Run `command` and read its output until both markers arrived, the shell ended, or
-        the monotonic `deadline` passed (the shell is then closed: it is still busy)."""
+        the monotonic `deadline` passed (the shell is then closed: it is still busy).
+        `on_output` gets stdout as it comes, in whole lines (the last piece may lack its
+        newline), never the marker."""
         chan = self.chan
         mark = b"@@labgen-" + secrets.token_hex(8).encode()
         on_out = re.compile(re.escape(mark) + rb" (\d+)\n")
@@ -67,6 +71,14 @@ class RootShell:
             return Outcome(None, b"", b"", ended=True)
         out, err = bytearray(), bytearray()
         got_out = got_err = None
+        passed_on = 0     # stdout bytes given to on_output so far
+
+        def pass_on(end: int) -> None:
+            nonlocal passed_on
+            if on_output is not None and end > passed_on:
+                # whole lines: a UTF-8 character never spans a newline
+                on_output(text(bytes(out[passed_on:end])))
+            passed_on = max(passed_on, end)
         while True:
             # Drain both streams as data arrives: waiting on one while the other fills the SSH
             # window would deadlock.
@@ -80,6 +92,8 @@ class RootShell:
                 got_out = on_out.search(out, max(0, seen_out - len(mark) - 16))
             if got_err is None and len(err) > seen_err:
                 got_err = on_err.search(err, max(0, seen_err - len(mark) - 2))
+            # The marker ends with a newline, so a whole line read is never a marker not yet found.
+            pass_on(got_out.start() if got_out else out.rfind(b"\n") + 1)
             if got_out and got_err:
                 if got_out.end() != len(out) or got_err.end() != len(err):
                     self.close()    # something still writes to the shell's streams: not reusable
@@ -87,6 +101,7 @@ class RootShell:
                 return Outcome(int(got_out.group(1)), bytes(out[:got_out.start()]),
                                bytes(err[:got_err.start()]))
             if (chan.eof_received or chan.closed) and not chan.recv_ready() and not chan.recv_stderr_ready():
+                pass_on(len(out))
                 # The shell ended (sudo refused, the connection dropped): its exit status,
                 # which follows its EOF closely, says why.
                 chan.status_event.wait(max(0.0, min(5.0, deadline - time.monotonic())))
@@ -95,8 +110,14 @@ class RootShell:
                 return Outcome(code, bytes(out), bytes(err), ended=True)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                pass_on(len(out))
                 self.close()
                 return Outcome(None, bytes(out), bytes(err), timed_out=True)
             # The channel's fileno becomes readable on new data, EOF or close; the cap is only
             # a safety net.
             select.select([chan], [], [], min(remaining, 0.5))
+
+
+def text(data: bytes) -> str:
+    """Bytes read from a node, decoded whole (a character split across reads survives)."""
+    return data.decode("utf-8", errors="replace")

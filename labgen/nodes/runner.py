@@ -6,7 +6,7 @@ node (LocalRunner with an nsenter prefix) and on a VM (SSHRunner in labgen.nodes
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -43,10 +43,12 @@ class Runner(Protocol):
     # emulated VM stretches them (a starved guest may take many times longer, and is not hung).
     timeout_scale: float
 
-    def run(self, command: str, timeout: float = 30.0) -> Result:
+    def run(self, command: str, timeout: float = 30.0,
+            on_output: Callable[[str], None] | None = None) -> Result:
         """Run a shell command as root on the node. A failing command is a Result with a
         non-zero exit code; an overrun gives exit code TIMEOUT_EXIT. Raises RunnerError only
-        when the node cannot be reached at all."""
+        when the node cannot be reached at all. `on_output`, if given, gets stdout in whole
+        lines as they come (a runner that cannot stream gives it all once, at the end)."""
         ...
 
     def start(self, command: str) -> NodeProcess:
@@ -67,7 +69,8 @@ class LocalRunner:
         self.node = node
         self.prefix = list(prefix)
 
-    def run(self, command: str, timeout: float = 30.0) -> Result:
+    def run(self, command: str, timeout: float = 30.0,
+            on_output: Callable[[str], None] | None = None) -> Result:
         argv = [*self.prefix, "sh", "-c", command]
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
@@ -77,6 +80,8 @@ class LocalRunner:
             return Result(command, TIMEOUT_EXIT, out, f"timed out after {timeout:g} s")
         except OSError as exc:
             raise RunnerError(f"{self.node}: cannot run {argv[0]}: {exc}") from exc
+        if on_output is not None and proc.stdout:
+            on_output(proc.stdout)
         return Result(command, proc.returncode, proc.stdout, proc.stderr)
 
     def start(self, command: str) -> NodeProcess:

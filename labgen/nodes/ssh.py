@@ -15,6 +15,7 @@ import shlex
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,6 +23,7 @@ import paramiko
 
 from labgen.nodes.process import CHUNK, NodeProcess
 from labgen.nodes.rootshell import SHELL, RootShell
+from labgen.nodes.rootshell import text as _text
 from labgen.nodes.runner import TIMEOUT_EXIT, Result, RunnerError
 
 # paramiko logs connection failures with full tracebacks from its transport thread; with no
@@ -292,13 +294,14 @@ class SSHRunner:
                                       f"{_cause(exc, self.target.key_file, 0)}") from exc
         raise AssertionError("unreachable")
 
-    def run(self, command: str, timeout: float = 30.0) -> Result:
+    def run(self, command: str, timeout: float = 30.0,
+            on_output: Callable[[str], None] | None = None) -> Result:
         deadline = time.monotonic() + timeout
         if not self._sessions.acquire(timeout=timeout):
             return Result(command, TIMEOUT_EXIT, "",
                           f"timed out after {timeout:g} s (waiting for a free SSH session)")
         try:
-            return self._run(command, timeout, deadline)
+            return self._run(command, timeout, deadline, on_output)
         finally:
             self._sessions.release()
 
@@ -314,11 +317,12 @@ class SSHRunner:
         transport, chan = self._open_channel(remote_command(SHELL, self.target.user, self.sudo))
         return RootShell(transport, chan)
 
-    def _run(self, command: str, timeout: float, deadline: float) -> Result:
+    def _run(self, command: str, timeout: float, deadline: float,
+             on_output: Callable[[str], None] | None) -> Result:
         timed_out = Result(command, TIMEOUT_EXIT, "", f"timed out after {timeout:g} s")
         while True:
             shell = self._shell()
-            got = shell.run(command, deadline)
+            got = shell.run(command, deadline, on_output)
             if not got.ended:
                 break
             if not shell.transport.is_active():
@@ -396,8 +400,3 @@ class SSHProcess(NodeProcess):
     def kill(self) -> None:
         self.chan.close()
         self.runner.close()
-
-
-def _text(data: bytes) -> str:
-    # Decoded whole, so a multi-byte character split across reads survives.
-    return data.decode("utf-8", errors="replace")

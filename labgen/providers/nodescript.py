@@ -7,12 +7,16 @@ the script itself as soon as the guest answers its own SSH connection
 (labgen/providers/libvirt/bringup.py); Vagrant's wait for SSH then ends without a login.
 The Vagrantfile keeps the provisioner, so `vagrant up` / `vagrant provision` in the lab dir
 still give the same lab.
+The script's own `labgen[NODE]: ...` lines are passed on as they come (`step`: the provider's
+progress), so that a user watching a slow emulated guest sees provisioning move, and the log
+holds what came so far even when the connection is lost.
 failure() is every provider's one line for a script that failed.
 """
 from __future__ import annotations
 
 import shlex
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from labgen.nodes.runner import Runner, RunnerError
@@ -35,16 +39,27 @@ def command(node: str, script: str, remote_dir: str = REMOTE_DIR) -> str:
 
 
 def provision(runner: Runner, node: str, script: Path, log: Path,
-              timeout: float = TIMEOUT, remote_dir: str = REMOTE_DIR) -> float:
-    """Run `script` on the node; its output goes to `log`. Returns the seconds it took;
-    raises ProviderError (the exit code and the log's last lines) when it fails."""
+              timeout: float = TIMEOUT, remote_dir: str = REMOTE_DIR,
+              step: Callable[[str], None] = lambda _: None) -> float:
+    """Run `script` on the node; its output goes to `log` as it comes, and each of its
+    `labgen[NODE]: WHAT` lines to `step(WHAT)`. Returns the seconds it took; raises
+    ProviderError (the exit code and the log's last lines) when it fails."""
     started = time.monotonic()
-    try:
-        res = runner.run(command(node, script.read_text(), remote_dir), timeout=timeout)
-    except RunnerError as exc:
-        raise ProviderError(f"{node}: provisioning failed: {exc}") from exc
+    tag = f"labgen[{node}]: "
     log.parent.mkdir(exist_ok=True)
-    log.write_text(res.stdout + res.stderr)
+    with open(log, "w", encoding="utf-8") as fh:
+        def came(text: str) -> None:
+            fh.write(text)
+            fh.flush()
+            for line in text.splitlines():
+                if line.startswith(tag):
+                    step(line[len(tag):])
+        try:
+            res = runner.run(command(node, script.read_text(), remote_dir), timeout=timeout,
+                             on_output=came)
+        except RunnerError as exc:
+            raise ProviderError(f"{node}: provisioning failed: {exc}") from exc
+    log.write_text(res.stdout + res.stderr)     # the whole of it, stderr too (sudo's words)
     if not res.ok:
         raise failure(node, res.exit_code, log, res.stdout + res.stderr)
     return time.monotonic() - started

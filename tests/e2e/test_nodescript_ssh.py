@@ -35,6 +35,31 @@ echo last
     assert (remote / "made").read_text() == "$HOME stays literal\n"
 
 
+def test_the_scripts_own_lines_are_passed_on_as_they_come(ssh_runner, tmp_path):
+    """Each `labgen[node1]: ...` line reaches `step` while the script still runs (here: before
+    the script goes on, which it does only once the test has seen the first line), other
+    lines and other nodes' tags do not; a last line without its newline still counts."""
+    seen_first = tmp_path / "seen-first"
+    script = tmp_path / "node1.sh"
+    script.write_text(f"""echo 'labgen[node1]: starting Open vSwitch'
+echo 'plain output'
+echo 'labgen[node2]: not this node' >&2
+while [ ! -e {seen_first} ]; do sleep 0.05; done
+printf 'labgen[node1]: done'
+""")
+    steps: list[str] = []
+
+    def step(what: str) -> None:
+        steps.append(what)
+        if what == "starting Open vSwitch":
+            seen_first.touch()     # the script waits for this: the line came while it ran
+    log = tmp_path / "node1-provision.log"
+    provision(ssh_runner, "node1", script, log, timeout=60, remote_dir=str(tmp_path / "remote"), step=step)
+    assert steps == ["starting Open vSwitch", "done"]
+    assert log.read_text() == ("labgen[node1]: starting Open vSwitch\nplain output\n"
+                               "labgen[node2]: not this node\nlabgen[node1]: done")
+
+
 def test_failing_script_is_one_error_with_its_exit_and_last_lines(ssh_runner, tmp_path):
     script = tmp_path / "node1.sh"
     script.write_text("echo starting\necho 'no such package: openvswitch' >&2\nexit 3\n")
@@ -52,28 +77,32 @@ def test_closing_the_runner_ends_a_running_script_with_an_error(ssh_runner, tmp_
     started, release = tmp_path / "started", tmp_path / "release"
     script = tmp_path / "node1.sh"
     # Ends by itself once the test is done with it (no process left behind).
-    script.write_text(f"touch {started}\nwhile [ ! -e {release} ]; do sleep 0.05; done\n")
+    script.write_text(f"echo 'labgen[node1]: waiting'\n"
+                      f"touch {started}\nwhile [ ! -e {release} ]; do sleep 0.05; done\n")
     failed: list[str] = []
+    steps: list[str] = []
 
     def run() -> None:
         try:
             provision(ssh_runner, "node1", script, tmp_path / "log", timeout=60,
-                      remote_dir=str(tmp_path / "remote"))
+                      remote_dir=str(tmp_path / "remote"), step=steps.append)
         except ProviderError as exc:
             failed.append(str(exc))
     worker = threading.Thread(target=run)
     worker.start()
     try:
         tick = threading.Event()
-        for _ in range(600):        # the script's own "started" file, polled with a bound
-            if started.exists():
+        for _ in range(600):        # the script's line and its "started" file, polled with a bound
+            if started.exists() and steps:
                 break
             tick.wait(0.05)
-        assert started.exists()
+        assert started.exists() and steps == ["waiting"]
         ssh_runner.close()
         worker.join(timeout=30)
         assert not worker.is_alive()
         assert failed and failed[0].startswith("node1: provisioning failed")
+        # what came before the connection was closed is in the log
+        assert (tmp_path / "log").read_text() == "labgen[node1]: waiting\n"
     finally:
         release.touch()
         worker.join()

@@ -205,7 +205,7 @@ esac""")
 
     used = {}
 
-    def script(runner, node, path, log, timeout=0.0):
+    def script(runner, node, path, log, timeout=0.0, step=None):
         used[node] = runner
         with open(ran, "a") as fh:
             fh.write(f"{node} {runner.target.host} {path.name}\n")
@@ -252,7 +252,7 @@ case "$1" in
   ssh-config) printf 'Host node1\\n  HostName 10.0.0.1\\n  User vagrant\\n  Port 22\\n  IdentityFile /k\\n' ;;
 esac""")
 
-    def script(runner, node, path, log, timeout=0.0):
+    def script(runner, node, path, log, timeout=0.0, step=None):
         raise ProviderError(f"{node}: provisioning failed (exit 1), see {log}: boom")
     monkeypatch.setattr("labgen.providers.nodescript.provision", script)
     guests_answer_ssh(monkeypatch)

@@ -329,7 +329,8 @@ class Bringup:
             runner = self._runners[node] = SSHRunner(node, self._target(node))
             self._wait_for_ssh(runner, node)
             self.progress(node, "provisioning")
-            took = provision(runner, node, self.scripts[node], self.logs / f"{node}-provision.log")
+            took = provision(runner, node, self.scripts[node], self.logs / f"{node}-provision.log",
+                             step=lambda what: self.progress(node, what))
         except Exception as exc:    # any failure must reach up(), not die with the thread
             if not self._halted:    # else: stopped by another failure, which is the cause
                 self.script_errors.append(str(exc) if isinstance(exc, ProviderError)

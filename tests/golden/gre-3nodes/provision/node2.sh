@@ -167,6 +167,7 @@ ovs-vsctl $stale \
   -- --may-exist add-port br2 b23.2 \
   -- --may-exist add-port br1 gre-node1 -- set interface gre-node1 type=gre options='{remote_ip=10.10.10.1}' \
   -- --may-exist add-port br1 gre-node3 -- set interface gre-node3 type=gre options='{remote_ip=10.10.10.3}'
+log "bridges br1, br2, br3: ports and gre tunnels added"
 
 # The underlay address moves from the NIC to br-phy (the addresses listed above still hold:
 # nothing in between changed them).
@@ -208,4 +209,4 @@ if [ "$host" != "$NODE" ]; then
   hostname "$NODE"
 fi
 
-log "provisioned: A2, B2 on br1/br2/br3, 2 gre tunnel(s)"
+log "done: A2, B2 on br1/br2/br3, 2 gre tunnel(s)"

@@ -155,6 +155,7 @@ ovs-vsctl $stale \
   -- --may-exist add-port br3 b23.1 \
   -- --may-exist add-port br2 b23.2 \
   -- --may-exist add-port br1 gre-node2 -- set interface gre-node2 type=gre options='{remote_ip=10.10.10.2}'
+log "bridges br1, br2, br3: ports and gre tunnels added"
 
 # Set on every run (a guest that rebooted has lost it: nothing in the guest's own config),
 # and only now: the root node adds its tunnels once this address answers.
@@ -216,6 +217,7 @@ firewalld_running() {
     # for firewalld's start job, if one is queued or running, to end, and starts nothing
     # (After= only orders); then systemd says whether firewalld is active. No polling: each
     # systemctl is a process, whose CPU an emulated guest's firewalld start needs.
+    log "firewall: waiting for firewalld's start, if it is starting"
     timeout 600 systemd-run --quiet --wait --collect -p After=firewalld.service /bin/true \
       >/dev/null 2>&1 || true
     [ "$(systemctl is-active firewalld 2>/dev/null)" = active ]
@@ -282,4 +284,4 @@ elif command -v iptables >/dev/null 2>&1; then
   fi
 fi
 
-log "provisioned: A1, B1 on br1/br2/br3, 1 gre tunnel(s)"
+log "done: A1, B1 on br1/br2/br3, 1 gre tunnel(s)"
