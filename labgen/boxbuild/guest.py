@@ -39,6 +39,48 @@ ExecStart=/usr/bin/ssh-keygen -q -N "" -t ecdsa -f /etc/ssh/ssh_host_ecdsa_key
 [Install]
 WantedBy=ssh.service
 """
+# The lab's tunnel rule, in firewalld before its first start: labgen's Vagrantfile puts it on
+# the kernel command line (TunnelKind.boot_rule: the zone file's XML in base64), and this unit
+# writes it into a pristine default zone (none in /etc yet: one that firewalld or a user saved
+# is left alone) before firewalld loads its configuration. The node script then has no
+# firewalld start to wait for (~3.4 s of the guest's CPU, in the idle slice: it came 8-23 s
+# after spanning tree's timers on a slow host, docs/benchmarks.md); it takes the mark left in
+# /run once. Without the word, or with a zone saved, nothing changes: the node script adds the
+# rule over firewalld's D-Bus interface, as on any box.
+FIREWALLD_RULE_SCRIPT = """\
+#!/bin/sh
+# labgen box: see FIREWALLD_RULE_SCRIPT in labgen/boxbuild/guest.py
+set -euf
+rule=
+for word in $(cat /proc/cmdline); do
+  case "$word" in labgen.firewalld-rule=*) rule=${word#*=} ;; esac
+done
+[ -n "$rule" ] || exit 0
+zone=$(sed -n 's/^DefaultZone=//p' /etc/firewalld/firewalld.conf)
+zone=${zone:-public}
+[ ! -e "/etc/firewalld/zones/$zone.xml" ] && [ -f "/usr/lib/firewalld/zones/$zone.xml" ] || exit 0
+xml=$(printf '%s' "$rule" | base64 -d)
+mkdir -p /etc/firewalld/zones /run/labgen
+awk -v rule="$xml" '/<\\/zone>/ { print "  " rule } { print }' "/usr/lib/firewalld/zones/$zone.xml" \\
+  > "/etc/firewalld/zones/$zone.xml.labgen"
+mv "/etc/firewalld/zones/$zone.xml.labgen" "/etc/firewalld/zones/$zone.xml"
+printf '%s\\n' "$rule" > /run/labgen/firewalld-rule
+"""
+FIREWALLD_RULE_UNIT = """\
+[Unit]
+Description=The lab's tunnel rule into firewalld's pristine default zone (labgen box)
+DefaultDependencies=no
+After=local-fs.target
+Before=firewalld.service
+ConditionKernelCommandLine=labgen.firewalld-rule
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/lib/labgen/firewalld-rule
+
+[Install]
+WantedBy=firewalld.service
+"""
 SSHD_HOST_KEYS = """\
 # labgen box: no RSA host key (see labgen-ssh-hostkeys.service)
 HostKey /etc/ssh/ssh_host_ed25519_key
@@ -221,6 +263,10 @@ def configure(root: Path, recipe: BoxRecipe, pubkey: str, fs_uuid: str, mirror: 
             "/lib/systemd/system/firewalld.service")
     symlink(root / "etc/systemd/system/dbus-org.fedoraproject.FirewallD1.service",
             "/lib/systemd/system/firewalld.service")
+    write("usr/local/lib/labgen/firewalld-rule", FIREWALLD_RULE_SCRIPT, 0o755)
+    write("etc/systemd/system/labgen-firewalld-rule.service", FIREWALLD_RULE_UNIT)
+    symlink(root / "etc/systemd/system/firewalld.service.wants/labgen-firewalld-rule.service",
+            "/etc/systemd/system/labgen-firewalld-rule.service")
     for name in UNPROBED_ALTERNATIVES:
         chroot("update-alternatives", "--remove-all", name)
 

@@ -32,7 +32,7 @@ def box_version(recipe: BoxRecipe, pubkey: str = "") -> str:
         bootorder.BACKGROUND_SLICE, bootorder.OVS_AT_BOOT, bootorder.MASKED_UNITS,
         bootorder.OVS_DAEMON_UNITS, bootorder.BACKGROUND_AFTER, bootorder.OVS_DAEMON_DROPIN, bootorder.MASKED_GENERATORS,
         guest.OVS_DATABASE, guest.SSHD_PAM_DROPPED, guest.UNPROBED_ALTERNATIVES,
-        guest.MODPROBE_BLACKLIST,
+        guest.MODPROBE_BLACKLIST, guest.FIREWALLD_RULE_SCRIPT, guest.FIREWALLD_RULE_UNIT,
         guest.INITRAMFS_CONF, guest.INITRAMFS_MODULES, bootorder.JOURNALD_CONF, bootorder.COLDPLUG_DROPIN,
         disk.GRUB_EARLY_CFG, disk.GRUB_CORE_MODULES, BOX_VAGRANTFILE,
     )

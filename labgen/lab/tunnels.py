@@ -14,6 +14,7 @@ with don't-fragment set).
 """
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 from labgen.errors import InputError
@@ -84,6 +85,19 @@ class TunnelKind:
         what = (f'port port="{self.udp_port}" protocol="udp"' if self.udp_port
                 else f'protocol value="{self.name}"')
         return f'rule family="ipv4" source address="{underlay}" {what} accept'
+
+    def firewalld_rule_xml(self, underlay: str) -> str:
+        """The same rule as firewalld keeps it in a zone file (one line): what labgen's box
+        puts into a pristine default zone before firewalld's first start, from the kernel
+        command line (boot_rule)."""
+        what = (f'<port port="{self.udp_port}" protocol="udp"/>' if self.udp_port
+                else f'<protocol value="{self.name}"/>')
+        return f'<rule family="ipv4"><source address="{underlay}"/>{what}<accept/></rule>'
+
+    def boot_rule(self, underlay: str) -> str:
+        """firewalld_rule_xml in base64: a kernel command line word (labgen.firewalld-rule=),
+        and the mark the box leaves once its default zone holds it."""
+        return base64.b64encode(self.firewalld_rule_xml(underlay).encode()).decode()
 
     def iptables_match(self, underlay: str) -> str:
         what = f"-p udp --dport {self.udp_port}" if self.udp_port else f"-p {self.name}"

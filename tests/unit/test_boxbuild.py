@@ -10,6 +10,7 @@ import os
 import shutil
 import stat
 import struct
+import subprocess
 import tarfile
 import tomllib
 import uuid
@@ -49,6 +50,7 @@ from labgen.boxbuild import (
 )
 from labgen.boxbuild.log import BuildLog
 from labgen.lab import boxes
+from labgen.lab.tunnels import KINDS
 from labgen.vagrant import command as vagrant
 
 BOX_FILE = ROOT / "boxes" / "labgen-debian12.toml"
@@ -216,7 +218,7 @@ def test_version_and_rootfs_key_of_the_shipped_recipe_are_unchanged():
     # The box in the cache and in Vagrant on every host carries these: a different value is
     # a rebuild everywhere. Update them only with a deliberate change to the recipe.
     r = get_recipe("debian12")
-    assert box_version(r, VAGRANT_PUB) == "1.5.0.7867146"
+    assert box_version(r, VAGRANT_PUB) == "1.5.0.435433"
     assert rootfs_key(r) == "cbd91b6910c7"
 
 
@@ -319,18 +321,18 @@ def fake_host(monkeypatch):
 
 def test_build_box_reuses_without_building(fake_host, tmp_path):
     steps, listed = fake_host
-    listed.add(("labgen/debian12", "libvirt", "1.5.0.7867146"))
-    box = tmp_path / "labgen-debian12-1.5.0.7867146.box"
+    listed.add(("labgen/debian12", "libvirt", "1.5.0.435433"))
+    box = tmp_path / "labgen-debian12-1.5.0.435433.box"
     box.write_bytes(b"box")
     lines: list[str] = []
     built = build_box(cache_dir=tmp_path, progress=lines.append)
-    assert built == build.BuiltBox("labgen/debian12", "1.5.0.7867146", box, reused=True)
-    assert steps == [] and lines == [f"reused labgen/debian12 1.5.0.7867146 (libvirt): {box}"]
+    assert built == build.BuiltBox("labgen/debian12", "1.5.0.435433", box, reused=True)
+    assert steps == [] and lines == [f"reused labgen/debian12 1.5.0.435433 (libvirt): {box}"]
 
 
 def test_cached_box_missing_from_vagrant_is_only_added(fake_host, tmp_path):
     steps, _listed = fake_host
-    (tmp_path / "labgen-debian12-1.5.0.7867146.box").write_bytes(b"box")
+    (tmp_path / "labgen-debian12-1.5.0.435433.box").write_bytes(b"box")
     built = build_box(cache_dir=tmp_path, progress=lambda _: None)
     assert steps == ["box add"] and built.reused
 
@@ -359,7 +361,7 @@ def test_full_build_runs_every_step_and_removes_older_boxes(fake_host, tmp_path,
     assert steps == ["debootstrap", "image", "package", "box add"] and not built.reused
     assert not (tmp_path / "labgen-debian12-1.0.0.1.box").exists()
     assert said == ["removed older cached labgen-debian12-1.0.0.1.box"]
-    assert "build labgen/debian12 1.5.0.7867146 action=build" in \
+    assert "build labgen/debian12 1.5.0.435433 action=build" in \
         (tmp_path / "build-debian12.log").read_text()
 
 
@@ -413,6 +415,57 @@ def test_sshd_logins_lose_only_the_message_of_the_day():
         "session    optional     pam_motd.so noupdate\n", "")
     with pytest.raises(BoxBuildError, match=r"/etc/pam.d/sshd calls no pam_motd.so: Debian's file changed"):
         guest.without_pam_modules("@include common-session\n", ("pam_motd.so",))
+
+
+PUBLIC_ZONE = """<?xml version="1.0" encoding="utf-8"?>
+<zone>
+  <short>Public</short>
+  <service name="ssh"/>
+  <forward/>
+</zone>
+"""
+
+
+def run_firewalld_rule_script(tmp_path: Path, cmdline: str) -> subprocess.CompletedProcess[str]:
+    """The box's script, run by the host's sh with its paths moved under tmp_path (a Debian
+    firewalld's stock zone and config there)."""
+    root = tmp_path / "root"
+    (root / "usr/lib/firewalld/zones").mkdir(parents=True, exist_ok=True)
+    (root / "etc/firewalld").mkdir(parents=True, exist_ok=True)
+    (root / "usr/lib/firewalld/zones/public.xml").write_text(PUBLIC_ZONE)
+    (root / "etc/firewalld/firewalld.conf").write_text("# stock\nDefaultZone=public\nLogDenied=off\n")
+    (root / "cmdline").write_text(cmdline + "\n")
+    script = guest.FIREWALLD_RULE_SCRIPT.replace("/proc/cmdline", f"{root}/cmdline")
+    for d in ("/etc/firewalld", "/usr/lib/firewalld", "/run/labgen"):
+        script = script.replace(d, f"{root}{d}")
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
+
+
+def test_the_box_writes_the_labs_rule_into_a_pristine_default_zone_only(tmp_path):
+    word = KINDS["vxlan"].boot_rule("10.10.10.0/24")
+    zone, mark = tmp_path / "root/etc/firewalld/zones/public.xml", tmp_path / "root/run/labgen/firewalld-rule"
+    # no word on the command line: nothing
+    assert run_firewalld_rule_script(tmp_path, "root=UUID=u ro quiet").returncode == 0
+    assert not zone.exists() and not mark.exists()
+    # the word: the stock zone plus the rule, and the mark
+    proc = run_firewalld_rule_script(tmp_path, f"root=UUID=u ro labgen.firewalld-rule={word} quiet")
+    assert proc.returncode == 0, proc.stderr
+    rule = KINDS["vxlan"].firewalld_rule_xml("10.10.10.0/24")
+    assert zone.read_text() == PUBLIC_ZONE.replace("</zone>", f"  {rule}\n</zone>")
+    assert mark.read_text() == word + "\n"
+    # a zone saved before (by firewalld or its user) is left alone, and no mark is left
+    zone.write_text("<zone>saved</zone>\n")
+    mark.unlink()
+    assert run_firewalld_rule_script(tmp_path, f"labgen.firewalld-rule={word}").returncode == 0
+    assert zone.read_text() == "<zone>saved</zone>\n" and not mark.exists()
+
+
+def test_the_firewalld_rule_unit_runs_before_firewalld_only_with_the_word():
+    unit = guest.FIREWALLD_RULE_UNIT
+    for line in ("Before=firewalld.service", "ConditionKernelCommandLine=labgen.firewalld-rule",
+                 "ExecStart=/usr/local/lib/labgen/firewalld-rule", "WantedBy=firewalld.service",
+                 "DefaultDependencies=no"):
+        assert line in unit.splitlines()
 
 
 # The lines of Debian 12's units that configure() edits (openssh-server 9.2, openvswitch 3.1).

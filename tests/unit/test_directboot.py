@@ -11,6 +11,7 @@ import pytest
 from support.golden import render_case
 
 from labgen.lab.boxes import Box
+from labgen.lab.tunnels import KINDS
 from labgen.providers.libvirt.directboot import direct_boot
 from labgen.providers.libvirt.hypervisors import Hypervisor
 
@@ -85,8 +86,11 @@ def test_the_vagrantfile_pins_the_box_and_names_the_kernel_only_while_they_are_t
     assert f"if File.file?('{kernel}') && File.file?('{cache}/labgen-debian12-1.3.0.7.initrd') &&" \
         in text
     assert "      config.vm.box_version = '1.3.0.7'\n" in text
-    # the golden case runs under software emulation (--libvirt-driver qemu)
-    assert "      lv.cmd_line = 'root=UUID=u-1 ro console=ttyS0 mitigations=off'\n" in text
+    # the golden case runs under software emulation (--libvirt-driver qemu); the last word is
+    # the tunnel's firewall rule for the box's firewalld (TunnelKind.boot_rule)
+    rule = KINDS["geneve"].boot_rule("10.10.10.0/24")
+    assert (f"      lv.cmd_line = 'root=UUID=u-1 ro console=ttyS0 mitigations=off "
+            f"labgen.firewalld-rule={rule}'\n") in text
     assert "    lv.cpu_model = 'qemu64'\n" in text
     ruby = shutil.which("ruby")
     if ruby:

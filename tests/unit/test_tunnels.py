@@ -2,7 +2,9 @@
 GRE, VXLAN and Geneve, and what reads it."""
 from __future__ import annotations
 
+import base64
 import re
+import xml.etree.ElementTree as ET
 
 import pytest
 from support import OUTPUTS, ROOT, readme_block
@@ -106,6 +108,22 @@ def test_node_script_admits_only_the_tunnel_from_the_underlay(kind, firewalld, i
     assert not re.search(r"systemctl (stop|disable|mask) firewalld|-P INPUT ACCEPT$|iptables -F",
                          script, re.M)
     assert "--add-port" not in script and "--add-protocol" not in script
+
+
+@pytest.mark.parametrize("kind", ["gre", "vxlan", "geneve"])
+def test_the_boot_rule_is_the_same_rule_as_firewalld_keeps_it_in_a_zone_file(kind):
+    """What the box writes into the default zone (boot_rule, decoded) is the rich rule the node
+    script would add, in the zone file's form, and one word of a kernel command line."""
+    k = tunnels.KINDS[kind]
+    word = k.boot_rule("10.10.10.0/24")
+    assert re.fullmatch(r"[A-Za-z0-9+/=]+", word)
+    rule = ET.fromstring(base64.b64decode(word))
+    assert rule.tag == "rule" and rule.attrib == {"family": "ipv4"}
+    assert [c.tag for c in rule] == ["source", ("port" if k.udp_port else "protocol"), "accept"]
+    assert rule[0].attrib == {"address": "10.10.10.0/24"}
+    what = " ".join(f'{a}="{v}"' for a, v in rule[1].attrib.items())
+    assert k.firewalld_rule("10.10.10.0/24") == (
+        f'rule family="ipv4" source address="10.10.10.0/24" {rule[1].tag} {what} accept')
 
 
 def test_netns_node_script_has_no_firewall_step():

@@ -259,7 +259,18 @@ firewalld_set() {   # RULE OTHER...
     esac
   done
 }
-if command -v firewall-cmd >/dev/null 2>&1 && firewalld_running; then
+# labgen's box wrote this rule into its pristine default zone before firewalld's first start,
+# from the kernel command line (labgen/boxbuild/guest.py: FIREWALLD_RULE_SCRIPT), and left a
+# mark. firewalld, started or starting since, loads it with the rest of its configuration:
+# no start to wait for, nothing to add. The mark is taken once (the first run after the
+# boot, before anyone could change firewalld's runtime rules); a run after it asks firewalld.
+boot_rule=
+if [ -r /run/labgen/firewalld-rule ]; then read -r boot_rule </run/labgen/firewalld-rule || true; fi
+if [ "$boot_rule" = PHJ1bGUgZmFtaWx5PSJpcHY0Ij48c291cmNlIGFkZHJlc3M9IjEwLjEwLjEwLjAvMjQiLz48cHJvdG9jb2wgdmFsdWU9ImdyZSIvPjxhY2NlcHQvPjwvcnVsZT4= ] && command -v systemctl >/dev/null 2>&1 &&
+    case "$(systemctl is-active firewalld 2>/dev/null)" in active|activating) true ;; *) false ;; esac; then
+  mv -f /run/labgen/firewalld-rule /run/labgen/firewalld-rule.taken
+  log "firewalld: admits GRE (IP protocol 47) from 10.10.10.0/24 (in its default zone since the boot)"
+elif command -v firewall-cmd >/dev/null 2>&1 && firewalld_running; then
   rule='rule family="ipv4" source address="10.10.10.0/24" protocol value="gre" accept'
   others=('rule family="ipv4" source address="10.10.10.0/24" port port="4789" protocol="udp" accept' 'rule family="ipv4" source address="10.10.10.0/24" port port="6081" protocol="udp" accept')
   if command -v busctl >/dev/null 2>&1; then
