@@ -194,7 +194,9 @@ def test_the_local_node_boots_the_box_kernel_directly_the_remote_one_through_gru
     # Under software emulation (the qemu driver) labgen adds its kernel arguments to the
     # box's and gives both guests QEMU's qemu64 CPU (the box file's emulated_cpu).
     emulated = json.loads((lab / "lab.json").read_text())["libvirt"]["driver"] == "qemu"
-    direct = " ".join([record["cmdline"], *(EMULATED_KERNEL_ARGS if emulated else ())])
+    # Last, the tunnel's firewall rule for the box's firewalld (labgen/boxbuild/guest.py).
+    direct = " ".join([record["cmdline"], *(EMULATED_KERNEL_ARGS if emulated else ()),
+                       f"labgen.firewalld-rule={GRE.boot_rule('10.10.10.0/24')}"])
     assert xml["node1"].findtext("os/kernel") == record["kernel"]
     assert xml["node1"].findtext("os/initrd") == record["initrd"]
     assert xml["node1"].findtext("os/cmdline") == direct
@@ -266,11 +268,22 @@ def test_split_lab_pre_checks_refuse_in_one_line_and_create_nothing(tmp_path, bo
 def test_firewalld_is_active_and_admits_only_the_tunnel_from_the_underlay(gre_lab):
     """The box runs firewalld like CentOS; the node script added one rich rule (runtime and
     permanent) and opened nothing else."""
-    lab, created, _ = gre_lab
+    lab, created, out = gre_lab
     assert created.returncode == 0, "the shared lab was not created: see the first test"
     for node in ("node1", "node2"):
         assert firewalld_rules(lab, node) == {"state": "running", "rich": RULE, "ports": "",
                                               "protocols": "", "permanent": RULE}
+    # Two ways to the same firewalld: node1, booted directly with the rule on its kernel
+    # command line, had it in its default zone from the boot (the node script's first run took
+    # the box's mark and asked firewalld nothing); node2, booted through GRUB on the other
+    # host, had it added over firewalld's D-Bus interface.
+    taken = {node: _vm(lab, node, "ls /run/labgen 2>/dev/null").stdout.split() for node in ("node1", "node2")}
+    assert taken == {"node1": ["firewalld-rule.taken"], "node2": []}
+    # ... as the create said, each node script's steps shown as they came
+    log = (out / "create-gre.log").read_text()
+    assert "node1: firewalld: admits GRE (IP protocol 47) from 10.10.10.0/24 (in its default zone since the boot)" in log
+    assert "node2: firewalld: admitted GRE (IP protocol 47) from 10.10.10.0/24" in log
+    assert "node2: firewall: waiting for firewalld's start" in log and "node1: firewall:" not in log
 
 
 def test_up_again_on_running_vms_changes_nothing(gre_lab):
