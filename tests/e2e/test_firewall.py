@@ -20,7 +20,7 @@ pytestmark = pytest.mark.netns
 
 START = "# --- let the tunnel in through an active firewall"
 # What may follow the step: the next section (RSTP labs) or the script's last line (802.1D).
-ENDS = ("\n# --- ", '\nlog "provisioned')
+ENDS = ("\n# --- ", '\nlog "done:')
 
 
 @pytest.fixture(autouse=True)
